@@ -1,0 +1,156 @@
+// The HTTP application: errors, docs, operations, the dashboard, /me and the process routes,
+// wrapped by `createHandler`, which owns what every request shares (request id, body limit, CORS,
+// audit of authenticated routes, the JSON log line and metrics).
+import { openapi } from '@elysiajs/openapi'
+import { Elysia } from 'elysia'
+import { auditRowFor } from './auth/plugin'
+import { dashboard } from './dashboard/routes'
+import { HttpError, errorResponse, isUnavailable, payloadTooLarge } from './errors'
+import { me } from './me'
+import { ops } from './ops/routes'
+import { processes } from './processes/index'
+import { beginRequest, requestState, shareState } from './request-state'
+import type { Services } from './services'
+
+export const MAX_BODY_BYTES = 1024 * 1024
+
+export function createApp(s: Services) {
+  return new Elysia()
+    .onTransform({ as: 'global' }, ({ request, route }) => {
+      requestState(request).route = route
+    })
+    .onError({ as: 'global' }, ({ code, error, request }) => {
+      const state = requestState(request)
+      if (error instanceof HttpError) return errorResponse(error.status, error.code, error.message, error.details, error.headers)
+      switch (code) {
+        case 'VALIDATION':
+          return errorResponse(422, 'invalid_request', validationMessage(error), validationDetails(error))
+        case 'PARSE':
+          return errorResponse(400, 'bad_request', 'Request body is not valid JSON')
+        case 'NOT_FOUND':
+          return errorResponse(404, 'not_found', 'No such route')
+      }
+      if (isUnavailable(error)) return errorResponse(503, 'unavailable', 'Database unavailable', undefined, { 'Retry-After': '1' })
+      s.log.error('unhandled error', { request_id: state.requestId, route: state.route, error: String(error), stack: (error as Error)?.stack })
+      return errorResponse(500, 'internal', 'Internal server error', undefined, undefined, state.requestId)
+    })
+    .use(
+      openapi({
+        path: '/openapi',
+        specPath: '/openapi/json',
+        documentation: {
+          info: {
+            title: 'Processes API',
+            version: '1.0.0',
+            description: 'Read, control and stream long-running background jobs. Auth: Bearer token or the ps_session cookie.',
+          },
+          components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+          security: [{ bearer: [] }],
+        },
+        exclude: { paths: ['/', '/app.js', '/style.css'] },
+      }),
+    )
+    .use(ops(s))
+    .use(dashboard())
+    .use(me(s))
+    .use(processes(s))
+}
+
+export type App = ReturnType<typeof createApp>
+
+function validationDetails(error: unknown) {
+  const all = (error as { all?: Array<{ path?: string; message?: string; summary?: string }> }).all
+  if (!Array.isArray(all)) return undefined
+  return all.slice(0, 20).map((e) => ({ path: e.path || '/', message: e.summary ?? e.message }))
+}
+
+function validationMessage(error: unknown) {
+  const type = (error as { type?: string }).type
+  const where = type === 'params' ? 'path parameter' : type === 'query' ? 'query parameter' : type === 'headers' ? 'header' : 'body'
+  const first = validationDetails(error)?.[0]
+  return first ? `Invalid ${where} ${first.path}: ${first.message}` : `Invalid ${where}`
+}
+
+export type Handler = (request: Request, ip?: string | null) => Promise<Response>
+
+/** The whole request path around the Elysia app; used by the listening server and by in-process tests. */
+export function createHandler(s: Services, app = createApp(s)): Handler {
+  app.compile()
+  const origins = new Set(s.config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean))
+  const logRequests = s.log.enabled('info')
+
+  return async (request, ip = null) => {
+    const incoming = request.headers.get('x-request-id')
+    const requestId = incoming && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID()
+    const state = beginRequest(request, requestId, ip)
+    const origin = request.headers.get('origin')
+    const cors = origin && (origins.has('*') || origins.has(origin)) ? origin : null
+
+    let response: Response
+    if (cors && request.method === 'OPTIONS') response = preflight(cors)
+    else {
+      try {
+        const limited = await limitBody(request)
+        if (limited !== request) shareState(request, limited)
+        response = await app.handle(limited)
+      } catch (error) {
+        response = error instanceof HttpError ? errorResponse(error.status, error.code, error.message) : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
+      }
+    }
+
+    const headers = response.headers
+    headers.set('x-request-id', requestId)
+    if (cors) {
+      headers.set('access-control-allow-origin', cors)
+      headers.set('access-control-allow-credentials', 'true')
+      headers.set('access-control-expose-headers', 'ETag, Link, Location, X-Request-Id')
+      headers.append('vary', 'Origin')
+    }
+    const status = response.status
+    const route = state.route ?? 'unmatched'
+    if (state.authenticated && !state.audited) s.audit.record(auditRowFor(request, state, status))
+    const ms = performance.now() - state.startedAt
+    s.metrics.request(request.method, route, status, ms)
+    if (logRequests) s.log.info('request', { method: request.method, route, status, ms: Math.round(ms * 100) / 100, request_id: requestId })
+    return response
+  }
+}
+
+function preflight(origin: string): Response {
+  return new Response(null, {
+    status: 204,
+    headers: {
+      'access-control-allow-origin': origin,
+      'access-control-allow-credentials': 'true',
+      'access-control-allow-methods': 'GET, POST, OPTIONS',
+      'access-control-allow-headers': 'Authorization, Content-Type, Idempotency-Key, If-None-Match, Last-Event-ID, X-Request-Id',
+      'access-control-max-age': '600',
+      vary: 'Origin',
+    },
+  })
+}
+
+/** Refuses bodies over 1 MiB with the contract's 413, whether or not they declare a length. */
+async function limitBody(request: Request): Promise<Request> {
+  if (request.method === 'GET' || request.method === 'HEAD' || !request.body) return request
+  const declared = request.headers.get('content-length')
+  if (declared !== null) {
+    if (Number(declared) > MAX_BODY_BYTES) throw payloadTooLarge()
+    return request
+  }
+  // Chunked: read up to the limit, then hand Elysia an ordinary request with the bytes read.
+  const reader = request.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > MAX_BODY_BYTES) {
+      reader.cancel().catch(() => {})
+      throw payloadTooLarge()
+    }
+    chunks.push(value)
+  }
+  return new Request(request.url, { method: request.method, headers: request.headers, body: Buffer.concat(chunks) })
+}

@@ -1,0 +1,98 @@
+// The audit trail. Mutations write their row inside their own transaction (writeAuditRow);
+// reads, stream connects and failed authentications are batched and flushed every AUDIT_FLUSH_MS
+// (≤ 250 ms) and at shutdown, so a read never waits for a database write.
+import type { Sql } from '../db/client'
+import type { Logger } from '../ops/log'
+import type { Authenticator } from './authenticator'
+import { touchTokens } from './queries'
+
+export interface AuditRow {
+  user_id: number | null
+  token_id: number | null
+  workspace_id: number | null
+  method: string
+  route: string
+  status: number
+  ip: string | null
+  user_agent: string | null
+  request_id: string | null
+  created_at: string
+}
+
+// While the database is down rows wait in memory, up to this many; beyond it the oldest are dropped and counted.
+const MAX_BUFFERED = 100_000
+
+export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
+  if (rows.length === 0) return
+  await sql`
+    insert into audit_log (user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at)
+    select user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at
+      from jsonb_to_recordset(${JSON.stringify(rows)}::text::jsonb)
+        as x(user_id bigint, token_id bigint, workspace_id bigint, method text, route text, status int,
+             ip text, user_agent text, request_id text, created_at timestamptz)`
+}
+
+export class AuditLog {
+  private buffer: AuditRow[] = []
+  private timer: Timer | null = null
+  private flushing: Promise<void> | null = null
+  dropped = 0
+  written = 0
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly auth: Authenticator,
+    private readonly flushMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  start() {
+    this.timer ??= setInterval(() => void this.flush(), this.flushMs)
+  }
+
+  record(row: AuditRow) {
+    if (this.buffer.length >= MAX_BUFFERED) {
+      this.buffer.shift()
+      this.dropped++
+    }
+    this.buffer.push(row)
+  }
+
+  get pending() {
+    return this.buffer.length
+  }
+
+  /** Writes what is buffered; one flush at a time, rows stay buffered if the database is down. */
+  flush(): Promise<void> {
+    if (this.flushing) return this.flushing
+    this.flushing = this.flushOnce().finally(() => {
+      this.flushing = null
+    })
+    return this.flushing
+  }
+
+  private async flushOnce() {
+    const rows = this.buffer
+    const apiIds = [...this.auth.usedApiTokens]
+    const workerIds = [...this.auth.usedWorkerTokens]
+    if (rows.length === 0 && apiIds.length === 0 && workerIds.length === 0) return
+    this.buffer = []
+    this.auth.usedApiTokens.clear()
+    this.auth.usedWorkerTokens.clear()
+    try {
+      await writeAuditRows(this.sql, rows)
+      await touchTokens(this.sql, apiIds, workerIds)
+      this.written += rows.length
+    } catch (error) {
+      this.buffer = rows.concat(this.buffer)
+      this.log.warn('audit flush failed; rows kept for the next flush', { rows: rows.length, error: String(error) })
+    }
+  }
+
+  async stop() {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+    await this.flush()
+    if (this.buffer.length > 0) await this.flush()
+  }
+}

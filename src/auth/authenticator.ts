@@ -1,0 +1,111 @@
+// Resolves a bearer token or the ps_session cookie to a principal. Look-ups are cached in memory for
+// AUTH_CACHE_MS (≤ 5 s), so revocation and expiry still take effect within that window on every instance.
+import type { Sql } from '../db/client'
+import { unauthenticated } from '../errors'
+import { findApiToken, findWorkerToken, type Membership } from './queries'
+import { hashToken } from './tokens'
+
+export interface Principal {
+  userId: number
+  tokenId: number
+  memberships: Membership[]
+  workspaceIds: number[]
+  expiresAt: number | null
+}
+
+interface Cached<T> {
+  value: T
+  fetchedAt: number
+}
+
+// Bounds the cache against a flood of distinct valid tokens; entries are cheap, a refill is one query.
+const MAX_CACHED = 50_000
+const MAX_TOKEN_LENGTH = 512
+
+export class Authenticator {
+  private readonly api = new Map<string, Cached<Principal | null>>()
+  private readonly workers = new Map<string, Cached<number | null>>()
+  readonly usedApiTokens = new Set<number>()
+  readonly usedWorkerTokens = new Set<number>()
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly cacheMs: number,
+  ) {}
+
+  /** The token a request carries: the Authorization header first, then the browser's cookie. */
+  static tokenOf(request: Request): string | null {
+    const header = request.headers.get('authorization')
+    if (header) {
+      const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
+      return match ? match[1]! : null
+    }
+    const cookie = request.headers.get('cookie')
+    if (cookie) {
+      for (const part of cookie.split(';')) {
+        const eq = part.indexOf('=')
+        if (eq > 0 && part.slice(0, eq).trim() === 'ps_session') {
+          const value = part.slice(eq + 1).trim()
+          try {
+            return decodeURIComponent(value) || null
+          } catch {
+            return null
+          }
+        }
+      }
+    }
+    return null
+  }
+
+  async authenticate(token: string | null): Promise<Principal> {
+    if (!token || token.length > MAX_TOKEN_LENGTH) throw unauthenticated()
+    const hash = hashToken(token)
+    const now = Date.now()
+    let entry = this.api.get(hash)
+    if (!entry || now - entry.fetchedAt >= this.cacheMs) {
+      const row = await findApiToken(this.sql, hash)
+      const principal: Principal | null =
+        row && !row.revoked_at
+          ? {
+              userId: row.user_id,
+              tokenId: row.token_id,
+              memberships: row.memberships,
+              workspaceIds: row.memberships.map((m) => m.workspace_id),
+              expiresAt: row.expires_at ? new Date(row.expires_at).getTime() : null,
+            }
+          : null
+      entry = { value: principal, fetchedAt: now }
+      // Unknown tokens are not cached: a token created a moment ago must work at once.
+      if (principal) this.remember(this.api, hash, entry)
+      else this.api.delete(hash)
+    }
+    const principal = entry.value
+    if (!principal) throw unauthenticated('Unknown or revoked token')
+    if (principal.expiresAt !== null && principal.expiresAt <= now) throw unauthenticated('Token expired')
+    this.usedApiTokens.add(principal.tokenId)
+    return principal
+  }
+
+  /** Returns the worker token's id, or throws 401. */
+  async authenticateWorker(token: string | null): Promise<number> {
+    if (!token || token.length > MAX_TOKEN_LENGTH) throw unauthenticated()
+    const hash = hashToken(token)
+    const now = Date.now()
+    let entry = this.workers.get(hash)
+    if (!entry || now - entry.fetchedAt >= this.cacheMs) {
+      const row = await findWorkerToken(this.sql, hash)
+      const valid = row && !row.revoked_at && (!row.expires_at || new Date(row.expires_at).getTime() > now)
+      entry = { value: valid ? row.id : null, fetchedAt: now }
+      if (valid) this.remember(this.workers, hash, entry)
+      else this.workers.delete(hash)
+    }
+    if (entry.value === null) throw unauthenticated('Unknown or revoked worker token')
+    this.usedWorkerTokens.add(entry.value)
+    return entry.value
+  }
+
+  private remember<T>(map: Map<string, Cached<T>>, key: string, entry: Cached<T>) {
+    if (map.size >= MAX_CACHED) map.clear()
+    map.set(key, entry)
+  }
+}

@@ -1,0 +1,109 @@
+// The admin CLI (§10): `bun run cli <command>`, also the compiled executable's subcommands.
+// Each command prints one JSON object on stdout and nothing else there; errors go to stderr with exit 1.
+import { parseArgs } from 'node:util'
+import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, revokeToken } from './auth/queries'
+import { loadConfig } from './config'
+import { openDatabase, type Sql } from './db/client'
+import { migrate } from './db/migrate'
+
+export const CLI_COMMANDS = [
+  'migrate',
+  'create-workspace',
+  'create-user',
+  'add-member',
+  'create-token',
+  'create-worker-token',
+  'revoke-token',
+] as const
+type Command = (typeof CLI_COMMANDS)[number]
+
+class UsageError extends Error {}
+
+const USAGE = `usage: cli <command> [options]
+  migrate
+  create-workspace --name NAME
+  create-user --email E --workspace ID [--role R]
+  add-member --user ID --workspace ID [--role R]
+  create-token --user ID [--name N] [--ttl-days D]
+  create-worker-token [--name N]
+  revoke-token --id ID [--worker]`
+
+const OPTIONS = {
+  name: { type: 'string' },
+  email: { type: 'string' },
+  workspace: { type: 'string' },
+  role: { type: 'string' },
+  user: { type: 'string' },
+  'ttl-days': { type: 'string' },
+  id: { type: 'string' },
+  worker: { type: 'boolean' },
+} as const
+
+function required(values: Record<string, unknown>, key: string): string {
+  const value = values[key]
+  if (typeof value !== 'string' || value.trim() === '') throw new UsageError(`--${key} is required`)
+  return value
+}
+
+function id(values: Record<string, unknown>, key: string): number {
+  const raw = required(values, key)
+  if (!/^\d{1,15}$/.test(raw) || Number(raw) < 1) throw new UsageError(`--${key} must be a positive integer`)
+  return Number(raw)
+}
+
+async function run(sql: Sql, command: Command, values: Record<string, unknown>): Promise<object> {
+  switch (command) {
+    case 'migrate':
+      return { applied: await migrate(sql) }
+    case 'create-workspace':
+      return createWorkspace(sql, required(values, 'name'))
+    case 'create-user': {
+      const email = required(values, 'email')
+      if (!/^[^\s@]+@[^\s@]+$/.test(email)) throw new UsageError('--email must be an email address')
+      return createUser(sql, email, id(values, 'workspace'), (values.role as string | undefined) ?? 'member')
+    }
+    case 'add-member':
+      return addMember(sql, id(values, 'user'), id(values, 'workspace'), (values.role as string | undefined) ?? 'member')
+    case 'create-token': {
+      const ttl = values['ttl-days'] as string | undefined
+      if (ttl !== undefined && !(Number(ttl) > 0)) throw new UsageError('--ttl-days must be a positive number')
+      return createApiToken(sql, id(values, 'user'), (values.name as string | undefined) ?? null, ttl === undefined ? null : Number(ttl))
+    }
+    case 'create-worker-token':
+      return createWorkerToken(sql, (values.name as string | undefined) ?? null)
+    case 'revoke-token': {
+      const tokenId = id(values, 'id')
+      if (!(await revokeToken(sql, tokenId, values.worker ? 'worker' : 'api'))) throw new UsageError(`no ${values.worker ? 'worker' : 'API'} token with id ${tokenId}`)
+      return { id: tokenId, revoked: true }
+    }
+  }
+}
+
+/** Runs one command; returns the exit code. Output: one JSON line on stdout, or an error on stderr. */
+export async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  const [command, ...rest] = argv
+  if (!command || !(CLI_COMMANDS as readonly string[]).includes(command)) {
+    console.error(command ? `unknown command ${JSON.stringify(command)}\n${USAGE}` : USAGE)
+    return 1
+  }
+  let db: Awaited<ReturnType<typeof openDatabase>> | null = null
+  try {
+    const { values } = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: false })
+    const config = loadConfig(env)
+    db = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: 2 })
+    if (command !== 'migrate') await migrate(db.sql)
+    const result = await run(db.sql, command as Command, values)
+    process.stdout.write(JSON.stringify(result) + '\n')
+    return 0
+  } catch (error) {
+    const code = (error as { code?: string }).code
+    const message =
+      code === '23503' ? 'referenced user or workspace does not exist' : code === '23505' ? 'already exists' : error instanceof Error ? error.message : String(error)
+    console.error(`error: ${message}`)
+    return 1
+  } finally {
+    await db?.close().catch(() => {})
+  }
+}
+
+if (import.meta.main) process.exit(await runCli(process.argv.slice(2)))

@@ -1,0 +1,73 @@
+/**
+ * `useProcessMonitor`: a React hook over `monitorProcess`. React is an optional
+ * peer dependency, imported only here: nothing in the server imports this file.
+ *
+ * ```tsx
+ * const { process, done, error } = useProcessMonitor(id)
+ * return <progress value={process?.progress ?? 0} max={100} />
+ * ```
+ */
+import { useEffect, useState } from 'react'
+import {
+  monitorProcess,
+  type EventSourceConstructor,
+  type FetchLike,
+  type MonitorError,
+  type Process,
+} from './monitor.ts'
+
+export type { MonitorError, Process } from './monitor.ts'
+
+export interface UseProcessMonitorOptions {
+  /** The server's origin; default `''`, the page's own (the `ps_session` cookie then authenticates). */
+  baseUrl?: string
+  /** Bearer token, for pages that do not use the session cookie. */
+  token?: string
+  /** Default 2000. */
+  pollIntervalMs?: number
+  /** Keep these stable (module-level) values: a new one restarts the monitor. */
+  fetch?: FetchLike
+  EventSource?: EventSourceConstructor
+}
+
+export interface ProcessMonitorState {
+  /** The newest version seen; null until the first arrives. */
+  process: Process | null
+  /** The process reached completed, failed, cancelled or waiting_review; monitoring has stopped. */
+  done: boolean
+  /** 401, 403, 404 or no way to read the server; monitoring has stopped. */
+  error: MonitorError | null
+}
+
+const IDLE: ProcessMonitorState = { process: null, done: false, error: null }
+
+/** Follow a process until it is done. Pass `null` (or `undefined`) to follow nothing. */
+export function useProcessMonitor(
+  id: number | string | null | undefined,
+  options: UseProcessMonitorOptions = {},
+): ProcessMonitorState {
+  const { baseUrl = '', token, pollIntervalMs, fetch, EventSource } = options
+  // State is tagged with the id it belongs to, so a new id shows IDLE at once
+  // instead of the previous process for one render.
+  const [state, setState] = useState<{ id: typeof id } & ProcessMonitorState>({ id, ...IDLE })
+
+  useEffect(() => {
+    setState({ id, ...IDLE })
+    if (id === null || id === undefined) return
+    const merge = (patch: Partial<ProcessMonitorState>) =>
+      setState((previous) => ({ ...(previous.id === id ? previous : { id, ...IDLE }), ...patch }))
+    const monitor = monitorProcess(baseUrl, id, {
+      token,
+      pollIntervalMs,
+      fetch,
+      EventSource,
+      onUpdate: (process) => merge({ process }),
+      onDone: (process) => merge({ process, done: true }),
+      onError: (error) => merge({ error }),
+    })
+    return () => monitor.stop()
+  }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource])
+
+  if (state.id !== id) return IDLE
+  return { process: state.process, done: state.done, error: state.error }
+}

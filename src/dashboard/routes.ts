@@ -1,0 +1,15 @@
+// The live dashboard: three static files, embedded as text so the compiled executable serves them too.
+import { Elysia } from 'elysia'
+import script from './app.js' with { type: 'text' }
+import page from './index.html' with { type: 'text' }
+import styles from './style.css' with { type: 'text' }
+
+const file = (body: string, type: string) => () =>
+  new Response(body, { headers: { 'content-type': `${type}; charset=utf-8`, 'cache-control': 'no-cache' } })
+
+export function dashboard() {
+  return new Elysia()
+    .get('/', file(page, 'text/html'), { detail: { hide: true } })
+    .get('/app.js', file(script, 'text/javascript'), { detail: { hide: true } })
+    .get('/style.css', file(styles, 'text/css'), { detail: { hide: true } })
+}

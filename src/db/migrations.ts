@@ -1,0 +1,10 @@
+// The migrations, embedded as text so the compiled executable carries them (no sql/ folder needed).
+// Add each new sql/NNN_name.sql here; tests/db/migrate.test.ts checks this list matches the folder.
+import init from '../../sql/001_init.sql' with { type: 'text' }
+
+export interface Migration {
+  name: string
+  text: string
+}
+
+export const MIGRATIONS: Migration[] = [{ name: '001_init.sql', text: init }]

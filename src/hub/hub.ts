@@ -1,0 +1,132 @@
+// The in-memory hub: committed process states, keyed by process id (and by workspace, for dashboards),
+// delivered to this instance's streams and workers. With a Bridge (Redis), every change also goes out to the
+// other instances, and this instance listens only to the ids and workspaces its own clients watch.
+import type { Process } from '../processes/model'
+
+export type Listener = (process: Process) => void
+
+/** What the hub needs from a cross-instance transport; the Redis bridge implements it. */
+export interface Bridge {
+  readonly healthy: boolean
+  publish(process: Process): void
+  publishWork(type: string): void
+  subscribe(channel: string): Promise<void>
+  unsubscribe(channel: string): void
+  close(): Promise<void>
+}
+
+export const processChannel = (id: number) => `process:${id}`
+export const workspaceChannel = (id: number) => `workspace:${id}`
+export const WORK_CHANNEL = 'work'
+
+export class Hub {
+  private readonly byProcess = new Map<number, Set<Listener>>()
+  private readonly byWorkspace = new Map<number, Set<Listener>>()
+  // The newest version seen per watched id: a late or echoed copy of an older state is dropped here.
+  private readonly newest = new Map<number, number>()
+  private readonly workListeners = new Set<(type: string) => void>()
+  private bridge: Bridge | null = null
+  published = 0
+
+  attach(bridge: Bridge) {
+    this.bridge = bridge
+  }
+
+  get bridgeHealthy(): boolean | null {
+    return this.bridge ? this.bridge.healthy : null
+  }
+
+  /** Watches one process; resolves once changes are guaranteed to arrive (the Redis subscription is active). */
+  async watch(id: number, listener: Listener): Promise<() => void> {
+    return this.add(this.byProcess, id, listener, processChannel)
+  }
+
+  async watchWorkspace(workspaceId: number, listener: Listener): Promise<() => void> {
+    return this.add(this.byWorkspace, workspaceId, listener, workspaceChannel)
+  }
+
+  private async add(map: Map<number, Set<Listener>>, key: number, listener: Listener, channel: (k: number) => string) {
+    let set = map.get(key)
+    if (!set) map.set(key, (set = new Set()))
+    set.add(listener)
+    let removed = false
+    const remove = () => {
+      if (removed) return
+      removed = true
+      const current = map.get(key)
+      if (!current) return
+      current.delete(listener)
+      if (current.size === 0) {
+        map.delete(key)
+        if (map === this.byProcess) this.newest.delete(key)
+        this.bridge?.unsubscribe(channel(key))
+      }
+    }
+    if (this.bridge) {
+      try {
+        await this.bridge.subscribe(channel(key))
+      } catch {
+        // Redis is down: local delivery still works and the bridge resubscribes and resyncs on reconnect.
+      }
+    }
+    return remove
+  }
+
+  /** A state was committed on this instance: deliver it here and to every other instance. */
+  publish(process: Process) {
+    this.published++
+    this.deliver(process)
+    this.bridge?.publish(process)
+  }
+
+  /** A state arrived (locally, from Redis, or from a resync read): deliver it if it is newer than what we had. */
+  deliver(process: Process) {
+    const listeners = this.byProcess.get(process.id)
+    if (listeners) {
+      const seen = this.newest.get(process.id) ?? 0
+      if (process.version > seen) {
+        this.newest.set(process.id, process.version)
+        for (const listener of listeners) listener(process)
+      }
+    }
+    const workspace = this.byWorkspace.get(process.workspace_id)
+    if (workspace) for (const listener of workspace) listener(process)
+  }
+
+  /** New or retried work of a type: wake waiting claims here and on every instance. */
+  announceWork(type: string) {
+    this.wakeWork(type)
+    this.bridge?.publishWork(type)
+  }
+
+  wakeWork(type: string) {
+    for (const listener of this.workListeners) listener(type)
+  }
+
+  onWork(listener: (type: string) => void): () => void {
+    this.workListeners.add(listener)
+    return () => this.workListeners.delete(listener)
+  }
+
+  watchedProcessIds(): number[] {
+    return [...this.byProcess.keys()]
+  }
+
+  watchedWorkspaceIds(): number[] {
+    return [...this.byWorkspace.keys()]
+  }
+
+  counts() {
+    let processListeners = 0
+    for (const set of this.byProcess.values()) processListeners += set.size
+    let workspaceListeners = 0
+    for (const set of this.byWorkspace.values()) workspaceListeners += set.size
+    return {
+      processes: this.byProcess.size,
+      processListeners,
+      workspaces: this.byWorkspace.size,
+      workspaceListeners,
+      workListeners: this.workListeners.size,
+    }
+  }
+}

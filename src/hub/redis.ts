@@ -1,0 +1,150 @@
+// The Redis bridge: one connection publishes, one subscribes. Channels are `process:<id>`,
+// `workspace:<id>` (for workspace streams) and `work` (new or retried work), under REDIS_PREFIX.
+// While Redis is down, publishes are dropped (local delivery goes on) rather than queued; on reconnect the
+// bridge resubscribes and asks the hub's owner to re-read every watched process from Postgres.
+import Redis from 'ioredis'
+import type { Logger } from '../ops/log'
+import type { Metrics } from '../ops/metrics'
+import type { Process } from '../processes/model'
+import { type Bridge, type Hub, WORK_CHANNEL, processChannel, workspaceChannel } from './hub'
+
+export interface RedisBridgeOptions {
+  url: string
+  prefix: string
+  hub: Hub
+  log: Logger
+  metrics: Metrics
+  /** Called after a reconnect, with the moment the link was lost: re-read what may have been missed. */
+  onResync: (since: Date) => Promise<void>
+}
+
+export class RedisBridge implements Bridge {
+  private readonly pub: Redis
+  private readonly sub: Redis
+  private readonly channels = new Set<string>()
+  private readonly pending = new Map<string, Promise<void>>()
+  private lostAt: Date | null = null
+  private closing = false
+
+  constructor(private readonly o: RedisBridgeOptions) {
+    const common = {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      // Reconnect quickly at first, then every second: a restarted Redis is found within a second.
+      retryStrategy: (times: number) => Math.min(50 * times, 1000),
+      connectTimeout: 2000,
+    }
+    this.pub = new Redis(o.url, { ...common, connectionName: 'processes-pub' })
+    this.sub = new Redis(o.url, { ...common, connectionName: 'processes-sub', autoResubscribe: false })
+    for (const conn of [this.pub, this.sub]) conn.on('error', () => {}) // state changes are logged below
+    this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel.toString(), message.toString()))
+    this.sub.on('close', () => this.onLost())
+    this.sub.on('ready', () => void this.onReady())
+  }
+
+  get healthy() {
+    return this.sub.status === 'ready' && this.pub.status === 'ready'
+  }
+
+  /** Connects both links; when Redis is not there yet, the server starts degraded and catches up once it is. */
+  async connect() {
+    const work = this.subscribe(WORK_CHANNEL)
+    try {
+      await Promise.all([this.pub.connect(), this.sub.connect()])
+      await work
+    } catch (error) {
+      this.lostAt ??= new Date()
+      this.o.log.warn('redis not reachable at start; running degraded', { error: String(error) })
+    }
+  }
+
+  private key(channel: string) {
+    return this.o.prefix + channel
+  }
+
+  publish(process: Process) {
+    if (this.pub.status !== 'ready') return
+    const payload = JSON.stringify(process)
+    // Two channels, one round trip: per-process streams and workers, and workspace streams.
+    this.pub
+      .pipeline()
+      .publish(this.key(processChannel(process.id)), payload)
+      .publish(this.key(workspaceChannel(process.workspace_id)), payload)
+      .exec()
+      .catch(() => {})
+    this.o.metrics.counters.redis_publishes++
+  }
+
+  publishWork(type: string) {
+    if (this.pub.status !== 'ready') return
+    this.pub.publish(this.key(WORK_CHANNEL), type).catch(() => {})
+  }
+
+  /** Subscribes to a channel (named without the prefix); one subscription serves all its watchers. */
+  subscribe(channel: string): Promise<void> {
+    const name = this.key(channel)
+    if (this.channels.has(name)) return this.pending.get(name) ?? Promise.resolve()
+    this.channels.add(name)
+    if (this.sub.status !== 'ready') return Promise.resolve() // subscribed on reconnect
+    const done = this.sub
+      .subscribe(name)
+      .then(() => {})
+      .finally(() => this.pending.delete(name))
+    this.pending.set(name, done)
+    return done
+  }
+
+  unsubscribe(channel: string) {
+    const name = this.key(channel)
+    if (!this.channels.delete(name)) return
+    if (this.sub.status === 'ready') this.sub.unsubscribe(name).catch(() => {})
+  }
+
+  get subscriptions() {
+    return this.channels.size
+  }
+
+  private onMessage(channel: string, message: string) {
+    if (channel === this.key(WORK_CHANNEL)) {
+      this.o.hub.wakeWork(message)
+      return
+    }
+    try {
+      this.o.hub.deliver(JSON.parse(message) as Process)
+    } catch (error) {
+      this.o.log.warn('ignored a malformed hub message', { channel, error: String(error) })
+    }
+  }
+
+  private onLost() {
+    if (this.closing || this.lostAt) return
+    this.lostAt = new Date()
+    this.o.log.warn('redis connection lost; delivering locally until it returns')
+  }
+
+  private async onReady() {
+    if (this.channels.size > 0) {
+      try {
+        await this.sub.subscribe(...this.channels)
+      } catch (error) {
+        this.o.log.warn('redis resubscribe failed', { error: String(error) })
+      }
+    }
+    if (!this.lostAt) return
+    const since = this.lostAt
+    this.lostAt = null
+    this.o.log.info('redis connection restored; resyncing watched processes', { since: since.toISOString() })
+    // Anything that may have been missed: re-read from Postgres, and let waiting claims look again.
+    this.o.hub.wakeWork('*')
+    await this.o.onResync(new Date(since.getTime() - 1000)).catch((error) => {
+      this.o.log.warn('resync after redis reconnect failed', { error: String(error) })
+    })
+  }
+
+  async close() {
+    this.closing = true
+    this.pub.disconnect()
+    this.sub.disconnect()
+  }
+}

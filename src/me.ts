@@ -1,0 +1,22 @@
+// GET /me (extension): who the token belongs to and which workspaces it can see; the dashboard starts here.
+import { Elysia, t } from 'elysia'
+import { authPlugin } from './auth/plugin'
+import { findUser, listWorkspacesOf } from './auth/queries'
+import type { Services } from './services'
+
+export function me(s: Services) {
+  return new Elysia().use(authPlugin(s)).get(
+    '/me',
+    async ({ principal }) => ({
+      user: await findUser(s.sql, principal.userId),
+      workspaces: await listWorkspacesOf(s.sql, principal.userId),
+    }),
+    {
+      response: t.Object({
+        user: t.Union([t.Object({ id: t.Integer(), email: t.String() }), t.Null()]),
+        workspaces: t.Array(t.Object({ id: t.Integer(), name: t.String(), role: t.String() })),
+      }),
+      detail: { summary: 'The caller and their workspaces (extension)', tags: ['auth'] },
+    },
+  )
+}

@@ -1,0 +1,47 @@
+// Counters and gauges rendered as Prometheus text. Gauges are read from their owners at scrape time.
+export class Metrics {
+  private readonly requests = new Map<string, number>()
+  private readonly durationsMs = new Map<string, number>()
+  readonly counters = {
+    events_published: 0,
+    redis_publishes: 0,
+    progress_frames: 0,
+    progress_writes: 0,
+    progress_statements: 0,
+    worker_frames: 0,
+    sse_connects: 0,
+    sweeps_failed_processes: 0,
+  }
+  private readonly gauges = new Map<string, () => number>()
+
+  request(method: string, route: string, status: number, ms: number) {
+    const key = `method="${method}",route="${route.replaceAll('"', '')}",status="${status}"`
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
+    this.durationsMs.set(key, (this.durationsMs.get(key) ?? 0) + ms)
+  }
+
+  gauge(name: string, read: () => number) {
+    this.gauges.set(name, read)
+  }
+
+  render(): string {
+    const out: string[] = []
+    out.push('# HELP processes_http_requests_total HTTP requests by route and status.')
+    out.push('# TYPE processes_http_requests_total counter')
+    for (const [labels, n] of this.requests) out.push(`processes_http_requests_total{${labels}} ${n}`)
+    out.push('# HELP processes_http_request_duration_ms_sum Total time spent answering, in ms.')
+    out.push('# TYPE processes_http_request_duration_ms_sum counter')
+    for (const [labels, ms] of this.durationsMs) out.push(`processes_http_request_duration_ms_sum{${labels}} ${ms.toFixed(3)}`)
+    for (const [name, value] of Object.entries(this.counters)) {
+      out.push(`# TYPE processes_${name}_total counter`, `processes_${name}_total ${value}`)
+    }
+    const { progress_frames, progress_writes } = this.counters
+    out.push('# HELP processes_progress_coalescing_ratio Progress frames accepted per row written.')
+    out.push('# TYPE processes_progress_coalescing_ratio gauge')
+    out.push(`processes_progress_coalescing_ratio ${progress_writes === 0 ? 0 : (progress_frames / progress_writes).toFixed(3)}`)
+    for (const [name, read] of this.gauges) {
+      out.push(`# TYPE processes_${name} gauge`, `processes_${name} ${read()}`)
+    }
+    return out.join('\n') + '\n'
+  }
+}

@@ -1,0 +1,49 @@
+// Health, readiness and metrics: no auth, not audited.
+import { Elysia } from 'elysia'
+import type { Services } from '../services'
+
+const DB_CHECK_TIMEOUT_MS = 2000
+
+export async function checkDatabase(s: Services): Promise<boolean> {
+  let timer: Timer | undefined
+  try {
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timeout')), DB_CHECK_TIMEOUT_MS)
+    })
+    await Promise.race([s.sql`select 1`, timeout])
+    return true
+  } catch {
+    return false
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+export function ops(s: Services) {
+  return new Elysia()
+    .get('/health', () => ({ status: 'ok' }), { detail: { summary: 'Liveness: the process answers', tags: ['operations'] } })
+    .get(
+      '/ready',
+      async ({ set }) => {
+        const database = (await checkDatabase(s)) ? 'ok' : 'down'
+        const redisHealthy = s.hub.bridgeHealthy
+        const redis = redisHealthy === null ? 'disabled' : redisHealthy ? 'ok' : 'degraded'
+        const ready = database === 'ok' && !s.draining.value
+        set.status = ready ? 200 : 503
+        return {
+          status: !ready ? 'unavailable' : redis === 'degraded' ? 'degraded' : 'ok',
+          draining: s.draining.value,
+          dependencies: { database: { status: database, kind: s.db.kind }, redis: { status: redis } },
+        }
+      },
+      { detail: { summary: 'Readiness: 503 when the database is down; Redis down is "degraded"', tags: ['operations'] } },
+    )
+    .get(
+      '/metrics',
+      ({ set }) => {
+        set.headers['content-type'] = 'text/plain; version=0.0.4; charset=utf-8'
+        return s.metrics.render()
+      },
+      { detail: { summary: 'Prometheus metrics', tags: ['operations'] } },
+    )
+}

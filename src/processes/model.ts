@@ -1,0 +1,105 @@
+// TypeBox schemas for the process routes; types come from these, never a second hand-written interface.
+import { t } from 'elysia'
+import { STATUSES } from './states'
+
+export const StatusSchema = t.Union(STATUSES.map((s) => t.Literal(s)))
+
+const Timestamp = t.String({ format: 'date-time' })
+const NullableTimestamp = t.Union([Timestamp, t.Null()])
+
+export const ProcessSummary = t.Object({
+  id: t.Integer(),
+  workspace_id: t.Integer(),
+  type: t.String(),
+  status: StatusSchema,
+  progress: t.Integer({ minimum: 0, maximum: 100 }),
+  message: t.Union([t.String(), t.Null()]),
+  error: t.Union([t.String(), t.Null()]),
+  attempts: t.Integer(),
+  version: t.Integer(),
+  worker_id: t.Union([t.String(), t.Null()]),
+  created_by: t.Union([t.Integer(), t.Null()]),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+  started_at: NullableTimestamp,
+  finished_at: NullableTimestamp,
+})
+
+export const Process = t.Composite([
+  ProcessSummary,
+  t.Object({
+    metadata: t.Record(t.String(), t.Unknown()),
+    result_summary: t.Union([t.Record(t.String(), t.Unknown()), t.Null()]),
+  }),
+])
+export type Process = typeof Process.static
+export type ProcessSummary = typeof ProcessSummary.static
+
+export const ProcessEvent = t.Object({
+  id: t.Integer(),
+  status: StatusSchema,
+  message: t.Union([t.String(), t.Null()]),
+  created_at: Timestamp,
+})
+
+export const Id = t.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+export const IdParams = t.Object({ id: t.Numeric({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, multipleOf: 1 }) })
+const NumericId = t.Numeric({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, multipleOf: 1 })
+
+/** One status or several, comma-separated: `running,pending`. */
+export const StatusFilter = t.String({ pattern: `^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$` })
+export const TypePattern = '^[a-z][a-z0-9_.-]{0,63}$'
+
+export const ListQuery = t.Object({
+  workspace_id: t.Optional(NumericId),
+  status: t.Optional(StatusFilter),
+  type: t.Optional(t.String({ pattern: TypePattern })),
+  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 200, multipleOf: 1, default: 50 })),
+  before: t.Optional(NumericId),
+})
+
+export const StreamQuery = t.Object({
+  workspace_id: t.Optional(NumericId),
+  status: t.Optional(StatusFilter),
+  type: t.Optional(t.String({ pattern: TypePattern })),
+  last_event_id: t.Optional(t.String({ maxLength: 64 })),
+})
+
+export const ProcessStreamQuery = t.Object({
+  last_event_id: t.Optional(t.String({ maxLength: 64 })),
+})
+
+export const EventsQuery = t.Object({
+  after: t.Optional(t.Numeric({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, multipleOf: 1 })),
+  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 1000, multipleOf: 1, default: 1000 })),
+})
+
+export const CreateBody = t.Object(
+  {
+    type: t.String({ pattern: TypePattern }),
+    metadata: t.Optional(t.Record(t.String(), t.Unknown())),
+    workspace_id: t.Optional(Id),
+  },
+  { additionalProperties: false },
+)
+
+export const ReviewBody = t.Object(
+  {
+    decision: t.Union([t.Literal('approve'), t.Literal('discard')]),
+    message: t.Optional(t.String({ maxLength: 2000 })),
+  },
+  { additionalProperties: false },
+)
+
+export const IdempotencyHeaders = t.Object({
+  'idempotency-key': t.Optional(t.String({ minLength: 1, maxLength: 255 })),
+})
+
+export const ErrorSchema = t.Object({
+  error: t.Object({
+    code: t.String(),
+    message: t.String(),
+    details: t.Optional(t.Unknown()),
+    request_id: t.Optional(t.String()),
+  }),
+})

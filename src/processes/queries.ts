@@ -1,0 +1,291 @@
+// Runtime SQL for processes: verb-first functions taking the handle first, so each also runs inside a transaction.
+// The transition functions here are the only code that writes `processes.status`.
+import type { Row, Sql } from '../db/client'
+import type { Process, ProcessSummary } from './model'
+import { sourcesOf, type Status } from './states'
+
+export type ProcessRow = Process & { heartbeat_at?: Date | null }
+
+/** heartbeat_at is lease bookkeeping, not part of the process: it changes without a new version. */
+export function toProcess(row: Row): Process {
+  const { heartbeat_at: _, ...process } = row
+  return process as Process
+}
+
+export async function findProcess(sql: Sql, id: number, workspaceIds: number[]): Promise<Process | null> {
+  const [row] = await sql`
+    select * from processes where id = ${id} and workspace_id = any(${workspaceIds}::bigint[])`
+  return row ? toProcess(row) : null
+}
+
+export async function findVersion(sql: Sql, id: number, workspaceIds: number[]): Promise<number | null> {
+  const [row] = await sql<{ version: number }[]>`
+    select version from processes where id = ${id} and workspace_id = any(${workspaceIds}::bigint[])`
+  return row ? row.version : null
+}
+
+export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> {
+  if (ids.length === 0) return []
+  const rows = await sql`select * from processes where id = any(${ids}::bigint[])`
+  return rows.map(toProcess)
+}
+
+export interface ListFilter {
+  workspaceId: number
+  statuses?: string[]
+  type?: string
+  before?: number
+  limit: number
+}
+
+/** Newest first by id; fetches one extra row to know whether another page follows. */
+export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: ProcessSummary[]; more: boolean }> {
+  const rows = await sql<ProcessSummary[]>`
+    select id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
+           created_by, created_at, updated_at, started_at, finished_at
+      from processes
+     where workspace_id = ${f.workspaceId}
+       ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
+       ${f.type ? sql`and type = ${f.type}` : sql``}
+       ${f.before ? sql`and id < ${f.before}` : sql``}
+     order by id desc
+     limit ${f.limit + 1}`
+  const more = rows.length > f.limit
+  return { rows: more ? rows.slice(0, f.limit) : [...rows], more }
+}
+
+/** Processes a workspace stream starts with: everything not final that matches. */
+export async function listActive(sql: Sql, workspaceId: number, statuses: string[] | undefined, type: string | undefined): Promise<Process[]> {
+  const rows = await sql`
+    select * from processes
+     where workspace_id = ${workspaceId}
+       and status in ('pending', 'running', 'failed', 'waiting_review')
+       ${statuses ? sql`and status = any(${statuses}::text[])` : sql``}
+       ${type ? sql`and type = ${type}` : sql``}
+     order by id
+     limit 1000`
+  return rows.map(toProcess)
+}
+
+/** Changed processes of some workspaces since a moment: what a Redis outage may have hidden. */
+export async function listChangedSince(sql: Sql, workspaceIds: number[], since: Date): Promise<Process[]> {
+  if (workspaceIds.length === 0) return []
+  const rows = await sql`
+    select * from processes
+     where workspace_id = any(${workspaceIds}::bigint[]) and updated_at >= ${since}
+     order by id`
+  return rows.map(toProcess)
+}
+
+export async function listEvents(sql: Sql, processId: number, after: number, limit: number) {
+  return sql<{ id: number; status: Status; message: string | null; created_at: Date }[]>`
+    select id, status, message, created_at from process_events
+     where process_id = ${processId} and id > ${after}
+     order by id
+     limit ${limit}`
+}
+
+export async function insertProcess(sql: Sql, p: { workspaceId: number; type: string; metadata: object; createdBy: number | null }): Promise<Process> {
+  const [row] = await sql`
+    with p as (
+      insert into processes (workspace_id, type, metadata, created_by, message)
+      values (${p.workspaceId}, ${p.type}, ${JSON.stringify(p.metadata)}::text::jsonb, ${p.createdBy}, 'Queued')
+      returning *
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p`
+  return toProcess(row!)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transitions. Each is one statement: the guarded update (status = any(allowed) — a racing
+// transition finds no row and loses cleanly), the version bump, and the event, together.
+
+export interface Transition {
+  to: Status
+  /** The statuses this operation starts from; each must be allowed by the state machine. */
+  from: readonly Status[]
+  message: string | null
+  /** Extra assignments, starting with a comma. */
+  set?: PromiseLike<unknown>
+  /** Extra conditions, starting with `and`. */
+  guard?: PromiseLike<unknown>
+}
+
+export async function transitionProcess(sql: Sql, id: number, tr: Transition): Promise<Process | null> {
+  const from = sourcesOf(tr.to, tr.from)
+  const [row] = await sql`
+    with p as (
+      update processes
+         set status = ${tr.to}, message = ${tr.message}, version = version + 1, updated_at = now()
+             ${tr.set ?? sql``}
+       where id = ${id} and status = any(${from}::text[]) ${tr.guard ?? sql``}
+      returning *
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p`
+  return row ? toProcess(row) : null
+}
+
+/** The transitions users ask for over REST, each guarded by workspace visibility. */
+export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' | 'discard', workspaceIds: number[], note?: string): Transition {
+  const guard = sql`and workspace_id = any(${workspaceIds}::bigint[])`
+  switch (action) {
+    case 'cancel':
+      return { to: 'cancelled', from: ['pending', 'running'], message: note ?? 'Cancelled', guard, set: sql`, finished_at = now()` }
+    case 'retry':
+      return {
+        to: 'pending',
+        from: ['failed'],
+        message: note ?? 'Retry requested',
+        guard,
+        set: sql`, progress = 0, error = null, result_summary = null, started_at = null, finished_at = null,
+                 worker_id = null, heartbeat_at = null`,
+      }
+    case 'approve':
+      return { to: 'completed', from: ['waiting_review'], message: note ?? 'Approved', guard, set: sql`, finished_at = now()` }
+    case 'discard':
+      return { to: 'cancelled', from: ['waiting_review'], message: note ?? 'Discarded', guard, set: sql`, finished_at = now()` }
+  }
+}
+
+/** Why a guarded statement found no row: the current state, if the process is visible at all. */
+export async function findState(sql: Sql, id: number) {
+  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number }[]>`
+    select status, worker_id, attempts, workspace_id from processes where id = ${id}`
+  return row ?? null
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker side.
+
+export async function claimNext(sql: Sql, workerId: string, types: string[] | null): Promise<Process | null> {
+  const [row] = await sql`
+    with next as (
+      select id from processes
+       where status = 'pending' ${types ? sql`and type = any(${types}::text[])` : sql``}
+       order by id
+       limit 1
+       for update skip locked
+    ), p as (
+      update processes p
+         set status = 'running', worker_id = ${workerId}, attempts = attempts + 1, progress = 0,
+             message = 'Started', started_at = now(), heartbeat_at = now(), updated_at = now(),
+             version = version + 1
+        from next
+       where p.id = next.id and p.status = 'pending'
+      returning p.*
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p`
+  return row ? toProcess(row) : null
+}
+
+/** Owner guard for worker frames: the lease holder, and the current attempt when the frame names one. */
+export function ownerGuard(sql: Sql, workerId: string, attempt: number | undefined) {
+  return attempt === undefined
+    ? sql`and worker_id = ${workerId}`
+    : sql`and worker_id = ${workerId} and attempts = ${attempt}`
+}
+
+export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' | 'fail', workerId: string, attempt: number | undefined, extra: { result_summary?: unknown; error?: string } = {}): Transition {
+  switch (op) {
+    case 'start':
+      return {
+        to: 'running',
+        from: ['pending'],
+        message: 'Started',
+        set: sql`, worker_id = ${workerId}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
+        guard: attempt === undefined ? sql`` : sql`and attempts + 1 = ${attempt}`,
+      }
+    case 'complete':
+    case 'review': {
+      const summary = extra.result_summary === undefined ? null : JSON.stringify(extra.result_summary)
+      return {
+        to: op === 'complete' ? 'completed' : 'waiting_review',
+        from: ['running'],
+        message: op === 'complete' ? 'Completed' : 'Waiting for review',
+        set: sql`, progress = 100, result_summary = ${summary}::text::jsonb, finished_at = now()`,
+        guard: ownerGuard(sql, workerId, attempt),
+      }
+    }
+    case 'fail':
+      return {
+        to: 'failed',
+        from: ['running'],
+        message: extra.error ?? 'Failed',
+        set: sql`, error = ${extra.error ?? 'failed'}, finished_at = now()`,
+        guard: ownerGuard(sql, workerId, attempt),
+      }
+  }
+}
+
+export interface ProgressWrite {
+  id: number
+  progress: number
+  message: string | null
+  worker_id: string
+  attempt: number | null
+}
+
+/** One statement for many processes' coalesced progress; returns the rows it changed. */
+export async function writeProgress(sql: Sql, writes: ProgressWrite[]): Promise<Process[]> {
+  const rows = await sql`
+    update processes p
+       set progress = x.progress, message = coalesce(x.message, p.message), version = p.version + 1,
+           updated_at = now(), heartbeat_at = now()
+      from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
+           as x(id bigint, progress int, message text, worker_id text, attempt int)
+     where p.id = x.id and p.status = 'running' and p.worker_id = x.worker_id
+       and (x.attempt is null or p.attempts = x.attempt)
+    returning p.*`
+  return rows.map(toProcess)
+}
+
+export async function touchHeartbeat(sql: Sql, id: number, workerId: string, attempt: number | undefined): Promise<boolean> {
+  const rows = await sql`
+    update processes set heartbeat_at = now()
+     where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt)}
+    returning id`
+  return rows.length > 0
+}
+
+/** A worker's log line: an event with the status unchanged, and the process's latest message. */
+export async function appendLog(sql: Sql, id: number, workerId: string, attempt: number | undefined, message: string): Promise<Process | null> {
+  const [row] = await sql`
+    with p as (
+      update processes set message = ${message}, version = version + 1, updated_at = now(), heartbeat_at = now()
+       where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt)}
+      returning *
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, ${message} from p
+    )
+    select * from p`
+  return row ? toProcess(row) : null
+}
+
+/** Fails every running process whose lease went silent; safe on every instance at once (skip locked + guard). */
+export async function sweepExpired(sql: Sql, timeoutMs: number): Promise<Process[]> {
+  const rows = await sql`
+    with expired as (
+      select id from processes
+       where status = 'running' and heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'
+       order by heartbeat_at
+       limit 500
+       for update skip locked
+    ), p as (
+      update processes p
+         set status = 'failed', error = 'timed out', message = 'timed out', finished_at = now(),
+             updated_at = now(), version = p.version + 1
+        from expired
+       where p.id = expired.id and p.status = 'running'
+      returning p.*
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p`
+  return rows.map(toProcess)
+}

@@ -1,0 +1,29 @@
+// The state machine as data: nothing else is allowed.
+export const STATUSES = ['pending', 'running', 'waiting_review', 'completed', 'failed', 'cancelled'] as const
+export type Status = (typeof STATUSES)[number]
+
+export const TRANSITIONS = {
+  pending: ['running', 'cancelled'],
+  running: ['completed', 'waiting_review', 'failed', 'cancelled'],
+  waiting_review: ['completed', 'cancelled'],
+  failed: ['pending'],
+  completed: [],
+  cancelled: [],
+} as const satisfies Record<Status, readonly Status[]>
+
+/** Final for good: nothing can follow. */
+export const FINAL: readonly Status[] = ['completed', 'cancelled']
+
+/** The worker's part is over: a stream sends `done` and ends. */
+export const DONE: readonly Status[] = ['completed', 'failed', 'cancelled', 'waiting_review']
+
+export const isDone = (status: string) => (DONE as readonly string[]).includes(status)
+
+export function canTransition(from: Status, to: Status): boolean {
+  return (TRANSITIONS[from] as readonly Status[]).includes(to)
+}
+
+/** Every status that may move to `to`, narrowed to `among` when an operation only starts from some of them. */
+export function sourcesOf(to: Status, among: readonly Status[] = STATUSES): Status[] {
+  return among.filter((from) => canTransition(from, to))
+}

@@ -1,0 +1,166 @@
+// Wires the services together and listens: Bun.serve with the HTTP handler and the worker WebSocket.
+// main.ts runs it from the environment; end-to-end tests run it in-process or as a child process.
+import type { Server } from 'bun'
+import { createHandler } from './app'
+import { AuditLog } from './auth/audit'
+import { Authenticator } from './auth/authenticator'
+import { type Config, sweepIntervalMs } from './config'
+import { openDatabase, type Database } from './db/client'
+import { migrate } from './db/migrate'
+import { errorResponse, HttpError } from './errors'
+import { Hub } from './hub/hub'
+import { RedisBridge } from './hub/redis'
+import { Logger } from './ops/log'
+import { Metrics } from './ops/metrics'
+import { getProcesses, listChangedSince } from './processes/queries'
+import { closeAllStreams, streamStats } from './processes/stream'
+import type { Services } from './services'
+import { WorkerGateway, type WorkerSocketData } from './workers/gateway'
+import { LeaseSweeper } from './workers/leases'
+import { ProgressCoalescer } from './workers/progress'
+
+export interface Running {
+  services: Services
+  server: Server<WorkerSocketData>
+  gateway: WorkerGateway
+  bridge: RedisBridge | null
+  url: string
+  stop(): Promise<void>
+}
+
+const SHUTDOWN_BUDGET_MS = 9000
+
+export async function buildServices(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<{ services: Services; bridge: RedisBridge | null; sweeper: LeaseSweeper }> {
+  const log = o.log ?? new Logger(config.LOG_LEVEL)
+  const db = o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX }))
+  await migrate(db.sql)
+  const metrics = new Metrics()
+  const hub = new Hub()
+  const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
+  const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
+  const progress = new ProgressCoalescer(db.sql, hub, metrics, config.PROGRESS_FLUSH_MS)
+  const services: Services = { config, db, sql: db.sql, hub, auth, audit, log, metrics, progress, draining: { value: false } }
+
+  let bridge: RedisBridge | null = null
+  if (config.REDIS_URL) {
+    bridge = new RedisBridge({
+      url: config.REDIS_URL,
+      prefix: config.REDIS_PREFIX,
+      hub,
+      log,
+      metrics,
+      // After an outage: every watched process, and every change in watched workspaces, re-read from Postgres.
+      onResync: async (since) => {
+        for (const process of await getProcesses(db.sql, hub.watchedProcessIds())) hub.deliver(process)
+        for (const process of await listChangedSince(db.sql, hub.watchedWorkspaceIds(), since)) hub.deliver(process)
+      },
+    })
+    hub.attach(bridge)
+    await bridge.connect()
+  }
+  const sweeper = new LeaseSweeper(db.sql, hub, log, metrics, config.JOB_TIMEOUT_MS, sweepIntervalMs(config))
+  return { services, bridge, sweeper }
+}
+
+export async function startServer(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<Running> {
+  const { services, bridge, sweeper } = await buildServices(config, o)
+  const { log, metrics, hub, audit, progress } = services
+  const gateway = new WorkerGateway(services)
+  const handle = createHandler(services)
+
+  metrics.gauge('sse_streams_open', () => streamStats.open)
+  metrics.gauge('workers_connected', () => gateway.connected)
+  metrics.gauge('worker_leases_watched', () => gateway.heldCount)
+  metrics.gauge('hub_watched_processes', () => hub.counts().processes)
+  metrics.gauge('hub_watched_workspaces', () => hub.counts().workspaces)
+  metrics.gauge('hub_subscriptions', () => bridge?.subscriptions ?? 0)
+  metrics.gauge('events_published', () => hub.published)
+  metrics.gauge('redis_up', () => (bridge ? (bridge.healthy ? 1 : 0) : -1))
+  metrics.gauge('audit_rows_pending', () => audit.pending)
+  metrics.gauge('progress_queued', () => progress.queuedCount)
+
+  const server = Bun.serve<WorkerSocketData>({
+    port: config.PORT,
+    // SSE streams are quiet between keepalives; Bun's default (10 s) would cut them before 25 s.
+    idleTimeout: Math.min(255, Math.max(30, Math.ceil((config.SSE_KEEPALIVE_MS * 2) / 1000) + 5)),
+    // The 1 MiB limit is enforced by the handler (with the contract's 413 body); this is only a hard stop.
+    maxRequestBodySize: 16 * 1024 * 1024,
+    development: false,
+    async fetch(request, server) {
+      const ip = server.requestIP(request)?.address ?? null
+      if (new URL(request.url).pathname === '/workers/ws') return upgradeWorker(request, server)
+      return handle(request, ip)
+    },
+    error(error) {
+      log.error('unhandled server error', { error: String(error) })
+      return errorResponse(500, 'internal', 'Internal server error')
+    },
+    websocket: {
+      // Oversized frames are answered with an error by the gateway (64 KiB rule); this is only a hard stop.
+      maxPayloadLength: 1024 * 1024,
+      idleTimeout: 120,
+      sendPings: true,
+      perMessageDeflate: false,
+      open: (ws) => gateway.open(ws),
+      message: (ws, message) => gateway.message(ws, message),
+      close: (ws) => gateway.close(ws),
+    },
+  })
+
+  async function upgradeWorker(request: Request, server: Server<WorkerSocketData>): Promise<Response | undefined> {
+    const started = performance.now()
+    const url = new URL(request.url)
+    const header = request.headers.get('authorization')
+    const token = header ? (/^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? null) : url.searchParams.get('token')
+    let status = 101
+    try {
+      if (services.draining.value) throw new HttpError(503, 'unavailable', 'Server is shutting down')
+      const tokenId = await services.auth.authenticateWorker(token)
+      if (!server.upgrade(request, { data: gateway.newSocketData(tokenId) })) {
+        status = 426
+        return errorResponse(426, 'bad_request', 'Expected a WebSocket upgrade', undefined, { Upgrade: 'websocket' })
+      }
+      return undefined
+    } catch (error) {
+      const e = error instanceof HttpError ? error : new HttpError(503, 'unavailable', 'Database unavailable')
+      status = e.status
+      return errorResponse(e.status, e.code, e.message, undefined, e.headers)
+    } finally {
+      // The route, never the URL: a ?token= must not reach the logs.
+      metrics.request('GET', '/workers/ws', status, performance.now() - started)
+      log.info('request', { method: 'GET', route: '/workers/ws', status, ms: Math.round((performance.now() - started) * 100) / 100 })
+    }
+  }
+
+  audit.start()
+  sweeper.start()
+  const url = `http://127.0.0.1:${server.port}`
+
+  let stopping: Promise<void> | null = null
+  const stop = () =>
+    (stopping ??= (async () => {
+      services.draining.value = true
+      const deadline = setTimeout(() => {
+        log.error('shutdown budget exceeded; exiting anyway')
+        log.flush()
+        process.exit(0)
+      }, SHUTDOWN_BUDGET_MS)
+      try {
+        const stopped = server.stop()
+        closeAllStreams()
+        gateway.closeAll(1012, 'server restarting')
+        await sweeper.stop()
+        await progress.flushAll().catch(() => {})
+        await audit.stop()
+        await Promise.race([stopped, Bun.sleep(3000)])
+        server.stop(true)
+        await bridge?.close()
+        await services.db.close()
+      } finally {
+        clearTimeout(deadline)
+        log.flush()
+      }
+    })())
+
+  return { services, server, gateway, bridge, url, stop }
+}

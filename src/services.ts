@@ -1,0 +1,23 @@
+// Everything a feature needs, built once in main.ts (or a test) and handed to each feature.
+import type { AuditLog } from './auth/audit'
+import type { Authenticator } from './auth/authenticator'
+import type { Config } from './config'
+import type { Database, Sql } from './db/client'
+import type { Hub } from './hub/hub'
+import type { Logger } from './ops/log'
+import type { Metrics } from './ops/metrics'
+import type { ProgressCoalescer } from './workers/progress'
+
+export interface Services {
+  config: Config
+  db: Database
+  sql: Sql
+  hub: Hub
+  auth: Authenticator
+  audit: AuditLog
+  log: Logger
+  metrics: Metrics
+  progress: ProgressCoalescer
+  /** Set while shutting down: streams end, new ones are refused. */
+  draining: { value: boolean }
+}

@@ -1,0 +1,268 @@
+// The worker gateway, WebSocket `GET /workers/ws` (§7): workers claim, start, report and finish processes.
+// Every reply to a change is sent after the change commits. Leases belong to the worker id, so a worker that
+// reconnects (here or on another instance) with the same id keeps its processes. The gateway watches each
+// process its workers hold; a committed change that takes the process away from them (a user's cancel, the
+// lease sweep) is pushed to the worker as `cancel`, wherever that change was made.
+import type { ServerWebSocket } from 'bun'
+import { HttpError, isUnavailable } from '../errors'
+import type { Process } from '../processes/model'
+import { appendLog, findState, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
+import type { Status } from '../processes/states'
+import type { Services } from '../services'
+import { claim } from './leases'
+import { type Frame, MAX_FRAME_BYTES, OPS, type WorkerErrorCode, checkFrame } from './model'
+
+export interface WorkerSocketData {
+  kind: 'worker'
+  connId: string
+  tokenId: number
+  workerId: string
+  closed: AbortController
+}
+
+type Socket = ServerWebSocket<WorkerSocketData>
+type Reply = Record<string, unknown> & { op: string }
+
+class FrameError extends Error {
+  constructor(
+    readonly code: WorkerErrorCode,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+export class WorkerGateway {
+  private readonly sockets = new Map<string, Set<Socket>>()
+  private readonly held = new Map<number, { workerId: string; unwatch: () => void }>()
+  private readonly all = new Set<Socket>()
+
+  constructor(private readonly s: Services) {}
+
+  get connected() {
+    return this.all.size
+  }
+
+  get heldCount() {
+    return this.held.size
+  }
+
+  newSocketData(tokenId: number): WorkerSocketData {
+    const connId = crypto.randomUUID()
+    return { kind: 'worker', connId, tokenId, workerId: `conn-${connId}`, closed: new AbortController() }
+  }
+
+  open(ws: Socket) {
+    this.all.add(ws)
+    this.addSocket(ws.data.workerId, ws)
+  }
+
+  close(ws: Socket) {
+    this.all.delete(ws)
+    ws.data.closed.abort()
+    this.removeSocket(ws.data.workerId, ws)
+  }
+
+  /** Closes every worker socket with 1012 ("service restart"): workers reconnect elsewhere and keep their leases. */
+  closeAll(code = 1012, reason = 'server restarting') {
+    for (const ws of this.all) ws.close(code, reason)
+  }
+
+  async message(ws: Socket, raw: string | Buffer) {
+    this.s.metrics.counters.worker_frames++
+    let frame: Frame | null = null
+    let ref: unknown
+    try {
+      if (typeof raw !== 'string') throw new FrameError('invalid_message', 'frames must be text (JSON)')
+      if (raw.length > MAX_FRAME_BYTES || Buffer.byteLength(raw) > MAX_FRAME_BYTES) throw new FrameError('invalid_message', 'frame exceeds 64 KiB')
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(raw)
+      } catch {
+        throw new FrameError('invalid_message', 'frame is not valid JSON')
+      }
+      ref = (parsed as { ref?: unknown })?.ref
+      if (typeof ref !== 'string' && typeof ref !== 'number') ref = undefined
+      if (!checkFrame.Check(parsed)) throw new FrameError('invalid_message', describeInvalid(parsed))
+      frame = parsed
+      const reply = await this.dispatch(ws, frame)
+      this.send(ws, ref === undefined ? reply : { ...reply, ref })
+    } catch (error) {
+      const { code, message } = this.explainError(error, frame)
+      this.send(ws, { op: 'error', ...(ref === undefined ? {} : { ref }), code, message })
+    }
+  }
+
+  private explainError(error: unknown, frame: Frame | null): { code: WorkerErrorCode; message: string } {
+    if (error instanceof FrameError) return { code: error.code, message: error.message }
+    if (error instanceof HttpError && error.status === 503) return { code: 'unavailable', message: error.message }
+    if (isUnavailable(error)) return { code: 'unavailable', message: 'database unavailable; not applied, retry later' }
+    this.s.log.error('worker frame failed', { op: frame?.op, error: String(error), stack: (error as Error)?.stack })
+    return { code: 'internal', message: 'internal error' }
+  }
+
+  private send(ws: Socket, reply: Reply) {
+    if (ws.readyState === 1) ws.send(JSON.stringify(reply))
+  }
+
+  private async dispatch(ws: Socket, frame: Frame): Promise<Reply> {
+    const { sql, hub, progress } = this.s
+    const workerId = ws.data.workerId
+    switch (frame.op) {
+      case 'hello': {
+        if (frame.worker_id !== workerId) {
+          this.removeSocket(workerId, ws)
+          ws.data.workerId = frame.worker_id
+          this.addSocket(frame.worker_id, ws)
+        }
+        // A worker that comes back keeps its leases: watch them again from this instance.
+        const rows = await sql<{ id: number }[]>`
+          select id from processes where status = 'running' and worker_id = ${frame.worker_id} order by id`
+        for (const row of rows) await this.hold(frame.worker_id, row.id)
+        return { op: 'ack', worker_id: frame.worker_id, processes: rows.map((r) => r.id) }
+      }
+      case 'claim': {
+        const process = await claim(sql, hub, {
+          workerId,
+          types: frame.types && frame.types.length > 0 ? frame.types : null,
+          waitMs: frame.wait_ms ?? 0,
+          signal: ws.data.closed.signal,
+        })
+        if (process) await this.hold(workerId, process.id)
+        return { op: 'claimed', process }
+      }
+      case 'start': {
+        const changed = await transitionProcess(sql, frame.process_id, workerTransition(sql, 'start', workerId, undefined))
+        if (!changed) {
+          const code = await this.refusal(frame.process_id, workerId, undefined, 'running')
+          if (code !== 'ack') throw new FrameError(code, refusalMessage(code, 'start'))
+          const [current] = await sql`select * from processes where id = ${frame.process_id}`
+          return { op: 'ack', process: current }
+        }
+        await this.hold(workerId, changed.id)
+        hub.publish(changed)
+        return { op: 'ack', process: changed }
+      }
+      case 'progress': {
+        const outcome = await progress.submit({
+          id: frame.process_id,
+          progress: frame.progress,
+          message: frame.message ?? null,
+          worker_id: workerId,
+          attempt: frame.attempt ?? null,
+        })
+        if (outcome.ok) return { op: 'ack', version: outcome.process.version }
+        if (outcome.error) throw outcome.error
+        const code = await this.refusal(frame.process_id, workerId, frame.attempt, null)
+        throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'progress'))
+      }
+      case 'heartbeat': {
+        if (await touchHeartbeat(sql, frame.process_id, workerId, frame.attempt)) return { op: 'ack' }
+        const code = await this.refusal(frame.process_id, workerId, frame.attempt, null)
+        throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'heartbeat'))
+      }
+      case 'log': {
+        await progress.flushNow(frame.process_id)
+        const changed = await appendLog(sql, frame.process_id, workerId, frame.attempt, frame.message)
+        if (changed) {
+          hub.publish(changed)
+          return { op: 'ack', version: changed.version }
+        }
+        const code = await this.refusal(frame.process_id, workerId, frame.attempt, null)
+        throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'log'))
+      }
+      case 'complete':
+      case 'fail': {
+        // Status changes are never coalesced away: queued progress goes first, then the change.
+        await progress.flushNow(frame.process_id)
+        const op = frame.op === 'fail' ? 'fail' : frame.review ? 'review' : 'complete'
+        const transition =
+          frame.op === 'fail'
+            ? workerTransition(sql, 'fail', workerId, frame.attempt, { error: frame.error })
+            : workerTransition(sql, op as 'complete' | 'review', workerId, frame.attempt, { result_summary: frame.result_summary ?? undefined })
+        const changed = await transitionProcess(sql, frame.process_id, transition)
+        if (!changed) {
+          // A repeated terminal frame for the outcome already committed is acked again, not applied twice.
+          const code = await this.refusal(frame.process_id, workerId, frame.attempt, transition.to)
+          if (code !== 'ack') throw new FrameError(code, refusalMessage(code, frame.op))
+          return { op: 'ack', repeated: true }
+        }
+        this.release(changed.id)
+        hub.publish(changed)
+        return { op: 'ack', version: changed.version }
+      }
+    }
+  }
+
+  /** Why a worker's change found no row to change; 'ack' when it was already applied with this outcome. */
+  private async refusal(id: number, workerId: string, attempt: number | undefined, outcome: Status | null): Promise<WorkerErrorCode | 'ack'> {
+    const state = await findState(this.s.sql, id)
+    if (!state) return 'not_found'
+    if (attempt !== undefined && state.attempts !== attempt) return 'not_owner'
+    if (outcome === 'running' && state.status === 'running' && state.worker_id === workerId) return 'ack'
+    if (state.status === 'cancelled') return 'cancelled'
+    if (state.worker_id !== workerId) return 'not_owner'
+    if (outcome && state.status === outcome) return 'ack'
+    return 'invalid_transition'
+  }
+
+  private async hold(workerId: string, processId: number) {
+    const current = this.held.get(processId)
+    if (current?.workerId === workerId) return
+    current?.unwatch()
+    const entry = { workerId, unwatch: () => {} }
+    this.held.set(processId, entry)
+    entry.unwatch = await this.s.hub.watch(processId, (p) => this.onHeldChange(workerId, p))
+  }
+
+  private release(processId: number) {
+    const entry = this.held.get(processId)
+    if (!entry) return
+    this.held.delete(processId)
+    entry.unwatch()
+  }
+
+  /** A held process changed, not by its worker's own terminal frame: tell the worker to stop if it lost it. */
+  private onHeldChange(workerId: string, process: Process) {
+    if (process.status === 'running' && process.worker_id === workerId) return
+    this.release(process.id)
+    for (const ws of this.sockets.get(workerId) ?? []) this.send(ws, { op: 'cancel', process_id: process.id, status: process.status })
+  }
+
+  private addSocket(workerId: string, ws: Socket) {
+    let set = this.sockets.get(workerId)
+    if (!set) this.sockets.set(workerId, (set = new Set()))
+    set.add(ws)
+  }
+
+  private removeSocket(workerId: string, ws: Socket) {
+    const set = this.sockets.get(workerId)
+    if (!set) return
+    set.delete(ws)
+    if (set.size > 0) return
+    this.sockets.delete(workerId)
+    // Nobody here speaks for this worker any more: stop watching its leases (they stay in the database).
+    for (const [id, entry] of this.held) if (entry.workerId === workerId) this.release(id)
+  }
+}
+
+function describeInvalid(parsed: unknown): string {
+  const op = (parsed as { op?: unknown })?.op
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'frame must be a JSON object'
+  if (typeof op !== 'string' || !(OPS as readonly string[]).includes(op)) return `unknown op ${JSON.stringify(op)}; expected one of ${OPS.join(', ')}`
+  const first = checkFrame.Errors(parsed).First()
+  return first ? `invalid ${op}: ${first.path || '/'} ${first.message}` : `invalid ${op}`
+}
+
+function refusalMessage(code: WorkerErrorCode | 'ack', op: string): string {
+  switch (code) {
+    case 'not_found':
+      return 'no such process'
+    case 'not_owner':
+      return `${op} refused: this worker (or this attempt) does not hold the process`
+    case 'cancelled':
+      return 'the process was cancelled'
+    default:
+      return `${op} is not allowed in the process's current status`
+  }
+}

@@ -1,0 +1,48 @@
+// Worker frames (§7), as TypeBox schemas compiled once: every frame is checked before it is acted on.
+import { Type as T, type Static } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { TypePattern } from '../processes/model'
+
+const Ref = T.Optional(T.Union([T.String({ maxLength: 200 }), T.Number()]))
+const ProcessId = T.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+const Attempt = T.Optional(T.Integer({ minimum: 0, maximum: 2_147_483_647 }))
+const Message = T.String({ maxLength: 4000 })
+
+export const Frame = T.Union([
+  T.Object({ op: T.Literal('hello'), ref: Ref, worker_id: T.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:@/-]+$' }) }),
+  T.Object({
+    op: T.Literal('claim'),
+    ref: Ref,
+    types: T.Optional(T.Array(T.String({ pattern: TypePattern }), { maxItems: 100 })),
+    wait_ms: T.Optional(T.Integer({ minimum: 0, maximum: 30_000 })),
+  }),
+  T.Object({ op: T.Literal('start'), ref: Ref, process_id: ProcessId, attempt: Attempt }),
+  T.Object({
+    op: T.Literal('progress'),
+    ref: Ref,
+    process_id: ProcessId,
+    progress: T.Integer({ minimum: 0, maximum: 100 }),
+    message: T.Optional(T.Union([Message, T.Null()])),
+    attempt: Attempt,
+  }),
+  T.Object({ op: T.Literal('heartbeat'), ref: Ref, process_id: ProcessId, attempt: Attempt }),
+  T.Object({ op: T.Literal('log'), ref: Ref, process_id: ProcessId, message: Message, attempt: Attempt }),
+  T.Object({
+    op: T.Literal('complete'),
+    ref: Ref,
+    process_id: ProcessId,
+    result_summary: T.Optional(T.Union([T.Record(T.String(), T.Unknown()), T.Null()])),
+    review: T.Optional(T.Boolean()),
+    attempt: Attempt,
+  }),
+  T.Object({ op: T.Literal('fail'), ref: Ref, process_id: ProcessId, error: T.String({ minLength: 1, maxLength: 4000 }), attempt: Attempt }),
+])
+export type Frame = Static<typeof Frame>
+
+export const checkFrame = TypeCompiler.Compile(Frame)
+
+export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'log', 'complete', 'fail'] as const
+
+export type WorkerErrorCode = 'not_found' | 'not_owner' | 'invalid_transition' | 'cancelled' | 'invalid_message' | 'unavailable' | 'internal'
+
+export const MAX_FRAME_BYTES = 64 * 1024

@@ -1,0 +1,134 @@
+// Coalesced progress writes. Per process, the first frame is written at once, then at most one write per
+// PROGRESS_FLUSH_MS carrying the newest frame; all due processes go out in one statement, one statement in
+// flight at a time (so two writes of one process can never commit out of order). A frame is acked when the
+// write that carries it commits; only then is the state published.
+import type { Sql } from '../db/client'
+import type { Hub } from '../hub/hub'
+import type { Metrics } from '../ops/metrics'
+import type { Process } from '../processes/model'
+import { type ProgressWrite, writeProgress } from '../processes/queries'
+
+export type ProgressOutcome = { ok: true; process: Process } | { ok: false; error: unknown }
+type Waiter = (outcome: ProgressOutcome) => void
+
+interface Slot {
+  write: ProgressWrite
+  waiters: Waiter[]
+  dueAt: number
+}
+
+export class ProgressCoalescer {
+  private readonly queued = new Map<number, Slot>()
+  private readonly lastWriteAt = new Map<number, number>()
+  private timer: Timer | null = null
+  private timerAt = Infinity
+  private running: Promise<void> | null = null
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly hub: Hub,
+    private readonly metrics: Metrics,
+    private readonly flushMs: number,
+  ) {}
+
+  /** Resolves with the committed process (this frame or a newer one of the same worker), or the reason it was refused. */
+  submit(write: ProgressWrite): Promise<ProgressOutcome> {
+    this.metrics.counters.progress_frames++
+    return new Promise((resolve) => {
+      const now = Date.now()
+      const slot = this.queued.get(write.id)
+      if (slot && slot.write.worker_id === write.worker_id && slot.write.attempt === write.attempt) {
+        // Newest wins; a frame without a message keeps the one already queued.
+        slot.write = { ...write, message: write.message ?? slot.write.message }
+        slot.waiters.push(resolve)
+        return
+      }
+      if (slot) {
+        // A different sender for the same process: let the queued one go first, then queue this.
+        void this.flushNow(write.id).then(() => this.submit(write).then(resolve))
+        return
+      }
+      const dueAt = Math.max(now, (this.lastWriteAt.get(write.id) ?? 0) + this.flushMs)
+      this.queued.set(write.id, { write, waiters: [resolve], dueAt })
+      this.schedule(dueAt)
+    })
+  }
+
+  /** Writes whatever is queued for a process now: a status change must not be overtaken by older progress. */
+  async flushNow(id: number) {
+    const slot = this.queued.get(id)
+    if (slot) slot.dueAt = 0
+    await this.run()
+  }
+
+  /** Writes everything queued (shutdown). */
+  async flushAll() {
+    for (const slot of this.queued.values()) slot.dueAt = 0
+    await this.run()
+    if (this.queued.size > 0) await this.run()
+  }
+
+  get queuedCount() {
+    return this.queued.size
+  }
+
+  private schedule(at: number) {
+    if (at >= this.timerAt) return
+    if (this.timer) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(() => {
+      this.timer = null
+      this.timerAt = Infinity
+      void this.run()
+    }, Math.max(0, at - Date.now()))
+  }
+
+  private run(): Promise<void> {
+    if (this.running) return this.running.then(() => this.run())
+    this.running = this.flushDue().finally(() => {
+      this.running = null
+      const next = Math.min(...[...this.queued.values()].map((s) => s.dueAt))
+      if (Number.isFinite(next)) this.schedule(next)
+    })
+    return this.running
+  }
+
+  private async flushDue() {
+    const now = Date.now()
+    const due: Slot[] = []
+    for (const [id, slot] of this.queued) {
+      if (slot.dueAt <= now) {
+        due.push(slot)
+        this.queued.delete(id)
+        this.lastWriteAt.set(id, now)
+      }
+    }
+    if (due.length === 0) return
+    this.forgetOld(now)
+    this.metrics.counters.progress_statements++
+    let committed: Process[]
+    try {
+      committed = await writeProgress(
+        this.sql,
+        due.map((s) => s.write),
+      )
+    } catch (error) {
+      for (const slot of due) for (const waiter of slot.waiters) waiter({ ok: false, error })
+      return
+    }
+    this.metrics.counters.progress_writes += committed.length
+    const byId = new Map(committed.map((p) => [p.id, p]))
+    for (const slot of due) {
+      const process = byId.get(slot.write.id)
+      if (process) this.hub.publish(process)
+      const outcome: ProgressOutcome = process ? { ok: true, process } : { ok: false, error: null }
+      for (const waiter of slot.waiters) waiter(outcome)
+    }
+  }
+
+  /** lastWriteAt only matters within one flush interval; drop the rest so the map stays small. */
+  private forgetOld(now: number) {
+    if (this.lastWriteAt.size < 10_000) return
+    for (const [id, at] of this.lastWriteAt) if (now - at > this.flushMs) this.lastWriteAt.delete(id)
+  }
+}
