@@ -52,7 +52,8 @@ export function useProcessMonitor(
   const [state, setState] = useState<{ id: typeof id } & ProcessMonitorState>({ id, ...IDLE })
 
   useEffect(() => {
-    setState({ id, ...IDLE })
+    // Drop what a previous subscription left (bails out when already idle).
+    setState((previous) => (isIdleFor(previous, id) ? previous : { id, ...IDLE }))
     if (id === null || id === undefined) return
     const merge = (patch: Partial<ProcessMonitorState>) =>
       setState((previous) => ({ ...(previous.id === id ? previous : { id, ...IDLE }), ...patch }))
@@ -70,4 +71,8 @@ export function useProcessMonitor(
 
   if (state.id !== id) return IDLE
   return { process: state.process, done: state.done, error: state.error }
+}
+
+function isIdleFor(state: { id: unknown } & ProcessMonitorState, id: unknown): boolean {
+  return state.id === id && state.process === null && !state.done && state.error === null
 }

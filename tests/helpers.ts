@@ -1,0 +1,170 @@
+// Shared test plumbing: a fresh database per test file (a new Postgres database when DATABASE_URL is set,
+// an in-memory PGlite otherwise), a Redis prefix per file, tenants with tokens, servers in-process or as
+// real child processes on free ports.
+import { afterAll } from 'bun:test'
+import { createServer } from 'node:net'
+import { createHandler, type Handler } from '../src/app'
+import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
+import { loadConfig, type Config } from '../src/config'
+import { openDatabase, type Database, type Sql } from '../src/db/client'
+import { migrate } from '../src/db/migrate'
+import { Logger } from '../src/ops/log'
+import { buildServices, startServer, type Running } from '../src/server'
+import type { Services } from '../src/services'
+
+export const ROOT = new URL('..', import.meta.url).pathname
+export const BUN = process.execPath
+export const hasPostgres = Boolean(process.env.DATABASE_URL)
+export const hasRedis = Boolean(process.env.REDIS_URL)
+export const quietLogger = () => new Logger('silent')
+
+const suffix = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
+
+/** A fresh, empty database URL of its own (Postgres only); dropped when the file's tests end. */
+export async function freshDatabaseUrl(): Promise<string> {
+  const base = process.env.DATABASE_URL
+  if (!base) throw new Error('freshDatabaseUrl needs DATABASE_URL')
+  const name = `ps_test_${suffix()}`
+  const admin = await openDatabase({ url: base, dataDir: '', poolMax: 1 })
+  await admin.sql.unsafe(`create database ${name}`)
+  await admin.close()
+  afterAll(async () => {
+    const admin = await openDatabase({ url: base, dataDir: '', poolMax: 1 })
+    await admin.sql.unsafe(`drop database if exists ${name} with (force)`).then(undefined, () => {})
+    await admin.close()
+  })
+  const url = new URL(base)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+/** A migrated database for this test file: Postgres when DATABASE_URL is set, else in-memory PGlite. */
+export async function testDatabase(): Promise<{ db: Database; url: string | undefined }> {
+  const url = hasPostgres ? await freshDatabaseUrl() : undefined
+  const db = await openDatabase({ url, dataDir: 'memory://', poolMax: 10 })
+  await migrate(db.sql)
+  afterAll(() => db.close().catch(() => {}))
+  return { db, url }
+}
+
+export function testConfig(env: Record<string, string | undefined> = {}): Config {
+  return loadConfig({ LOG_LEVEL: 'silent', PORT: '0', DATA_DIR: 'memory://', ...env })
+}
+
+export const redisPrefix = () => `test:${suffix()}:`
+
+export interface Tenant {
+  workspaceId: number
+  userId: number
+  token: string
+  tokenId: number
+}
+
+export async function createTenant(sql: Sql, name = `ws-${suffix()}`): Promise<Tenant> {
+  const workspace = await createWorkspace(sql, name)
+  const user = await createUser(sql, `${suffix()}@example.com`, workspace.id, 'owner')
+  const { id, token } = await createApiToken(sql, user.id, 'test', null)
+  return { workspaceId: workspace.id, userId: user.id, token, tokenId: id }
+}
+
+export async function workerToken(sql: Sql): Promise<string> {
+  return (await createWorkerToken(sql, 'test worker')).token
+}
+
+/** In-process app for route tests: `app.handle`-style requests through the full handler, no socket. */
+export async function inProcessApp(env: Record<string, string> = {}): Promise<{ s: Services; handle: Handler; db: Database; request: Requester }> {
+  const { db } = await testDatabase()
+  const { services, sweeper } = await buildServices(testConfig(env), { db, log: quietLogger() })
+  void sweeper
+  services.audit.start()
+  afterAll(() => services.audit.stop())
+  const handle = createHandler(services)
+  return { s: services, handle, db, request: requester(handle) }
+}
+
+export type Requester = (method: string, path: string, o?: { token?: string | null; body?: unknown; headers?: Record<string, string> }) => Promise<{ status: number; body: any; headers: Headers }>
+
+export function requester(handle: Handler): Requester {
+  return async (method, path, o = {}) => {
+    const headers: Record<string, string> = { ...o.headers }
+    if (o.token) headers.authorization = `Bearer ${o.token}`
+    let body: string | undefined
+    if (o.body !== undefined) {
+      body = typeof o.body === 'string' ? o.body : JSON.stringify(o.body)
+      headers['content-type'] ??= 'application/json'
+    }
+    const response = await handle(new Request(`http://test.local${path}`, { method, headers, body }))
+    const text = await response.text()
+    let parsed: unknown = text
+    try {
+      parsed = text ? JSON.parse(text) : null
+    } catch {}
+    return { status: response.status, body: parsed, headers: response.headers }
+  }
+}
+
+/** A real listening server in this process. */
+export async function listeningServer(env: Record<string, string | undefined> = {}, db?: Database): Promise<Running> {
+  const running = await startServer(testConfig(env), { db, log: quietLogger() })
+  afterAll(() => running.stop())
+  return running
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port
+      srv.close(() => resolve(port))
+    })
+    srv.on('error', reject)
+  })
+}
+
+export interface Child {
+  url: string
+  port: number
+  proc: ReturnType<typeof Bun.spawn>
+  output: () => string
+  kill(signal?: NodeJS.Signals | number): Promise<number>
+}
+
+/** A real server process (`bun src/main.ts`) on a free port; killed when the file's tests end. */
+export async function spawnServer(env: Record<string, string | undefined>, o: { cmd?: string[]; port?: number } = {}): Promise<Child> {
+  const port = o.port ?? (await freePort())
+  let output = ''
+  const proc = Bun.spawn(o.cmd ?? [BUN, 'src/main.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env, PORT: String(port) } as Record<string, string>,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const decoder = new TextDecoder()
+  for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[]) {
+    void (async () => {
+      for await (const chunk of stream) output += decoder.decode(chunk)
+    })()
+  }
+  const child: Child = {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    proc,
+    output: () => output,
+    async kill(signal = 'SIGTERM') {
+      if (proc.exitCode === null && !proc.killed) proc.kill(signal)
+      return proc.exited
+    },
+  }
+  afterAll(() => child.kill('SIGKILL'))
+  await waitFor(async () => (await fetch(`${child.url}/health`).catch(() => null))?.ok === true, 30_000, () => `server on ${port} did not start:\n${output}`)
+  return child
+}
+
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what: string | (() => string) = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`)
+    await Bun.sleep(20)
+  }
+}
