@@ -15,7 +15,7 @@ import type { Services } from './services'
 export const MAX_BODY_BYTES = 1024 * 1024
 
 export function createApp(s: Services) {
-  return new Elysia()
+  return new Elysia({ normalize: false })
     .onTransform({ as: 'global' }, ({ request, route }) => {
       requestState(request).route = route
     })
@@ -66,9 +66,11 @@ function validationDetails(error: unknown) {
 
 function validationMessage(error: unknown) {
   const type = (error as { type?: string }).type
-  const where = type === 'params' ? 'path parameter' : type === 'query' ? 'query parameter' : type === 'headers' ? 'header' : 'body'
+  // Elysia reports a failed numeric coercion (`?limit=0`, `/processes/0`) as type 'property' with no path: don't blame the body.
+  const where = type === 'params' ? 'path parameter' : type === 'query' ? 'query parameter' : type === 'headers' ? 'header' : type === 'body' ? 'body' : 'parameter'
   const first = validationDetails(error)?.[0]
-  return first ? `Invalid ${where} ${first.path}: ${first.message}` : `Invalid ${where}`
+  const path = first && first.path !== '/' ? ` ${first.path}` : ''
+  return first ? `Invalid ${where}${path}: ${first.message}` : `Invalid ${where}`
 }
 
 export type Handler = (request: Request, ip?: string | null) => Promise<Response>
@@ -90,7 +92,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     if (cors && request.method === 'OPTIONS') response = preflight(cors)
     else {
       try {
-        const limited = await limitBody(request)
+        const limited = withRoutableUrl(await limitBody(request))
         if (limited !== request) shareState(request, limited)
         response = await app.handle(limited)
       } catch (error) {
@@ -128,6 +130,17 @@ function preflight(origin: string): Response {
       vary: 'Origin',
     },
   })
+}
+
+/**
+ * Elysia finds the path by searching for '/' from the 12th character of the URL, which misses it behind a
+ * very short Host (`Host: x` makes every route 404). Such a request gets an equivalent URL that routes.
+ */
+function withRoutableUrl(request: Request): Request {
+  const url = request.url
+  const pathStart = url.indexOf('/', url.indexOf('//') + 2)
+  if (pathStart >= 11 || pathStart === -1) return request
+  return new Request('http://localhost' + url.slice(pathStart), request)
 }
 
 /** Refuses bodies over 1 MiB with the contract's 413, whether or not they declare a length. */

@@ -19,6 +19,7 @@ export const hasRedis = Boolean(process.env.REDIS_URL)
 export const quietLogger = () => new Logger('silent')
 
 const suffix = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
+export const redisPrefix = () => `test:${suffix()}:`
 
 /** A fresh, empty database URL of its own (Postgres only); dropped when the file's tests end. */
 export async function freshDatabaseUrl(): Promise<string> {
@@ -47,11 +48,11 @@ export async function testDatabase(): Promise<{ db: Database; url: string | unde
   return { db, url }
 }
 
+/** Config for an in-process server: Redis (with a prefix of its own) whenever REDIS_URL is set. */
 export function testConfig(env: Record<string, string | undefined> = {}): Config {
-  return loadConfig({ LOG_LEVEL: 'silent', PORT: '0', DATA_DIR: 'memory://', ...env })
+  return loadConfig({ LOG_LEVEL: 'silent', PORT: '0', DATA_DIR: 'memory://', REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), ...env })
 }
 
-export const redisPrefix = () => `test:${suffix()}:`
 
 export interface Tenant {
   workspaceId: number

@@ -165,6 +165,8 @@ const ABANDON_ACK_MS = 2000
 const CLAIM_ERROR_DELAY_MS = 5000
 /** The codes by which the server says a process is no longer this worker's to report on. */
 const LOSING_CODES = new Set(['cancelled', 'not_owner', 'not_found', 'invalid_transition'])
+/** Beyond the contract's codes, the server answers these when its database is down: worth retrying. */
+const TRANSIENT_CODES = new Set(['unavailable', 'internal'])
 
 type Frame = { op: string; ref?: string; [field: string]: unknown }
 
@@ -520,7 +522,10 @@ class Worker {
     }
   }
 
-  /** Send the terminal frame, kept across reconnects until the server answers. */
+  /**
+   * Send the terminal frame: kept across reconnects until the server answers,
+   * and re-sent while the server says its database is unavailable.
+   */
   private async finish(job: RunningJob, outcome: Outcome): Promise<void> {
     const { process } = job
     const frame: Frame =
@@ -533,18 +538,27 @@ class Worker {
             review: outcome.review || undefined,
           }
         : { op: 'fail', process_id: process.id, attempt: process.attempts, error: outcome.error }
-    try {
-      await this.connection.request(frame, { retry: true })
-      if (outcome.op === 'complete') this.emit({ type: 'completed', process, review: outcome.review })
-      else this.emit({ type: 'failed', process, error: outcome.error })
-    } catch (error) {
-      if (!(error instanceof WorkerProtocolError)) return // closed for good meanwhile
-      // A result the server will not take (over 64 KiB, say) must not leave the process running.
-      if (outcome.op === 'complete' && error.code === 'invalid_message') {
-        return this.finish(job, { op: 'fail', error: `result refused: ${error.message}` })
+    for (let refusals = 0; ; refusals++) {
+      try {
+        await this.connection.request(frame, { retry: true })
+        if (outcome.op === 'complete') this.emit({ type: 'completed', process, review: outcome.review })
+        else this.emit({ type: 'failed', process, error: outcome.error })
+        return
+      } catch (error) {
+        if (!(error instanceof WorkerProtocolError)) return // closed for good meanwhile
+        if (TRANSIENT_CODES.has(error.code)) {
+          this.report(error)
+          await delay(Math.min(30_000, 1000 * 2 ** refusals))
+          continue
+        }
+        // A result the server will not take (over 64 KiB, say) must not leave the process running.
+        if (outcome.op === 'complete' && error.code === 'invalid_message') {
+          return this.finish(job, { op: 'fail', error: `result refused: ${error.message}` })
+        }
+        if (error.code === 'cancelled') this.emit({ type: 'cancelled', process })
+        else this.emit({ type: 'lost', process, code: error.code })
+        return
       }
-      if (error.code === 'cancelled') this.emit({ type: 'cancelled', process })
-      else this.emit({ type: 'lost', process, code: error.code })
     }
   }
 
@@ -566,7 +580,9 @@ class Worker {
   private onPush(frame: Frame): void {
     if (frame.op === 'cancel') {
       const job = this.jobs.get(Number(frame.process_id))
-      if (job) this.stopJob(job, 'cancelled', 'cancelled')
+      // The server also says `cancel` when the lease sweep failed the process (`status: failed`).
+      const cancelled = frame.status === undefined || frame.status === 'cancelled'
+      if (job) this.stopJob(job, cancelled ? 'cancelled' : 'lost', cancelled ? 'cancelled' : String(frame.status))
     } else if (frame.op === 'error') {
       this.report(new WorkerProtocolError(String(frame.code ?? 'error'), String(frame.message ?? '')))
     }
@@ -681,4 +697,8 @@ async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boole
   } finally {
     clearTimeout(timer)
   }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
 }

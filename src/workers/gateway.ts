@@ -74,7 +74,6 @@ export class WorkerGateway {
     let ref: unknown
     try {
       if (typeof raw !== 'string') throw new FrameError('invalid_message', 'frames must be text (JSON)')
-      if (raw.length > MAX_FRAME_BYTES || Buffer.byteLength(raw) > MAX_FRAME_BYTES) throw new FrameError('invalid_message', 'frame exceeds 64 KiB')
       let parsed: unknown
       try {
         parsed = JSON.parse(raw)
@@ -83,6 +82,8 @@ export class WorkerGateway {
       }
       ref = (parsed as { ref?: unknown })?.ref
       if (typeof ref !== 'string' && typeof ref !== 'number') ref = undefined
+      // Parsed first (Bun caps a frame at 1 MiB) so that even an oversized frame's error names its ref.
+      if (raw.length > MAX_FRAME_BYTES || Buffer.byteLength(raw) > MAX_FRAME_BYTES) throw new FrameError('invalid_message', 'frame exceeds 64 KiB')
       if (!checkFrame.Check(parsed)) throw new FrameError('invalid_message', describeInvalid(parsed))
       frame = parsed
       const reply = await this.dispatch(ws, frame)

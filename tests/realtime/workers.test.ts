@@ -1,0 +1,235 @@
+import { describe, expect, it } from 'bun:test'
+import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { TestWorker } from '../worker-client'
+
+const { db } = await testDatabase()
+const server = await listeningServer({ PROGRESS_FLUSH_MS: '100', JOB_TIMEOUT_MS: '600', SWEEP_INTERVAL_MS: '100' }, db)
+const base = server.url
+const tenant = await createTenant(db.sql)
+const wtoken = await workerToken(db.sql)
+const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
+let typeSeq = 0
+const freshType = () => `wk_${typeSeq++}`
+
+async function create(type: string) {
+  const response = await fetch(`${base}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })
+  expect(response.status).toBe(201)
+  return (await response.json()) as any
+}
+const get = async (id: number) => (await (await fetch(`${base}/processes/${id}`, { headers: auth })).json()) as any
+const events = async (id: number) => (await (await fetch(`${base}/processes/${id}/events`, { headers: auth })).json()) as any[]
+
+describe('worker gateway: connection', () => {
+  it('refuses the upgrade with 401 without a valid worker token, and accepts ?token=', async () => {
+    await expect(TestWorker.connect(base, 'nope')).rejects.toMatchObject({ status: 401 })
+    await expect(TestWorker.connect(base, tenant.token)).rejects.toMatchObject({ status: 401 }) // an API token is not a worker token
+    const plain = await fetch(`${base}/workers/ws`)
+    expect(plain.status).toBe(401)
+    expect((await plain.json()).error.code).toBe('unauthenticated')
+    const worker = await TestWorker.connect(base, wtoken, { via: 'query' })
+    expect((await worker.request({ op: 'hello', worker_id: 'query-worker' })).op).toBe('ack')
+    worker.close()
+  })
+
+  it('answers malformed, unknown, invalid and oversized frames with error and keeps the connection open', async () => {
+    const worker = await TestWorker.connect(base, wtoken)
+    const bad = await worker.raw('{not json')
+    expect(bad).toMatchObject({ op: 'error', code: 'invalid_message' })
+    expect(await worker.raw(JSON.stringify({ op: 'dance', ref: 'x1' }))).toMatchObject({ op: 'error', code: 'invalid_message', ref: 'x1' })
+    expect(await worker.raw(JSON.stringify([1, 2]))).toMatchObject({ op: 'error', code: 'invalid_message' })
+    expect(await worker.raw(JSON.stringify({ op: 'progress', ref: 7, process_id: 1, progress: 101 }))).toMatchObject({ op: 'error', code: 'invalid_message', ref: 7 })
+    expect(await worker.raw(JSON.stringify({ op: 'log', ref: 'big', process_id: 1, message: 'x'.repeat(70 * 1024) }))).toMatchObject({ op: 'error', code: 'invalid_message', ref: 'big' })
+    expect(await worker.raw(Buffer.from('binary'))).toMatchObject({ op: 'error', code: 'invalid_message' })
+    // Still open and working.
+    expect((await worker.request({ op: 'claim', types: [freshType()], wait_ms: 0 })).process).toBeNull()
+    expect(worker.closeCode).toBeNull()
+    worker.close()
+  })
+})
+
+describe('worker gateway: claims', () => {
+  it('claims the oldest pending process of the given types, and echoes ref', async () => {
+    const type = freshType()
+    const a = await create(type)
+    const b = await create(type)
+    const worker = await TestWorker.connect(base, wtoken)
+    await worker.request({ op: 'hello', worker_id: 'claimer' })
+    const first = await worker.request({ op: 'claim', types: [type] })
+    expect(first.op).toBe('claimed')
+    expect(first.ref).toBeString()
+    expect(first.process).toMatchObject({ id: a.id, status: 'running', worker_id: 'claimer', attempts: 1 })
+    expect((await worker.request({ op: 'claim', types: [type] })).process.id).toBe(b.id)
+    expect((await worker.request({ op: 'claim', types: [type] })).process).toBeNull()
+    worker.close()
+  })
+
+  it('a waiting claim wakes as soon as matching work is created, without waiting out wait_ms', async () => {
+    const type = freshType()
+    const worker = await TestWorker.connect(base, wtoken)
+    const started = Date.now()
+    const pending = worker.request({ op: 'claim', types: [type], wait_ms: 20_000 })
+    await Bun.sleep(200)
+    const p = await create(type)
+    const reply = await pending
+    expect(reply.process.id).toBe(p.id)
+    expect(Date.now() - started).toBeLessThan(5000)
+    // And one that finds nothing returns null after wait_ms.
+    const t0 = Date.now()
+    expect((await worker.request({ op: 'claim', types: [freshType()], wait_ms: 300 })).process).toBeNull()
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(280)
+    worker.close()
+  })
+
+  it('8 racing workers never claim the same process twice', async () => {
+    const type = freshType()
+    const created = await Promise.all(Array.from({ length: 40 }, () => create(type)))
+    const workers = await Promise.all(Array.from({ length: 8 }, () => TestWorker.connect(base, wtoken)))
+    const claimed: number[] = []
+    await Promise.all(
+      workers.map(async (w, i) => {
+        await w.request({ op: 'hello', worker_id: `racer-${i}` })
+        for (;;) {
+          const reply = await w.request({ op: 'claim', types: [type] })
+          if (!reply.process) return
+          claimed.push(reply.process.id)
+        }
+      }),
+    )
+    expect(claimed.length).toBe(40)
+    expect(new Set(claimed).size).toBe(40)
+    expect(claimed.sort((x, y) => x - y)).toEqual(created.map((p) => p.id).sort((x, y) => x - y))
+    for (const w of workers) w.close()
+  })
+})
+
+describe('worker gateway: reporting', () => {
+  it('acks progress after commit, coalesces rapid frames into fewer writes, and never loses the last one', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const worker = await TestWorker.connect(base, wtoken)
+    const run = (await worker.request({ op: 'claim', types: [type] })).process
+    const writesBefore = server.services.metrics.counters.progress_writes
+    const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => worker.request({ op: 'progress', process_id: p.id, progress: i + 1, message: `step ${i + 1}`, attempt: run.attempts })))
+    expect(replies.every((r) => r.op === 'ack')).toBe(true)
+    const writes = server.services.metrics.counters.progress_writes - writesBefore
+    expect(writes).toBeGreaterThanOrEqual(1)
+    expect(writes).toBeLessThan(10)
+    const current = await get(p.id)
+    expect(current.progress).toBe(50)
+    expect(current.message).toBe('step 50')
+    expect(current.version).toBeGreaterThan(run.version)
+    worker.close()
+  })
+
+  it('log appends an event with the status unchanged; complete sets progress 100 and is acked again, not applied twice', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const worker = await TestWorker.connect(base, wtoken)
+    const run = (await worker.request({ op: 'claim', types: [type] })).process
+    expect((await worker.request({ op: 'log', process_id: p.id, message: 'parsed header', attempt: run.attempts })).op).toBe('ack')
+    expect((await worker.request({ op: 'heartbeat', process_id: p.id, attempt: run.attempts })).op).toBe('ack')
+    const done = { op: 'complete', process_id: p.id, result_summary: { rows: 10 }, attempt: run.attempts }
+    expect((await worker.request(done)).op).toBe('ack')
+    expect((await worker.request(done)).op).toBe('ack')
+    const final = await get(p.id)
+    expect(final).toMatchObject({ status: 'completed', progress: 100, result_summary: { rows: 10 } })
+    expect((await events(p.id)).map((e) => [e.status, e.message])).toEqual([
+      ['pending', 'Queued'],
+      ['running', 'Started'],
+      ['running', 'parsed header'],
+      ['completed', 'Completed'],
+    ])
+    // A different outcome after the fact is refused.
+    expect(await worker.request({ op: 'fail', process_id: p.id, error: 'late', attempt: run.attempts })).toMatchObject({ op: 'error', code: 'invalid_transition' })
+    worker.close()
+  })
+
+  it('start moves a pending process to running for this worker; fail records the error', async () => {
+    const p = await create(freshType())
+    const worker = await TestWorker.connect(base, wtoken)
+    await worker.request({ op: 'hello', worker_id: 'starter' })
+    const started = await worker.request({ op: 'start', process_id: p.id })
+    expect(started.op).toBe('ack')
+    expect(started.process).toMatchObject({ status: 'running', worker_id: 'starter', attempts: 1 })
+    expect((await worker.request({ op: 'start', process_id: p.id })).op).toBe('ack') // repeated: same outcome
+    expect((await worker.request({ op: 'fail', process_id: p.id, error: 'bad row 7' })).op).toBe('ack')
+    expect(await get(p.id)).toMatchObject({ status: 'failed', error: 'bad row 7' })
+    worker.close()
+  })
+
+  it('refuses with not_found, not_owner and cancelled, naming the ref', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const owner = await TestWorker.connect(base, wtoken)
+    const intruder = await TestWorker.connect(base, wtoken)
+    const run = (await owner.request({ op: 'claim', types: [type] })).process
+    expect(await owner.request({ op: 'progress', process_id: 987654321, progress: 5 })).toMatchObject({ op: 'error', code: 'not_found' })
+    expect(await intruder.request({ op: 'progress', process_id: p.id, progress: 5 })).toMatchObject({ op: 'error', code: 'not_owner' })
+    expect(await intruder.request({ op: 'complete', process_id: p.id })).toMatchObject({ op: 'error', code: 'not_owner' })
+    expect(await owner.request({ op: 'start', process_id: p.id, attempt: run.attempts })).toMatchObject({ op: 'ack' })
+    await fetch(`${base}/processes/${p.id}/cancel`, { method: 'POST', headers: auth })
+    const refused = await owner.request({ op: 'progress', process_id: p.id, progress: 6, attempt: run.attempts })
+    expect(refused).toMatchObject({ op: 'error', code: 'cancelled' })
+    expect(refused.ref).toBeString()
+    owner.close()
+    intruder.close()
+  })
+})
+
+describe('worker gateway: cancel, leases and fencing', () => {
+  it('pushes cancel to the worker holding a process the moment a user cancels it', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const worker = await TestWorker.connect(base, wtoken)
+    await worker.request({ op: 'claim', types: [type] })
+    expect((await fetch(`${base}/processes/${p.id}/cancel`, { method: 'POST', headers: auth })).status).toBe(200)
+    expect(await worker.nextCancel(p.id, 2000)).toMatchObject({ op: 'cancel', process_id: p.id })
+    worker.close()
+  })
+
+  it('a worker that reconnects with the same worker_id keeps its processes and still hears cancel', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const first = await TestWorker.connect(base, wtoken)
+    await first.request({ op: 'hello', worker_id: 'phoenix' })
+    const run = (await first.request({ op: 'claim', types: [type] })).process
+    first.close()
+    await Bun.sleep(100)
+    const again = await TestWorker.connect(base, wtoken)
+    const hello = await again.request({ op: 'hello', worker_id: 'phoenix' })
+    expect(hello.processes).toContain(p.id)
+    expect((await again.request({ op: 'progress', process_id: p.id, progress: 30, attempt: run.attempts })).op).toBe('ack')
+    await fetch(`${base}/processes/${p.id}/cancel`, { method: 'POST', headers: auth })
+    expect((await again.nextCancel(p.id, 2000)).process_id).toBe(p.id)
+    again.close()
+  })
+
+  it('the sweep fails a silent process ("timed out") and only that one; a late frame of the old attempt is refused', async () => {
+    const type = freshType()
+    const silent = await create(type)
+    const alive = await create(type)
+    const worker = await TestWorker.connect(base, wtoken)
+    await worker.request({ op: 'hello', worker_id: 'sleepy' })
+    const silentRun = (await worker.request({ op: 'claim', types: [type] })).process
+    const aliveRun = (await worker.request({ op: 'claim', types: [type] })).process
+    expect(silentRun.id).toBe(silent.id)
+    const beat = setInterval(() => void worker.request({ op: 'heartbeat', process_id: alive.id, attempt: aliveRun.attempts }), 150)
+    await worker.nextCancel(silent.id, 5000) // the worker is told it lost the process
+    clearInterval(beat)
+    expect(await get(silent.id)).toMatchObject({ status: 'failed', error: 'timed out' })
+    expect((await events(silent.id)).at(-1)).toMatchObject({ status: 'failed', message: 'timed out' })
+    expect((await get(alive.id)).status).toBe('running')
+
+    // Retried and claimed again: the late worker's frames with the old attempt are fenced off.
+    await fetch(`${base}/processes/${silent.id}/retry`, { method: 'POST', headers: auth })
+    const replacement = await TestWorker.connect(base, wtoken)
+    await replacement.request({ op: 'hello', worker_id: 'sleepy' }) // even with the same worker id
+    const second = (await replacement.request({ op: 'claim', types: [type] })).process
+    expect(second.attempts).toBe(silentRun.attempts + 1)
+    expect(await worker.request({ op: 'complete', process_id: silent.id, attempt: silentRun.attempts })).toMatchObject({ op: 'error', code: 'not_owner' })
+    expect((await replacement.request({ op: 'complete', process_id: silent.id, attempt: second.attempts })).op).toBe('ack')
+    await waitFor(async () => (await get(alive.id)).status === 'failed', 5000, 'the other lease to expire once heartbeats stop')
+    worker.close()
+    replacement.close()
+  })
+})
