@@ -169,3 +169,36 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
     await Bun.sleep(20)
   }
 }
+
+export interface OwnRedis {
+  url: string
+  port: number
+  stop(): Promise<void>
+  start(): Promise<void>
+}
+
+/** A redis-server of this test's own on a free port, stopped by PID: the shared one is never touched. */
+export async function ownRedis(): Promise<OwnRedis> {
+  const port = await freePort()
+  let proc: ReturnType<typeof Bun.spawn> | null = null
+  const self: OwnRedis = {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    async start() {
+      proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
+      await waitFor(async () => {
+        const probe = Bun.spawnSync(['redis-cli', '-p', String(port), 'ping'])
+        return probe.stdout.toString().trim() === 'PONG'
+      }, 10_000, `redis-server on ${port}`)
+    },
+    async stop() {
+      if (!proc) return
+      proc.kill('SIGKILL')
+      await proc.exited
+      proc = null
+    },
+  }
+  await self.start()
+  afterAll(() => self.stop())
+  return self
+}

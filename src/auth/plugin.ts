@@ -8,7 +8,7 @@ import { requestState, type RequestState } from '../request-state'
 import type { Services } from '../services'
 
 export function authPlugin(s: Services) {
-  return new Elysia({ name: 'auth', seed: s }).derive({ as: 'scoped' }, async ({ request }) => {
+  return new Elysia().derive({ as: 'scoped' }, async ({ request }) => {
     const state = requestState(request)
     state.authenticated = true
     const principal = await s.auth.authenticate(Authenticator.tokenOf(request))
