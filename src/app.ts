@@ -19,10 +19,13 @@ export function createApp(s: Services) {
     .onTransform({ as: 'global' }, ({ request, route }) => {
       requestState(request).route = route
     })
-    .onError({ as: 'global' }, ({ code, error, request }) => {
+    .onError({ as: 'global' }, ({ code, error: raised, request }) => {
       const state = requestState(request)
+      // A failure inside a parse hook (authentication runs there) arrives wrapped in Elysia's ParseError.
+      const cause = code === 'PARSE' ? (raised as Error).cause : undefined
+      const error = cause instanceof HttpError || isUnavailable(cause) ? cause : raised
       if (error instanceof HttpError) return errorResponse(error.status, error.code, error.message, error.details, error.headers)
-      switch (code) {
+      if (error === raised) switch (code) {
         case 'VALIDATION':
           return errorResponse(422, 'invalid_request', validationMessage(error), validationDetails(error))
         case 'PARSE':

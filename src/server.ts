@@ -148,9 +148,11 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
       try {
         const stopped = server.stop()
         closeAllStreams()
-        gateway.closeAll(1012, 'server restarting')
         await sweeper.stop()
+        // Queued progress is written and acked before the workers' sockets close, so nothing acked is lost
+        // and nothing written goes unacknowledged.
         await progress.flushAll().catch(() => {})
+        gateway.closeAll(1012, 'server restarting')
         await audit.stop()
         await Promise.race([stopped, Bun.sleep(3000)])
         server.stop(true)

@@ -8,13 +8,22 @@ import { requestState, type RequestState } from '../request-state'
 import type { Services } from '../services'
 
 export function authPlugin(s: Services) {
-  return new Elysia().derive({ as: 'scoped' }, async ({ request }) => {
+  const authenticate = async (request: Request) => {
     const state = requestState(request)
     state.authenticated = true
-    const principal = await s.auth.authenticate(Authenticator.tokenOf(request))
-    state.principal = principal
-    return { principal, state }
-  })
+    state.principal ??= await s.auth.authenticate(Authenticator.tokenOf(request))
+    return { principal: state.principal, state }
+  }
+  return (
+    new Elysia()
+      // Elysia parses a body before derive runs: authenticate first, so a bad body from an anonymous caller
+      // is 401, not 400, and a request that fails to parse is audited like any other.
+      .onParse({ as: 'scoped' }, async ({ request, route }) => {
+        requestState(request).route = route
+        await authenticate(request)
+      })
+      .derive({ as: 'scoped' }, ({ request }) => authenticate(request))
+  )
 }
 
 /** The active workspace: the one asked for (if a member), else the caller's first membership. */

@@ -407,7 +407,7 @@ function selectProcess(id) {
   renderDetail()
   if (id === null) return
   ui.detailTitle.focus({ preventScroll: true })
-  // On a phone the detail replaces the list: start at its top.
+  // On a phone the detail is stacked above the list: bring it into view.
   if (matchMedia('(max-width: 759px)').matches) window.scrollTo({ top: 0 })
   void refreshDetail(id)
 }
@@ -505,7 +505,6 @@ function renderActions(process) {
 
 function renderFacts(process) {
   const facts = [
-    ['Status', STATUS_LABELS[process.status] ?? process.status],
     ['Attempts', String(process.attempts ?? '—')],
     ['Worker', process.worker_id ?? '—'],
     ['Created', formatTime(process.created_at)],
@@ -644,8 +643,9 @@ function setProgress(bar, process) {
   bar.firstElementChild.style.width = `${value}%`
 }
 
+/** The badge says the raw status (`waiting_review`): the API's, the docs' and the tests' word for it. */
 function setBadge(badge, status) {
-  badge.textContent = STATUS_LABELS[status] ?? status
+  badge.textContent = status
   badge.dataset.status = status
   return badge
 }

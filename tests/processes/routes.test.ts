@@ -98,6 +98,8 @@ describe('authentication', () => {
   it('answers an anonymous invalid request with 401, not 422', async () => {
     expectError(await request('GET', '/processes/abc'), 401, 'unauthenticated')
     expectError(await request('POST', '/processes', { body: { type: 'BAD' } }), 401, 'unauthenticated')
+    expectError(await request('POST', '/processes', { body: '{not json' }), 401, 'unauthenticated')
+    expectError(await request('POST', '/processes/1/review', { token: 'ps_unknown', body: '{not json' }), 401, 'unauthenticated')
   })
 })
 

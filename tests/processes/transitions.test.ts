@@ -4,12 +4,14 @@ import { beforeAll, describe, expect, it } from 'bun:test'
 import type { Process } from '../../src/processes/model'
 import { claimNext, sweepExpired, transitionProcess, workerTransition } from '../../src/processes/queries'
 import { STATUSES, TRANSITIONS, type Status } from '../../src/processes/states'
-import { createTenant, inProcessApp, listeningServer, testDatabase, waitFor, workerToken, type Tenant } from '../helpers'
+import { createTenant, inProcessApp, listeningServer, waitFor, workerToken, type Tenant } from '../helpers'
 import { TestWorker } from '../worker-client'
 import { eventsOf, processIn, WORKER_ID } from './drive'
 
-const { s, request } = await inProcessApp()
+const { s, request, db } = await inProcessApp()
 const { sql } = s
+// A real listening server on the same database, for the worker gateway; its lease sweep is kept out of the way.
+const server = await listeningServer({ JOB_TIMEOUT_MS: String(86_400_000) }, db)
 
 let t: Tenant
 beforeAll(async () => {
@@ -243,8 +245,6 @@ describe('racing transitions', () => {
 
 describe('through the worker gateway', () => {
   it('runs a process claimed over the WebSocket to review, and refuses a worker whose process was cancelled', async () => {
-    const { db } = await testDatabase()
-    const server = await listeningServer({}, db)
     const owner = await createTenant(db.sql)
     const api = (method: string, path: string, body?: unknown) =>
       fetch(`${server.url}${path}`, {

@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# Build: one standalone executable (bun build --compile) with the migrations and the dashboard inside.
+FROM oven/bun:1.4 AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN bun install --ignore-scripts
+COPY tsconfig.json bunfig.toml ./
+COPY sql ./sql
+COPY src ./src
+RUN bun run build
+
+# Run: a slim image with the executable only, as a non-root user.
+# The executable needs a Postgres server (DATABASE_URL): the embedded PGlite is not available inside it.
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin processes
+COPY --from=build /app/dist/processes-server /usr/local/bin/processes-server
+USER 10001
+ENV PORT=3000
+EXPOSE 3000
+# No curl in the image: the executable checks its own /health.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 CMD ["/usr/local/bin/processes-server", "healthcheck"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/processes-server"]
+CMD ["serve"]
