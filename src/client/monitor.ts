@@ -197,6 +197,7 @@ export function monitorWorkspace(baseUrl: string, options: MonitorWorkspaceOptio
     status: status?.join(','),
     type: options.type,
   })
+  // Newest version per id; never pruned, as a final process can still change (retry, review).
   const versions = new Map<number, number>()
 
   const feed = new Feed({
@@ -461,6 +462,7 @@ interface FeedOptions {
   token: string | undefined
   fetch: FetchLike
   EventSource: EventSourceConstructor | undefined
+  /** Null: never give up on a silent stream (only a feed with a poller has somewhere to go). */
   silenceMs: number | null
   lastEventId: () => string | null
   onEvent: (event: SseEvent) => boolean
@@ -553,8 +555,7 @@ class Feed {
       url: this.options.url,
       lastEventId: this.options.lastEventId(),
       headers: bearer(token),
-      // Only a feed with somewhere to fall back to gives up on a silent stream.
-      silenceMs: this.options.poller ? this.options.silenceMs : null,
+      silenceMs: this.options.silenceMs,
       signal: this.stopController.signal,
       onEvent: this.options.onEvent,
       onOpen: () => {

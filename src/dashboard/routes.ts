@@ -4,8 +4,9 @@ import script from './app.js' with { type: 'text' }
 import page from './index.html' with { type: 'text' }
 import styles from './style.css' with { type: 'text' }
 
-const file = (body: string, type: string) => () =>
-  new Response(body, { headers: { 'content-type': `${type}; charset=utf-8`, 'cache-control': 'no-cache' } })
+// Bun types an .html import as a bundle; `with { type: 'text' }` makes it the file's text.
+const file = (body: unknown, type: string) => () =>
+  new Response(body as string, { headers: { 'content-type': `${type}; charset=utf-8`, 'cache-control': 'no-cache' } })
 
 export function dashboard() {
   return new Elysia()

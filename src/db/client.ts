@@ -80,7 +80,7 @@ async function openPglite(dataDir: string): Promise<Database> {
 
   const make = (runner: Runner, inTransaction: boolean): Sql => {
     const run = (text: string, params: unknown[]) => runner.query(text, params, { parsers }).then((r) => r.rows)
-    const sql = ((strings: TemplateStringsArray, ...values: unknown[]) => new Fragment(strings, values, run)) as Sql
+    const sql = ((strings: TemplateStringsArray, ...values: unknown[]) => new Fragment(strings, values, run)) as unknown as Sql
     sql.begin = (fn) => {
       if (inTransaction) throw new Error('nested begin is not supported')
       return db.transaction((tx) => fn(make(tx as unknown as Runner, true)))

@@ -2,7 +2,7 @@
 import { t } from 'elysia'
 import { STATUSES } from './states'
 
-export const StatusSchema = t.Union(STATUSES.map((s) => t.Literal(s)))
+export const StatusSchema = t.UnionEnum(STATUSES)
 
 const Timestamp = t.String({ format: 'date-time' })
 const NullableTimestamp = t.Union([Timestamp, t.Null()])

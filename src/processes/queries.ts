@@ -78,7 +78,7 @@ export async function listChangedSince(sql: Sql, workspaceIds: number[], since: 
 }
 
 export async function listEvents(sql: Sql, processId: number, after: number, limit: number) {
-  return sql<{ id: number; status: Status; message: string | null; created_at: Date }[]>`
+  return sql<{ id: number; status: Status; message: string | null; created_at: string }[]>`
     select id, status, message, created_at from process_events
      where process_id = ${processId} and id > ${after}
      order by id
