@@ -1,6 +1,8 @@
 // One SQL handle for both backends: postgres.js against a server, or embedded PGlite.
 // Queries everywhere are postgres.js tagged templates; the PGlite adapter below speaks
 // the same subset (parameters, nested fragments, begin, unsafe), so the very same SQL runs on both.
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import postgres from 'postgres'
 
 export type Row = Record<string, any>
@@ -69,12 +71,15 @@ async function openPglite(dataDir: string): Promise<Database> {
     )
   }
   const inMemory = dataDir === 'memory://' || dataDir === ':memory:'
-  if (!inMemory) {
-    const { mkdirSync } = await import('node:fs')
-    mkdirSync(dataDir, { recursive: true })
+  const unlock = inMemory ? () => {} : lockDataDir(dataDir)
+  let db: InstanceType<typeof PGlite>
+  try {
+    db = inMemory ? new PGlite() : new PGlite(dataDir)
+    await db.waitReady
+  } catch (error) {
+    unlock()
+    throw error
   }
-  const db = inMemory ? new PGlite() : new PGlite(dataDir)
-  await db.waitReady
   const parsers = { [INT8_OID]: parseInt8, [TIMESTAMPTZ_OID]: parseTimestamp }
   type Runner = { query: (text: string, params: unknown[], opts: object) => Promise<{ rows: unknown[] }> }
 
@@ -95,6 +100,7 @@ async function openPglite(dataDir: string): Promise<Database> {
     kind: 'pglite',
     close: async () => {
       if (!db.closed) await db.close()
+      unlock()
     },
   }
 }
@@ -125,5 +131,40 @@ class Fragment implements PromiseLike<any> {
     const params: unknown[] = []
     const text = this.build(params)
     return this.run(text, params).then(onFulfilled, onRejected)
+  }
+}
+
+/**
+ * An embedded database belongs to one process: a second server, or the CLI while the server runs, would
+ * corrupt it. A lock file holding the owner's pid refuses the second opener; a stale one is taken over.
+ */
+function lockDataDir(dataDir: string): () => void {
+  mkdirSync(dataDir, { recursive: true })
+  const path = join(dataDir, 'processes.lock')
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(path, String(process.pid), { flag: 'wx' })
+      return () => rmSync(path, { force: true })
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'EEXIST') throw error
+      const owner = Number(readFileSync(path, 'utf8'))
+      if (owner && owner !== process.pid && isAlive(owner)) {
+        throw new Error(
+          `the embedded database in ${dataDir} is in use by process ${owner}; stop it first ` +
+            '(or use DATABASE_URL so that several processes can share one Postgres)',
+        )
+      }
+      rmSync(path, { force: true })
+    }
+  }
+  throw new Error(`could not lock ${path}`)
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as { code?: string }).code === 'EPERM'
   }
 }

@@ -194,12 +194,12 @@ export function ownerGuard(sql: Sql, workerId: string, attempt: number | undefin
 export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' | 'fail', workerId: string, attempt: number | undefined, extra: { result_summary?: unknown; error?: string } = {}): Transition {
   switch (op) {
     case 'start':
+      // A pending process has no lease to fence yet: start opens the next attempt.
       return {
         to: 'running',
         from: ['pending'],
         message: 'Started',
         set: sql`, worker_id = ${workerId}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
-        guard: attempt === undefined ? sql`` : sql`and attempts + 1 = ${attempt}`,
       }
     case 'complete':
     case 'review': {

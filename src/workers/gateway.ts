@@ -10,7 +10,7 @@ import { appendLog, findState, touchHeartbeat, transitionProcess, workerTransiti
 import type { Status } from '../processes/states'
 import type { Services } from '../services'
 import { claim } from './leases'
-import { type Frame, MAX_FRAME_BYTES, OPS, type WorkerErrorCode, checkFrame } from './model'
+import { type Frame, MAX_FRAME_BYTES, OPS, type WorkerErrorCode, checkByOp, checkFrame } from './model'
 
 export interface WorkerSocketData {
   kind: 'worker'
@@ -251,7 +251,7 @@ function describeInvalid(parsed: unknown): string {
   const op = (parsed as { op?: unknown })?.op
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'frame must be a JSON object'
   if (typeof op !== 'string' || !(OPS as readonly string[]).includes(op)) return `unknown op ${JSON.stringify(op)}; expected one of ${OPS.join(', ')}`
-  const first = checkFrame.Errors(parsed).First()
+  const first = checkByOp.get(op)?.Errors(parsed).First()
   return first ? `invalid ${op}: ${first.path || '/'} ${first.message}` : `invalid ${op}`
 }
 

@@ -41,6 +41,9 @@ export type Frame = Static<typeof Frame>
 
 export const checkFrame = TypeCompiler.Compile(Frame)
 
+/** One compiled schema per op, to say precisely what is wrong with a frame whose op is known. */
+export const checkByOp = new Map(Frame.anyOf.map((schema) => [schema.properties.op.const as string, TypeCompiler.Compile(schema)]))
+
 export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'log', 'complete', 'fail'] as const
 
 export type WorkerErrorCode = 'not_found' | 'not_owner' | 'invalid_transition' | 'cancelled' | 'invalid_message' | 'unavailable' | 'internal'
