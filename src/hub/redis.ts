@@ -111,7 +111,9 @@ export class RedisBridge implements Bridge {
       return
     }
     try {
-      this.o.hub.deliver(JSON.parse(message) as Process)
+      const process = JSON.parse(message) as Process
+      this.o.metrics.hubLagMs = Math.max(0, Date.now() - Date.parse(process.updated_at))
+      this.o.hub.deliver(process)
     } catch (error) {
       this.o.log.warn('ignored a malformed hub message', { channel, error: String(error) })
     }

@@ -13,6 +13,26 @@ export class Metrics {
     sweeps_failed_processes: 0,
   }
   private readonly gauges = new Map<string, () => number>()
+  /** How late a 250 ms timer fired, last sample: the event loop's lag. */
+  eventLoopLagMs = 0
+  /** Commit-to-delivery time of the last change that arrived from another instance through Redis. */
+  hubLagMs = 0
+  private lagTimer: Timer | null = null
+
+  startLagMonitor(intervalMs = 250) {
+    let expected = performance.now() + intervalMs
+    this.lagTimer ??= setInterval(() => {
+      const now = performance.now()
+      this.eventLoopLagMs = Math.max(0, now - expected)
+      expected = now + intervalMs
+    }, intervalMs)
+    this.lagTimer.unref?.()
+  }
+
+  stopLagMonitor() {
+    if (this.lagTimer) clearInterval(this.lagTimer)
+    this.lagTimer = null
+  }
 
   request(method: string, route: string, status: number, ms: number) {
     const key = `method="${method}",route="${route.replaceAll('"', '')}",status="${status}"`
@@ -39,6 +59,10 @@ export class Metrics {
     out.push('# HELP processes_progress_coalescing_ratio Progress frames accepted per row written.')
     out.push('# TYPE processes_progress_coalescing_ratio gauge')
     out.push(`processes_progress_coalescing_ratio ${progress_writes === 0 ? 0 : (progress_frames / progress_writes).toFixed(3)}`)
+    out.push('# HELP processes_event_loop_lag_ms How late the last 250 ms timer fired.')
+    out.push('# TYPE processes_event_loop_lag_ms gauge', `processes_event_loop_lag_ms ${this.eventLoopLagMs.toFixed(3)}`)
+    out.push('# HELP processes_hub_lag_ms Commit-to-delivery time of the last change received from another instance.')
+    out.push('# TYPE processes_hub_lag_ms gauge', `processes_hub_lag_ms ${this.hubLagMs.toFixed(3)}`)
     for (const [name, read] of this.gauges) {
       out.push(`# TYPE processes_${name} gauge`, `processes_${name} ${read()}`)
     }
