@@ -51,30 +51,45 @@ function id(values: Record<string, unknown>, key: string): number {
   return Number(raw)
 }
 
-async function run(sql: Sql, command: Command, values: Record<string, unknown>): Promise<object> {
+type Work = (sql: Sql) => Promise<object>
+
+/** Checks a command's options and returns its work, so a usage error is reported before any database is opened. */
+function prepare(command: Command, values: Record<string, unknown>): Work {
+  const role = (values.role as string | undefined) ?? 'member'
+  const name = (values.name as string | undefined) ?? null
   switch (command) {
     case 'migrate':
-      return { applied: await migrate(sql) }
-    case 'create-workspace':
-      return createWorkspace(sql, required(values, 'name'))
+      return async (sql) => ({ applied: await migrate(sql) })
+    case 'create-workspace': {
+      const workspaceName = required(values, 'name')
+      return (sql) => createWorkspace(sql, workspaceName)
+    }
     case 'create-user': {
       const email = required(values, 'email')
       if (!/^[^\s@]+@[^\s@]+$/.test(email)) throw new UsageError('--email must be an email address')
-      return createUser(sql, email, id(values, 'workspace'), (values.role as string | undefined) ?? 'member')
+      const workspaceId = id(values, 'workspace')
+      return (sql) => createUser(sql, email, workspaceId, role)
     }
-    case 'add-member':
-      return addMember(sql, id(values, 'user'), id(values, 'workspace'), (values.role as string | undefined) ?? 'member')
+    case 'add-member': {
+      const userId = id(values, 'user')
+      const workspaceId = id(values, 'workspace')
+      return (sql) => addMember(sql, userId, workspaceId, role)
+    }
     case 'create-token': {
       const ttl = values['ttl-days'] as string | undefined
       if (ttl !== undefined && !(Number(ttl) > 0)) throw new UsageError('--ttl-days must be a positive number')
-      return createApiToken(sql, id(values, 'user'), (values.name as string | undefined) ?? null, ttl === undefined ? null : Number(ttl))
+      const userId = id(values, 'user')
+      return (sql) => createApiToken(sql, userId, name, ttl === undefined ? null : Number(ttl))
     }
     case 'create-worker-token':
-      return createWorkerToken(sql, (values.name as string | undefined) ?? null)
+      return (sql) => createWorkerToken(sql, name)
     case 'revoke-token': {
       const tokenId = id(values, 'id')
-      if (!(await revokeToken(sql, tokenId, values.worker ? 'worker' : 'api'))) throw new UsageError(`no ${values.worker ? 'worker' : 'API'} token with id ${tokenId}`)
-      return { id: tokenId, revoked: true }
+      const kind = values.worker ? 'worker' : 'api'
+      return async (sql) => {
+        if (!(await revokeToken(sql, tokenId, kind))) throw new UsageError(`no ${kind === 'worker' ? 'worker' : 'API'} token with id ${tokenId}`)
+        return { id: tokenId, revoked: true }
+      }
     }
   }
 }
@@ -89,10 +104,11 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
   let db: Awaited<ReturnType<typeof openDatabase>> | null = null
   try {
     const { values } = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: false })
+    const work = prepare(command as Command, values)
     const config = loadConfig(env)
     db = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: 2 })
     if (command !== 'migrate') await migrate(db.sql)
-    const result = await run(db.sql, command as Command, values)
+    const result = await work(db.sql)
     process.stdout.write(JSON.stringify(result) + '\n')
     return 0
   } catch (error) {

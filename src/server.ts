@@ -5,7 +5,7 @@ import { createHandler } from './app'
 import { AuditLog } from './auth/audit'
 import { Authenticator } from './auth/authenticator'
 import { type Config, sweepIntervalMs } from './config'
-import { openDatabase, type Database } from './db/client'
+import { openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
 import { errorResponse, HttpError } from './errors'
 import { Hub } from './hub/hub'
@@ -32,7 +32,7 @@ const SHUTDOWN_BUDGET_MS = 9000
 
 export async function buildServices(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<{ services: Services; bridge: RedisBridge | null; sweeper: LeaseSweeper }> {
   const log = o.log ?? new Logger(config.LOG_LEVEL)
-  const db = o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX }))
+  const db = o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
   await migrate(db.sql)
   const metrics = new Metrics()
   const hub = new Hub()
@@ -134,6 +134,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
 
   audit.start()
   sweeper.start()
+  metrics.startLagMonitor()
   const url = `http://127.0.0.1:${server.port}`
 
   let stopping: Promise<void> | null = null
@@ -149,6 +150,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         const stopped = server.stop()
         closeAllStreams()
         await sweeper.stop()
+        metrics.stopLagMonitor()
         // Queued progress is written and acked before the workers' sockets close, so nothing acked is lost
         // and nothing written goes unacknowledged.
         await progress.flushAll().catch(() => {})

@@ -62,13 +62,16 @@ export class AuditLog {
     return this.buffer.length
   }
 
-  /** Writes what is buffered; one flush at a time, rows stay buffered if the database is down. */
-  flush(): Promise<void> {
-    if (this.flushing) return this.flushing
+  /**
+   * Writes everything recorded before the call: one flush at a time, so a call made while another flush is
+   * writing waits for it and then writes what that one did not take. Rows stay buffered if the database is down.
+   */
+  async flush(): Promise<void> {
+    while (this.flushing) await this.flushing
     this.flushing = this.flushOnce().finally(() => {
       this.flushing = null
     })
-    return this.flushing
+    await this.flushing
   }
 
   private async flushOnce() {

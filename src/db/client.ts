@@ -26,7 +26,15 @@ export interface OpenOptions {
   url?: string
   dataDir: string
   poolMax: number
+  /**
+   * Postgres only: a query, or the wait for a transaction to begin, that takes longer fails with
+   * QUERY_TIMEOUT (a 503 `unavailable`). The server sets it; the CLI and scripts run unbounded.
+   */
+  queryTimeoutMs?: number
 }
+
+/** The server's bound on one query: with one or two queries per request, an answer (503 at worst) comes within 5 s. */
+export const SERVER_QUERY_TIMEOUT_MS = 3000
 
 // int8 (ids, versions, counts) as JSON numbers: ids stay far below 2^53.
 const INT8_OID = 20
@@ -35,16 +43,19 @@ const TIMESTAMPTZ_OID = 1184
 const parseInt8 = (x: string) => Number(x)
 const parseTimestamp = (x: string) => new Date(x.includes('T') ? x : x.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString()
 
-export async function openDatabase({ url, dataDir, poolMax }: OpenOptions): Promise<Database> {
-  if (url) return openPostgres(url, poolMax)
+export async function openDatabase({ url, dataDir, poolMax, queryTimeoutMs }: OpenOptions): Promise<Database> {
+  if (url) return openPostgres(url, poolMax, queryTimeoutMs)
   return openPglite(dataDir)
 }
 
-function openPostgres(url: string, poolMax: number): Database {
+function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number): Database {
   const sql = postgres(url, {
     max: poolMax,
     onnotice: () => {},
-    connect_timeout: 5,
+    // One attempt against a blackholed server gives up within 2 s (it takes milliseconds when the server is there).
+    connect_timeout: 2,
+    // Retry within a second once the server is back; postgres.js's default backoff grows to 20 s between attempts.
+    backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 1),
     // Leave idle connections to the server's defaults but recycle slowly-leaking ones.
     max_lifetime: 60 * 30,
     types: {
@@ -53,10 +64,82 @@ function openPostgres(url: string, poolMax: number): Database {
     },
   })
   return {
-    sql: sql as unknown as Sql,
+    sql: guarded(sql, queryTimeoutMs),
     kind: 'postgres',
     close: () => sql.end({ timeout: 5 }),
   }
+}
+
+// Errors with which postgres.js says a connection is gone.
+const CONNECTION_LOST = new Set(['CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECTION_ENDED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'])
+
+/**
+ * The postgres.js handle with two guards for a database that goes away.
+ *
+ * Deadline (when `timeoutMs` is set): postgres.js has no query timeout. Behind a blackholed server a query
+ * queued for a connection waits one connect_timeout per attempt, attempt after attempt, and one sent on a
+ * silently dead socket waits for TCP keepalive. Here each query gets `timeoutMs` and is then rejected with
+ * QUERY_TIMEOUT (a 503). It is not cancelled: postgres.js 3.4 strands a connection whose first query was
+ * cancelled. As connect_timeout (2 s) is below the deadline, a query still waiting for a connection has
+ * failed by itself by then, so a refused request is not applied later. A transaction gets `timeoutMs` to
+ * begin; one that could not begin in time does not run its body at all.
+ *
+ * Lost transactions: when a transaction's connection dies under it, postgres.js 3.4.9 writes the rollback
+ * to the closed socket and crashes the process with an uncaught TypeError in nextWrite
+ * (porsager/postgres#1208, measured here by cutting the connection mid-transaction). A body that failed
+ * because its own connection is gone is therefore left pending: postgres.js has already rejected the
+ * transaction with CONNECTION_CLOSED, and no rollback is written (the server rolls back by itself).
+ */
+function guarded(pg: postgres.Sql, timeoutMs: number | undefined): Sql {
+  const timedOut = () => Object.assign(new Error(`query timed out after ${timeoutMs} ms`), { code: 'QUERY_TIMEOUT' })
+  const bounded = <T>(work: PromiseLike<T>): Promise<T> => {
+    let timer: Timer | undefined
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(timedOut()), timeoutMs)
+    })
+    return Promise.race([work, expired]).finally(() => clearTimeout(timer))
+  }
+  const sql = ((strings: TemplateStringsArray, ...values: unknown[]) => {
+    const query = pg(strings, ...(values as never[]))
+    if (!timeoutMs) return query
+    // The postgres.js query itself, so that it still nests as a fragment; only awaiting it is bounded.
+    const run = query.then.bind(query) as () => Promise<never>
+    query.then = ((onFulfilled, onRejected) => bounded(run()).then(onFulfilled, onRejected)) as typeof query.then
+    return query
+  }) as unknown as Sql
+  sql.begin = <T>(fn: (tx: Sql) => Promise<T>) => {
+    let expired = false
+    let lost = false
+    let startTimer: Timer | undefined
+    const transaction = pg.begin(async (tx) => {
+      if (expired) throw timedOut()
+      clearTimeout(startTimer)
+      try {
+        return await fn(tx as unknown as Sql)
+      } catch (error) {
+        if (CONNECTION_LOST.has((error as { code?: string })?.code as string)) {
+          // Once pending callbacks have run, `lost` says whether it was this transaction's connection.
+          await new Promise((resolve) => setTimeout(resolve, 0))
+          if (lost) return new Promise<never>(() => {})
+        }
+        throw error
+      }
+    }) as unknown as Promise<T>
+    transaction.catch(() => (lost = true))
+    if (!timeoutMs) return transaction
+    // Only the wait for the transaction to begin is bounded: a body that has begun (a migration waiting for
+    // its lock, say) runs to its own end, and one that begins too late does not run at all.
+    const late = new Promise<never>((_, reject) => {
+      startTimer = setTimeout(() => {
+        expired = true
+        reject(timedOut())
+      }, timeoutMs)
+    })
+    return Promise.race([transaction, late]).finally(() => clearTimeout(startTimer))
+  }
+  sql.unsafe = (text) => pg.unsafe(text)
+  sql.end = () => pg.end()
+  return sql
 }
 
 async function openPglite(dataDir: string): Promise<Database> {
@@ -86,9 +169,18 @@ async function openPglite(dataDir: string): Promise<Database> {
   const make = (runner: Runner, inTransaction: boolean): Sql => {
     const run = (text: string, params: unknown[]) => runner.query(text, params, { parsers }).then((r) => r.rows)
     const sql = ((strings: TemplateStringsArray, ...values: unknown[]) => new Fragment(strings, values, run)) as unknown as Sql
-    sql.begin = (fn) => {
+    sql.begin = async (fn) => {
       if (inTransaction) throw new Error('nested begin is not supported')
-      return db.transaction((tx) => fn(make(tx as unknown as Runner, true)))
+      try {
+        return await db.transaction((tx) => fn(make(tx as unknown as Runner, true)))
+      } catch (error) {
+        // PGlite's own ROLLBACK can fail after an internal error (jsonb nested 20 000 deep: "bad buffer ID"),
+        // leaving its one backend in an aborted transaction that refuses every later query. End it; with no
+        // transaction open this is a no-op, and db.exec waits for PGlite's transaction lock, so it never cuts
+        // into another caller's transaction.
+        await db.exec('rollback').catch(() => {})
+        throw error
+      }
     }
     sql.unsafe = (text) => (inTransaction ? (runner as unknown as { exec: (t: string) => Promise<unknown> }).exec(text) : db.exec(text))
     sql.end = () => db.close()

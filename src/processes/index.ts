@@ -1,7 +1,7 @@
 // The process routes (§5, §6): list, read, events, create, retry, cancel, review, and the two streams.
 import { Elysia, t } from 'elysia'
 import { activeWorkspace, auditRowFor, authPlugin } from '../auth/plugin'
-import { notFound, unavailable } from '../errors'
+import { invalidRequest, notFound, unavailable } from '../errors'
 import type { Services } from '../services'
 import {
   CreateBody,
@@ -16,6 +16,7 @@ import {
   ProcessSummary,
   ReviewBody,
   StreamQuery,
+  unstorableJson,
 } from './model'
 import { findProcess, findVersion, listActive, listEvents, listProcesses } from './queries'
 import { createProcess, userAction } from './service'
@@ -151,6 +152,8 @@ export function processes(s: Services) {
     .post(
       '/',
       async ({ body, headers, principal, state, request, set }) => {
+        const unstorable = unstorableJson(body.metadata)
+        if (unstorable) throw invalidRequest(`Invalid body /metadata: ${unstorable}`)
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
         const { process, replayed } = await createProcess(s.sql, s.hub, {
           principal,

@@ -74,6 +74,32 @@ export const EventsQuery = t.Object({
   limit: t.Optional(t.Numeric({ minimum: 1, maximum: 1000, multipleOf: 1, default: 1000 })),
 })
 
+// Far beyond any real metadata, far below what breaks JSON.stringify (~100 000 levels) or PGlite: one
+// body nested 20 000 deep left the embedded database refusing every later query ("transaction is aborted").
+export const MAX_METADATA_DEPTH = 64
+
+/**
+ * Why a JSON value cannot be stored as jsonb, or null: nesting deeper than `maxDepth`, or a string (key or
+ * value) holding U+0000 or an unpaired surrogate, which Postgres refuses. Iterative, so depth cannot hurt it.
+ */
+export function unstorableJson(value: unknown, maxDepth = MAX_METADATA_DEPTH): string | null {
+  const storable = (text: string) => !text.includes('\u0000') && text.isWellFormed()
+  const stack: Array<[unknown, number]> = [[value, 1]]
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!
+    if (typeof node === 'string') {
+      if (!storable(node)) return 'strings may not contain U+0000 or unpaired surrogates'
+    } else if (typeof node === 'object' && node !== null) {
+      if (depth > maxDepth) return `nested deeper than ${maxDepth} levels`
+      for (const [key, child] of Object.entries(node)) {
+        if (!storable(key)) return 'keys may not contain U+0000 or unpaired surrogates'
+        stack.push([child, depth + 1])
+      }
+    }
+  }
+  return null
+}
+
 export const CreateBody = t.Object(
   {
     type: t.String({ pattern: TypePattern }),
@@ -86,7 +112,8 @@ export const CreateBody = t.Object(
 export const ReviewBody = t.Object(
   {
     decision: t.Union([t.Literal('approve'), t.Literal('discard')]),
-    message: t.Optional(t.String({ maxLength: 2000 })),
+    // Postgres text cannot hold U+0000.
+    message: t.Optional(t.String({ maxLength: 2000, pattern: '^[^\\u0000]*$' })),
   },
   { additionalProperties: false },
 )

@@ -5,7 +5,7 @@
 // lease sweep) is pushed to the worker as `cancel`, wherever that change was made.
 import type { ServerWebSocket } from 'bun'
 import { HttpError, isUnavailable } from '../errors'
-import type { Process } from '../processes/model'
+import { MAX_METADATA_DEPTH, type Process, unstorableJson } from '../processes/model'
 import { appendLog, findState, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
 import type { Status } from '../processes/states'
 import type { Services } from '../services'
@@ -85,6 +85,10 @@ export class WorkerGateway {
       // Parsed first (Bun caps a frame at 1 MiB) so that even an oversized frame's error names its ref.
       if (raw.length > MAX_FRAME_BYTES || Buffer.byteLength(raw) > MAX_FRAME_BYTES) throw new FrameError('invalid_message', 'frame exceeds 64 KiB')
       if (!checkFrame.Check(parsed)) throw new FrameError('invalid_message', describeInvalid(parsed))
+      // Text Postgres cannot store (U+0000, lone surrogates) or absurd nesting is refused here, per frame:
+      // inside a batched progress write it would fail the other processes' frames too.
+      const unstorable = unstorableJson(parsed, MAX_METADATA_DEPTH + 1)
+      if (unstorable) throw new FrameError('invalid_message', `invalid ${parsed.op}: ${unstorable}`)
       frame = parsed
       const reply = await this.dispatch(ws, frame)
       this.send(ws, ref === undefined ? reply : { ...reply, ref })

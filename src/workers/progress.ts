@@ -20,6 +20,8 @@ interface Slot {
 export class ProgressCoalescer {
   private readonly queued = new Map<number, Slot>()
   private readonly lastWriteAt = new Map<number, number>()
+  /** Processes whose progress the statement in flight carries. */
+  private readonly inFlight = new Set<number>()
   private timer: Timer | null = null
   private timerAt = Infinity
   private running: Promise<void> | null = null
@@ -57,6 +59,9 @@ export class ProgressCoalescer {
   /** Writes whatever is queued for a process now: a status change must not be overtaken by older progress. */
   async flushNow(id: number) {
     const slot = this.queued.get(id)
+    // Nothing of this process pending: no reason to wait for other processes' writes (a slow database
+    // would otherwise make a status change wait out their timeout before its own).
+    if (!slot && !this.inFlight.has(id)) return
     if (slot) slot.dueAt = 0
     await this.run()
   }
@@ -107,6 +112,7 @@ export class ProgressCoalescer {
     this.forgetOld(now)
     this.metrics.counters.progress_statements++
     let committed: Process[]
+    for (const slot of due) this.inFlight.add(slot.write.id)
     try {
       committed = await writeProgress(
         this.sql,
@@ -115,6 +121,8 @@ export class ProgressCoalescer {
     } catch (error) {
       for (const slot of due) for (const waiter of slot.waiters) waiter({ ok: false, error })
       return
+    } finally {
+      this.inFlight.clear()
     }
     this.metrics.counters.progress_writes += committed.length
     const byId = new Map(committed.map((p) => [p.id, p]))

@@ -3,11 +3,16 @@
 import { beforeAll, describe, expect, it } from 'bun:test'
 import { createApiToken, revokeToken } from '../../src/auth/queries'
 import { hashToken } from '../../src/auth/tokens'
-import { createTenant, inProcessApp, waitFor, type Tenant } from '../helpers'
+import { createHandler } from '../../src/app'
+import { buildServices } from '../../src/server'
+import { createTenant, inProcessApp, quietLogger, requester, testConfig, waitFor, type Tenant } from '../helpers'
 
-// The default cache (AUTH_CACHE_MS unset) and no cache at all, each on a database of its own.
+// The default cache (AUTH_CACHE_MS unset), and a second app on the same database with no cache at all.
 const cached = await inProcessApp()
-const uncached = await inProcessApp({ AUTH_CACHE_MS: '0' })
+const uncached = await (async () => {
+  const { services } = await buildServices(testConfig({ AUTH_CACHE_MS: '0' }), { db: cached.db, log: quietLogger() })
+  return { s: services, request: requester(createHandler(services)) }
+})()
 
 let rid = 0
 const requestId = () => `auth-test-${Date.now()}-${rid++}`

@@ -77,7 +77,7 @@ describe('authentication', () => {
     }
   })
 
-  it('returns 401 for an absurdly long token instead of hashing it', async () => {
+  it('returns 401 for an absurdly long token', async () => {
     const res = await request('GET', '/processes', { token: 'x'.repeat(100_000) })
     expectError(res, 401, 'unauthenticated')
   })
@@ -276,6 +276,66 @@ describe('errors', () => {
         expectError(res, 422, 'invalid_request')
       }
       expect(await countProcesses({ type: 'ok' })).toBe(before)
+    })
+
+    it('rejects metadata nested deeper than 64 levels, even 100 000 deep, and keeps serving', async () => {
+      const nested = (levels: number) => `{"type":"deep","metadata":{"a":${'['.repeat(levels)}${']'.repeat(levels)}}}`
+      expect((await request('POST', '/processes', { token: a.token, body: nested(63) })).status).toBe(201)
+      for (const levels of [64, 20_000, 100_000]) {
+        const res = await request('POST', '/processes', { token: a.token, body: nested(levels) })
+        expectError(res, 422, 'invalid_request')
+        expect(res.body.error.message).toContain('/metadata')
+      }
+      expect((await request('GET', '/processes?type=deep', { token: a.token })).body).toHaveLength(1)
+    })
+
+    it('rejects metadata that Postgres cannot store: U+0000 or an unpaired surrogate, in a key or a value', async () => {
+      for (const body of [
+        { type: 'ok', metadata: { note: 'a\u0000b' } },
+        { type: 'ok', metadata: { 'key\u0000': 1 } },
+        { type: 'ok', metadata: { list: [{ deep: '\ud800' }] } },
+        { type: 'ok', metadata: { ['\udc00']: true } },
+      ]) {
+        expectError(await request('POST', '/processes', { token: a.token, body }), 422, 'invalid_request')
+      }
+      const emoji = await request('POST', '/processes', { token: a.token, body: { type: 'ok', metadata: { note: '\u{1F600} ünïcödé' } } })
+      expect(emoji.status).toBe(201)
+      expect(emoji.body.metadata.note).toBe('\u{1F600} ünïcödé')
+    })
+
+    it('rejects a review message with U+0000, and stores one with an unpaired surrogate without a 500', async () => {
+      const p = await processIn(sql, request, a.token, 'waiting_review')
+      expectError(await request('POST', `/processes/${p.id}/review`, { token: a.token, body: { decision: 'approve', message: 'ok\u0000' } }), 422, 'invalid_request')
+      const res = await request('POST', `/processes/${p.id}/review`, { token: a.token, body: '{"decision":"approve","message":"half \\ud800"}' })
+      expect(res.status).toBe(200)
+      expect(res.body.status).toBe('completed')
+    })
+
+    it('answers odd input with a 4xx, never a 500', async () => {
+      const p = await createPending(request, a.token)
+      const odd: Array<[string, string, { body?: unknown; headers?: Record<string, string> }]> = [
+        ['GET', '/processes?status=running&status=failed', {}],
+        ['GET', '/processes?limit=50&limit=60', {}],
+        ['GET', '/processes?before=9007199254740993', {}],
+        ['GET', '/processes?workspace_id=', {}],
+        ['GET', `/processes/${p.id}?x=%ZZ`, {}],
+        ['GET', `/processes/${p.id}`, { headers: { 'if-none-match': ',,, W/' } }],
+        ['GET', `/processes/${p.id}/events?after=${Number.MAX_SAFE_INTEGER}`, {}],
+        ['POST', '/processes', { body: { type: 'x' }, headers: { 'idempotency-key': 'k'.repeat(300) } }],
+        ['POST', '/processes', { body: { type: 'x' }, headers: { 'idempotency-key': '' } }],
+        ['POST', '/processes', { body: '', headers: { 'content-type': 'application/json' } }],
+        ['POST', '/processes', { body: 'null' }],
+        ['POST', '/processes', { body: '{"type":"x","metadata":{"__proto__":{"polluted":true}}}' }],
+        ['POST', '/processes', { body: JSON.stringify({ type: 'x' }), headers: { 'content-type': 'text/plain' } }],
+        ['POST', `/processes/${p.id}/review`, { body: '[]' }],
+        ['POST', `/processes/${p.id}/cancel`, { body: 'not json at all', headers: { 'content-type': 'application/json' } }],
+      ]
+      for (const [method, path, o] of odd) {
+        const res = await request(method, path, { token: a.token, ...o })
+        expect({ path, status: res.status < 500 }).toEqual({ path, status: true })
+        if (res.status >= 400) expectError(res, res.status, res.body.error.code)
+      }
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined()
     })
 
     it('accepts a type of exactly 64 characters', async () => {
@@ -502,6 +562,23 @@ describe('GET /processes/:id/stream', () => {
     await reader.cancel()
     expect(text).toStartWith('retry: ')
     expect(text).toContain(`"id":${p.id}`)
+  })
+})
+
+describe('GET /processes/stream', () => {
+  it("opens the workspace stream with the caller's active processes only", async () => {
+    const theirs = await createPending(request, a.token)
+    const mine = await createPending(request, b.token)
+    const response = await raw('GET', '/processes/stream', { token: b.token })
+    expect(response.status).toBe(200)
+    expect(response.headers.get('content-type')).toStartWith('text/event-stream')
+    const reader = response.body!.getReader()
+    let text = ''
+    while (!text.includes(`"id":${mine.id},`)) text += new TextDecoder().decode((await reader.read()).value)
+    await reader.cancel()
+    // The snapshot goes in id order, so the other workspace's older process would have come first.
+    expect(text).not.toContain(`"id":${theirs.id},`)
+    expect(text).not.toContain(`"workspace_id":${a.workspaceId},`)
   })
 })
 

@@ -233,3 +233,28 @@ describe('worker gateway: cancel, leases and fencing', () => {
     replacement.close()
   })
 })
+
+describe('worker gateway: text Postgres cannot store', () => {
+  it('refuses U+0000, lone surrogates and absurd nesting with invalid_message, and other frames still go through', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const worker = await TestWorker.connect(base, wtoken)
+    const run = (await worker.request({ op: 'claim', types: [type] })).process
+    const at = { process_id: p.id, attempt: run.attempts }
+    let deep: Record<string, unknown> = {}
+    for (let i = 0; i < 200; i++) deep = { deeper: deep }
+    for (const frame of [
+      { op: 'log', ...at, message: 'nul \u0000 byte' },
+      { op: 'progress', ...at, progress: 5, message: 'lone \ud800 surrogate' },
+      { op: 'fail', ...at, error: 'x\u0000' },
+      { op: 'complete', ...at, result_summary: deep },
+      { op: 'complete', ...at, result_summary: { 'key\u0000': 1 } },
+    ]) {
+      expect(await worker.request(frame)).toMatchObject({ op: 'error', code: 'invalid_message' })
+    }
+    expect((await worker.request({ op: 'progress', ...at, progress: 7, message: 'fine ✓' })).op).toBe('ack')
+    expect((await worker.request({ op: 'complete', ...at, result_summary: { ok: true } })).op).toBe('ack')
+    expect(await get(p.id)).toMatchObject({ status: 'completed', result_summary: { ok: true } })
+    worker.close()
+  })
+})

@@ -1,0 +1,173 @@
+// The admin CLI (§10) as a child process: one JSON object on stdout per command, errors on stderr with exit 1,
+// on an embedded DATA_DIR (always) and on a fresh Postgres database (with DATABASE_URL); the tokens it
+// prints work against the API.
+import { afterAll, describe, expect, it } from 'bun:test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { buildServices } from '../../src/server'
+import { createHandler } from '../../src/app'
+import { openDatabase } from '../../src/db/client'
+import { MIGRATIONS } from '../../src/db/migrations'
+import { BUN, freshDatabaseUrl, hasPostgres, quietLogger, requester, ROOT, testConfig } from '../helpers'
+
+interface Run {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+/** The environment without any database or Redis of the parent's: each backend says its own. */
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !['DATABASE_URL', 'DATA_DIR', 'REDIS_URL'].includes(key)) env[key] = value
+  return env
+}
+
+async function cli(env: Record<string, string>, ...args: string[]): Promise<Run> {
+  const proc = Bun.spawn([BUN, 'src/cli.ts', ...args], { cwd: ROOT, env: { ...baseEnv(), ...env }, stdout: 'pipe', stderr: 'pipe' })
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  return { code, stdout, stderr }
+}
+
+/** Exit 0 and exactly one JSON object on one stdout line, with exactly these keys. */
+function expectOutput(run: Run, keys: string[]): Record<string, any> {
+  expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' })
+  expect(run.stdout.endsWith('\n')).toBe(true)
+  expect(run.stdout.trimEnd().split('\n')).toHaveLength(1)
+  const value = JSON.parse(run.stdout)
+  expect(typeof value === 'object' && value !== null && !Array.isArray(value)).toBe(true)
+  expect(Object.keys(value).sort()).toEqual([...keys].sort())
+  return value
+}
+
+/** Exit 1, nothing on stdout, the reason on stderr. */
+function expectFailure(run: Run, reason: RegExp) {
+  expect(run.code).toBe(1)
+  expect(run.stdout).toBe('')
+  expect(run.stderr).toMatch(reason)
+}
+
+const dataDir = mkdtempSync(join(tmpdir(), 'ps-cli-'))
+afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
+const postgresUrl = hasPostgres ? await freshDatabaseUrl() : null
+
+const backends: Array<{ name: string; env: Record<string, string>; skip: boolean }> = [
+  { name: 'an embedded DATA_DIR', env: { DATA_DIR: join(dataDir, 'data') }, skip: false },
+  { name: 'a fresh Postgres database', env: { DATABASE_URL: postgresUrl ?? '' }, skip: !hasPostgres },
+]
+
+// Usage errors are found before any database is opened, so these need no backend at all.
+describe('usage errors', () => {
+  // A DATA_DIR that cannot be created: a command that got as far as opening it would fail differently.
+  const run = (...args: string[]) => cli({ DATA_DIR: '/proc/no-such-dir/data' }, ...args)
+
+  it('fails with exit 1 and nothing on stdout for an unknown command, or none', async () => {
+    expectFailure(await run('drop-everything'), /unknown command "drop-everything"/)
+    expectFailure(await run(), /usage/)
+  })
+
+  it('fails with exit 1 for an unknown option', async () => {
+    expectFailure(await run('create-workspace', '--name', 'x', '--bogus', 'y'), /bogus/)
+  })
+
+  it('fails with exit 1 for a missing option', async () => {
+    expectFailure(await run('create-workspace'), /--name is required/)
+    expectFailure(await run('create-user', '--workspace', '1'), /--email is required/)
+    expectFailure(await run('create-user', '--email', 'a@example.com'), /--workspace is required/)
+    expectFailure(await run('add-member', '--user', '1'), /--workspace is required/)
+    expectFailure(await run('create-token'), /--user is required/)
+    expectFailure(await run('revoke-token'), /--id is required/)
+  })
+
+  it('fails with exit 1 for a bad id, email or ttl', async () => {
+    expectFailure(await run('create-token', '--user', 'abc'), /--user must be a positive integer/)
+    expectFailure(await run('revoke-token', '--id', '0'), /--id must be a positive integer/)
+    expectFailure(await run('add-member', '--user', '1', '--workspace', '1.5'), /--workspace must be a positive integer/)
+    expectFailure(await run('create-user', '--email', 'not-an-email', '--workspace', '1'), /--email must be an email address/)
+    expectFailure(await run('create-token', '--user', '1', '--ttl-days', 'soon'), /--ttl-days must be a positive number/)
+  })
+})
+
+for (const backend of backends) {
+  describe.skipIf(backend.skip)(`on ${backend.name}`, () => {
+    const run = (...args: string[]) => cli(backend.env, ...args)
+    const email = `admin-${Date.now()}@example.com`
+    const made: { workspace?: number; user?: number; token?: string; revoked?: string; revokedId?: number; revokedWorker?: string; revokedWorkerId?: number } = {}
+
+    it('migrates: the first run applies every migration', async () => {
+      expect(expectOutput(await run('migrate'), ['applied']).applied).toEqual(MIGRATIONS.map((m) => m.name))
+    })
+
+    it('creates a workspace', async () => {
+      const out = expectOutput(await run('create-workspace', '--name', 'Acme Imports'), ['id', 'name'])
+      expect(out.name).toBe('Acme Imports')
+      expect(typeof out.id).toBe('number')
+      made.workspace = out.id
+    })
+
+    it('creates a user in a workspace', async () => {
+      const out = expectOutput(await run('create-user', '--email', email, '--workspace', String(made.workspace), '--role', 'owner'), ['id', 'email'])
+      expect(out.email).toBe(email)
+      expect(typeof out.id).toBe('number')
+      made.user = out.id
+    })
+
+    it('adds a member, or changes the role of an existing one', async () => {
+      const out = expectOutput(await run('add-member', '--user', String(made.user), '--workspace', String(made.workspace), '--role', 'admin'), ['user_id', 'workspace_id', 'role'])
+      expect(out).toEqual({ user_id: made.user, workspace_id: made.workspace, role: 'admin' })
+    })
+
+    it('creates API tokens, with and without an expiry', async () => {
+      const out = expectOutput(await run('create-token', '--user', String(made.user), '--name', 'laptop'), ['id', 'token'])
+      expect(out.token).toMatch(/^ps_[\w-]{20,}$/)
+      made.token = out.token
+      const expiring = expectOutput(await run('create-token', '--user', String(made.user), '--ttl-days', '1'), ['id', 'token'])
+      made.revoked = expiring.token
+      made.revokedId = expiring.id
+      expect(expiring.token).not.toBe(out.token)
+    })
+
+    it('creates a worker token', async () => {
+      const out = expectOutput(await run('create-worker-token', '--name', 'importer'), ['id', 'token'])
+      expect(out.token).toMatch(/^psw_[\w-]{20,}$/)
+      made.revokedWorker = out.token
+      made.revokedWorkerId = out.id
+    })
+
+    it('revokes an API token and a worker token', async () => {
+      expect(expectOutput(await run('revoke-token', '--id', String(made.revokedId)), ['id', 'revoked'])).toEqual({ id: made.revokedId, revoked: true })
+      expect(expectOutput(await run('revoke-token', '--id', String(made.revokedWorkerId), '--worker'), ['id', 'revoked'])).toEqual({
+        id: made.revokedWorkerId,
+        revoked: true,
+      })
+    })
+
+    it('fails with exit 1 and nothing on stdout for an unknown user or token', async () => {
+      expectFailure(await run('create-token', '--user', '987654'), /referenced user or workspace does not exist/)
+      expectFailure(await run('revoke-token', '--id', '987654'), /no API token with id 987654/)
+    })
+
+    it('made tokens that work against the API, and revoked ones that do not', async () => {
+      const db = await openDatabase({ url: backend.env.DATABASE_URL || undefined, dataDir: backend.env.DATA_DIR ?? 'memory://', poolMax: 2 })
+      try {
+        const { services } = await buildServices(testConfig({ AUTH_CACHE_MS: '0' }), { db, log: quietLogger() })
+        const request = requester(createHandler(services))
+        const me = await request('GET', '/me', { token: made.token })
+        expect(me.status).toBe(200)
+        expect(me.body.user).toEqual({ id: made.user, email })
+        expect(me.body.workspaces).toEqual([{ id: made.workspace, name: 'Acme Imports', role: 'admin' }])
+
+        const created = await request('POST', '/processes', { token: made.token, body: { type: 'cli_check' } })
+        expect(created.status).toBe(201)
+        expect(created.body.workspace_id).toBe(made.workspace)
+        expect((await request('GET', '/processes', { token: made.revoked })).status).toBe(401)
+
+        await expect(services.auth.authenticateWorker(made.revokedWorker!)).rejects.toMatchObject({ status: 401 })
+        await services.audit.stop()
+      } finally {
+        await db.close()
+      }
+    })
+  })
+}

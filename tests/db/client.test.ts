@@ -1,0 +1,37 @@
+// The SQL handle (§1): the same queries on postgres.js and PGlite, int8 as numbers, timestamps as ISO strings,
+// and a failed transaction never leaves the one embedded backend stuck.
+import { describe, expect, it } from 'bun:test'
+import { testDatabase } from '../helpers'
+
+const { db } = await testDatabase()
+const { sql } = db
+
+describe('the SQL handle', () => {
+  it('returns int8 as a number and timestamptz as an ISO-8601 UTC string', async () => {
+    const [row] = await sql<{ big: unknown; at: unknown }[]>`select 9007199254740991::int8 as big, timestamptz '2026-01-02 03:04:05.678+02' as at`
+    expect(row!.big).toBe(Number.MAX_SAFE_INTEGER)
+    expect(row!.at).toBe('2026-01-02T01:04:05.678Z')
+  })
+
+  it('commits a transaction that resolves and rolls back one that throws', async () => {
+    await sql`create table handle_test (n int)`
+    await sql.begin(async (tx) => {
+      await tx`insert into handle_test values (1)`
+    })
+    await expect(
+      sql.begin(async (tx) => {
+        await tx`insert into handle_test values (2)`
+        throw new Error('changed my mind')
+      }),
+    ).rejects.toThrow('changed my mind')
+    expect(await sql`select n from handle_test`).toEqual([{ n: 1 }])
+  })
+
+  it('keeps answering after a transaction fails inside the database engine itself', async () => {
+    // 20 000 levels of jsonb once broke PGlite's own ROLLBACK and left every later query "transaction is aborted".
+    const deep = '['.repeat(20_000) + ']'.repeat(20_000)
+    await expect(sql.begin(async (tx) => tx`select ${deep}::text::jsonb is not null as ok`)).rejects.toThrow()
+    expect(await sql`select 1 as one`).toEqual([{ one: 1 }])
+    expect(await sql.begin(async (tx) => tx`select 2 as two`)).toEqual([{ two: 2 }])
+  })
+})
