@@ -39,6 +39,15 @@ export async function freshDatabaseUrl(): Promise<string> {
   return url.toString()
 }
 
+/** A fresh migrated Postgres database with a tenant and a worker token: where a multi-process test starts. */
+export async function seededDatabase() {
+  const url = await freshDatabaseUrl()
+  const db = await openDatabase({ url, dataDir: '', poolMax: 2 })
+  afterAll(() => db.close().catch(() => {}))
+  await migrate(db.sql)
+  return { url, db, tenant: await createTenant(db.sql), wtoken: await workerToken(db.sql) }
+}
+
 /** A migrated database for this test file: Postgres when DATABASE_URL is set, else in-memory PGlite. */
 export async function testDatabase(): Promise<{ db: Database; url: string | undefined }> {
   const url = hasPostgres ? await freshDatabaseUrl() : undefined

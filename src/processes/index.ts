@@ -1,4 +1,5 @@
 // The process routes (§5, §6): list, read, events, create, retry, cancel, review, and the two streams.
+import type { TSchema } from '@sinclair/typebox'
 import { Elysia, t } from 'elysia'
 import { activeWorkspace, auditRowFor, authPlugin } from '../auth/plugin'
 import { invalidRequest, notFound, unavailable } from '../errors'
@@ -24,6 +25,31 @@ import { openProcessStream, openWorkspaceStream, parseLastEventId } from './stre
 
 const errors = { 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 422: ErrorSchema }
 
+const DESCRIPTIONS: Record<number, string> = {
+  200: 'OK',
+  201: 'Created',
+  304: 'Not modified (If-None-Match matched the ETag)',
+  401: 'unauthenticated',
+  403: 'forbidden',
+  404: 'not_found',
+  409: 'invalid_transition',
+  422: 'invalid_request',
+}
+
+/**
+ * OpenAPI responses straight from the TypeBox schemas. They are documented rather than given to Elysia as
+ * `response`, which would also validate and re-encode every response at run time: ~11 µs of CPU per
+ * GET /processes/{id}, about a sixth of the request (measured in-process, 50 concurrent callers).
+ */
+function responses(map: Record<number, TSchema | null>) {
+  return Object.fromEntries(
+    Object.entries(map).map(([status, schema]) => [
+      status,
+      schema ? { description: DESCRIPTIONS[Number(status)] ?? '', content: { 'application/json': { schema } } } : { description: DESCRIPTIONS[Number(status)] ?? '' },
+    ]),
+  )
+}
+
 /** `"<version>"`; If-None-Match may list several, weak or strong, or `*`. */
 const etagOf = (version: number) => `"${version}"`
 function matchesEtag(header: string, version: number): boolean {
@@ -43,7 +69,7 @@ export function processes(s: Services) {
   return new Elysia({ prefix: '/processes' })
     .use(authPlugin(s))
     .get(
-      '/',
+      '',
       async ({ query, principal, state, request, set }) => {
         const workspaceId = activeWorkspace(principal, state, query.workspace_id)
         const limit = query.limit ?? 50
@@ -63,8 +89,7 @@ export function processes(s: Services) {
       },
       {
         query: ListQuery,
-        response: { 200: t.Array(ProcessSummary), ...errors },
-        detail: { summary: 'List processes of the active workspace, newest first', tags: ['processes'] },
+        detail: { summary: 'List processes of the active workspace, newest first', tags: ['processes'], responses: responses({ 200: t.Array(ProcessSummary), ...errors }) },
       },
     )
     .get(
@@ -110,8 +135,7 @@ export function processes(s: Services) {
       },
       {
         params: IdParams,
-        response: { 200: Process, 304: t.Null(), ...errors },
-        detail: { summary: 'Get one process with its full state (ETag / If-None-Match)', tags: ['processes'] },
+        detail: { summary: 'Get one process with its full state (ETag / If-None-Match)', tags: ['processes'], responses: responses({ 200: Process, 304: null, ...errors }) },
       },
     )
     .get(
@@ -124,8 +148,7 @@ export function processes(s: Services) {
       {
         params: IdParams,
         query: EventsQuery,
-        response: { 200: t.Array(ProcessEvent), ...errors },
-        detail: { summary: "A process's event log, ascending by id", tags: ['processes'] },
+        detail: { summary: "A process's event log, ascending by id", tags: ['processes'], responses: responses({ 200: t.Array(ProcessEvent), ...errors }) },
       },
     )
     .get(
@@ -150,7 +173,7 @@ export function processes(s: Services) {
       },
     )
     .post(
-      '/',
+      '',
       async ({ body, headers, principal, state, request, set }) => {
         const unstorable = unstorableJson(body.metadata)
         if (unstorable) throw invalidRequest(`Invalid body /metadata: ${unstorable}`)
@@ -172,22 +195,20 @@ export function processes(s: Services) {
       {
         body: CreateBody,
         headers: IdempotencyHeaders,
-        response: { 201: Process, ...errors },
-        detail: { summary: 'Create a process in pending (extension); Idempotency-Key honoured for 24 h', tags: ['processes'] },
+        detail: { summary: 'Create a process in pending (extension); Idempotency-Key honoured for 24 h', tags: ['processes'], responses: responses({ 201: Process, ...errors }) },
       },
     )
     .post(
       '/:id/retry',
       ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'retry' }),
-      { params: IdParams, response: { 200: Process, 409: ErrorSchema, ...errors }, detail: { summary: 'failed → pending', tags: ['processes'] } },
+      { params: IdParams, detail: { summary: 'failed → pending', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) } },
     )
     .post(
       '/:id/cancel',
       ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'cancel' }),
       {
         params: IdParams,
-        response: { 200: Process, 409: ErrorSchema, ...errors },
-        detail: { summary: 'pending | running → cancelled; the worker is told at once', tags: ['processes'] },
+        detail: { summary: 'pending | running → cancelled; the worker is told at once', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) },
       },
     )
     .post(
@@ -197,8 +218,7 @@ export function processes(s: Services) {
       {
         params: IdParams,
         body: ReviewBody,
-        response: { 200: Process, 409: ErrorSchema, ...errors },
-        detail: { summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)', tags: ['processes'] },
+        detail: { summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) },
       },
     )
 }

@@ -2,9 +2,8 @@
 // reconnects to the other instance with the same worker_id, keeps its lease and completes; the streams that
 // were on the dead instance reconnect to the other one (Last-Event-ID) and, like the rest, end with `done`.
 import { describe, expect } from 'bun:test'
-import { openDatabase } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
-import { createTenant, freshDatabaseUrl, hasPostgres, hasRedis, redisPrefix, spawnServer, waitFor, workerToken } from '../helpers'
+import { hasPostgres, hasRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
 import { TestWorker } from '../worker-client'
 import { openStream, Traffic, versionsIncrease } from './clients'
 import { reportAfterAll, scenario, skipped } from './report'
@@ -23,11 +22,7 @@ const WORKER_ID = 'kill-test-worker'
 
 describe.skipIf(!enabled)('SIGKILL of the instance holding a worker', async () => {
   if (!enabled) return
-  const url = await freshDatabaseUrl()
-  const db = await openDatabase({ url, dataDir: '', poolMax: 2 })
-  await migrate(db.sql)
-  const tenant = await createTenant(db.sql)
-  const wtoken = await workerToken(db.sql)
+  const { url, db, tenant, wtoken } = await seededDatabase()
   // A short lease: the worker must be back on B and reporting well within it, or the sweep fails the process.
   const env = {
     DATABASE_URL: url,

@@ -2,9 +2,8 @@
 // refuses, new connections), while API clients and a worker keep working. The API answers 503 `unavailable` quickly, the worker's frames are refused
 // and not acked, nothing acked is lost, nothing refused is applied later, and everything recovers by itself.
 import { afterAll, describe, expect } from 'bun:test'
-import { openDatabase } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
-import { createTenant, freshDatabaseUrl, hasPostgres, spawnServer, waitFor, workerToken } from '../helpers'
+import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
 import { TestWorker } from '../worker-client'
 import { type CutMode, TcpProxy } from './proxy'
 import { reportAfterAll, scenario, skipped } from './report'
@@ -37,11 +36,7 @@ interface FrameReply {
 
 describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
   if (!hasPostgres) return
-  const url = await freshDatabaseUrl()
-  const db = await openDatabase({ url, dataDir: '', poolMax: 2 })
-  await migrate(db.sql)
-  const tenant = await createTenant(db.sql)
-  const wtoken = await workerToken(db.sql)
+  const { url, db, tenant, wtoken } = await seededDatabase()
   const target = new URL(url)
   const proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) })
   afterAll(() => proxy.close())

@@ -2,9 +2,8 @@
 // while a worker on instance A reports progress to streams on A and on B. Local delivery on A goes on,
 // /ready says degraded on both, B's streams get the final state once Redis is back, and nothing answers 5xx.
 import { afterAll, describe, expect } from 'bun:test'
-import { openDatabase } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
-import { createTenant, freshDatabaseUrl, hasPostgres, hasRedis, ownRedis, spawnServer, waitFor, workerToken } from '../helpers'
+import { hasPostgres, hasRedis, ownRedis, seededDatabase, spawnServer, waitFor } from '../helpers'
 import { TestWorker } from '../worker-client'
 import { openStream, Traffic, versionsIncrease } from './clients'
 import { TcpProxy } from './proxy'
@@ -26,11 +25,7 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
   const redis = await ownRedis()
   const proxy = await TcpProxy.start({ host: '127.0.0.1', port: redis.port })
   afterAll(() => proxy.close())
-  const url = await freshDatabaseUrl()
-  const db = await openDatabase({ url, dataDir: '', poolMax: 2 })
-  await migrate(db.sql)
-  const tenant = await createTenant(db.sql)
-  const wtoken = await workerToken(db.sql)
+  const { url, db, tenant, wtoken } = await seededDatabase()
   const env = { DATABASE_URL: url, REDIS_URL: proxy.rewrite(redis.url), PROGRESS_FLUSH_MS: '20', SSE_MAX_MS: '60000' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const traffic = new Traffic()

@@ -4,9 +4,8 @@
 import { describe, expect } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import { readFileSync } from 'node:fs'
-import { openDatabase } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
-import { createTenant, freshDatabaseUrl, hasPostgres, spawnServer, waitFor, workerToken } from '../helpers'
+import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
 import { TestWorker } from '../worker-client'
 import { openStream, Traffic, versionsIncrease } from './clients'
 import { reportAfterAll, scenario, skipped } from './report'
@@ -33,11 +32,7 @@ const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/pr
 
 describe.skipIf(!hasPostgres)('slow readers', async () => {
   if (!hasPostgres) return
-  const url = await freshDatabaseUrl()
-  const db = await openDatabase({ url, dataDir: '', poolMax: 2 })
-  await migrate(db.sql)
-  const tenant = await createTenant(db.sql)
-  const wtoken = await workerToken(db.sql)
+  const { url, db, tenant, wtoken } = await seededDatabase()
   const server = await spawnServer({ DATABASE_URL: url, REDIS_URL: '', PROGRESS_FLUSH_MS: '10', SSE_MAX_MS: '120000', LOG_LEVEL: 'error' })
   const traffic = new Traffic()
 

@@ -1,8 +1,7 @@
 // Two real server processes sharing one Postgres and one Redis, real clients on each.
 import { describe, expect, it } from 'bun:test'
-import { openDatabase } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
-import { createTenant, freshDatabaseUrl, hasPostgres, hasRedis, ownRedis, redisPrefix, spawnServer, waitFor, workerToken } from '../helpers'
+import { hasPostgres, hasRedis, ownRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
 import { openEventSource } from '../sse-client'
 import { TestWorker } from '../worker-client'
 
@@ -10,11 +9,7 @@ const enabled = hasPostgres && hasRedis
 
 describe.skipIf(!enabled)('two instances, one Postgres, one Redis', async () => {
   if (!enabled) return
-  const url = await freshDatabaseUrl()
-  const db = await openDatabase({ url, dataDir: '', poolMax: 2 })
-  await migrate(db.sql)
-  const tenant = await createTenant(db.sql)
-  const wtoken = await workerToken(db.sql)
+  const { url, db, tenant, wtoken } = await seededDatabase()
   const env = { DATABASE_URL: url, REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), PROGRESS_FLUSH_MS: '20' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
@@ -79,11 +74,7 @@ describe.skipIf(!enabled)('two instances, one Postgres, one Redis', async () => 
 describe.skipIf(!hasPostgres)('a Redis restart', async () => {
   if (!hasPostgres) return
   const redis = await ownRedis()
-  const url = await freshDatabaseUrl()
-  const db = await openDatabase({ url, dataDir: '', poolMax: 2 })
-  await migrate(db.sql)
-  const tenant = await createTenant(db.sql)
-  const wtoken = await workerToken(db.sql)
+  const { url, db, tenant, wtoken } = await seededDatabase()
   const env = { DATABASE_URL: url, REDIS_URL: redis.url, PROGRESS_FLUSH_MS: '20', SSE_MAX_MS: '60000' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
