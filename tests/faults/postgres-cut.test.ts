@@ -142,7 +142,14 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
       await waitFor(async () => (await fetch(`${server.url}/ready`)).status === 200, 20_000, why('/ready to answer 200 again'))
       await waitFor(() => frames.some((f) => f.sentAt > restoredAt && f.reply.op === 'ack'), 20_000, why('a worker frame acked again'))
       const recoveredMs = Date.now() - restoredAt
-      const completeAfter = await worker.request({ op: 'complete', process_id: finishing, attempt: runs.get(finishing), result_summary: { ok: true } })
+      // As a worker would: `unavailable` means "not applied, try again"; under load a pooled connection may
+      // still be coming back. Anything else (or no ack within 10 s) fails the test.
+      let completeAfter: Record<string, any> = {}
+      const deadline = Date.now() + 10_000
+      do {
+        completeAfter = await worker.request({ op: 'complete', process_id: finishing, attempt: runs.get(finishing), result_summary: { ok: true } })
+        if (completeAfter.code === 'unavailable') await Bun.sleep(200)
+      } while (completeAfter.code === 'unavailable' && Date.now() < deadline)
       cuts.push({ mode, cutAt, restoredAt, recoveredMs, completeDuring, completeAfter })
     }
     await Bun.sleep(500)
@@ -173,7 +180,7 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
       expect(refusedFrames.length).toBeGreaterThan(0)
       for (const f of refusedFrames) expect({ mode: cut.mode, op: f.op, reply: f.reply.op, code: f.reply.code }).toEqual({ mode: cut.mode, op: f.op, reply: 'error', code: 'unavailable' })
       expect(cut.completeDuring).toMatchObject({ op: 'error', code: 'unavailable' })
-      expect(cut.completeAfter.op).toBe('ack')
+      expect({ mode: cut.mode, reply: cut.completeAfter }).toMatchObject({ mode: cut.mode, reply: { op: 'ack' } })
       callsDuring += during.length
       framesDuring += refusedFrames.length
       refused.push(...frames.filter((f) => f.op === 'log' && f.reply.op === 'error' && f.sentAt > cut.cutAt + 100 && f.sentAt < cut.restoredAt).map((f) => f.message))
