@@ -15,6 +15,17 @@ export interface Bridge {
   close(): Promise<void>
 }
 
+/**
+ * A state's JSON, made once however many streams and Redis channels carry it: the hub hands every listener
+ * the same Process object, so the text is cached on it (weakly: it goes when the state does).
+ */
+const jsonOfState = new WeakMap<Process, string>()
+export function processJson(process: Process): string {
+  let json = jsonOfState.get(process)
+  if (json === undefined) jsonOfState.set(process, (json = JSON.stringify(process)))
+  return json
+}
+
 export const processChannel = (id: number) => `process:${id}`
 export const workspaceChannel = (id: number) => `workspace:${id}`
 export const WORK_CHANNEL = 'work'

@@ -3,7 +3,7 @@
 // and the JSON file in bench-results/. Everything listens and connects on 127.0.0.1 only.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { cpus, release, tmpdir, totalmem } from 'node:os'
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../../src/auth/queries'
 import { openDatabase, type Database } from '../../src/db/client'
@@ -19,7 +19,7 @@ const CLOCK_TICKS_PER_S = 100
 
 const suffix = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
 export const sleep = (ms: number) => Bun.sleep(ms)
-export const now = () => performance.timeOrigin + performance.now()
+export { Histogram, now } from './histogram'
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup: every resource a benchmark makes is registered here and released in reverse order,
@@ -29,15 +29,22 @@ const cleanups: Array<() => unknown> = []
 export function defer(fn: () => unknown) {
   cleanups.push(fn)
 }
-export async function cleanupAll() {
-  while (cleanups.length > 0) {
-    const fn = cleanups.pop()!
-    try {
-      await fn()
-    } catch (error) {
-      console.error(`cleanup failed: ${String(error)}`)
+let cleaning: Promise<void> | null = null
+/** Releases everything deferred, newest first; a second caller (Ctrl-C during a cleanup) waits for the same run. */
+export function cleanupAll(): Promise<void> {
+  cleaning ??= (async () => {
+    while (cleanups.length > 0) {
+      const fn = cleanups.pop()!
+      try {
+        await fn()
+      } catch (error) {
+        console.error(`cleanup failed: ${String(error)}`)
+      }
     }
-  }
+  })().finally(() => {
+    cleaning = null
+  })
+  return cleaning
 }
 let interrupted = false
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -262,9 +269,14 @@ export async function startServer(label: string, cmd: string[], env: Record<stri
   return Object.assign(child, { url, port })
 }
 
-/** The real server: `bun src/main.ts` against a Postgres database and (optionally) Redis. */
+/**
+ * The real server: `bun src/main.ts` against a Postgres database and (optionally) Redis.
+ * BENCH_SERVER_MAIN points at another entry (a worktree of another branch) to compare two versions;
+ * BENCH_SERVER_BUN_ARGS adds flags for bun, e.g. `--cpu-prof-md --cpu-prof-dir=/tmp/prof` (written at exit).
+ */
 export function startProcessesServer(label: string, env: Record<string, string | undefined>) {
-  return startServer(label, [BUN, 'src/main.ts'], env)
+  const flags = (process.env.BENCH_SERVER_BUN_ARGS ?? '').split(' ').filter(Boolean)
+  return startServer(label, [BUN, ...flags, process.env.BENCH_SERVER_MAIN ?? 'src/main.ts'], env)
 }
 
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what: string | (() => string) = 'condition') {
@@ -309,69 +321,6 @@ export async function scrapeMetrics(url: string): Promise<Record<string, number>
 }
 
 // ---------------------------------------------------------------------------------------------
-// Latency histograms: log buckets 1% wide from 10 µs to ~17 min, so client processes can merge theirs.
-
-const H_MIN_MS = 0.01
-const H_GROWTH = Math.log(1.01)
-export const HISTOGRAM_BUCKETS = 1900
-
-export class Histogram {
-  readonly counts: Uint32Array
-  count = 0
-  max = 0
-  sum = 0
-  constructor(counts?: ArrayLike<number>) {
-    this.counts = new Uint32Array(HISTOGRAM_BUCKETS)
-    if (counts) this.merge({ counts: Array.from(counts), count: 0, max: 0, sum: 0 })
-  }
-  record(ms: number) {
-    const i = ms <= H_MIN_MS ? 0 : Math.min(HISTOGRAM_BUCKETS - 1, Math.ceil(Math.log(ms / H_MIN_MS) / H_GROWTH))
-    this.counts[i]!++
-    this.count++
-    this.sum += ms
-    if (ms > this.max) this.max = ms
-  }
-  merge(other: { counts: ArrayLike<number>; count: number; max: number; sum: number }) {
-    let n = 0
-    for (let i = 0; i < HISTOGRAM_BUCKETS; i++) {
-      const c = other.counts[i] ?? 0
-      this.counts[i]! += c
-      n += c
-    }
-    this.count += n
-    this.sum += other.sum
-    this.max = Math.max(this.max, other.max)
-  }
-  /** The upper bound of the bucket holding the q-quantile (≤ 1% above the true value). */
-  quantile(q: number): number {
-    if (this.count === 0) return NaN
-    const target = Math.max(1, Math.ceil(q * this.count))
-    let seen = 0
-    for (let i = 0; i < HISTOGRAM_BUCKETS; i++) {
-      seen += this.counts[i]!
-      if (seen >= target) return Math.min(this.max, H_MIN_MS * Math.exp(i * H_GROWTH))
-    }
-    return this.max
-  }
-  get mean() {
-    return this.count === 0 ? NaN : this.sum / this.count
-  }
-  toJSON() {
-    // Sparse, so a report is small: [bucket, count] pairs.
-    const sparse: Array<[number, number]> = []
-    for (let i = 0; i < HISTOGRAM_BUCKETS; i++) if (this.counts[i]) sparse.push([i, this.counts[i]!])
-    return { sparse, count: this.count, max: this.max, sum: this.sum }
-  }
-  static fromJSON(j: { sparse: Array<[number, number]>; count: number; max: number; sum: number }): Histogram {
-    const h = new Histogram()
-    const counts = new Array<number>(HISTOGRAM_BUCKETS).fill(0)
-    for (const [i, c] of j.sparse) counts[i] = c
-    h.merge({ counts, count: 0, max: j.max, sum: j.sum })
-    return h
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // wrk.
 
 export const WRK_MISSING = [
@@ -392,6 +341,8 @@ export interface WrkResult {
   non2xx3xx: number
   socketErrors: string | null
   raw: string
+  /** CPU time (user + system) the server process spent during the measured run, when its pid was given. */
+  serverCpuSeconds?: number
 }
 
 function toMs(value: string): number {
@@ -432,7 +383,7 @@ export function scratchDir(): string {
  * Runs wrk against a URL; `lua` is a script body (headers, a request() that picks ids). wrk runs in its own
  * process; a short warm-up run first (JIT, pool, caches), whose figures are discarded.
  */
-export async function runWrk(o: { url: string; lua?: string; threads: number; connections: number; durationS: number; warmupS: number }): Promise<WrkResult> {
+export async function runWrk(o: { url: string; lua?: string; threads: number; connections: number; durationS: number; warmupS: number; serverPid?: number }): Promise<WrkResult> {
   const args = [`-t${o.threads}`, `-c${o.connections}`, '--latency']
   if (o.lua) {
     const file = join(scratchDir(), `wrk-${suffix()}.lua`)
@@ -446,7 +397,10 @@ export async function runWrk(o: { url: string; lua?: string; threads: number; co
     return parseWrk(out)
   }
   if (o.warmupS > 0) await run(o.warmupS)
-  return run(o.durationS)
+  const before = o.serverPid === undefined ? null : procStat(o.serverPid)
+  const result = await run(o.durationS)
+  if (before) result.serverCpuSeconds = procStat(o.serverPid!).cpuSeconds - before.cpuSeconds
+  return result
 }
 
 /** wrk Lua: bearer auth, extra headers, and a random id from [lo, hi] substituted for {id} in the path. */
@@ -481,8 +435,14 @@ export class Report {
   readonly data: Record<string, unknown> = {}
   readonly notes: string[] = []
   readonly startedAt = new Date()
+  readonly loadAtStart = loadavg()
 
-  constructor(readonly name: string, readonly params: Record<string, unknown> = {}) {}
+  constructor(readonly name: string, readonly params: Record<string, unknown> = {}) {
+    // Ceilings are measured in the same run for this reason, but a busy machine still widens the spread.
+    if (this.loadAtStart[0]! > cpus().length * 0.5) {
+      this.note(`the machine was busy when this started (load average ${this.loadAtStart.map((l) => l.toFixed(2)).join(' ')} on ${cpus().length} cores): figures are noisier than usual`)
+    }
+  }
 
   add(row: Row) {
     this.rows.push(row)
@@ -532,7 +492,7 @@ export class Report {
           started_at: this.startedAt.toISOString(),
           finished_at: new Date().toISOString(),
           passed: this.passed,
-          machine: machine(),
+          machine: { ...machine(), load_average_at_start: this.loadAtStart },
           params: this.params,
           rows: this.rows,
           notes: this.notes,
@@ -562,6 +522,7 @@ export function machine() {
     memory_gib: Math.round((totalmem() / 2 ** 30) * 10) / 10,
     kernel: release(),
     bun: Bun.version,
+    load_average: loadavg(),
     open_files_hard_limit: Number(Bun.spawnSync(['/bin/sh', '-c', 'ulimit -Hn']).stdout.toString().trim()) || null,
   }
 }
