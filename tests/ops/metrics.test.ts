@@ -1,0 +1,34 @@
+import { expect, it } from 'bun:test'
+import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { TestWorker } from '../worker-client'
+
+it('exposes Prometheus metrics: requests by route and status, streams, workers, events, coalescing, lag', async () => {
+  const { db } = await testDatabase()
+  const server = await listeningServer({ PROGRESS_FLUSH_MS: '200' }, db)
+  const tenant = await createTenant(db.sql)
+  const headers = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
+  const p = (await (await fetch(`${server.url}/processes`, { method: 'POST', headers, body: JSON.stringify({ type: 'metered' }) })).json()) as any
+  await fetch(`${server.url}/processes/999999`, { headers })
+  const stream = await fetch(`${server.url}/processes/${p.id}/stream`, { headers })
+  const worker = await TestWorker.connect(server.url, await workerToken(db.sql))
+  const run = (await worker.request({ op: 'claim', types: ['metered'] })).process
+  await Promise.all(Array.from({ length: 10 }, (_, i) => worker.request({ op: 'progress', process_id: p.id, progress: i + 1, attempt: run.attempts })))
+
+  const response = await fetch(`${server.url}/metrics`)
+  expect(response.headers.get('content-type')).toStartWith('text/plain')
+  const text = await response.text()
+  const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1])
+  expect(value('processes_http_requests_total{method="POST",route="/processes",status="201"}')).toBe(1)
+  expect(value('processes_http_requests_total{method="GET",route="/processes/:id",status="404"}')).toBe(1)
+  expect(value('processes_sse_streams_open')).toBe(1)
+  expect(value('processes_workers_connected')).toBe(1)
+  expect(value('processes_progress_frames_total')).toBe(10)
+  expect(value('processes_progress_writes_total')).toBeLessThan(10)
+  expect(value('processes_progress_coalescing_ratio')).toBeGreaterThan(1)
+  expect(value('processes_events_published')).toBeGreaterThanOrEqual(3)
+  expect(value('processes_event_loop_lag_ms')).toBeGreaterThanOrEqual(0)
+  expect(text).toContain('processes_redis_up')
+  await stream.body!.cancel()
+  worker.close()
+  await waitFor(async () => /^processes_sse_streams_open 0$/m.test(await (await fetch(`${server.url}/metrics`)).text()), 5000, 'the stream gauge to drop')
+}, 30_000)
