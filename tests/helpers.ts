@@ -2,7 +2,7 @@
 // an in-memory PGlite otherwise), a Redis prefix per file, tenants with tokens, servers in-process or as
 // real child processes on free ports.
 import { afterAll } from 'bun:test'
-import { createServer } from 'node:net'
+import { freePort, waitFor } from './net'
 import { createHandler, type Handler } from '../src/app'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
 import { loadConfig, type Config } from '../src/config'
@@ -120,16 +120,6 @@ export async function listeningServer(env: Record<string, string | undefined> = 
   return running
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => resolve(port))
-    })
-    srv.on('error', reject)
-  })
-}
 
 export interface Child {
   url: string
@@ -170,14 +160,6 @@ export async function spawnServer(env: Record<string, string | undefined>, o: { 
   return child
 }
 
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what: string | (() => string) = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`)
-    await Bun.sleep(20)
-  }
-}
 
 export interface OwnRedis {
   url: string
@@ -211,3 +193,5 @@ export async function ownRedis(): Promise<OwnRedis> {
   afterAll(() => self.stop())
   return self
 }
+
+export { freePort, waitFor }

@@ -2,12 +2,12 @@
 // (servers, load generators) with their RSS and CPU read from /proc, wrk, latency histograms, the results table
 // and the JSON file in bench-results/. Everything listens and connects on 127.0.0.1 only.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../../src/auth/queries'
 import { openDatabase, type Database } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
+import { freePort, waitFor } from '../net'
 
 export const ROOT = new URL('../..', import.meta.url).pathname
 export const BENCH_DIR = new URL('.', import.meta.url).pathname
@@ -144,16 +144,6 @@ export function redisCommandCalls(info: string, command: string): number {
 // ---------------------------------------------------------------------------------------------
 // Child processes.
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => resolve(port))
-    })
-    srv.on('error', reject)
-  })
-}
 
 export interface Child {
   label: string
@@ -279,14 +269,6 @@ export function startProcessesServer(label: string, env: Record<string, string |
   return startServer(label, [BUN, ...flags, process.env.BENCH_SERVER_MAIN ?? 'src/main.ts'], env)
 }
 
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what: string | (() => string) = 'condition') {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`)
-    await sleep(50)
-  }
-}
 
 export interface ProcStat {
   rssBytes: number
@@ -530,3 +512,5 @@ export function machine() {
 export const KiB = 1024
 export const MiB = 1024 * 1024
 export const mb = (bytes: number) => bytes / MiB
+
+export { freePort, waitFor }

@@ -16,7 +16,7 @@ function fakeGateway() {
     const p: P = { id: nextId++, workspace_id: 1, type, status: 'pending', progress: 0, message: null, metadata, result_summary: null, error: null, attempts: 0, version: 1, worker_id: null, created_by: 1, created_at: '', updated_at: '', started_at: null, finished_at: null }
     processes.set(p.id, p); waiting.splice(0).forEach(w => w()); return p
   }
-  const server = Bun.serve({
+  const server = Bun.serve<{ workerId: string | null }>({
     port: 0,
     fetch(req, srv) { const u = new URL(req.url); if (u.searchParams.get('token') !== 'wt') return new Response('no', { status: 401 }); return srv.upgrade(req, { data: { workerId: null as string | null } }) ? undefined : new Response('x', { status: 400 }) },
     websocket: {
