@@ -4,8 +4,6 @@ import type { Row, Sql } from '../db/client'
 import type { Process, ProcessSummary } from './model'
 import { sourcesOf, type Status } from './states'
 
-export type ProcessRow = Process & { heartbeat_at?: Date | null }
-
 /** heartbeat_at is lease bookkeeping, not part of the process: it changes without a new version. */
 export function toProcess(row: Row): Process {
   const { heartbeat_at: _, ...process } = row

@@ -11,9 +11,6 @@ export const TRANSITIONS = {
   cancelled: [],
 } as const satisfies Record<Status, readonly Status[]>
 
-/** Final for good: nothing can follow. */
-export const FINAL: readonly Status[] = ['completed', 'cancelled']
-
 /** The worker's part is over: a stream sends `done` and ends. */
 export const DONE: readonly Status[] = ['completed', 'failed', 'cancelled', 'waiting_review']
 

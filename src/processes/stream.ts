@@ -62,6 +62,9 @@ interface SessionOptions {
   onClose?: () => void
 }
 
+/** Every open stream, for shutdown. */
+const sessions = new Set<SseSession>()
+
 export class SseSession {
   private readonly pending = new Map<number, Process>()
   private readonly sent = new Map<number, number>()
@@ -80,7 +83,7 @@ export class SseSession {
   constructor(private readonly o: SessionOptions) {
     streamStats.open++
     streamStats.opened++
-    trackSession(this)
+    sessions.add(this)
   }
 
   /** The hub's listener: keep only the newest unsent state per process, and write it if the socket is ready. */
@@ -233,7 +236,7 @@ export class SseSession {
     if (this.closed) return
     this.closed = true
     streamStats.open--
-    untrackSession(this)
+    sessions.delete(this)
     for (const fn of this.unsubscribes) fn()
     this.unsubscribes = []
     this.pending.clear()
@@ -320,13 +323,6 @@ export async function openWorkspaceStream(o: {
   return session.response()
 }
 
-const sessions = new Set<SseSession>()
-export function trackSession(session: SseSession) {
-  sessions.add(session)
-}
-export function untrackSession(session: SseSession) {
-  sessions.delete(session)
-}
 /** Shutdown: every open stream ends cleanly (the client reconnects to another instance). */
 export function closeAllStreams() {
   for (const session of [...sessions]) session.close()
