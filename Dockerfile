@@ -2,9 +2,14 @@
 # Build: one standalone executable (bun build --compile) with the migrations and the dashboard inside.
 FROM oven/bun:1.4 AS build
 WORKDIR /app
-COPY package.json package-lock.json ./
-RUN bun install --ignore-scripts
-COPY tsconfig.json bunfig.toml ./
+# bunfig.toml holds the [install] settings, so it comes in with the manifests, before the install.
+COPY package.json package-lock.json bunfig.toml ./
+# The locked versions (bun migrates package-lock.json; --frozen-lockfile fails if it disagrees with
+# package.json), runtime dependencies only: the `bun` devDependency installed with --ignore-scripts is a
+# stub that exits 1, and `bun run` puts node_modules/.bin first on PATH, so with the devDependencies
+# `bun run build` would run that stub instead of the image's bun.
+RUN bun install --ignore-scripts --frozen-lockfile --production
+COPY tsconfig.json ./
 COPY sql ./sql
 COPY src ./src
 RUN bun run build
