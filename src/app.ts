@@ -9,7 +9,7 @@ import { HttpError, errorResponse, isUnavailable, payloadTooLarge } from './erro
 import { me } from './me'
 import { ops } from './ops/routes'
 import { processes } from './processes/index'
-import { beginRequest, requestState, shareState } from './request-state'
+import { beginRequest, newRequestId, requestState, shareState } from './request-state'
 import type { Services } from './services'
 
 export const MAX_BODY_BYTES = 1024 * 1024
@@ -76,7 +76,10 @@ function validationMessage(error: unknown) {
   return first ? `Invalid ${where}${path}: ${first.message}` : `Invalid ${where}`
 }
 
-export type Handler = (request: Request, ip?: string | null) => Promise<Response>
+/** `ip` is asked only when the request is audited (the socket's address costs a call per request). */
+export type Handler = (request: Request, ip?: () => string | null) => Promise<Response>
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/
 
 /** The whole request path around the Elysia app; used by the listening server and by in-process tests. */
 export function createHandler(s: Services, app = createApp(s)): Handler {
@@ -84,20 +87,21 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
   const origins = new Set(s.config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean))
   const logRequests = s.log.enabled('info')
 
-  return async (request, ip = null) => {
+  return async (request, ip) => {
     const incoming = request.headers.get('x-request-id')
-    const requestId = incoming && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID()
+    const requestId = incoming !== null && REQUEST_ID.test(incoming) ? incoming : newRequestId()
     const state = beginRequest(request, requestId, ip)
-    const origin = request.headers.get('origin')
+    const origin = origins.size > 0 ? request.headers.get('origin') : null
     const cors = origin && (origins.has('*') || origins.has(origin)) ? origin : null
 
     let response: Response
     if (cors && request.method === 'OPTIONS') response = preflight(cors)
     else {
       try {
-        const limited = withRoutableUrl(await limitBody(request))
-        if (limited !== request) shareState(request, limited)
-        response = await app.handle(limited)
+        let routed = request.method === 'GET' || request.method === 'HEAD' ? request : await limitBody(request)
+        routed = withRoutableUrl(routed)
+        if (routed !== request) shareState(request, routed)
+        response = await app.handle(routed)
       } catch (error) {
         response = error instanceof HttpError ? errorResponse(error.status, error.code, error.message) : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
       }
@@ -116,7 +120,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     if (state.authenticated && !state.audited) s.audit.record(auditRowFor(request, state, status))
     const ms = performance.now() - state.startedAt
     s.metrics.request(request.method, route, status, ms)
-    if (logRequests) s.log.info('request', { method: request.method, route, status, ms: Math.round(ms * 100) / 100, request_id: requestId })
+    if (logRequests) s.log.request(request.method, route, status, ms, requestId)
     return response
   }
 }
@@ -148,7 +152,7 @@ function withRoutableUrl(request: Request): Request {
 
 /** Refuses bodies over 1 MiB with the contract's 413, whether or not they declare a length. */
 async function limitBody(request: Request): Promise<Request> {
-  if (request.method === 'GET' || request.method === 'HEAD' || !request.body) return request
+  if (!request.body) return request
   const declared = request.headers.get('content-length')
   if (declared !== null) {
     if (Number(declared) > MAX_BODY_BYTES) throw payloadTooLarge()

@@ -13,6 +13,7 @@ import { RedisBridge } from './hub/redis'
 import { Logger } from './ops/log'
 import { Metrics } from './ops/metrics'
 import { getProcesses, listChangedSince } from './processes/queries'
+import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/stream'
 import type { Services } from './services'
 import { WorkerGateway, type WorkerSocketData } from './workers/gateway'
@@ -39,7 +40,7 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
   const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
   const progress = new ProgressCoalescer(db.sql, hub, metrics, config.PROGRESS_FLUSH_MS)
-  const services: Services = { config, db, sql: db.sql, hub, auth, audit, log, metrics, progress, draining: { value: false } }
+  const services: Services = { config, db, sql: db.sql, hub, auth, audit, log, metrics, progress, reader: new ProcessReader(db.sql), draining: { value: false } }
 
   let bridge: RedisBridge | null = null
   if (config.REDIS_URL) {
@@ -87,9 +88,8 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     maxRequestBodySize: 16 * 1024 * 1024,
     development: false,
     async fetch(request, server) {
-      const ip = server.requestIP(request)?.address ?? null
-      if (new URL(request.url).pathname === '/workers/ws') return upgradeWorker(request, server)
-      return handle(request, ip)
+      if (isWorkerPath(request.url)) return upgradeWorker(request, server)
+      return handle(request, () => server.requestIP(request)?.address ?? null)
     },
     error(error) {
       log.error('unhandled server error', { error: String(error) })
@@ -167,4 +167,12 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     })())
 
   return { services, server, gateway, bridge, url, stop }
+}
+
+/** `…/workers/ws` with or without a query, read off the URL without parsing it (every request asks). */
+function isWorkerPath(url: string): boolean {
+  const path = url.indexOf('/', url.indexOf('//') + 2)
+  if (path === -1 || !url.startsWith('/workers/ws', path)) return false
+  const end = path + '/workers/ws'.length
+  return end === url.length || url[end] === '?'
 }

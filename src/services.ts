@@ -6,6 +6,7 @@ import type { Database, Sql } from './db/client'
 import type { Hub } from './hub/hub'
 import type { Logger } from './ops/log'
 import type { Metrics } from './ops/metrics'
+import type { ProcessReader } from './processes/reader'
 import type { ProgressCoalescer } from './workers/progress'
 
 export interface Services {
@@ -18,6 +19,8 @@ export interface Services {
   log: Logger
   metrics: Metrics
   progress: ProgressCoalescer
+  /** Batched reads of one process by id (GET /processes/{id}, the stream snapshot). */
+  reader: ProcessReader
   /** Set while shutting down: streams end, new ones are refused. */
   draining: { value: boolean }
 }

@@ -44,7 +44,7 @@ export function auditRowFor(request: Request, state: RequestState, status: numbe
     method: request.method,
     route: state.route ?? new URL(request.url).pathname,
     status,
-    ip: state.ip,
+    ip: state.ip(),
     user_agent: request.headers.get('user-agent'),
     request_id: state.requestId,
     created_at: new Date().toISOString(),

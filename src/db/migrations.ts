@@ -1,10 +1,14 @@
 // The migrations, embedded as text so the compiled executable carries them (no sql/ folder needed).
 // Add each new sql/NNN_name.sql here; tests/db/migrate.test.ts checks this list matches the folder.
 import init from '../../sql/001_init.sql' with { type: 'text' }
+import processJson from '../../sql/002_process_json.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
   text: string
 }
 
-export const MIGRATIONS: Migration[] = [{ name: '001_init.sql', text: init }]
+export const MIGRATIONS: Migration[] = [
+  { name: '001_init.sql', text: init },
+  { name: '002_process_json.sql', text: processJson },
+]

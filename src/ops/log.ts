@@ -9,6 +9,8 @@ export class Logger {
   private lines: string[] = []
   private timer: Timer | null = null
   private readonly min: number
+  private timeMs = 0
+  private timeText = ''
 
   constructor(
     level: Level,
@@ -34,10 +36,36 @@ export class Logger {
     this.emit('error', msg, fields)
   }
 
+  /**
+   * The per-request line (info), written out by hand: the same JSON as `info('request', {...})` gives, at a
+   * fraction of the cost of building an object, spreading it and stringifying it on every request.
+   */
+  request(method: string, route: string, status: number, ms: number, requestId: string) {
+    if (LEVELS.info < this.min) return
+    this.push(
+      `{"time":"${this.time()}","level":"info","msg":"request","method":${jsonString(method)},"route":${jsonString(route)},` +
+        `"status":${status},"ms":${Math.round(ms * 100) / 100},"request_id":${jsonString(requestId)}}`,
+    )
+  }
+
   private emit(level: Exclude<Level, 'silent'>, msg: string, fields?: object) {
     if (LEVELS[level] < this.min) return
-    this.lines.push(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }))
+    this.push(JSON.stringify({ time: this.time(), level, msg, ...fields }))
+  }
+
+  private push(line: string) {
+    this.lines.push(line)
     this.timer ??= setTimeout(() => this.flush(), FLUSH_MS)
+  }
+
+  /** The ISO time, made once per millisecond however many lines share it. */
+  private time(): string {
+    const now = Date.now()
+    if (now !== this.timeMs) {
+      this.timeMs = now
+      this.timeText = new Date(now).toISOString()
+    }
+    return this.timeText
   }
 
   flush() {
@@ -48,4 +76,10 @@ export class Logger {
     this.lines = []
     this.write(text)
   }
+}
+
+/** Methods, routes and request ids are nearly always plain: quote them without JSON.stringify's call. */
+const PLAIN = /^[\w ./:*-]*$/
+function jsonString(text: string): string {
+  return PLAIN.test(text) ? `"${text}"` : JSON.stringify(text)
 }

@@ -1,7 +1,7 @@
 // Counters and gauges rendered as Prometheus text. Gauges are read from their owners at scrape time.
 export class Metrics {
-  private readonly requests = new Map<string, number>()
-  private readonly durationsMs = new Map<string, number>()
+  /** Per method+route, per status: the count and total time. Nested maps: no key string built per request. */
+  private readonly requests = new Map<string, Map<number, { labels: string; count: number; ms: number }>>()
   readonly counters = {
     events_published: 0,
     redis_publishes: 0,
@@ -35,9 +35,20 @@ export class Metrics {
   }
 
   request(method: string, route: string, status: number, ms: number) {
-    const key = `method="${method}",route="${route.replaceAll('"', '')}",status="${status}"`
-    this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
-    this.durationsMs.set(key, (this.durationsMs.get(key) ?? 0) + ms)
+    const key = method + ' ' + route
+    let byStatus = this.requests.get(key)
+    if (byStatus === undefined) this.requests.set(key, (byStatus = new Map()))
+    let sample = byStatus.get(status)
+    if (sample === undefined) {
+      const labels = `method="${method}",route="${route.replaceAll('"', '')}",status="${status}"`
+      byStatus.set(status, (sample = { labels, count: 0, ms: 0 }))
+    }
+    sample.count++
+    sample.ms += ms
+  }
+
+  private samples() {
+    return [...this.requests.values()].flatMap((byStatus) => [...byStatus.values()])
   }
 
   gauge(name: string, read: () => number) {
@@ -48,10 +59,11 @@ export class Metrics {
     const out: string[] = []
     out.push('# HELP processes_http_requests_total HTTP requests by route and status.')
     out.push('# TYPE processes_http_requests_total counter')
-    for (const [labels, n] of this.requests) out.push(`processes_http_requests_total{${labels}} ${n}`)
+    const samples = this.samples()
+    for (const { labels, count } of samples) out.push(`processes_http_requests_total{${labels}} ${count}`)
     out.push('# HELP processes_http_request_duration_ms_sum Total time spent answering, in ms.')
     out.push('# TYPE processes_http_request_duration_ms_sum counter')
-    for (const [labels, ms] of this.durationsMs) out.push(`processes_http_request_duration_ms_sum{${labels}} ${ms.toFixed(3)}`)
+    for (const { labels, ms } of samples) out.push(`processes_http_request_duration_ms_sum{${labels}} ${ms.toFixed(3)}`)
     for (const [name, value] of Object.entries(this.counters)) {
       out.push(`# TYPE processes_${name}_total counter`, `processes_${name}_total ${value}`)
     }

@@ -19,7 +19,7 @@ import {
   StreamQuery,
   unstorableJson,
 } from './model'
-import { findProcess, findVersion, listActive, listEvents, listProcesses } from './queries'
+import { listActive, listEvents, listProcesses } from './queries'
 import { createProcess, userAction } from './service'
 import { openProcessStream, openWorkspaceStream, parseLastEventId } from './stream'
 
@@ -119,7 +119,7 @@ export function processes(s: Services) {
         const ifNoneMatch = request.headers.get('if-none-match')
         if (ifNoneMatch) {
           // The cheap path for 2-second pollers: compare versions before reading the whole row.
-          const version = await findVersion(s.sql, id, principal.workspaceIds)
+          const version = await s.reader.version(id, principal.workspaceIds)
           if (version === null) throw notFound('Process not found')
           if (matchesEtag(ifNoneMatch, version)) {
             set.status = 304
@@ -127,11 +127,11 @@ export function processes(s: Services) {
             return null
           }
         }
-        const process = await findProcess(s.sql, id, principal.workspaceIds)
+        const process = await s.reader.findText(id, principal.workspaceIds)
         if (!process) throw notFound('Process not found')
-        set.headers['etag'] = etagOf(process.version)
-        set.headers['cache-control'] = 'no-cache'
-        return process
+        return new Response(process.json, {
+          headers: { 'content-type': 'application/json', etag: etagOf(process.version), 'cache-control': 'no-cache' },
+        })
       },
       {
         params: IdParams,
@@ -141,7 +141,7 @@ export function processes(s: Services) {
     .get(
       '/:id/events',
       async ({ params: { id }, query, principal }) => {
-        const version = await findVersion(s.sql, id, principal.workspaceIds)
+        const version = await s.reader.version(id, principal.workspaceIds)
         if (version === null) throw notFound('Process not found')
         return listEvents(s.sql, id, query.after ?? 0, query.limit ?? 1000)
       },
@@ -161,7 +161,7 @@ export function processes(s: Services) {
           settings: streamSettings,
           id,
           lastEventId: parseLastEventId(request.headers.get('last-event-id'), query.last_event_id),
-          read: () => findProcess(s.sql, id, principal.workspaceIds),
+          read: () => s.reader.find(id, principal.workspaceIds),
         })
         if (!response) throw notFound('Process not found')
         return response

@@ -10,22 +10,29 @@ export function toProcess(row: Row): Process {
   return process as Process
 }
 
-export async function findProcess(sql: Sql, id: number, workspaceIds: number[]): Promise<Process | null> {
-  const [row] = await sql`
-    select * from processes where id = ${id} and workspace_id = any(${workspaceIds}::bigint[])`
-  return row ? toProcess(row) : null
-}
-
-export async function findVersion(sql: Sql, id: number, workspaceIds: number[]): Promise<number | null> {
-  const [row] = await sql<{ version: number }[]>`
-    select version from processes where id = ${id} and workspace_id = any(${workspaceIds}::bigint[])`
-  return row ? row.version : null
-}
-
 export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> {
   if (ids.length === 0) return []
   const rows = await sql`select * from processes where id = any(${ids}::bigint[])`
   return rows.map(toProcess)
+}
+
+export interface ProcessText {
+  id: number
+  workspace_id: number
+  version: number
+  /** The process's JSON as the API shows it (sql/002_process_json.sql). */
+  json: string
+}
+
+export async function getProcessTexts(sql: Sql, ids: number[]): Promise<ProcessText[]> {
+  if (ids.length === 0) return []
+  return sql<ProcessText[]>`select id, workspace_id, version, json from process_json where id = any(${ids}::bigint[])`
+}
+
+export async function getVersions(sql: Sql, ids: number[]) {
+  if (ids.length === 0) return []
+  return sql<{ id: number; workspace_id: number; version: number }[]>`
+    select id, workspace_id, version from processes where id = any(${ids}::bigint[])`
 }
 
 export interface ListFilter {

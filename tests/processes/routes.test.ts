@@ -1,7 +1,7 @@
 // The REST routes (§3–§5) through the full in-process handler: every route's success and every error code.
 import { beforeAll, describe, expect, it } from 'bun:test'
 import { addMember, createWorkspace } from '../../src/auth/queries'
-import { appendLog } from '../../src/processes/queries'
+import { appendLog, claimNext, getProcesses } from '../../src/processes/queries'
 import { createTenant, inProcessApp, type Tenant } from '../helpers'
 import { createPending, processIn, uniqueType, WORKER_ID } from './drive'
 
@@ -483,6 +483,22 @@ describe('GET /processes/:id', () => {
     for (const key of ['id', 'workspace_id', 'version', 'progress', 'attempts', 'created_by']) expect(typeof res.body[key]).toBe('number')
     expect(res.body.version).toBe(3)
     expect(res.headers.get('etag')).toBe('"3"')
+  })
+
+  it('renders the same process as the rest of the API (Postgres writes this JSON), whatever its text holds', async () => {
+    const metadata = { file: 'naïve "quoted" \\ back\\slash\n\t✓ 🚀', nested: { list: [1, 2.5, -3e-7, true, null, { deep: 'x' }], empty: {} }, big: 1234567890123 }
+    const created = await request('POST', '/processes', { token: a.token, body: { type: uniqueType(), metadata } })
+    const running = await claimNext(sql, WORKER_ID, [created.body.type])
+    await appendLog(sql, running!.id, WORKER_ID, running!.attempts, 'line "one"\nline <two> & ü')
+    const res = await request('GET', `/processes/${created.body.id}`, { token: a.token })
+    expect(res.status).toBe(200)
+    const [fromRows] = await getProcesses(sql, [created.body.id])
+    expect(res.body).toEqual(fromRows!)
+    expect(res.body.metadata).toEqual(metadata)
+    expect(res.body.message).toBe('line "one"\nline <two> & ü')
+    for (const key of ['created_at', 'updated_at', 'started_at']) expect(res.body[key]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+    expect(res.body.finished_at).toBeNull()
+    expect(Object.keys(res.body).sort()).toEqual(Object.keys(fromRows!).sort())
   })
 
   it('answers a matching If-None-Match with 304 and no body', async () => {

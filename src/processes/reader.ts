@@ -1,0 +1,37 @@
+// Reads of one process by id for the REST and stream routes, batched (src/db/batch.ts): the rows of every
+// look-up of one event-loop turn come from one query, and each caller sees a row only if it is a member of
+// the row's workspace, so a batch shared by several tenants never hands one tenant another's process.
+import { Batcher } from '../db/batch'
+import type { Sql } from '../db/client'
+import type { Process } from './model'
+import { getProcessTexts, getProcesses, getVersions, type ProcessText } from './queries'
+
+export class ProcessReader {
+  private readonly rows: Batcher<Process>
+  private readonly texts: Batcher<ProcessText>
+  private readonly versions: Batcher<{ id: number; workspace_id: number; version: number }>
+
+  constructor(sql: Sql) {
+    this.rows = new Batcher((ids) => getProcesses(sql, ids))
+    this.texts = new Batcher((ids) => getProcessTexts(sql, ids))
+    this.versions = new Batcher((ids) => getVersions(sql, ids))
+  }
+
+  /** The process, if it exists in one of these workspaces. */
+  async find(id: number, workspaceIds: number[]): Promise<Process | null> {
+    const row = await this.rows.load(id)
+    return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
+  }
+
+  /** Its JSON text and version, for answering with it as it is (GET /processes/{id}). */
+  async findText(id: number, workspaceIds: number[]): Promise<ProcessText | null> {
+    const row = await this.texts.load(id)
+    return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
+  }
+
+  /** Only its version (the cheap If-None-Match path), if it exists in one of these workspaces. */
+  async version(id: number, workspaceIds: number[]): Promise<number | null> {
+    const row = await this.versions.load(id)
+    return row !== null && workspaceIds.includes(row.workspace_id) ? row.version : null
+  }
+}
