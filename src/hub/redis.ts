@@ -12,7 +12,7 @@ import Redis from 'ioredis'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
-import { type Bridge, type Hub, WORK_CHANNEL, processChannel, processJson, workspaceChannel } from './hub'
+import { type Bridge, type Hub, WORK_CHANNEL, parsedProcess, processChannel, processJson, workspaceChannel } from './hub'
 
 export interface RedisBridgeOptions {
   url: string
@@ -124,7 +124,7 @@ export class RedisBridge implements Bridge {
       return
     }
     try {
-      const process = JSON.parse(message) as Process
+      const process = parsedProcess(message)
       this.o.metrics.hubLagMs = Math.max(0, Date.now() - Date.parse(process.updated_at))
       this.o.hub.deliver(process)
     } catch (error) {
