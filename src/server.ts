@@ -97,7 +97,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     },
     websocket: {
       // Oversized frames are answered with an error by the gateway (64 KiB rule); this is only a hard stop.
-      maxPayloadLength: 1024 * 1024,
+      maxPayloadLength: 16 * 1024 * 1024, // as maxRequestBodySize; a bigger frame gets no reply: Bun closes the socket with 1009
       idleTimeout: 120,
       sendPings: true,
       perMessageDeflate: false,

@@ -3,10 +3,16 @@
 // reconnects (here or on another instance) with the same id keeps its processes. The gateway watches each
 // process its workers hold; a committed change that takes the process away from them (a user's cancel, the
 // lease sweep) is pushed to the worker as `cancel`, wherever that change was made.
+//
+// Frames about one process from one socket take effect in the order they were sent, though each is handled
+// asynchronously and the worker need not wait for acks: each chains onto the one before it (`tails`). A
+// progress frame waits only until the one before it is queued in the coalescer, so a burst still becomes one
+// row write; any other frame waits until everything before it is applied (queued progress written first).
+// Frames about different processes, and hello and claim, never wait for each other.
 import type { ServerWebSocket } from 'bun'
 import { HttpError, isUnavailable } from '../errors'
 import { MAX_METADATA_DEPTH, type Process, unstorableJson } from '../processes/model'
-import { appendLog, findState, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
+import { appendLog, findState, getProcesses, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
 import type { Status } from '../processes/states'
 import type { Services } from '../services'
 import { claim } from './leases'
@@ -18,10 +24,13 @@ export interface WorkerSocketData {
   tokenId: number
   workerId: string
   closed: AbortController
+  /** Per process with frames still being handled: settles when the next frame about it may go ahead. */
+  tails: Map<number, Promise<void>>
 }
 
 type Socket = ServerWebSocket<WorkerSocketData>
 type Reply = Record<string, unknown> & { op: string }
+type ProcessFrame = Extract<Frame, { process_id: number }>
 
 class FrameError extends Error {
   constructor(
@@ -47,9 +56,16 @@ export class WorkerGateway {
     return this.held.size
   }
 
+  /** Processes that open sockets still have frames in order for; drains to 0 when every frame is answered. */
+  get orderedProcesses() {
+    let n = 0
+    for (const ws of this.all) n += ws.data.tails.size
+    return n
+  }
+
   newSocketData(tokenId: number): WorkerSocketData {
     const connId = crypto.randomUUID()
-    return { kind: 'worker', connId, tokenId, workerId: `conn-${connId}`, closed: new AbortController() }
+    return { kind: 'worker', connId, tokenId, workerId: `conn-${connId}`, closed: new AbortController(), tails: new Map() }
   }
 
   open(ws: Socket) {
@@ -82,7 +98,7 @@ export class WorkerGateway {
       }
       ref = (parsed as { ref?: unknown })?.ref
       if (typeof ref !== 'string' && typeof ref !== 'number') ref = undefined
-      // Parsed first (Bun caps a frame at 1 MiB) so that even an oversized frame's error names its ref.
+      // Parsed first so that even an oversized frame's error names its ref (Bun's hard stop is far above 64 KiB).
       if (raw.length > MAX_FRAME_BYTES || Buffer.byteLength(raw) > MAX_FRAME_BYTES) throw new FrameError('invalid_message', 'frame exceeds 64 KiB')
       if (!checkFrame.Check(parsed)) throw new FrameError('invalid_message', describeInvalid(parsed))
       // Text Postgres cannot store (U+0000, lone surrogates) or absurd nesting is refused here, per frame:
@@ -90,11 +106,37 @@ export class WorkerGateway {
       const unstorable = unstorableJson(parsed, MAX_METADATA_DEPTH + 1)
       if (unstorable) throw new FrameError('invalid_message', `invalid ${parsed.op}: ${unstorable}`)
       frame = parsed
-      const reply = await this.dispatch(ws, frame)
+      // A frame acts as the worker id current when it arrived: a hello sent after it does not change that,
+      // and one sent before it (whose dispatch sets the id synchronously, here) does.
+      const workerId = ws.data.workerId
+      const reply = await ('process_id' in frame ? this.inOrder(ws, frame, workerId) : this.dispatch(ws, frame, workerId))
       this.send(ws, ref === undefined ? reply : { ...reply, ref })
     } catch (error) {
       const { code, message } = this.explainError(error, frame)
       this.send(ws, { op: 'error', ...(ref === undefined ? {} : { ref }), code, message })
+    }
+  }
+
+  /** Runs a frame about a process once the frames before it about that process allow (see the top). */
+  private async inOrder(ws: Socket, frame: ProcessFrame, workerId: string): Promise<Reply> {
+    const tails = ws.data.tails
+    const id = frame.process_id
+    const before = tails.get(id)
+    const { promise: tail, resolve } = Promise.withResolvers<void>()
+    tails.set(id, tail)
+    const next = () => {
+      resolve()
+      // Nothing newer queued behind this frame: forget the process, so the map holds only busy ones.
+      if (tails.get(id) === tail) tails.delete(id)
+    }
+    try {
+      if (before) await before
+      // Everything sent before this frame is applied first: the progress it left queued is written now, so a
+      // status change never coalesces it away. (Progress sent after this frame is not queued yet: it waits.)
+      if (frame.op !== 'progress') await this.s.progress.flushNow(id)
+      return await this.dispatch(ws, frame, workerId, next)
+    } finally {
+      next()
     }
   }
 
@@ -110,9 +152,9 @@ export class WorkerGateway {
     if (ws.readyState === 1) ws.send(JSON.stringify(reply))
   }
 
-  private async dispatch(ws: Socket, frame: Frame): Promise<Reply> {
+  /** `queued` is called once a progress frame is in the coalescer: the next frame about its process may start. */
+  private async dispatch(ws: Socket, frame: Frame, workerId: string, queued?: () => void): Promise<Reply> {
     const { sql, hub, progress } = this.s
-    const workerId = ws.data.workerId
     switch (frame.op) {
       case 'hello': {
         if (frame.worker_id !== workerId) {
@@ -141,7 +183,7 @@ export class WorkerGateway {
         if (!changed) {
           const code = await this.refusal(frame.process_id, workerId, undefined, 'running')
           if (code !== 'ack') throw new FrameError(code, refusalMessage(code, 'start'))
-          const [current] = await sql`select * from processes where id = ${frame.process_id}`
+          const [current] = await getProcesses(sql, [frame.process_id])
           return { op: 'ack', process: current }
         }
         await this.hold(workerId, changed.id)
@@ -149,13 +191,10 @@ export class WorkerGateway {
         return { op: 'ack', process: changed }
       }
       case 'progress': {
-        const outcome = await progress.submit({
-          id: frame.process_id,
-          progress: frame.progress,
-          message: frame.message ?? null,
-          worker_id: workerId,
-          attempt: frame.attempt ?? null,
-        })
+        const outcome = await progress.submit(
+          { id: frame.process_id, progress: frame.progress, message: frame.message ?? null, worker_id: workerId, attempt: frame.attempt ?? null },
+          queued,
+        )
         if (outcome.ok) return { op: 'ack', version: outcome.process.version }
         if (outcome.error) throw outcome.error
         const code = await this.refusal(frame.process_id, workerId, frame.attempt, null)
@@ -167,7 +206,6 @@ export class WorkerGateway {
         throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'heartbeat'))
       }
       case 'log': {
-        await progress.flushNow(frame.process_id)
         const changed = await appendLog(sql, frame.process_id, workerId, frame.attempt, frame.message)
         if (changed) {
           hub.publish(changed)
@@ -178,8 +216,6 @@ export class WorkerGateway {
       }
       case 'complete':
       case 'fail': {
-        // Status changes are never coalesced away: queued progress goes first, then the change.
-        await progress.flushNow(frame.process_id)
         const op = frame.op === 'fail' ? 'fail' : frame.review ? 'review' : 'complete'
         const transition =
           frame.op === 'fail'

@@ -33,8 +33,11 @@ export class ProgressCoalescer {
     private readonly flushMs: number,
   ) {}
 
-  /** Resolves with the committed process (this frame or a newer one of the same worker), or the reason it was refused. */
-  submit(write: ProgressWrite): Promise<ProgressOutcome> {
+  /**
+   * Resolves with the committed process (this frame or a newer one of the same worker), or the reason it was refused.
+   * `queued` is called once the frame is in the queue: from then on, a flushNow of its process writes it.
+   */
+  submit(write: ProgressWrite, queued?: () => void): Promise<ProgressOutcome> {
     this.metrics.counters.progress_frames++
     return new Promise((resolve) => {
       const now = Date.now()
@@ -43,15 +46,18 @@ export class ProgressCoalescer {
         // Newest wins; a frame without a message keeps the one already queued.
         slot.write = { ...write, message: write.message ?? slot.write.message }
         slot.waiters.push(resolve)
+        queued?.()
         return
       }
       if (slot) {
         // A different sender for the same process: let the queued one go first, then queue this.
-        void this.flushNow(write.id).then(() => this.submit(write).then(resolve))
+        const resubmit = () => this.submit(write, queued).then(resolve)
+        void this.flushNow(write.id).then(resubmit, resubmit)
         return
       }
       const dueAt = Math.max(now, (this.lastWriteAt.get(write.id) ?? 0) + this.flushMs)
       this.queued.set(write.id, { write, waiters: [resolve], dueAt })
+      queued?.()
       this.schedule(dueAt)
     })
   }

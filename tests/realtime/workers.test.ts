@@ -45,6 +45,21 @@ describe('worker gateway: connection', () => {
     expect(worker.closeCode).toBeNull()
     worker.close()
   })
+
+  it('answers a 2 MiB frame with invalid_message, naming its ref, and the socket stays usable', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const worker = await TestWorker.connect(base, wtoken)
+    const run = (await worker.request({ op: 'claim', types: [type] })).process
+    // Sent raw, so a failure does not print 2 MiB of frame. Bun's own limit once closed the socket (1009) here.
+    const huge = { op: 'complete', ref: 'huge', process_id: p.id, attempt: run.attempts, result_summary: { blob: 'x'.repeat(2 * 1024 * 1024) } }
+    expect(await worker.raw(JSON.stringify(huge))).toMatchObject({ op: 'error', ref: 'huge', code: 'invalid_message', message: 'frame exceeds 64 KiB' })
+    expect(worker.closeCode).toBeNull()
+    expect((await worker.request({ op: 'progress', process_id: p.id, attempt: run.attempts, progress: 40 })).op).toBe('ack')
+    expect((await worker.request({ op: 'complete', process_id: p.id, attempt: run.attempts, result_summary: { small: true } })).op).toBe('ack')
+    expect(await get(p.id)).toMatchObject({ status: 'completed', result_summary: { small: true } })
+    worker.close()
+  })
 })
 
 describe('worker gateway: claims', () => {
@@ -151,7 +166,11 @@ describe('worker gateway: reporting', () => {
     const started = await worker.request({ op: 'start', process_id: p.id })
     expect(started.op).toBe('ack')
     expect(started.process).toMatchObject({ status: 'running', worker_id: 'starter', attempts: 1 })
-    expect((await worker.request({ op: 'start', process_id: p.id })).op).toBe('ack') // repeated: same outcome
+    const repeated = await worker.request({ op: 'start', process_id: p.id }) // repeated: same outcome
+    expect(repeated.op).toBe('ack')
+    // The same process shape as every other reply: no lease bookkeeping (heartbeat_at).
+    expect(repeated.process).toEqual(started.process)
+    expect(repeated.process).not.toHaveProperty('heartbeat_at')
     expect((await worker.request({ op: 'fail', process_id: p.id, error: 'bad row 7' })).op).toBe('ack')
     expect(await get(p.id)).toMatchObject({ status: 'failed', error: 'bad row 7' })
     worker.close()
