@@ -162,7 +162,10 @@ export interface Child {
  * Starts a child process with the soft open-file limit raised to the hard one (a stream is a socket),
  * its stdout read line by line: JSON lines are kept as messages, everything is kept as output.
  */
-export function spawnChild(label: string, cmd: string[], env: Record<string, string | undefined> = {}): Child {
+export function spawnChild(label: string, cmd: string[], env: Record<string, string | undefined> = {}, o: { messages?: boolean } = {}): Child {
+  // Servers under test print JSON log lines (one per request at LOG_LEVEL=info): parsing each of them here
+  // would take CPU from the very server being measured, on the same cores. Only load generators talk in JSON.
+  const keepMessages = o.messages ?? true
   let output = ''
   const messages: any[] = []
   let waiters: Array<() => void> = []
@@ -185,7 +188,7 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
       while ((nl = pending.indexOf('\n')) >= 0) {
         const line = pending.slice(0, nl)
         pending = pending.slice(nl + 1)
-        if (line.startsWith('{')) {
+        if (keepMessages && line.startsWith('{')) {
           try {
             messages.push(JSON.parse(line))
           } catch {}
@@ -253,7 +256,7 @@ export interface ServerChild extends Child {
 /** Starts a server script on a free port (PORT in its env) and waits for GET /health. */
 export async function startServer(label: string, cmd: string[], env: Record<string, string | undefined> = {}): Promise<ServerChild> {
   const port = await freePort()
-  const child = spawnChild(label, cmd, { LOG_LEVEL: 'warn', ...env, PORT: String(port) })
+  const child = spawnChild(label, cmd, { LOG_LEVEL: 'warn', ...env, PORT: String(port) }, { messages: false })
   const url = `http://127.0.0.1:${port}`
   await waitFor(async () => (await fetch(`${url}/health`).catch(() => null))?.ok === true, 30_000, () => `${label} to start:\n${child.output()}`)
   return Object.assign(child, { url, port })

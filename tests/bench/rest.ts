@@ -12,10 +12,11 @@ const WARMUP_S = Number(env.BENCH_REST_WARMUP_SECONDS ?? 3)
 const THREADS = Number(env.BENCH_WRK_THREADS ?? 1)
 const CONNECTIONS = Number(env.BENCH_WRK_CONNECTIONS ?? 50)
 const POOL = 10
+const LOG_LEVEL = env.BENCH_REST_LOG_LEVEL ?? 'info'
 
 export async function run(): Promise<Report> {
   if (!hasWrk()) throw new Error(WRK_MISSING)
-  const report = new Report('rest', { rows: ROWS, wrk: `-t${THREADS} -c${CONNECTIONS} -d${DURATION_S}s (after a ${WARMUP_S} s warm-up)`, db_pool_max: POOL })
+  const report = new Report('rest', { rows: ROWS, wrk: `-t${THREADS} -c${CONNECTIONS} -d${DURATION_S}s (after a ${WARMUP_S} s warm-up)`, db_pool_max: POOL, log_level: LOG_LEVEL })
 
   const { url, db } = await freshDatabase()
   const tenant = await createBenchTenant(db)
@@ -47,7 +48,8 @@ export async function run(): Promise<Report> {
 
   const hello = await startServer('hello-world', [BUN, `${BENCH_DIR}ceilings/hello-server.ts`])
   const select = await startServer('bare select', [BUN, `${BENCH_DIR}ceilings/select-server.ts`], { DATABASE_URL: url, DB_POOL_MAX: String(POOL), WORKSPACE_ID: String(tenant.workspaceId) })
-  const server = await startProcessesServer('processes server', { DATABASE_URL: url, DB_POOL_MAX: String(POOL) })
+  // As deployed: one JSON log line per request on stdout (read by this process, as a container's log driver would).
+  const server = await startProcessesServer('processes server', { DATABASE_URL: url, DB_POOL_MAX: String(POOL), LOG_LEVEL: LOG_LEVEL })
 
   // Sanity: each endpoint answers what it is meant to before it is measured.
   const auth = { authorization: `Bearer ${tenant.token}` }
