@@ -45,10 +45,49 @@ function required(values: Record<string, unknown>, key: string): string {
   return value
 }
 
+/** An id: plain digits (no sign, exponent, fraction or hex), 1 up to 15 digits, so it is exact as a number. */
 function id(values: Record<string, unknown>, key: string): number {
   const raw = required(values, key)
-  if (!/^\d{1,15}$/.test(raw) || Number(raw) < 1) throw new UsageError(`--${key} must be a positive integer`)
+  if (!/^\d{1,15}$/.test(raw) || Number(raw) < 1) throw new UsageError(`--${key} must be a positive integer id (got ${JSON.stringify(raw)})`)
   return Number(raw)
+}
+
+/** A hundred years: beyond that an expiry means nothing (and 1e9 days is not a Date at all). */
+const MAX_TTL_DAYS = 36500
+
+/** Days as a plain decimal (`30`, `0.5`), above 0 and at most MAX_TTL_DAYS; null when not given. */
+function ttlDays(values: Record<string, unknown>): number | null {
+  const raw = values['ttl-days'] as string | undefined
+  if (raw === undefined) return null
+  const days = Number(raw)
+  if (!/^(\d+(\.\d+)?|\.\d+)$/.test(raw) || !(days > 0) || days > MAX_TTL_DAYS) {
+    throw new UsageError(`--ttl-days must be a positive number of days, at most ${MAX_TTL_DAYS} (got ${JSON.stringify(raw)})`)
+  }
+  return days
+}
+
+/**
+ * There are no short options, so `--user -1` means the value "-1" (parseArgs would call it ambiguous): it is
+ * joined as `--user=-1` and gets the flag's own message. A string flag followed by nothing, or by another
+ * `--flag`, has no value.
+ */
+function joinValues(args: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!
+    const option = arg.startsWith('--') && !arg.includes('=') ? (OPTIONS as Record<string, { type: string }>)[arg.slice(2)] : undefined
+    if (option?.type === 'string') {
+      const value = args[i + 1]
+      if (value === undefined || value.startsWith('--')) throw new UsageError(`${arg} needs a value`)
+      if (value.startsWith('-')) {
+        out.push(`${arg}=${value}`)
+        i++
+        continue
+      }
+    }
+    out.push(arg)
+  }
+  return out
 }
 
 type Work = (sql: Sql) => Promise<object>
@@ -76,10 +115,9 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
       return (sql) => addMember(sql, userId, workspaceId, role)
     }
     case 'create-token': {
-      const ttl = values['ttl-days'] as string | undefined
-      if (ttl !== undefined && !(Number(ttl) > 0)) throw new UsageError('--ttl-days must be a positive number')
       const userId = id(values, 'user')
-      return (sql) => createApiToken(sql, userId, name, ttl === undefined ? null : Number(ttl))
+      const ttl = ttlDays(values)
+      return (sql) => createApiToken(sql, userId, name, ttl)
     }
     case 'create-worker-token':
       return (sql) => createWorkerToken(sql, name)
@@ -103,7 +141,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
   }
   let db: Awaited<ReturnType<typeof openDatabase>> | null = null
   try {
-    const { values } = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: false })
+    const { values } = parseArgs({ args: joinValues(rest), options: OPTIONS, strict: true, allowPositionals: false })
     const work = prepare(command as Command, values)
     const config = loadConfig(env)
     db = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: 2 })

@@ -75,7 +75,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   metrics.gauge('hub_watched_processes', () => hub.counts().processes)
   metrics.gauge('hub_watched_workspaces', () => hub.counts().workspaces)
   metrics.gauge('hub_subscriptions', () => bridge?.subscriptions ?? 0)
-  metrics.gauge('events_published', () => hub.published)
+  metrics.counter('events_published', 'Process states committed on this instance and published to its streams (and Redis).', () => hub.published)
   metrics.gauge('redis_up', () => (bridge ? (bridge.healthy ? 1 : 0) : -1))
   metrics.gauge('audit_rows_pending', () => audit.pending)
   metrics.gauge('progress_queued', () => progress.queuedCount)

@@ -1,9 +1,9 @@
-// Counters and gauges rendered as Prometheus text. Gauges are read from their owners at scrape time.
+// Counters and gauges rendered as Prometheus text. Gauges, and counters kept by their owners, are read at
+// scrape time.
 export class Metrics {
   /** Per method+route, per status: the count and total time. Nested maps: no key string built per request. */
   private readonly requests = new Map<string, Map<number, { labels: string; count: number; ms: number }>>()
   readonly counters = {
-    events_published: 0,
     redis_publishes: 0,
     progress_frames: 0,
     progress_writes: 0,
@@ -13,6 +13,7 @@ export class Metrics {
     sweeps_failed_processes: 0,
   }
   private readonly gauges = new Map<string, () => number>()
+  private readonly ownedCounters = new Map<string, { help: string; read: () => number }>()
   /** How late a 250 ms timer fired, last sample: the event loop's lag. */
   eventLoopLagMs = 0
   /** Commit-to-delivery time of the last change that arrived from another instance through Redis. */
@@ -55,6 +56,11 @@ export class Metrics {
     this.gauges.set(name, read)
   }
 
+  /** A counter its owner keeps (e.g. the hub's), rendered as `processes_<name>_total`. */
+  counter(name: string, help: string, read: () => number) {
+    this.ownedCounters.set(name, { help, read })
+  }
+
   render(): string {
     const out: string[] = []
     out.push('# HELP processes_http_requests_total HTTP requests by route and status.')
@@ -66,6 +72,9 @@ export class Metrics {
     for (const { labels, ms } of samples) out.push(`processes_http_request_duration_ms_sum{${labels}} ${ms.toFixed(3)}`)
     for (const [name, value] of Object.entries(this.counters)) {
       out.push(`# TYPE processes_${name}_total counter`, `processes_${name}_total ${value}`)
+    }
+    for (const [name, { help, read }] of this.ownedCounters) {
+      out.push(`# HELP processes_${name}_total ${help}`, `# TYPE processes_${name}_total counter`, `processes_${name}_total ${read()}`)
     }
     const { progress_frames, progress_writes } = this.counters
     out.push('# HELP processes_progress_coalescing_ratio Progress frames accepted per row written.')

@@ -105,7 +105,7 @@ export function processes(s: Services) {
           workspaceId,
           statuses,
           type: query.type,
-          read: () => listActive(s.sql, workspaceId, statuses, query.type),
+          readPage: (after, limit) => listActive(s.sql, { workspaceId, statuses, type: query.type, after, limit }),
         })
       },
       {

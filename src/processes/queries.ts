@@ -59,16 +59,26 @@ export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: Pr
   return { rows: more ? rows.slice(0, f.limit) : [...rows], more }
 }
 
-/** Processes a workspace stream starts with: everything not final that matches. */
-export async function listActive(sql: Sql, workspaceId: number, statuses: string[] | undefined, type: string | undefined): Promise<Process[]> {
+export interface ActiveFilter {
+  workspaceId: number
+  statuses?: string[]
+  type?: string
+  /** Keyset: only ids above this one (0 for the first page). */
+  after: number
+  limit: number
+}
+
+/** A page of the processes a workspace stream starts with: everything not final that matches, by id. */
+export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> {
   const rows = await sql`
     select * from processes
-     where workspace_id = ${workspaceId}
+     where workspace_id = ${f.workspaceId}
+       and id > ${f.after}
        and status in ('pending', 'running', 'failed', 'waiting_review')
-       ${statuses ? sql`and status = any(${statuses}::text[])` : sql``}
-       ${type ? sql`and type = ${type}` : sql``}
+       ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
+       ${f.type ? sql`and type = ${f.type}` : sql``}
      order by id
-     limit 1000`
+     limit ${f.limit}`
   return rows.map(toProcess)
 }
 

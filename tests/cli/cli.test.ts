@@ -48,6 +48,25 @@ function expectFailure(run: Run, reason: RegExp) {
   expect(run.stderr).toMatch(reason)
 }
 
+/** Exit 1, nothing on stdout, exactly this message on stderr. */
+function expectExactFailure(run: Run, message: string) {
+  expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({ code: 1, stdout: '', stderr: `error: ${message}\n` })
+}
+
+/** Runs the calls four at a time (each is a child process). */
+async function inTurn<T>(calls: Array<() => Promise<T>>): Promise<T[]> {
+  const results: T[] = new Array(calls.length)
+  let next = 0
+  const lane = async () => {
+    while (next < calls.length) {
+      const at = next++
+      results[at] = await calls[at]!()
+    }
+  }
+  await Promise.all([lane(), lane(), lane(), lane()])
+  return results
+}
+
 const dataDir = mkdtempSync(join(tmpdir(), 'ps-cli-'))
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
 const postgresUrl = hasPostgres ? await freshDatabaseUrl() : null
@@ -87,6 +106,34 @@ describe('usage errors', () => {
     expectFailure(await run('create-user', '--email', 'not-an-email', '--workspace', '1'), /--email must be an email address/)
     expectFailure(await run('create-token', '--user', '1', '--ttl-days', 'soon'), /--ttl-days must be a positive number/)
   })
+
+  it('fails with exit 1 and a clear message for a --ttl-days that is not a sane number of days', async () => {
+    // 1e9 days used to pass the check and fail later as "error: Invalid Date".
+    const bad = ['1e9', '36501', '1e3', '0', '0.0', '-1', '-0.5', 'Infinity', 'NaN', '0x10', ' 5', '5 days', '']
+    const runs = await inTurn(bad.map((ttl) => () => run('create-token', '--user', '1', '--ttl-days', ttl)))
+    runs.forEach((r, i) => expectExactFailure(r, `--ttl-days must be a positive number of days, at most 36500 (got ${JSON.stringify(bad[i])})`))
+  })
+
+  it('fails with exit 1 and a clear message for an id flag that is not a positive integer', async () => {
+    const bad = ['abc', '1e3', '-1', '-0', '0', '1.5', '0x10', '+5', '12345678901234567890', ' 7']
+    const cases = [
+      ...bad.map((value) => ({ flag: 'user', value, args: ['create-token', '--user', value] })),
+      ...['abc', '1e3', '-1'].flatMap((value) => [
+        { flag: 'user', value, args: ['add-member', '--workspace', '1', '--user', value] },
+        { flag: 'workspace', value, args: ['add-member', '--user', '1', '--workspace', value] },
+        { flag: 'workspace', value, args: ['create-user', '--email', 'a@example.com', '--workspace', value] },
+        { flag: 'id', value, args: ['revoke-token', '--id', value] },
+      ]),
+    ]
+    const runs = await inTurn(cases.map((c) => () => run(...c.args)))
+    runs.forEach((r, i) => expectExactFailure(r, `--${cases[i]!.flag} must be a positive integer id (got ${JSON.stringify(cases[i]!.value)})`))
+  })
+
+  it('fails with exit 1 and a clear message for a flag with no value', async () => {
+    expectExactFailure(await run('create-token', '--user'), '--user needs a value')
+    expectExactFailure(await run('create-token', '--user', '--name', 'x'), '--user needs a value')
+    expectExactFailure(await run('create-token', '--user', '1', '--ttl-days'), '--ttl-days needs a value')
+  })
 })
 
 for (const backend of backends) {
@@ -123,6 +170,9 @@ for (const backend of backends) {
       expect(out.token).toMatch(/^ps_[\w-]{20,}$/)
       made.token = out.token
       const expiring = expectOutput(await run('create-token', '--user', String(made.user), '--ttl-days', '1'), ['id', 'token'])
+      // The longest and a fractional expiry are fine.
+      expectOutput(await run('create-token', '--user', String(made.user), '--ttl-days', '36500'), ['id', 'token'])
+      expectOutput(await run('create-token', '--user', String(made.user), '--ttl-days', '0.5'), ['id', 'token'])
       made.revoked = expiring.token
       made.revokedId = expiring.id
       expect(expiring.token).not.toBe(out.token)
