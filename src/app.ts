@@ -69,7 +69,8 @@ function validationDetails(error: unknown) {
 
 function validationMessage(error: unknown) {
   const type = (error as { type?: string }).type
-  // Elysia reports a failed numeric coercion (`?limit=0`, `/processes/0`) as type 'property' with no path: don't blame the body.
+  // Elysia reports a failed transform (its own t.Numeric's bounds) as type 'property' with no path: don't blame the
+  // body. The process routes' numbers (DecimalInteger in processes/model.ts) fail as params or query, with a path.
   const where = type === 'params' ? 'path parameter' : type === 'query' ? 'query parameter' : type === 'headers' ? 'header' : type === 'body' ? 'body' : 'parameter'
   const first = validationDetails(error)?.[0]
   const path = first && first.path !== '/' ? ` ${first.path}` : ''
@@ -98,10 +99,13 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     if (cors && request.method === 'OPTIONS') response = preflight(cors)
     else {
       try {
-        let routed = request.method === 'GET' || request.method === 'HEAD' ? request : await limitBody(request)
-        routed = withRoutableUrl(routed)
+        const method = request.method
+        let routed = withRoutableUrl(request)
+        if (method === 'HEAD') routed = asGet(routed)
+        else if (method !== 'GET') routed = await limitBody(routed)
         if (routed !== request) shareState(request, routed)
         response = await app.handle(routed)
+        if (method === 'HEAD') response = headersOnly(response)
       } catch (error) {
         response = error instanceof HttpError ? errorResponse(error.status, error.code, error.message) : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
       }
@@ -112,7 +116,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     if (cors) {
       headers.set('access-control-allow-origin', cors)
       headers.set('access-control-allow-credentials', 'true')
-      headers.set('access-control-expose-headers', 'ETag, Link, Location, X-Request-Id')
+      headers.set('access-control-expose-headers', 'ETag, Idempotent-Replayed, Link, Location, X-Request-Id')
       headers.append('vary', 'Origin')
     }
     const status = response.status
@@ -140,14 +144,46 @@ function preflight(origin: string): Response {
 }
 
 /**
- * Elysia finds the path by searching for '/' from the 12th character of the URL, which misses it behind a
- * very short Host (`Host: x` makes every route 404). Such a request gets an equivalent URL that routes.
+ * HEAD is answered by the GET route, with its status and headers and no body. It reaches Elysia as a GET:
+ * Elysia's own HEAD reads the whole body to count its length, which for an SSE stream is the whole window.
+ */
+function asGet(request: Request): Request {
+  return new Request(request.url, { method: 'GET', headers: request.headers })
+}
+
+/** The body is cancelled unread: an SSE stream closes at once (its session, its subscription). */
+function headersOnly(response: Response): Response {
+  response.body?.cancel().catch(() => {})
+  return new Response(null, { status: response.status, statusText: response.statusText, headers: response.headers })
+}
+
+/**
+ * Origins (`http://host:port/`) whose URLs are known to route: checking a URL against them is a `startsWith`,
+ * where `URL.canParse` would cost ~150 ns on every request. A few, replaced in turn, so a flood of odd hosts
+ * cannot grow it.
+ */
+const routableOrigins: string[] = []
+const MAX_ROUTABLE_ORIGINS = 8
+let nextOrigin = 0
+
+/**
+ * A request whose URL Elysia or `new URL` cannot take gets an equivalent one that both can, with the same path
+ * and query; the host is only used for routing. Bun hands over a bare path (`/processes/1`) when the Host header
+ * is missing, empty or not a host (`a b`), and keeps some that do not parse (`[::1`, `a:b`); and Elysia finds the
+ * path by searching for '/' from the 12th character, which misses it behind a very short host (`http://x/…`).
  */
 function withRoutableUrl(request: Request): Request {
   const url = request.url
-  const pathStart = url.indexOf('/', url.indexOf('//') + 2)
-  if (pathStart >= 11 || pathStart === -1) return request
-  return new Request('http://localhost' + url.slice(pathStart), request)
+  for (let i = 0; i < routableOrigins.length; i++) if (url.startsWith(routableOrigins[i]!)) return request
+  const scheme = url.indexOf('://')
+  const pathStart = scheme === -1 ? url.indexOf('/') : url.indexOf('/', scheme + 3)
+  if (scheme !== -1 && pathStart >= 11 && URL.canParse(url)) {
+    routableOrigins[nextOrigin] = url.slice(0, pathStart + 1)
+    nextOrigin = (nextOrigin + 1) % MAX_ROUTABLE_ORIGINS
+    return request
+  }
+  const path = pathStart === -1 ? '/' : url.slice(pathStart)
+  return new Request('http://localhost' + path, request)
 }
 
 /** Refuses bodies over 1 MiB with the contract's 413, whether or not they declare a length. */

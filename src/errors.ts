@@ -24,6 +24,7 @@ export class HttpError extends Error {
   }
 }
 
+export const badRequest = (message: string) => new HttpError(400, 'bad_request', message)
 export const unauthenticated = (message = 'Missing or invalid credentials') =>
   new HttpError(401, 'unauthenticated', message, undefined, { 'WWW-Authenticate': 'Bearer' })
 export const forbidden = (message: string) => new HttpError(403, 'forbidden', message)

@@ -45,7 +45,9 @@ export class Authenticator {
       for (const part of cookie.split(';')) {
         const eq = part.indexOf('=')
         if (eq > 0 && part.slice(0, eq).trim() === 'ps_session') {
-          const value = part.slice(eq + 1).trim()
+          let value = part.slice(eq + 1).trim()
+          // RFC 6265 allows a cookie value in double quotes, which are not part of it.
+          if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1)
           try {
             return decodeURIComponent(value) || null
           } catch {

@@ -17,7 +17,8 @@ export function authPlugin(s: Services) {
   return (
     new Elysia()
       // Elysia parses a body before derive runs: authenticate first, so a bad body from an anonymous caller
-      // is 401, not 400, and a request that fails to parse is audited like any other.
+      // is 401, not 400, and a request that fails to parse is audited like any other. A route's own parse
+      // hook (the process routes' jsonBody) runs after this one.
       .onParse({ as: 'scoped' }, async ({ request, route }) => {
         requestState(request).route = route
         await authenticate(request)

@@ -2,7 +2,7 @@
 import type { TSchema } from '@sinclair/typebox'
 import { Elysia, t } from 'elysia'
 import { activeWorkspace, auditRowFor, authPlugin } from '../auth/plugin'
-import { invalidRequest, notFound, unavailable } from '../errors'
+import { badRequest, invalidRequest, notFound, unavailable } from '../errors'
 import type { Services } from '../services'
 import {
   CreateBody,
@@ -11,12 +11,14 @@ import {
   IdParams,
   IdempotencyHeaders,
   ListQuery,
+  MAX_METADATA_DEPTH,
   Process,
   ProcessEvent,
   ProcessStreamQuery,
   ProcessSummary,
   ReviewBody,
   StreamQuery,
+  tooDeeplyNested,
   unstorableJson,
 } from './model'
 import { listActive, listEvents, listProcesses } from './queries'
@@ -60,12 +62,41 @@ function matchesEtag(header: string, version: number): boolean {
   })
 }
 
+/**
+ * The body of a route that takes one: JSON whatever the Content-Type says (so `curl -d '{"type":"x"}'` works
+ * without `-H`), refused before JSON.parse and TypeBox see it when it nests too deep (see tooDeeplyNested).
+ * Empty or not JSON → 400. Runs after the auth plugin's parse hook, so an anonymous caller gets 401 first.
+ */
+async function jsonBody({ request }: { request: Request }): Promise<unknown> {
+  const text = await request.text()
+  if (text.length === 0) throw badRequest('Request body is empty; expected JSON')
+  const field = tooDeeplyNested(text, MAX_METADATA_DEPTH)
+  if (field !== null) {
+    const path = `/${field.replaceAll('~', '~0').replaceAll('/', '~1')}`
+    const message = `nested deeper than ${MAX_METADATA_DEPTH} levels`
+    throw invalidRequest(`Invalid body${field ? ` ${path}` : ''}: ${message}`, [{ path: field ? path : '/', message }])
+  }
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw badRequest('Request body is not valid JSON')
+  }
+}
+
+/**
+ * `parse` for a route with a body. 'json' after jsonBody never runs (jsonBody answers or throws); it is what tells
+ * the OpenAPI document the body is application/json.
+ */
+const JSON_BODY: [typeof jsonBody, 'json'] = [jsonBody, 'json']
+
+/** Routes without a body (retry, cancel) ignore whatever is sent: it is not read, let alone parsed. */
+const noBody = () => null
+
 export function processes(s: Services) {
   const streamSettings = { maxMs: s.config.SSE_MAX_MS, keepaliveMs: s.config.SSE_KEEPALIVE_MS, retryMs: s.config.SSE_RETRY_MS }
   const refuseWhileDraining = () => {
     if (s.draining.value) throw unavailable('Server is shutting down; reconnect')
   }
-
   return new Elysia({ prefix: '/processes' })
     .use(authPlugin(s))
     .get(
@@ -115,20 +146,22 @@ export function processes(s: Services) {
     )
     .get(
       '/:id',
-      async ({ params: { id }, principal, request, set }) => {
+      async ({ params: { id }, principal, state, request, set }) => {
         const ifNoneMatch = request.headers.get('if-none-match')
         if (ifNoneMatch) {
           // The cheap path for 2-second pollers: compare versions before reading the whole row.
-          const version = await s.reader.version(id, principal.workspaceIds)
-          if (version === null) throw notFound('Process not found')
-          if (matchesEtag(ifNoneMatch, version)) {
+          const current = await s.reader.version(id, principal.workspaceIds)
+          if (current === null) throw notFound('Process not found')
+          if (matchesEtag(ifNoneMatch, current.version)) {
+            state.workspaceId = current.workspace_id
             set.status = 304
-            set.headers['etag'] = etagOf(version)
+            set.headers['etag'] = etagOf(current.version)
             return null
           }
         }
         const process = await s.reader.findText(id, principal.workspaceIds)
         if (!process) throw notFound('Process not found')
+        state.workspaceId = process.workspace_id
         return new Response(process.json, {
           headers: { 'content-type': 'application/json', etag: etagOf(process.version), 'cache-control': 'no-cache' },
         })
@@ -140,9 +173,10 @@ export function processes(s: Services) {
     )
     .get(
       '/:id/events',
-      async ({ params: { id }, query, principal }) => {
-        const version = await s.reader.version(id, principal.workspaceIds)
-        if (version === null) throw notFound('Process not found')
+      async ({ params: { id }, query, principal, state }) => {
+        const visible = await s.reader.version(id, principal.workspaceIds)
+        if (visible === null) throw notFound('Process not found')
+        state.workspaceId = visible.workspace_id
         return listEvents(s.sql, id, query.after ?? 0, query.limit ?? 1000)
       },
       {
@@ -153,7 +187,7 @@ export function processes(s: Services) {
     )
     .get(
       '/:id/stream',
-      async ({ params: { id }, query, principal, request }) => {
+      async ({ params: { id }, query, principal, state, request }) => {
         refuseWhileDraining()
         s.metrics.counters.sse_connects++
         const response = await openProcessStream({
@@ -161,7 +195,11 @@ export function processes(s: Services) {
           settings: streamSettings,
           id,
           lastEventId: parseLastEventId(request.headers.get('last-event-id'), query.last_event_id),
-          read: () => s.reader.find(id, principal.workspaceIds),
+          read: async () => {
+            const process = await s.reader.find(id, principal.workspaceIds)
+            if (process) state.workspaceId = process.workspace_id
+            return process
+          },
         })
         if (!response) throw notFound('Process not found')
         return response
@@ -193,6 +231,7 @@ export function processes(s: Services) {
         return process
       },
       {
+        parse: JSON_BODY,
         body: CreateBody,
         headers: IdempotencyHeaders,
         detail: { summary: 'Create a process in pending (extension); Idempotency-Key honoured for 24 h', tags: ['processes'], responses: responses({ 201: Process, ...errors }) },
@@ -201,12 +240,13 @@ export function processes(s: Services) {
     .post(
       '/:id/retry',
       ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'retry' }),
-      { params: IdParams, detail: { summary: 'failed → pending', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) } },
+      { parse: noBody, params: IdParams, detail: { summary: 'failed → pending', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) } },
     )
     .post(
       '/:id/cancel',
       ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'cancel' }),
       {
+        parse: noBody,
         params: IdParams,
         detail: { summary: 'pending | running → cancelled; the worker is told at once', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) },
       },
@@ -216,6 +256,7 @@ export function processes(s: Services) {
       ({ params: { id }, body, principal, state, request }) =>
         action(s, { id, principal, state, request, action: body.decision === 'approve' ? 'approve' : 'discard', note: body.message }),
       {
+        parse: JSON_BODY,
         params: IdParams,
         body: ReviewBody,
         detail: { summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) },

@@ -1,6 +1,12 @@
 // TypeBox schemas for the process routes; types come from these, never a second hand-written interface.
+import { Kind, Type, TypeRegistry, type TSchema } from '@sinclair/typebox'
+import { DefaultErrorFunction, SetErrorFunction } from '@sinclair/typebox/errors'
 import { t } from 'elysia'
 import { STATUSES } from './states'
+
+// Integers are TypeBox's own `Type.Integer`: Elysia's `t.Integer` also accepts a string of digits (`"1"` in a
+// JSON body), and documents every integer as "a string or an integer".
+const Int = Type.Integer
 
 export const StatusSchema = t.UnionEnum(STATUSES)
 
@@ -8,17 +14,17 @@ const Timestamp = t.String({ format: 'date-time' })
 const NullableTimestamp = t.Union([Timestamp, t.Null()])
 
 export const ProcessSummary = t.Object({
-  id: t.Integer(),
-  workspace_id: t.Integer(),
+  id: Int(),
+  workspace_id: Int(),
   type: t.String(),
   status: StatusSchema,
-  progress: t.Integer({ minimum: 0, maximum: 100 }),
+  progress: Int({ minimum: 0, maximum: 100 }),
   message: t.Union([t.String(), t.Null()]),
   error: t.Union([t.String(), t.Null()]),
-  attempts: t.Integer(),
-  version: t.Integer(),
+  attempts: Int(),
+  version: Int(),
   worker_id: t.Union([t.String(), t.Null()]),
-  created_by: t.Union([t.Integer(), t.Null()]),
+  created_by: t.Union([Int(), t.Null()]),
   created_at: Timestamp,
   updated_at: Timestamp,
   started_at: NullableTimestamp,
@@ -36,42 +42,77 @@ export type Process = typeof Process.static
 export type ProcessSummary = typeof ProcessSummary.static
 
 export const ProcessEvent = t.Object({
-  id: t.Integer(),
+  id: Int(),
   status: StatusSchema,
   message: t.Union([t.String(), t.Null()]),
   created_at: Timestamp,
 })
 
-export const Id = t.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
-export const IdParams = t.Object({ id: t.Numeric({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, multipleOf: 1 }) })
-const NumericId = t.Numeric({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, multipleOf: 1 })
+/**
+ * An integer in a path or query string, written as a plain decimal (`42`; `0` only where the minimum is 0), and
+ * documented as an integer. `t.Numeric` converts with `Number()`, which also takes `0x2a`, `0b101`, `4.2e1`,
+ * `+42`, `042` and ` 42 `: one process would answer to many URLs, and a typo could read as a valid id.
+ * A number is accepted too: it can only be a `default` or a value already decoded (Elysia 1.4 decodes a query twice).
+ */
+const DECIMAL_INTEGER = 'DecimalInteger'
+const DECIMAL = /^[1-9][0-9]*$/
+interface DecimalBounds {
+  minimum: number
+  maximum: number
+}
+TypeRegistry.Set<DecimalBounds>(DECIMAL_INTEGER, (schema, value) => {
+  const n = typeof value === 'string' ? (DECIMAL.test(value) || value === '0' ? Number(value) : NaN) : typeof value === 'number' && Number.isInteger(value) ? value : NaN
+  return n >= schema.minimum && n <= schema.maximum
+})
+// The message names what is expected; the path (`/limit`) comes with the error.
+SetErrorFunction((error) =>
+  error.schema[Kind] === DECIMAL_INTEGER
+    ? `Expected a decimal integer from ${error.schema.minimum} to ${error.schema.maximum}`
+    : DefaultErrorFunction(error),
+)
+
+function DecimalInteger(o: DecimalBounds & { default?: number }) {
+  return t
+    .Transform(Type.Unsafe<string | number>({ [Kind]: DECIMAL_INTEGER, type: 'integer', ...o }))
+    .Decode((value) => Number(value))
+    .Encode((value) => value)
+}
+
+export const Id = Int({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+export const IdParams = t.Object({ id: DecimalInteger({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }) })
+const NumericId = () => DecimalInteger({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 
 /** One status or several, comma-separated: `running,pending`. */
 export const StatusFilter = t.String({ pattern: `^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$` })
 export const TypePattern = '^[a-z][a-z0-9_.-]{0,63}$'
 
-export const ListQuery = t.Object({
-  workspace_id: t.Optional(NumericId),
+// Unknown query parameters are ignored on every route, as on those without a query schema: an EventSource URL
+// may carry a cache-buster (`?_=1712…`), a proxy or a dashboard a tracking parameter.
+const Query = <T extends Record<string, TSchema>>(properties: T) => t.Object(properties, { additionalProperties: true })
+
+export const ListQuery = Query({
+  workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),
   type: t.Optional(t.String({ pattern: TypePattern })),
-  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 200, multipleOf: 1, default: 50 })),
-  before: t.Optional(NumericId),
+  limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 200, default: 50 })),
+  before: t.Optional(NumericId()),
 })
 
-export const StreamQuery = t.Object({
-  workspace_id: t.Optional(NumericId),
+// Last-Event-ID is any text: one that is not a version we sent is answered with the snapshot (§6).
+export const StreamQuery = Query({
+  workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),
   type: t.Optional(t.String({ pattern: TypePattern })),
-  last_event_id: t.Optional(t.String({ maxLength: 64 })),
+  last_event_id: t.Optional(t.String()),
 })
 
-export const ProcessStreamQuery = t.Object({
-  last_event_id: t.Optional(t.String({ maxLength: 64 })),
+export const ProcessStreamQuery = Query({
+  last_event_id: t.Optional(t.String()),
 })
 
-export const EventsQuery = t.Object({
-  after: t.Optional(t.Numeric({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, multipleOf: 1 })),
-  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 1000, multipleOf: 1, default: 1000 })),
+export const EventsQuery = Query({
+  after: t.Optional(DecimalInteger({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 1000, default: 1000 })),
 })
 
 // Far beyond any real metadata, far below what breaks JSON.stringify (~100 000 levels) or PGlite: one
@@ -98,6 +139,56 @@ export function unstorableJson(value: unknown, maxDepth = MAX_METADATA_DEPTH): s
     }
   }
   return null
+}
+
+/**
+ * Whether JSON text nests arrays and objects deeper than `maxDepth` levels, counted as unstorableJson counts
+ * `metadata`: the values of the top-level object (or array) are level 1. One pass over the text, before it is
+ * parsed, because everything after it recurses: 20 000 nested arrays (40 KB) overflowed the stack in Elysia's
+ * validation report (a 500), and 100 000 (200 KB) held the event loop for 9 s in TypeBox.
+ * Returns null when it does not; else the top-level key it happens under ('' when there is none). Brackets
+ * inside strings do not count; anything else that is not JSON is left to JSON.parse to refuse.
+ */
+export function tooDeeplyNested(text: string, maxDepth: number): string | null {
+  const limit = maxDepth + 1
+  let depth = 0
+  let rootIsObject = false
+  // The last string read at level 1 of an object is the key of the member being read.
+  let keyStart = -1
+  let keyEnd = -1
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x22 /* " */) {
+      const start = i
+      i = text.indexOf('"', i + 1)
+      while (i !== -1 && isEscaped(text, i)) i = text.indexOf('"', i + 1)
+      if (i === -1) return null
+      if (depth === 1) {
+        keyStart = start
+        keyEnd = i + 1
+      }
+    } else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (depth === 0) rootIsObject = c === 0x7b
+      if (++depth > limit) return rootIsObject ? keyOf(text.slice(keyStart, keyEnd)) : ''
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--
+  }
+  return null
+}
+
+/** A quote preceded by an odd number of backslashes is part of the string. */
+function isEscaped(text: string, quote: number): boolean {
+  let backslashes = 0
+  while (text.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes++
+  return backslashes % 2 === 1
+}
+
+function keyOf(quoted: string): string {
+  try {
+    const key = JSON.parse(quoted)
+    return typeof key === 'string' ? key : ''
+  } catch {
+    return ''
+  }
 }
 
 export const CreateBody = t.Object(

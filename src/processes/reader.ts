@@ -29,9 +29,9 @@ export class ProcessReader {
     return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
   }
 
-  /** Only its version (the cheap If-None-Match path), if it exists in one of these workspaces. */
-  async version(id: number, workspaceIds: number[]): Promise<number | null> {
+  /** Only its version and workspace (the cheap If-None-Match path), if it exists in one of these workspaces. */
+  async version(id: number, workspaceIds: number[]): Promise<{ version: number; workspace_id: number } | null> {
     const row = await this.versions.load(id)
-    return row !== null && workspaceIds.includes(row.workspace_id) ? row.version : null
+    return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
   }
 }

@@ -1,7 +1,7 @@
 // Tokens and the audit trail (§3): revocation and expiry within the cache window, one audit row per
 // authenticated request, a mutation's row committed with it, reads flushed in batches, last_used_at.
 import { beforeAll, describe, expect, it } from 'bun:test'
-import { createApiToken, revokeToken } from '../../src/auth/queries'
+import { addMember, createApiToken, createWorkspace, revokeToken } from '../../src/auth/queries'
 import { hashToken } from '../../src/auth/tokens'
 import { createHandler } from '../../src/app'
 import { buildServices } from '../../src/server'
@@ -84,6 +84,19 @@ describe('token checks', () => {
     expect((await request('GET', '/processes', { token })).status).toBe(200)
   })
 
+  it('accepts the ps_session cookie with its value in double quotes (RFC 6265), and refuses empty quotes', async () => {
+    const { s, request } = cached
+    const t = await createTenant(s.sql)
+    for (const cookie of [`ps_session="${t.token}"`, `theme=dark; ps_session="${encodeURIComponent(t.token)}"; lang=en`]) {
+      expect({ cookie, status: (await request('GET', '/processes', { headers: { cookie } })).status }).toEqual({ cookie, status: 200 })
+    }
+    for (const cookie of ['ps_session=""', 'ps_session="', `ps_session="${t.token}`, `ps_session='${t.token}'`]) {
+      const res = await request('GET', '/processes', { headers: { cookie } })
+      expect({ cookie, status: res.status }).toEqual({ cookie, status: 401 })
+      expect(res.headers.get('www-authenticate')).toBe('Bearer')
+    }
+  })
+
   it('stores only the SHA-256 of a token', async () => {
     const { s } = cached
     const t = await createTenant(s.sql)
@@ -135,6 +148,33 @@ describe('audit', () => {
       user_agent: 'audit-test/1.0',
       request_id: id,
     })
+  })
+
+  it("writes the process's workspace on the rows of reads of one process: 200, 304, events and stream", async () => {
+    // A member of two workspaces, reading a process of the second: the row says which one it was.
+    const two = await createTenant(s.sql)
+    const second = await createWorkspace(s.sql, `second-${Date.now()}`)
+    await addMember(s.sql, two.userId, second.id, 'owner')
+    for (const [who, workspaceId] of [
+      [t, t.workspaceId],
+      [two, second.id],
+    ] as const) {
+      const created = await request('POST', '/processes', { token: who.token, body: { type: 'audit_reads', workspace_id: workspaceId } })
+      expect(created.status).toBe(201)
+      const path = `/processes/${created.body.id}`
+      for (const [suffix, headers, status] of [
+        ['', {}, 200],
+        ['', { 'if-none-match': `"${created.body.version}"` }, 304],
+        ['/events', {}, 200],
+        ['/stream', {}, 200],
+      ] as const) {
+        const id = requestId()
+        const response = await cached.handle(new Request(`http://test.local${path}${suffix}`, { headers: { authorization: `Bearer ${who.token}`, 'x-request-id': id, ...headers } }))
+        expect(response.status).toBe(status)
+        await response.body?.cancel()
+        expect(await exactlyOneRow(id)).toMatchObject({ user_id: who.userId, workspace_id: workspaceId, status, method: 'GET' })
+      }
+    }
   })
 
   it('writes one row for a failed authentication, with no user', async () => {
