@@ -130,6 +130,9 @@ export function unstorableJson(value: unknown, maxDepth = MAX_METADATA_DEPTH): s
     const [node, depth] = stack.pop()!
     if (typeof node === 'string') {
       if (!storable(node)) return 'strings may not contain U+0000 or unpaired surrogates'
+    } else if (typeof node === 'number') {
+      // JSON.parse reads 1e400 as Infinity, which would be stored as null without a word.
+      if (!Number.isFinite(node)) return 'numbers must be finite (beyond ±1.8e308 is not storable)'
     } else if (typeof node === 'object' && node !== null) {
       if (depth > maxDepth) return `nested deeper than ${maxDepth} levels`
       for (const [key, child] of Object.entries(node)) {

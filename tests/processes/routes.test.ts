@@ -289,7 +289,7 @@ describe('errors', () => {
       expect((await request('GET', '/processes?type=deep', { token: a.token })).body).toHaveLength(1)
     })
 
-    it('rejects metadata that Postgres cannot store: U+0000 or an unpaired surrogate, in a key or a value', async () => {
+    it('rejects metadata that Postgres cannot store: U+0000 or an unpaired surrogate, in a key or a value, or a number beyond double range', async () => {
       for (const body of [
         { type: 'ok', metadata: { note: 'a\u0000b' } },
         { type: 'ok', metadata: { 'key\u0000': 1 } },
@@ -298,6 +298,13 @@ describe('errors', () => {
       ]) {
         expectError(await request('POST', '/processes', { token: a.token, body }), 422, 'invalid_request')
       }
+      // 1e400 parses as Infinity, which JSON can only store as null: refused, not silently changed.
+      for (const body of ['{"type":"ok","metadata":{"big":1e400}}', '{"type":"ok","metadata":{"list":[1,-1e999]}}']) {
+        const res = await request('POST', '/processes', { token: a.token, body })
+        expectError(res, 422, 'invalid_request')
+        expect(res.body.error.message).toContain('finite')
+      }
+      expect((await request('POST', '/processes', { token: a.token, body: '{"type":"ok","metadata":{"big":1.7e308,"small":5e-324}}' })).status).toBe(201)
       const emoji = await request('POST', '/processes', { token: a.token, body: { type: 'ok', metadata: { note: '\u{1F600} ünïcödé' } } })
       expect(emoji.status).toBe(201)
       expect(emoji.body.metadata.note).toBe('\u{1F600} ünïcödé')
