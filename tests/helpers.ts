@@ -1,7 +1,7 @@
 // Shared test plumbing: a fresh database per test file (a new Postgres database when DATABASE_URL is set,
 // an in-memory PGlite otherwise), a Redis prefix per file, tenants with tokens, servers in-process or as
 // real child processes on free ports.
-import { afterAll } from 'bun:test'
+import { afterAll, expect } from 'bun:test'
 import { freePort, waitFor } from './net'
 import { createHandler, type Handler } from '../src/app'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
@@ -110,6 +110,21 @@ export function requester(handle: Handler): Requester {
       parsed = text ? JSON.parse(text) : null
     } catch {}
     return { status: response.status, body: parsed, headers: response.headers }
+  }
+}
+
+/** REST calls with fetch against a listening server, as one tenant: what worker tests check their frames by. */
+export function restAs(base: string, token: string) {
+  const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' }
+  return {
+    auth,
+    async create(type: string) {
+      const response = await fetch(`${base}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })
+      expect(response.status).toBe(201)
+      return (await response.json()) as any
+    },
+    get: async (id: number) => (await (await fetch(`${base}/processes/${id}`, { headers: auth })).json()) as any,
+    events: async (id: number) => (await (await fetch(`${base}/processes/${id}/events`, { headers: auth })).json()) as any[],
   }
 }
 

@@ -1,7 +1,7 @@
 // Frames on one worker socket about one process take effect in the order they were sent (§7), even when the
 // worker does not wait for each ack — while progress frames still coalesce and other processes never wait.
 import { describe, expect, it } from 'bun:test'
-import { createTenant, listeningServer, testDatabase, workerToken } from '../helpers'
+import { createTenant, listeningServer, restAs, testDatabase, workerToken } from '../helpers'
 import { type Frame, TestWorker } from '../worker-client'
 
 const { db } = await testDatabase()
@@ -15,20 +15,12 @@ const servers = {
 const base = servers['PROGRESS_FLUSH_MS=100'].url
 const tenant = await createTenant(db.sql)
 const wtoken = await workerToken(db.sql)
-const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
+const { create, get, events } = restAs(base, tenant.token)
 let typeSeq = 0
 const freshType = () => `ord_${typeSeq++}`
 
 /** Enough processes at once that a race between two frames of one of them shows on every run. */
 const N = 40
-
-async function create(type: string) {
-  const response = await fetch(`${base}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })
-  expect(response.status).toBe(201)
-  return (await response.json()) as any
-}
-const get = async (id: number) => (await (await fetch(`${base}/processes/${id}`, { headers: auth })).json()) as any
-const events = async (id: number) => (await (await fetch(`${base}/processes/${id}/events`, { headers: auth })).json()) as any[]
 
 /** N running processes held by one worker, as [process id, attempt]. */
 async function runMany(worker: TestWorker, n = N) {

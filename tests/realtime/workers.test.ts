@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'bun:test'
-import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { TestWorker } from '../worker-client'
 
 const { db } = await testDatabase()
@@ -7,17 +7,9 @@ const server = await listeningServer({ PROGRESS_FLUSH_MS: '100', JOB_TIMEOUT_MS:
 const base = server.url
 const tenant = await createTenant(db.sql)
 const wtoken = await workerToken(db.sql)
-const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
+const { auth, create, get, events } = restAs(base, tenant.token)
 let typeSeq = 0
 const freshType = () => `wk_${typeSeq++}`
-
-async function create(type: string) {
-  const response = await fetch(`${base}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })
-  expect(response.status).toBe(201)
-  return (await response.json()) as any
-}
-const get = async (id: number) => (await (await fetch(`${base}/processes/${id}`, { headers: auth })).json()) as any
-const events = async (id: number) => (await (await fetch(`${base}/processes/${id}/events`, { headers: auth })).json()) as any[]
 
 describe('worker gateway: connection', () => {
   it('refuses the upgrade with 401 without a valid worker token, and accepts ?token=', async () => {
