@@ -146,7 +146,7 @@ export function processes(s: Services) {
     )
     .get(
       '/:id',
-      async ({ params: { id }, principal, state, request, set }) => {
+      async ({ params: { id }, principal, state, request }) => {
         const ifNoneMatch = request.headers.get('if-none-match')
         if (ifNoneMatch) {
           // The cheap path for 2-second pollers: compare versions before reading the whole row.
@@ -154,9 +154,8 @@ export function processes(s: Services) {
           if (current === null) throw notFound('Process not found')
           if (matchesEtag(ifNoneMatch, current.version)) {
             state.workspaceId = current.workspace_id
-            set.status = 304
-            set.headers['etag'] = etagOf(current.version)
-            return null
+            // A Response of our own, as for the 200: Elysia's own (from `set`) costs more than the read saves.
+            return new Response(null, { status: 304, headers: { etag: etagOf(current.version) } })
           }
         }
         const process = await s.reader.findText(id, principal.workspaceIds)
