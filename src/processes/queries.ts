@@ -16,10 +16,7 @@ export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> 
   return rows.map(toProcess)
 }
 
-export interface ProcessText {
-  id: number
-  workspace_id: number
-  version: number
+export interface ProcessText extends ProcessVersion {
   /** The process's JSON as the API shows it (sql/002_process_json.sql). */
   json: string
 }
@@ -29,9 +26,15 @@ export async function getProcessTexts(sql: Sql, ids: number[]): Promise<ProcessT
   return sql<ProcessText[]>`select id, workspace_id, version, json from process_json where id = any(${ids}::bigint[])`
 }
 
-export async function getVersions(sql: Sql, ids: number[]) {
+export interface ProcessVersion {
+  id: number
+  workspace_id: number
+  version: number
+}
+
+export async function getVersions(sql: Sql, ids: number[]): Promise<ProcessVersion[]> {
   if (ids.length === 0) return []
-  return sql<{ id: number; workspace_id: number; version: number }[]>`
+  return sql<ProcessVersion[]>`
     select id, workspace_id, version from processes where id = any(${ids}::bigint[])`
 }
 

@@ -4,12 +4,12 @@
 import { Batcher } from '../db/batch'
 import type { Sql } from '../db/client'
 import type { Process } from './model'
-import { getProcessTexts, getProcesses, getVersions, type ProcessText } from './queries'
+import { getProcessTexts, getProcesses, getVersions, type ProcessText, type ProcessVersion } from './queries'
 
 export class ProcessReader {
   private readonly rows: Batcher<Process>
   private readonly texts: Batcher<ProcessText>
-  private readonly versions: Batcher<{ id: number; workspace_id: number; version: number }>
+  private readonly versions: Batcher<ProcessVersion>
 
   constructor(sql: Sql) {
     this.rows = new Batcher((ids) => getProcesses(sql, ids))
@@ -18,20 +18,23 @@ export class ProcessReader {
   }
 
   /** The process, if it exists in one of these workspaces. */
-  async find(id: number, workspaceIds: number[]): Promise<Process | null> {
-    const row = await this.rows.load(id)
-    return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
+  find(id: number, workspaceIds: number[]): Promise<Process | null> {
+    return visible(this.rows, id, workspaceIds)
   }
 
   /** Its JSON text and version, for answering with it as it is (GET /processes/{id}). */
-  async findText(id: number, workspaceIds: number[]): Promise<ProcessText | null> {
-    const row = await this.texts.load(id)
-    return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
+  findText(id: number, workspaceIds: number[]): Promise<ProcessText | null> {
+    return visible(this.texts, id, workspaceIds)
   }
 
   /** Only its version and workspace (the cheap If-None-Match path), if it exists in one of these workspaces. */
-  async version(id: number, workspaceIds: number[]): Promise<{ version: number; workspace_id: number } | null> {
-    const row = await this.versions.load(id)
-    return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
+  version(id: number, workspaceIds: number[]): Promise<ProcessVersion | null> {
+    return visible(this.versions, id, workspaceIds)
   }
+}
+
+/** The batched row, or null when there is none or it belongs to a workspace the caller is not in. */
+async function visible<V extends { id: number; workspace_id: number }>(batcher: Batcher<V>, id: number, workspaceIds: number[]): Promise<V | null> {
+  const row = await batcher.load(id)
+  return row !== null && workspaceIds.includes(row.workspace_id) ? row : null
 }
