@@ -37,6 +37,10 @@ async function runMany(worker: TestWorker, n = N) {
 /** Sends every frame at once, without waiting for any ack, and resolves with the replies in send order. */
 const burst = (worker: TestWorker, frames: Frame[]) => Promise.all(frames.map((f) => worker.request(f)))
 
+/** A burst for each of several processes at once: the replies per process, in send order. */
+const burstEach = <R extends { id: number }>(worker: TestWorker, runs: R[], framesOf: (run: R) => Frame[]) =>
+  Promise.all(runs.map((run) => burst(worker, framesOf(run))))
+
 for (const [name, server] of Object.entries(servers)) {
   describe(`worker gateway: frame order on one socket (${name})`, () => {
     const base = server.url
@@ -45,16 +49,12 @@ for (const [name, server] of Object.entries(servers)) {
     it('progress, log, progress, complete sent back to back are all applied, in that order', async () => {
       const worker = await TestWorker.connect(base, wtoken)
       const runs = await runMany(worker)
-      const replies = await Promise.all(
-        runs.map(({ id, attempt }) =>
-          burst(worker, [
-            { op: 'progress', process_id: id, attempt, progress: 50 },
-            { op: 'log', process_id: id, attempt, message: 'halfway' },
-            { op: 'progress', process_id: id, attempt, progress: 90, message: 'nearly' },
-            { op: 'complete', process_id: id, attempt, result_summary: { id } },
-          ]),
-        ),
-      )
+      const replies = await burstEach(worker, runs, ({ id, attempt }) => [
+        { op: 'progress', process_id: id, attempt, progress: 50 },
+        { op: 'log', process_id: id, attempt, message: 'halfway' },
+        { op: 'progress', process_id: id, attempt, progress: 90, message: 'nearly' },
+        { op: 'complete', process_id: id, attempt, result_summary: { id } },
+      ])
       for (const [i, { id }] of runs.entries()) {
         expect(replies[i]!.map((r) => [r.op, r.code])).toEqual([['ack', undefined], ['ack', undefined], ['ack', undefined], ['ack', undefined]])
         const versions = replies[i]!.map((r) => r.version as number)
@@ -74,16 +74,12 @@ for (const [name, server] of Object.entries(servers)) {
     it('a progress sent after a log commits after it: the newest message wins', async () => {
       const worker = await TestWorker.connect(base, wtoken)
       const runs = await runMany(worker)
-      const replies = await Promise.all(
-        runs.map(({ id, attempt }) =>
-          burst(worker, [
-            { op: 'log', process_id: id, attempt, message: 'first a log' },
-            { op: 'progress', process_id: id, attempt, progress: 20, message: 'then progress' },
-            { op: 'log', process_id: id, attempt, message: 'another log' },
-            { op: 'progress', process_id: id, attempt, progress: 30, message: 'last word' },
-          ]),
-        ),
-      )
+      const replies = await burstEach(worker, runs, ({ id, attempt }) => [
+        { op: 'log', process_id: id, attempt, message: 'first a log' },
+        { op: 'progress', process_id: id, attempt, progress: 20, message: 'then progress' },
+        { op: 'log', process_id: id, attempt, message: 'another log' },
+        { op: 'progress', process_id: id, attempt, progress: 30, message: 'last word' },
+      ])
       for (const [i, { id }] of runs.entries()) {
         expect(replies[i]!.every((r) => r.op === 'ack')).toBe(true)
         const versions = replies[i]!.map((r) => r.version as number)
@@ -97,14 +93,10 @@ for (const [name, server] of Object.entries(servers)) {
     it('of two review completes sent back to back the first is applied and its result kept; the second is a repeat', async () => {
       const worker = await TestWorker.connect(base, wtoken)
       const runs = await runMany(worker)
-      const replies = await Promise.all(
-        runs.map(({ id, attempt }) =>
-          burst(worker, [
-            { op: 'complete', process_id: id, attempt, review: true, result_summary: { draft: 1 } },
-            { op: 'complete', process_id: id, attempt, review: true },
-          ]),
-        ),
-      )
+      const replies = await burstEach(worker, runs, ({ id, attempt }) => [
+        { op: 'complete', process_id: id, attempt, review: true, result_summary: { draft: 1 } },
+        { op: 'complete', process_id: id, attempt, review: true },
+      ])
       for (const [i, { id }] of runs.entries()) {
         const [first, second] = replies[i]!
         expect(first).toMatchObject({ op: 'ack' })
@@ -118,15 +110,11 @@ for (const [name, server] of Object.entries(servers)) {
     it('a progress sent after complete is refused and changes nothing', async () => {
       const worker = await TestWorker.connect(base, wtoken)
       const runs = await runMany(worker)
-      const replies = await Promise.all(
-        runs.map(({ id, attempt }) =>
-          burst(worker, [
-            { op: 'progress', process_id: id, attempt, progress: 50 },
-            { op: 'complete', process_id: id, attempt },
-            { op: 'progress', process_id: id, attempt, progress: 99, message: 'too late' },
-          ]),
-        ),
-      )
+      const replies = await burstEach(worker, runs, ({ id, attempt }) => [
+        { op: 'progress', process_id: id, attempt, progress: 50 },
+        { op: 'complete', process_id: id, attempt },
+        { op: 'progress', process_id: id, attempt, progress: 99, message: 'too late' },
+      ])
       for (const [i, { id }] of runs.entries()) {
         const [progress, complete, late] = replies[i]!
         expect(progress).toMatchObject({ op: 'ack' })
@@ -142,16 +130,12 @@ for (const [name, server] of Object.entries(servers)) {
       await worker.request({ op: 'hello', worker_id: named('ord-starter') })
       const type = freshType()
       const created = await Promise.all(Array.from({ length: N }, () => create(type)))
-      const replies = await Promise.all(
-        created.map(({ id }) =>
-          burst(worker, [
-            { op: 'start', process_id: id },
-            { op: 'progress', process_id: id, progress: 10 },
-            { op: 'heartbeat', process_id: id },
-            { op: 'fail', process_id: id, error: 'row 3 is bad' },
-          ]),
-        ),
-      )
+      const replies = await burstEach(worker, created, ({ id }) => [
+        { op: 'start', process_id: id },
+        { op: 'progress', process_id: id, progress: 10 },
+        { op: 'heartbeat', process_id: id },
+        { op: 'fail', process_id: id, error: 'row 3 is bad' },
+      ])
       for (const [i, { id }] of created.entries()) {
         expect(replies[i]!.map((r) => r.op)).toEqual(['ack', 'ack', 'ack', 'ack'])
         expect(await get(id)).toMatchObject({ status: 'failed', progress: 10, error: 'row 3 is bad', worker_id: named('ord-starter') })
@@ -250,9 +234,7 @@ describe('worker gateway: frame order and coalescing', () => {
     const worker = await TestWorker.connect(base, wtoken)
     const runs = await runMany(worker, 10)
     const writesBefore = coalescing.services.metrics.counters.progress_writes
-    const replies = await Promise.all(
-      runs.map(({ id, attempt }) => burst(worker, Array.from({ length: 40 }, (_, i) => ({ op: 'progress', process_id: id, attempt, progress: i + 1 })))),
-    )
+    const replies = await burstEach(worker, runs, ({ id, attempt }) => Array.from({ length: 40 }, (_, i) => ({ op: 'progress', process_id: id, attempt, progress: i + 1 })))
     expect(replies.flat().every((r) => r.op === 'ack')).toBe(true)
     const writes = coalescing.services.metrics.counters.progress_writes - writesBefore
     expect(writes / runs.length).toBeLessThan(5) // 40 frames of a process in ≤ 4 row writes
