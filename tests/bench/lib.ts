@@ -1,7 +1,7 @@
 // Shared plumbing for the benchmarks: a fresh Postgres database and Redis prefix per run, child processes
 // (servers, load generators) with their RSS and CPU read from /proc, wrk, latency histograms, the results table
 // and the JSON file in bench-results/. Everything listens and connects on 127.0.0.1 only.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../../src/auth/queries'
@@ -159,58 +159,73 @@ export interface Child {
 }
 
 /**
- * Starts a child process with the soft open-file limit raised to the hard one (a stream is a socket),
- * its stdout read line by line: JSON lines are kept as messages, everything is kept as output.
+ * Starts a child process with the soft open-file limit raised to the hard one (a stream is a socket).
+ * A load generator (`messages`, the default) talks in JSON lines on stdout, read here line by line.
+ * A server under test writes to a log file instead, as a container's log driver would have it: at
+ * LOG_LEVEL=info it prints a line per request, and draining that pipe here would take CPU from the very
+ * server being measured, on the same cores. Its output is read from the file only when asked.
  */
 export function spawnChild(label: string, cmd: string[], env: Record<string, string | undefined> = {}, o: { messages?: boolean } = {}): Child {
-  // Servers under test print JSON log lines (one per request at LOG_LEVEL=info): parsing each of them here
-  // would take CPU from the very server being measured, on the same cores. Only load generators talk in JSON.
   const keepMessages = o.messages ?? true
+  const logFile = keepMessages ? null : join(scratchDir(), `${label.replace(/[^\w-]+/g, '_')}-${suffix()}.log`)
   let output = ''
   const messages: any[] = []
   let waiters: Array<() => void> = []
+  const logFd = logFile ? openSync(logFile, 'a') : null
   const proc = Bun.spawn(['/bin/sh', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...cmd], {
     cwd: ROOT,
     env: { ...process.env, ...env } as Record<string, string>,
     stdin: 'pipe',
-    stdout: 'pipe',
-    stderr: 'pipe',
+    stdout: logFd ?? 'pipe',
+    stderr: logFd ?? 'pipe',
   })
+  if (logFd !== null) closeSync(logFd)
   const decoder = new TextDecoder()
-  void (async () => {
-    let pending = ''
-    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
-      const text = decoder.decode(chunk, { stream: true })
-      output += text
-      if (output.length > 200_000) output = output.slice(-100_000)
-      pending += text
-      let nl: number
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl)
-        pending = pending.slice(nl + 1)
-        if (keepMessages && line.startsWith('{')) {
-          try {
-            messages.push(JSON.parse(line))
-          } catch {}
+  const append = (text: string) => {
+    output += text
+    if (output.length > 200_000) output = output.slice(-100_000)
+  }
+  if (!logFile) {
+    void (async () => {
+      let pending = ''
+      for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
+        const text = decoder.decode(chunk, { stream: true })
+        append(text)
+        pending += text
+        let nl: number
+        while ((nl = pending.indexOf('\n')) >= 0) {
+          const line = pending.slice(0, nl)
+          pending = pending.slice(nl + 1)
+          if (line.startsWith('{')) {
+            try {
+              messages.push(JSON.parse(line))
+            } catch {}
+          }
         }
+        for (const w of waiters.splice(0)) w()
       }
       for (const w of waiters.splice(0)) w()
+    })()
+    void (async () => {
+      for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) append(decoder.decode(chunk))
+    })()
+  }
+  const tail = () => {
+    if (!logFile) return output
+    try {
+      const text = readFileSync(logFile, 'utf8')
+      return text.length > 100_000 ? text.slice(-100_000) : text
+    } catch {
+      return ''
     }
-    for (const w of waiters.splice(0)) w()
-  })()
-  void (async () => {
-    for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) {
-      output += decoder.decode(chunk)
-      if (output.length > 200_000) output = output.slice(-100_000)
-    }
-  })()
+  }
   let consumed = 0
   const child: Child = {
     label,
     pid: proc.pid,
     proc,
     messages,
-    output: () => output,
+    output: tail,
     send(line) {
       if (proc.exitCode !== null) return
       const stdin = proc.stdin as import('bun').FileSink
@@ -226,9 +241,9 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
             return messages[i]
           }
         }
-        if (proc.exitCode !== null) throw new Error(`${label} exited (${proc.exitCode}) before answering:\n${output.slice(-3000)}`)
+        if (proc.exitCode !== null) throw new Error(`${label} exited (${proc.exitCode}) before answering:\n${tail().slice(-3000)}`)
         const left = deadline - Date.now()
-        if (left <= 0) throw new Error(`${label} did not answer within ${timeoutMs} ms:\n${output.slice(-3000)}`)
+        if (left <= 0) throw new Error(`${label} did not answer within ${timeoutMs} ms:\n${tail().slice(-3000)}`)
         await new Promise<void>((resolve) => {
           waiters.push(resolve)
           setTimeout(resolve, Math.min(left, 500))

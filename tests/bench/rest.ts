@@ -42,7 +42,8 @@ export async function run(): Promise<Report> {
       cross join lateral (
         select (array['completed', 'completed', 'completed', 'completed', 'failed', 'cancelled', 'running', 'pending', 'waiting_review', 'completed'])[1 + g % 10] as status
       ) s`
-  await db.sql`analyze processes`
+  // As a table in service would be: hint bits set and the visibility map built, so no run pays for the seed's writes.
+  await db.sql`vacuum (analyze) processes`
   const [{ lo, hi }] = (await db.sql<{ lo: number; hi: number }[]>`select min(id)::int as lo, max(id)::int as hi from processes`) as any
   report.data.seed_seconds = (performance.now() - seedStarted) / 1000
 
