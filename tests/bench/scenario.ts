@@ -36,6 +36,12 @@ export interface StreamsOptions {
   workerId?: string
   /** The watched processes: stream i watches ids[i % ids.length]. */
   ids: number[]
+  /** Optional, parallel to ids: latency is also reported per group of watched processes (latencyByGroup). */
+  groups?: number[]
+  /** The processes the worker broadcasts to on workerServer (default: ids). */
+  broadcastIds?: number[]
+  /** More broadcast targets, taking turns with workerServer tick by tick (worker-load's `alternate`). */
+  alternate?: Array<{ server: ServerChild; workerId: string; ids: number[] }>
   streams: number
   rampPerSec: number
   /** Re-open a stream on a new connection as soon as the server ends it. */
@@ -58,10 +64,11 @@ export interface StreamsResult {
   streams: number
   watchedProcesses: number
   latency: Histogram
+  latencyByGroup: Map<number, Histogram>
   connect: Histogram
   counters: Record<string, number>
   failureSamples: string[]
-  worker: { sent: number; acked: number; errors: number; ticks: number; lateTicks: number; errorCodes: Record<string, number>; ack: Histogram } | null
+  worker: { sent: number; acked: number; errors: number; ticks: number; lateTicks: number; errorCodes: Record<string, number>; ack: Histogram; targetAcks: Histogram[] } | null
   baseline: ProcStat
   /** RSS samples (bytes) during the measured window, about one a second, with their offsets in ms. */
   rssSeries: Array<[number, number]>
@@ -98,6 +105,7 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
           port: server.port,
           token: o.token,
           paths: o.ids.map((id) => `/processes/${id}/stream`),
+          groups: o.groups,
           count,
           offset,
           rampPerSec: Math.max(1, Math.round(o.rampPerSec / clientCount)),
@@ -133,9 +141,10 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
         token: o.workerToken ?? '',
         workerId: o.workerId ?? 'bench-broadcaster',
         mode: 'broadcast',
-        ids: o.ids,
+        ids: o.broadcastIds ?? o.ids,
         intervalMs: o.broadcastMs,
         spread: o.spread ?? false,
+        alternate: o.alternate?.map((t) => ({ url: t.server.url, workerId: t.workerId, ids: t.ids })),
         window: 0,
         // Every benchmark process is inserted as claimed once (attempts = 1): the frames carry that fencing token.
         attempt: 1,
@@ -195,11 +204,16 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
   await Promise.all(all.map((c) => c.stop('SIGKILL')))
 
   const latency = new Histogram()
+  const latencyByGroup = new Map<number, Histogram>()
   const connect = new Histogram()
   const counters: Record<string, number> = {}
   const failureSamples: string[] = []
   for (const r of reports) {
     latency.merge(Histogram.fromJSON(r.latency))
+    for (const [g, h] of Object.entries(r.groups ?? {})) {
+      if (!latencyByGroup.has(Number(g))) latencyByGroup.set(Number(g), new Histogram())
+      latencyByGroup.get(Number(g))!.merge(Histogram.fromJSON(h as any))
+    }
     connect.merge(Histogram.fromJSON(r.connect))
     for (const key of ['attempts', 'established', 'failures', 'events', 'keepalives', 'doneEvents', 'windowsEnded', 'dropped', 'bytes', 'open', 'ready']) {
       counters[key] = (counters[key] ?? 0) + (r[key] ?? 0)
@@ -212,6 +226,7 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
     streams: o.streams,
     watchedProcesses: o.ids.length,
     latency,
+    latencyByGroup,
     connect,
     counters,
     failureSamples: failureSamples.slice(0, 10),
@@ -224,6 +239,7 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
           lateTicks: workerReport.lateTicks,
           errorCodes: workerReport.errorCodes,
           ack: Histogram.fromJSON(workerReport.ack),
+          targetAcks: (workerReport.targetAcks ?? []).map((h: any) => Histogram.fromJSON(h)),
         }
       : null,
     baseline,

@@ -18,6 +18,8 @@ interface Config {
   token: string | null
   /** Stream i (of this process) opens paths[(offset + i) % paths.length]. */
   paths: string[]
+  /** Optional, parallel to paths: the latency of a stream's events is also recorded under its path's group. */
+  groups?: number[]
   count: number
   offset: number
   /** New streams per second while ramping up. */
@@ -29,6 +31,7 @@ interface Config {
 const config = JSON.parse(process.env.BENCH_CLIENT!) as Config
 
 const latency = new Histogram()
+const groupLatency = new Map<number, Histogram>()
 const connectMs = new Histogram()
 const counters = {
   attempts: 0,
@@ -62,7 +65,18 @@ class Stream {
   everReady = false
   attemptDone = false
 
-  constructor(readonly path: string) {}
+  readonly groupHistogram: Histogram | null
+
+  constructor(
+    readonly path: string,
+    group: number | undefined,
+  ) {
+    if (group === undefined) this.groupHistogram = null
+    else {
+      if (!groupLatency.has(group)) groupLatency.set(group, new Histogram())
+      this.groupHistogram = groupLatency.get(group)!
+    }
+  }
 
   open() {
     if (stopping) return
@@ -188,7 +202,10 @@ class Stream {
       if (t >= 0) {
         const from = t + 13
         const sent = Number(block.slice(from, block.indexOf('"', from)))
-        if (Number.isFinite(sent)) latency.record(at - sent)
+        if (Number.isFinite(sent)) {
+          latency.record(at - sent)
+          this.groupHistogram?.record(at - sent)
+        }
       }
     }
   }
@@ -233,7 +250,10 @@ const handlers = {
 }
 
 const streams: Stream[] = []
-for (let i = 0; i < config.count; i++) streams.push(new Stream(config.paths[(config.offset + i) % config.paths.length]!))
+for (let i = 0; i < config.count; i++) {
+  const k = (config.offset + i) % config.paths.length
+  streams.push(new Stream(config.paths[k]!, config.groups?.[k]))
+}
 
 // Ramp up at rampPerSec, in 10 ms steps.
 let next = 0
@@ -249,6 +269,7 @@ const statusTimer = setInterval(() => emit(status()), config.statusEveryMs)
 
 function reset() {
   latency.reset()
+  for (const h of groupLatency.values()) h.reset()
   connectMs.reset()
   for (const key of Object.keys(counters) as Array<keyof typeof counters>) counters[key] = 0
   failureSamples = []
@@ -260,7 +281,7 @@ for await (const line of console) {
     reset()
     emit({ type: 'reset-ok' })
   } else if (command === 'report') {
-    emit({ ...status(), type: 'report', latency: latency.toJSON(), connect: connectMs.toJSON(), failureSamples })
+    emit({ ...status(), type: 'report', latency: latency.toJSON(), groups: Object.fromEntries([...groupLatency].map(([g, h]) => [g, h.toJSON()])), connect: connectMs.toJSON(), failureSamples })
   } else if (command === 'stop') break
 }
 stopping = true

@@ -1,10 +1,14 @@
-// A load-generator process speaking the worker protocol over one WebSocket (`/workers/ws?token=`).
+// A load-generator process speaking the worker protocol over one WebSocket (`/workers/ws?token=`) per target.
 //
 // mode `broadcast`: every intervalMs, one `progress` frame for each of `ids` (all at once, or `spread` over the
 //   interval), its `message` the send time (`t=<ms>`), so stream clients can measure worker-frame-to-receipt
 //   latency. Acks are timed by `ref`.
 // mode `ingest`: `progress` frames as fast as the server acks them, round-robin over `ids`, with at most
 //   `window` frames unacked (acks come after the coalesced write commits, so many must be in flight).
+//
+// `alternate` (broadcast only): more targets, each its own server, worker_id and ids, on a socket of its own;
+//   tick k broadcasts target k mod (1 + alternate.length) only, so changes made on different instances take
+//   turns within one measured window, under the same conditions (bench cluster).
 //
 // Config: JSON in BENCH_WORKER. Commands on stdin: `start`, `pause`, `reset`, `report`, `stop`. Output: JSON lines.
 import { Histogram, now } from '../histogram'
@@ -24,6 +28,7 @@ interface Config {
    * as independent workers would; every process still reports once per interval.
    */
   spread?: boolean
+  alternate?: Array<{ url: string; workerId: string; ids: number[] }>
 }
 
 const config = JSON.parse(process.env.BENCH_WORKER!) as Config
@@ -31,6 +36,8 @@ const attempt = config.attempt === undefined ? '' : `,"attempt":${config.attempt
 const emit = (message: object) => process.stdout.write(JSON.stringify(message) + '\n')
 
 const ackMs = new Histogram()
+/** Per target (alternate): the ack time of its frames, i.e. frame → commit on that target's instance. */
+const targetAckMs: Histogram[] = []
 const counters = { sent: 0, acked: 0, errors: 0, ticks: 0, lateTicks: 0 }
 let errorCodes: Record<string, number> = {}
 let errorSamples: string[] = []
@@ -41,16 +48,32 @@ let tick = 0
 let cursor = 0
 let outstanding = 0
 
-const ws = new WebSocket(`${config.url.replace(/^http/, 'ws')}/workers/ws?token=${encodeURIComponent(config.token)}`)
-ws.binaryType = 'arraybuffer'
-const opened = new Promise<void>((resolve, reject) => {
-  ws.onopen = () => resolve()
-  ws.onerror = (event) => reject(new Error(`websocket error: ${String((event as ErrorEvent).message ?? 'connection failed')}`))
-})
+interface Target {
+  ws: WebSocket
+  workerId: string
+  ids: number[]
+  opened: Promise<void>
+}
+
+function connect(url: string, workerId: string, ids: number[]): Target {
+  const acks = new Histogram()
+  targetAckMs.push(acks)
+  const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/workers/ws?token=${encodeURIComponent(config.token)}`)
+  ws.binaryType = 'arraybuffer'
+  ws.onmessage = (event) => onFrame(JSON.parse(String(event.data)), acks)
+  ws.onclose = (event) => {
+    emit({ type: 'closed', code: event.code, reason: event.reason })
+    if (running) process.exit(1)
+  }
+  const opened = new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve()
+    ws.onerror = (event) => reject(new Error(`websocket error: ${String((event as ErrorEvent).message ?? 'connection failed')}`))
+  })
+  return { ws, workerId, ids, opened }
+}
 
 let helloDone: (() => void) | null = null
-ws.onmessage = (event) => {
-  const frame = JSON.parse(String(event.data)) as { op: string; ref?: number | string; code?: string; message?: string }
+function onFrame(frame: { op: string; ref?: number | string; code?: string; message?: string }, acks: Histogram) {
   if (frame.ref === 'hello') {
     helloDone?.()
     return
@@ -62,6 +85,7 @@ ws.onmessage = (event) => {
       const at = sentAt.get(frame.ref)
       if (at !== undefined) {
         ackMs.record(now() - at)
+        acks.record(now() - at)
         sentAt.delete(frame.ref)
       }
     }
@@ -75,16 +99,16 @@ ws.onmessage = (event) => {
   }
   if (config.mode === 'ingest' && running) pump()
 }
-ws.onclose = (event) => {
-  emit({ type: 'closed', code: event.code, reason: event.reason })
-  if (running) process.exit(1)
-}
 
-await opened
-await new Promise<void>((resolve) => {
-  helloDone = resolve
-  ws.send(JSON.stringify({ op: 'hello', worker_id: config.workerId, ref: 'hello' }))
-})
+const targets = [connect(config.url, config.workerId, config.ids), ...(config.alternate ?? []).map((t) => connect(t.url, t.workerId, t.ids))]
+const ws = targets[0]!.ws
+for (const target of targets) {
+  await target.opened
+  await new Promise<void>((resolve) => {
+    helloDone = resolve
+    target.ws.send(JSON.stringify({ op: 'hello', worker_id: target.workerId, ref: 'hello' }))
+  })
+}
 emit({ type: 'ready' })
 
 const SPREAD_STEP_MS = 10
@@ -92,18 +116,21 @@ const steps = config.spread ? Math.max(1, Math.floor(config.intervalMs / SPREAD_
 let progress = 0
 
 /** One step of a tick: all of `ids`, or (spread) the step's share of them. */
+let target = targets[0]!
 function broadcastStep(step: number) {
   if (step === 0) {
-    progress = tick++ % 101
+    target = targets[tick % targets.length]!
+    progress = Math.floor(tick++ / targets.length) % 101
     counters.ticks++
   }
-  const from = Math.floor((config.ids.length * step) / steps)
-  const to = Math.floor((config.ids.length * (step + 1)) / steps)
+  const ids = target.ids
+  const from = Math.floor((ids.length * step) / steps)
+  const to = Math.floor((ids.length * (step + 1)) / steps)
   for (let i = from; i < to; i++) {
     const ref = nextRef++
     const at = now()
     sentAt.set(ref, at)
-    ws.send(`{"op":"progress","ref":${ref},"process_id":${config.ids[i]},"progress":${progress},"message":"t=${at}"${attempt}}`)
+    target.ws.send(`{"op":"progress","ref":${ref},"process_id":${ids[i]},"progress":${progress},"message":"t=${at}"${attempt}}`)
     counters.sent++
   }
 }
@@ -158,16 +185,17 @@ for await (const line of console) {
     emit({ type: 'paused' })
   } else if (command === 'reset') {
     ackMs.reset()
+    for (const h of targetAckMs) h.reset()
     for (const key of Object.keys(counters) as Array<keyof typeof counters>) counters[key] = 0
     errorCodes = {}
     errorSamples = []
     emit({ type: 'reset-ok' })
   } else if (command === 'report') {
-    emit({ type: 'report', ...counters, outstanding, errorCodes, errorSamples, ack: ackMs.toJSON() })
+    emit({ type: 'report', ...counters, outstanding, errorCodes, errorSamples, ack: ackMs.toJSON(), targetAcks: targetAckMs.map((h) => h.toJSON()) })
   } else if (command === 'stop') break
 }
 running = false
 if (timer) clearTimeout(timer)
-ws.close()
+for (const t of targets) t.ws.close()
 emit({ type: 'stopped' })
 process.exit(0)
