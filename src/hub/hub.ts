@@ -8,7 +8,8 @@ export type Listener = (process: Process) => void
 /** What the hub needs from a cross-instance transport; the Redis bridge implements it. */
 export interface Bridge {
   readonly healthy: boolean
-  publish(process: Process): void
+  /** Sends these states to the other instances now, in one write. */
+  publish(processes: readonly Process[]): void
   publishWork(type: string): void
   subscribe(channel: string): Promise<void>
   unsubscribe(channel: string): void
@@ -92,9 +93,19 @@ export class Hub {
 
   /** A state was committed on this instance: deliver it here and to every other instance. */
   publish(process: Process) {
-    this.published++
-    this.deliver(process)
-    this.bridge?.publish(process)
+    this.publishAll([process])
+  }
+
+  /**
+   * States committed together on this instance. They go to the other instances first, in one Redis write,
+   * and only then to this instance's own streams: a fan-out to thousands of local streams takes tens of
+   * milliseconds, and the other instances' streams must not wait for it.
+   */
+  publishAll(processes: readonly Process[]) {
+    if (processes.length === 0) return
+    this.published += processes.length
+    this.bridge?.publish(processes)
+    for (const process of processes) this.deliver(process)
   }
 
   /** A state arrived (locally, from Redis, or from a resync read): deliver it if it is newer than what we had. */

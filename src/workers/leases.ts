@@ -80,7 +80,7 @@ export class LeaseSweeper {
   /** One pass; returns the processes it failed. */
   async sweep(): Promise<Process[]> {
     const failed = await sweepExpired(this.sql, this.timeoutMs)
-    for (const process of failed) this.hub.publish(process)
+    this.hub.publishAll(failed)
     if (failed.length > 0) {
       this.metrics.counters.sweeps_failed_processes += failed.length
       this.log.info('lease sweep failed silent processes', { ids: failed.map((p) => p.id) })

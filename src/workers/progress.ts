@@ -131,10 +131,11 @@ export class ProgressCoalescer {
       this.inFlight.clear()
     }
     this.metrics.counters.progress_writes += committed.length
+    // All of them at once: one Redis write for the statement, before the local fan-out.
+    this.hub.publishAll(committed)
     const byId = new Map(committed.map((p) => [p.id, p]))
     for (const slot of due) {
       const process = byId.get(slot.write.id)
-      if (process) this.hub.publish(process)
       const outcome: ProgressOutcome = process ? { ok: true, process } : { ok: false, error: null }
       for (const waiter of slot.waiters) waiter(outcome)
     }

@@ -1,0 +1,101 @@
+// The hub over a real Redis: what a change committed on this instance does, seen from another process
+// subscribed to the same Redis (standing in for another instance).
+import { afterAll, describe, expect, it } from 'bun:test'
+import { Hub, processChannel, workspaceChannel } from '../../src/hub/hub'
+import { RedisBridge } from '../../src/hub/redis'
+import { Metrics } from '../../src/ops/metrics'
+import type { Process } from '../../src/processes/model'
+import { BUN, hasRedis, quietLogger, redisPrefix, waitFor } from '../helpers'
+
+const state = (id: number, version: number): Process => ({
+  id,
+  workspace_id: 7,
+  type: 'bridge_test',
+  status: 'running',
+  progress: version,
+  message: null,
+  error: null,
+  attempts: 1,
+  version,
+  worker_id: 'w',
+  created_by: null,
+  created_at: '2026-12-02T00:00:00.000Z',
+  updated_at: '2026-12-02T00:00:00.000Z',
+  started_at: '2026-12-02T00:00:00.000Z',
+  finished_at: null,
+  metadata: {},
+  result_summary: null,
+})
+
+/** Another process subscribed to channels: it prints each message with the wall-clock time it arrived. */
+function otherInstance(url: string, channels: string[]) {
+  const script = `
+    import Redis from 'ioredis'
+    const sub = new Redis(${JSON.stringify(url)})
+    sub.on('message', (channel, message) => console.log(JSON.stringify({ at: Date.now(), channel, message })))
+    await sub.subscribe(...${JSON.stringify(channels)})
+    console.log(JSON.stringify({ ready: true }))`
+  const proc = Bun.spawn([BUN, '-e', script], { cwd: new URL('../..', import.meta.url).pathname, stdout: 'pipe', stderr: 'inherit' })
+  const lines: any[] = []
+  void (async () => {
+    let pending = ''
+    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
+      pending += new TextDecoder().decode(chunk)
+      let nl: number
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(pending.slice(0, nl)))
+        pending = pending.slice(nl + 1)
+      }
+    }
+  })()
+  afterAll(() => proc.kill('SIGKILL'))
+  return { lines, ready: () => waitFor(() => lines.some((l) => l.ready), 10_000, 'the other subscriber') }
+}
+
+describe.skipIf(!hasRedis)('the hub with a Redis bridge', async () => {
+  if (!hasRedis) return
+  const prefix = redisPrefix()
+  const hub = new Hub()
+  const metrics = new Metrics()
+  const bridge = new RedisBridge({ url: process.env.REDIS_URL!, prefix, hub, log: quietLogger(), metrics, onResync: async () => {} })
+  hub.attach(bridge)
+  await bridge.connect()
+  afterAll(() => bridge.close())
+
+  it("sends a batch of changes to the other instances before this instance's own (slow) fan-out", async () => {
+    const ids = [101, 102, 103]
+    const other = otherInstance(process.env.REDIS_URL!, ids.map((id) => prefix + processChannel(id)))
+    await other.ready()
+    // A local stream whose delivery takes 400 ms of this event loop, as a fan-out to thousands of streams does.
+    const delivered: number[] = []
+    const unwatch = await hub.watch(101, (p) => {
+      delivered.push(p.version)
+      const until = Date.now() + 400
+      while (Date.now() < until) {}
+    })
+    const publishedAt = Date.now()
+    hub.publishAll(ids.map((id) => state(id, 2)))
+    const localDoneAt = Date.now()
+    expect(delivered).toEqual([2])
+    expect(localDoneAt - publishedAt).toBeGreaterThanOrEqual(400)
+
+    await waitFor(() => other.lines.filter((l) => l.channel).length === ids.length, 5000, 'the three changes on the other subscriber')
+    const arrivals = other.lines.filter((l) => l.channel)
+    // The other instance had every change while this one was still busy with its own stream.
+    for (const m of arrivals) expect(m.at).toBeLessThan(localDoneAt)
+    expect(arrivals.map((m) => JSON.parse(m.message).id).sort()).toEqual(ids)
+    // One publish per change (process and workspace channels, counted once), in one write.
+    expect(metrics.counters.redis_publishes).toBe(ids.length)
+    unwatch()
+  })
+
+  it('publishes every change on its process channel and its workspace channel', async () => {
+    const other = otherInstance(process.env.REDIS_URL!, [prefix + processChannel(201), prefix + workspaceChannel(7)])
+    await other.ready()
+    hub.publish(state(201, 5))
+    await waitFor(() => other.lines.filter((l) => l.channel).length === 2, 5000, 'both channels')
+    const channels = other.lines.filter((l) => l.channel).map((l) => l.channel)
+    expect(channels.sort()).toEqual([prefix + processChannel(201), prefix + workspaceChannel(7)].sort())
+    for (const m of other.lines.filter((l) => l.channel)) expect(JSON.parse(m.message)).toMatchObject({ id: 201, version: 5 })
+  })
+})
