@@ -30,7 +30,7 @@ export async function claim(
       if (type === '*' || !o.types || o.types.includes(type)) wake()
     })
     try {
-      const process = await claimNext(sql, o.workerId, o.types)
+      const process = await claimUnlessGone(sql, o)
       if (process) {
         hub.publish(process)
         return process
@@ -54,6 +54,26 @@ export async function claim(
     } finally {
       off()
     }
+  }
+}
+
+const GONE = Symbol('the worker went away')
+
+/**
+ * One claim attempt, in a transaction that is rolled back if the worker's socket closed while the query ran:
+ * that worker would never hear of its lease, and the process would sit running until the lease sweep failed
+ * it. Rolled back, it stays pending for the next worker.
+ */
+async function claimUnlessGone(sql: Sql, o: { workerId: string; types: string[] | null; signal: AbortSignal }): Promise<Process | null> {
+  try {
+    return await sql.begin(async (tx) => {
+      const process = await claimNext(tx, o.workerId, o.types)
+      if (process && o.signal.aborted) throw GONE
+      return process
+    })
+  } catch (error) {
+    if (error === GONE) return null
+    throw error
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'bun:test'
-import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { TestWorker } from '../worker-client'
 
 const { db } = await testDatabase()
@@ -106,6 +106,40 @@ describe('worker gateway: claims', () => {
     expect(new Set(claimed).size).toBe(40)
     expect(claimed.sort((x, y) => x - y)).toEqual(created.map((p) => p.id).sort((x, y) => x - y))
     for (const w of workers) w.close()
+  })
+})
+
+// Holding a table lock from another connection, to keep a claim's query waiting, needs a real Postgres.
+describe.skipIf(!hasPostgres)('worker gateway: a claim whose worker goes away', () => {
+  it('is rolled back when the socket closes while the claim query runs: the process stays pending for the next worker', async () => {
+    const type = freshType()
+    const p = await create(type)
+    let release: () => void = () => {}
+    let locked: () => void = () => {}
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    // SHARE mode conflicts with the ROW EXCLUSIVE lock the claim's UPDATE takes: the claim waits behind it.
+    const holder = db.sql.begin(async (tx) => {
+      await tx`lock table processes in share mode`
+      locked()
+      await new Promise<void>((resolve) => (release = resolve))
+    })
+    await isLocked
+    const gone = await TestWorker.connect(base, wtoken)
+    await gone.request({ op: 'hello', worker_id: 'gone-worker' })
+    const others = server.gateway.connected - 1
+    void gone.request({ op: 'claim', types: [type] }, 5000).catch(() => {}) // never answered: the socket closes first
+    await Bun.sleep(200)
+    gone.close()
+    await waitFor(() => server.gateway.connected <= others, 3000, 'the server to see the socket close')
+    release()
+    await holder
+    await Bun.sleep(300)
+    expect(await get(p.id)).toMatchObject({ status: 'pending', worker_id: null, attempts: 0 })
+    const next = await TestWorker.connect(base, wtoken)
+    await next.request({ op: 'hello', worker_id: 'next-worker' })
+    expect((await next.request({ op: 'claim', types: [type] })).process).toMatchObject({ id: p.id, worker_id: 'next-worker', attempts: 1 })
+    expect((await events(p.id)).map((e: { status: string }) => e.status)).toEqual(['pending', 'running'])
+    next.close()
   })
 })
 
