@@ -1,7 +1,7 @@
 // Shared plumbing for the benchmarks: a fresh Postgres database and Redis prefix per run, child processes
 // (servers, load generators) with their RSS and CPU read from /proc, wrk, latency histograms, the results table
 // and the JSON file in bench-results/. Everything listens and connects on 127.0.0.1 only.
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../../src/auth/queries'
@@ -307,6 +307,24 @@ export function procStat(pid: number): ProcStat {
   return { rssBytes: rssKb * 1024, cpuSeconds: (utime + stime) / CLOCK_TICKS_PER_S, threads }
 }
 
+/**
+ * CPU seconds used so far by every Postgres process on this machine (the postmaster, its backends and
+ * background workers): the database's share of a benchmark that runs on the same cores.
+ */
+export function postgresCpuSeconds(): number {
+  let total = 0
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      if (!stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).startsWith('postgres')) continue
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      total += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S
+    } catch {} // gone meanwhile
+  }
+  return total
+}
+
 /** Reads the server's Prometheus text into name → value (labels dropped, samples summed). */
 export async function scrapeMetrics(url: string): Promise<Record<string, number>> {
   const text = await (await fetch(`${url}/metrics`)).text()
@@ -343,6 +361,8 @@ export interface WrkResult {
   raw: string
   /** CPU time (user + system) the server process spent during the measured run, when its pid was given. */
   serverCpuSeconds?: number
+  /** CPU seconds of every Postgres process during the measured run (when asked for). */
+  postgresCpuSeconds?: number
 }
 
 function toMs(value: string): number {
@@ -383,7 +403,7 @@ export function scratchDir(): string {
  * Runs wrk against a URL; `lua` is a script body (headers, a request() that picks ids). wrk runs in its own
  * process; a short warm-up run first (JIT, pool, caches), whose figures are discarded.
  */
-export async function runWrk(o: { url: string; lua?: string; threads: number; connections: number; durationS: number; warmupS: number; serverPid?: number }): Promise<WrkResult> {
+export async function runWrk(o: { url: string; lua?: string; threads: number; connections: number; durationS: number; warmupS: number; serverPid?: number; postgres?: boolean }): Promise<WrkResult> {
   const args = [`-t${o.threads}`, `-c${o.connections}`, '--latency']
   if (o.lua) {
     const file = join(scratchDir(), `wrk-${suffix()}.lua`)
@@ -398,8 +418,10 @@ export async function runWrk(o: { url: string; lua?: string; threads: number; co
   }
   if (o.warmupS > 0) await run(o.warmupS)
   const before = o.serverPid === undefined ? null : procStat(o.serverPid)
+  const postgresBefore = o.postgres ? postgresCpuSeconds() : 0
   const result = await run(o.durationS)
   if (before) result.serverCpuSeconds = procStat(o.serverPid!).cpuSeconds - before.cpuSeconds
+  if (o.postgres) result.postgresCpuSeconds = postgresCpuSeconds() - postgresBefore
   return result
 }
 
