@@ -65,6 +65,8 @@ export interface StreamsResult {
   watchedProcesses: number
   latency: Histogram
   latencyByGroup: Map<number, Histogram>
+  /** With alternate targets: each burst's group and the latencies of all its events (every client's). */
+  bursts: Map<number, { group: number; ms: number[] }>
   connect: Histogram
   counters: Record<string, number>
   failureSamples: string[]
@@ -205,11 +207,16 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
 
   const latency = new Histogram()
   const latencyByGroup = new Map<number, Histogram>()
+  const bursts = new Map<number, { group: number; ms: number[] }>()
   const connect = new Histogram()
   const counters: Record<string, number> = {}
   const failureSamples: string[] = []
   for (const r of reports) {
     latency.merge(Histogram.fromJSON(r.latency))
+    for (const [burst, group, ms] of (r.bursts ?? []) as Array<[number, number, number[]]>) {
+      if (!bursts.has(burst)) bursts.set(burst, { group, ms: [] })
+      bursts.get(burst)!.ms.push(...ms)
+    }
     for (const [g, h] of Object.entries(r.groups ?? {})) {
       if (!latencyByGroup.has(Number(g))) latencyByGroup.set(Number(g), new Histogram())
       latencyByGroup.get(Number(g))!.merge(Histogram.fromJSON(h as any))
@@ -227,6 +234,7 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
     watchedProcesses: o.ids.length,
     latency,
     latencyByGroup,
+    bursts,
     connect,
     counters,
     failureSamples: failureSamples.slice(0, 10),

@@ -32,6 +32,13 @@ const config = JSON.parse(process.env.BENCH_CLIENT!) as Config
 
 const latency = new Histogram()
 const groupLatency = new Map<number, Histogram>()
+/** Per burst (frames tagged `t=<ms>/<burst>`): its group and every latency of it received here. */
+let bursts = new Map<number, { group: number; ms: number[] }>()
+function recordBurst(burst: number, group: number, ms: number) {
+  let entry = bursts.get(burst)
+  if (!entry) bursts.set(burst, (entry = { group, ms: [] }))
+  entry.ms.push(ms)
+}
 const connectMs = new Histogram()
 const counters = {
   attempts: 0,
@@ -69,7 +76,7 @@ class Stream {
 
   constructor(
     readonly path: string,
-    group: number | undefined,
+    readonly group: number | undefined,
   ) {
     if (group === undefined) this.groupHistogram = null
     else {
@@ -201,10 +208,15 @@ class Stream {
       const t = block.indexOf('"message":"t=', dataAt)
       if (t >= 0) {
         const from = t + 13
-        const sent = Number(block.slice(from, block.indexOf('"', from)))
+        const text = block.slice(from, block.indexOf('"', from))
+        const slash = text.indexOf('/')
+        const sent = Number(slash < 0 ? text : text.slice(0, slash))
         if (Number.isFinite(sent)) {
           latency.record(at - sent)
-          this.groupHistogram?.record(at - sent)
+          if (this.groupHistogram) {
+            this.groupHistogram.record(at - sent)
+            if (slash >= 0) recordBurst(Number(text.slice(slash + 1)), this.group!, at - sent)
+          }
         }
       }
     }
@@ -270,6 +282,7 @@ const statusTimer = setInterval(() => emit(status()), config.statusEveryMs)
 function reset() {
   latency.reset()
   for (const h of groupLatency.values()) h.reset()
+  bursts = new Map()
   connectMs.reset()
   for (const key of Object.keys(counters) as Array<keyof typeof counters>) counters[key] = 0
   failureSamples = []
@@ -281,7 +294,7 @@ for await (const line of console) {
     reset()
     emit({ type: 'reset-ok' })
   } else if (command === 'report') {
-    emit({ ...status(), type: 'report', latency: latency.toJSON(), groups: Object.fromEntries([...groupLatency].map(([g, h]) => [g, h.toJSON()])), connect: connectMs.toJSON(), failureSamples })
+    emit({ ...status(), type: 'report', latency: latency.toJSON(), groups: Object.fromEntries([...groupLatency].map(([g, h]) => [g, h.toJSON()])), bursts: [...bursts].map(([burst, e]) => [burst, e.group, e.ms.map((x) => Math.round(x * 100) / 100)]), connect: connectMs.toJSON(), failureSamples })
   } else if (command === 'stop') break
 }
 stopping = true

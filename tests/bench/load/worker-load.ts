@@ -117,8 +117,11 @@ let progress = 0
 
 /** One step of a tick: all of `ids`, or (spread) the step's share of them. */
 let target = targets[0]!
+/** With alternate targets each frame also names its burst (`t=<ms>/<burst>`), so receivers can pair bursts. */
+let burstTag = ''
 function broadcastStep(step: number) {
   if (step === 0) {
+    if (targets.length > 1) burstTag = `/${tick}`
     target = targets[tick % targets.length]!
     progress = Math.floor(tick++ / targets.length) % 101
     counters.ticks++
@@ -130,7 +133,7 @@ function broadcastStep(step: number) {
     const ref = nextRef++
     const at = now()
     sentAt.set(ref, at)
-    target.ws.send(`{"op":"progress","ref":${ref},"process_id":${ids[i]},"progress":${progress},"message":"t=${at}"${attempt}}`)
+    target.ws.send(`{"op":"progress","ref":${ref},"process_id":${ids[i]},"progress":${progress},"message":"t=${at}${burstTag}"${attempt}}`)
     counters.sent++
   }
 }
