@@ -12,7 +12,7 @@ import { Hub } from './hub/hub'
 import { RedisBridge } from './hub/redis'
 import { Logger } from './ops/log'
 import { Metrics } from './ops/metrics'
-import { getProcesses, listChangedSince } from './processes/queries'
+import { getProcesses, listChangedSince, listLeasesEndedSince } from './processes/queries'
 import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/stream'
 import type { Services } from './services'
@@ -50,10 +50,12 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
       hub,
       log,
       metrics,
-      // After an outage: every watched process, and every change in watched workspaces, re-read from Postgres.
+      // After an outage: every watched process, every change in watched workspaces, and every lease of a
+      // watched worker that ended meanwhile, re-read from Postgres.
       onResync: async (since) => {
         for (const process of await getProcesses(db.sql, hub.watchedProcessIds())) hub.deliver(process)
         for (const process of await listChangedSince(db.sql, hub.watchedWorkspaceIds(), since)) hub.deliver(process)
+        for (const process of await listLeasesEndedSince(db.sql, hub.watchedWorkerIds(), since)) hub.deliver(process)
       },
     })
     hub.attach(bridge)

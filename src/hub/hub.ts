@@ -1,6 +1,7 @@
-// The in-memory hub: committed process states, keyed by process id (and by workspace, for dashboards),
-// delivered to this instance's streams and workers. With a Bridge (Redis), every change also goes out to the
-// other instances, and this instance listens only to the ids and workspaces its own clients watch.
+// The in-memory hub: committed process states, keyed by process id (and by workspace, for dashboards, and by
+// worker, for the gateway's leases), delivered to this instance's streams and workers. With a Bridge (Redis),
+// every change also goes out to the other instances, and this instance listens only to the ids, workspaces
+// and workers its own clients watch.
 import type { Process } from '../processes/model'
 
 export type Listener = (process: Process) => void
@@ -36,11 +37,20 @@ export function parsedProcess(json: string): Process {
 
 export const processChannel = (id: number) => `process:${id}`
 export const workspaceChannel = (id: number) => `workspace:${id}`
+export const workerChannel = (workerId: string) => `worker:${workerId}`
 export const WORK_CHANNEL = 'work'
+
+/**
+ * Whether a state goes to its worker's channel: the lease holder must hear that the process is no longer
+ * running for it (cancelled, failed by a sweep, finished), and only that, so an instance holding a worker's
+ * leases is not sent every progress change of its own processes back from Redis.
+ */
+export const leaseEnded = (process: Process): process is Process & { worker_id: string } => process.worker_id !== null && process.status !== 'running'
 
 export class Hub {
   private readonly byProcess = new Map<number, Set<Listener>>()
   private readonly byWorkspace = new Map<number, Set<Listener>>()
+  private readonly byWorker = new Map<string, Set<Listener>>()
   // The newest version seen per watched id: a late or echoed copy of an older state is dropped here.
   private readonly newest = new Map<number, number>()
   private readonly workListeners = new Set<(type: string) => void>()
@@ -64,7 +74,12 @@ export class Hub {
     return this.add(this.byWorkspace, workspaceId, listener, workspaceChannel)
   }
 
-  private async add(map: Map<number, Set<Listener>>, key: number, listener: Listener, channel: (k: number) => string) {
+  /** Watches the processes leased to a worker: the listener hears each state that ends a lease (leaseEnded). */
+  async watchWorker(workerId: string, listener: Listener): Promise<() => void> {
+    return this.add(this.byWorker, workerId, listener, workerChannel)
+  }
+
+  private async add<K extends number | string>(map: Map<K, Set<Listener>>, key: K, listener: Listener, channel: (k: K) => string) {
     let set = map.get(key)
     if (!set) map.set(key, (set = new Set()))
     set.add(listener)
@@ -77,7 +92,7 @@ export class Hub {
       current.delete(listener)
       if (current.size === 0) {
         map.delete(key)
-        if (map === this.byProcess) this.newest.delete(key)
+        if (map === this.byProcess) this.newest.delete(key as number)
         this.bridge?.unsubscribe(channel(key))
       }
     }
@@ -120,6 +135,10 @@ export class Hub {
     }
     const workspace = this.byWorkspace.get(process.workspace_id)
     if (workspace) for (const listener of workspace) listener(process)
+    if (leaseEnded(process)) {
+      const worker = this.byWorker.get(process.worker_id)
+      if (worker) for (const listener of worker) listener(process)
+    }
   }
 
   /** New or retried work of a type: wake waiting claims here and on every instance. */
@@ -145,6 +164,10 @@ export class Hub {
     return [...this.byWorkspace.keys()]
   }
 
+  watchedWorkerIds(): string[] {
+    return [...this.byWorker.keys()]
+  }
+
   counts() {
     let processListeners = 0
     for (const set of this.byProcess.values()) processListeners += set.size
@@ -155,6 +178,7 @@ export class Hub {
       processListeners,
       workspaces: this.byWorkspace.size,
       workspaceListeners,
+      workers: this.byWorker.size,
       workListeners: this.workListeners.size,
     }
   }

@@ -1,5 +1,6 @@
 // The Redis bridge: one connection publishes, one subscribes. Channels are `process:<id>`,
-// `workspace:<id>` (for workspace streams) and `work` (new or retried work), under REDIS_PREFIX.
+// `workspace:<id>` (for workspace streams), `worker:<worker_id>` (a state that ends a lease, for the instance
+// holding that worker's socket) and `work` (new or retried work), under REDIS_PREFIX.
 // While Redis is down, publishes are dropped (local delivery goes on) rather than queued; on reconnect the
 // bridge resubscribes and asks the hub's owner to re-read every watched process from Postgres.
 //
@@ -14,7 +15,7 @@ import Redis from 'ioredis'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
-import { type Bridge, type Hub, WORK_CHANNEL, parsedProcess, processChannel, processJson, workspaceChannel } from './hub'
+import { type Bridge, type Hub, WORK_CHANNEL, leaseEnded, parsedProcess, processChannel, processJson, workerChannel, workspaceChannel } from './hub'
 
 export interface RedisBridgeOptions {
   url: string
@@ -78,8 +79,10 @@ export class RedisBridge implements Bridge {
     const pipeline = this.pub.pipeline()
     for (const process of processes) {
       const payload = processJson(process)
-      // Two channels, per-process (streams, workers) and per-workspace (dashboards).
-      for (const channel of [this.key(processChannel(process.id)), this.key(workspaceChannel(process.workspace_id))]) {
+      // Per-process (streams) and per-workspace (dashboards); per-worker too when the lease ends (workers).
+      const channels = [this.key(processChannel(process.id)), this.key(workspaceChannel(process.workspace_id))]
+      if (leaseEnded(process)) channels.push(this.key(workerChannel(process.worker_id)))
+      for (const channel of channels) {
         if (this.channels.has(channel)) this.echoes.set(channel, payload)
         pipeline.publish(channel, payload)
       }

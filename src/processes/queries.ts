@@ -95,6 +95,16 @@ export async function listChangedSince(sql: Sql, workspaceIds: number[], since: 
   return rows.map(toProcess)
 }
 
+/** Processes of these workers that left `running` since then: the leases an outage may have hidden. */
+export async function listLeasesEndedSince(sql: Sql, workerIds: string[], since: Date): Promise<Process[]> {
+  if (workerIds.length === 0) return []
+  const rows = await sql`
+    select * from processes
+     where worker_id = any(${workerIds}::text[]) and status <> 'running' and updated_at >= ${since}
+     order by id`
+  return rows.map(toProcess)
+}
+
 export async function listEvents(sql: Sql, processId: number, after: number, limit: number) {
   return sql<{ id: number; status: Status; message: string | null; created_at: string }[]>`
     select id, status, message, created_at from process_events

@@ -43,7 +43,10 @@ class FrameError extends Error {
 
 export class WorkerGateway {
   private readonly sockets = new Map<string, Set<Socket>>()
-  private readonly held = new Map<number, { workerId: string; unwatch: () => void }>()
+  /** Leases this instance speaks for: process id → its worker and the version the lease was taken at. */
+  private readonly held = new Map<number, { workerId: string; version: number }>()
+  /** One hub watch per worker with held processes (its `worker:<id>` channel), however many it holds. */
+  private readonly watches = new Map<string, { count: number; unwatch: Promise<() => void> }>()
   private readonly all = new Set<Socket>()
 
   constructor(private readonly s: Services) {}
@@ -163,9 +166,9 @@ export class WorkerGateway {
           this.addSocket(frame.worker_id, ws)
         }
         // A worker that comes back keeps its leases: watch them again from this instance.
-        const rows = await sql<{ id: number }[]>`
-          select id from processes where status = 'running' and worker_id = ${frame.worker_id} order by id`
-        for (const row of rows) await this.hold(frame.worker_id, row.id)
+        const rows = await sql<{ id: number; version: number }[]>`
+          select id, version from processes where status = 'running' and worker_id = ${frame.worker_id} order by id`
+        for (const row of rows) await this.hold(frame.worker_id, row.id, row.version)
         return { op: 'ack', worker_id: frame.worker_id, processes: rows.map((r) => r.id) }
       }
       case 'claim': {
@@ -175,7 +178,7 @@ export class WorkerGateway {
           waitMs: frame.wait_ms ?? 0,
           signal: ws.data.closed.signal,
         })
-        if (process) await this.hold(workerId, process.id)
+        if (process) await this.hold(workerId, process.id, process.version)
         return { op: 'claimed', process }
       }
       case 'start': {
@@ -186,7 +189,7 @@ export class WorkerGateway {
           const [current] = await getProcesses(sql, [frame.process_id])
           return { op: 'ack', process: current }
         }
-        await this.hold(workerId, changed.id)
+        await this.hold(workerId, changed.id, changed.version)
         hub.publish(changed)
         return { op: 'ack', process: changed }
       }
@@ -247,25 +250,41 @@ export class WorkerGateway {
     return 'invalid_transition'
   }
 
-  private async hold(workerId: string, processId: number) {
+  private async hold(workerId: string, processId: number, version: number) {
     const current = this.held.get(processId)
-    if (current?.workerId === workerId) return
-    current?.unwatch()
-    const entry = { workerId, unwatch: () => {} }
-    this.held.set(processId, entry)
-    entry.unwatch = await this.s.hub.watch(processId, (p) => this.onHeldChange(workerId, p))
+    if (current?.workerId === workerId) {
+      current.version = Math.max(current.version, version)
+      return
+    }
+    if (current) this.release(processId)
+    this.held.set(processId, { workerId, version })
+    let watch = this.watches.get(workerId)
+    if (!watch) {
+      watch = { count: 0, unwatch: this.s.hub.watchWorker(workerId, (p) => this.onLeaseEnded(workerId, p)) }
+      this.watches.set(workerId, watch)
+    }
+    watch.count++
+    await watch.unwatch
   }
 
   private release(processId: number) {
     const entry = this.held.get(processId)
     if (!entry) return
     this.held.delete(processId)
-    entry.unwatch()
+    const watch = this.watches.get(entry.workerId)
+    if (!watch || --watch.count > 0) return
+    this.watches.delete(entry.workerId)
+    void watch.unwatch.then((unwatch) => unwatch())
   }
 
-  /** A held process changed, not by its worker's own terminal frame: tell the worker to stop if it lost it. */
-  private onHeldChange(workerId: string, process: Process) {
-    if (process.status === 'running' && process.worker_id === workerId) return
+  /**
+   * A process of this worker left `running` (leaseEnded), not by its worker's own terminal frame (that one
+   * releases first): tell the worker to stop. A state older than the lease (a late copy from before a retry
+   * and a new claim) is not about this lease.
+   */
+  private onLeaseEnded(workerId: string, process: Process) {
+    const entry = this.held.get(process.id)
+    if (entry?.workerId !== workerId || process.version <= entry.version) return
     this.release(process.id)
     for (const ws of this.sockets.get(workerId) ?? []) this.send(ws, { op: 'cancel', process_id: process.id, status: process.status })
   }

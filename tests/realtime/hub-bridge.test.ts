@@ -1,17 +1,17 @@
 // The hub over a real Redis: what a change committed on this instance does, seen from another process
 // subscribed to the same Redis (standing in for another instance).
 import { afterAll, describe, expect, it } from 'bun:test'
-import { Hub, processChannel, workspaceChannel } from '../../src/hub/hub'
+import { Hub, processChannel, workerChannel, workspaceChannel } from '../../src/hub/hub'
 import { RedisBridge } from '../../src/hub/redis'
 import { Metrics } from '../../src/ops/metrics'
 import type { Process } from '../../src/processes/model'
 import { BUN, hasRedis, quietLogger, redisPrefix, waitFor } from '../helpers'
 
-const state = (id: number, version: number): Process => ({
+const state = (id: number, version: number, status: Process['status'] = 'running'): Process => ({
   id,
   workspace_id: 7,
   type: 'bridge_test',
-  status: 'running',
+  status,
   progress: version,
   message: null,
   error: null,
@@ -86,6 +86,22 @@ describe.skipIf(!hasRedis)('the hub with a Redis bridge', async () => {
     expect(arrivals.map((m) => JSON.parse(m.message).id).sort()).toEqual(ids)
     // One publish per change (process and workspace channels, counted once), in one write.
     expect(metrics.counters.redis_publishes).toBe(ids.length)
+    unwatch()
+  })
+
+  it("sends a worker's channel only the states that end its leases, not its progress", async () => {
+    const other = otherInstance(process.env.REDIS_URL!, [prefix + workerChannel('w')])
+    await other.ready()
+    const heard: Process[] = []
+    const unwatch = await hub.watchWorker('w', (p) => heard.push(p))
+    hub.publishAll([state(301, 2), state(301, 3), state(302, 2, 'cancelled'), state(303, 4, 'failed')])
+    expect(heard.map((p) => [p.id, p.status])).toEqual([
+      [302, 'cancelled'],
+      [303, 'failed'],
+    ])
+    await waitFor(() => other.lines.filter((l) => l.channel).length >= 2, 5000, 'the two lease ends on the worker channel')
+    await Bun.sleep(200)
+    expect(other.lines.filter((l) => l.channel).map((l) => JSON.parse(l.message).id)).toEqual([302, 303])
     unwatch()
   })
 
