@@ -34,7 +34,7 @@ const BENCHMARKS: Record<string, Benchmark> = {
   },
   cluster: {
     describe: 'fan-out with the worker on instance A and the streams on instance B through Redis: added latency, Redis PUBLISH per change',
-    seconds: 200,
+    seconds: 125,
     run: async () => (await import('./cluster')).run(),
   },
   realtime: {
