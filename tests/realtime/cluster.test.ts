@@ -107,3 +107,42 @@ describe.skipIf(!hasPostgres)('a Redis restart', async () => {
     worker.close()
   })
 })
+
+describe.skipIf(!hasPostgres)("a worker's leases across instances (worker:<id> channel)", async () => {
+  if (!hasPostgres) return
+  const redis = await ownRedis()
+  const { url, tenant, wtoken } = await seededDatabase()
+  const common = { DATABASE_URL: url, REDIS_URL: redis.url, PROGRESS_FLUSH_MS: '20', JOB_TIMEOUT_MS: '800' }
+  // Only B sweeps, so a lease held through A can only end on B.
+  const [a, b] = await Promise.all([spawnServer({ ...common, SWEEP_INTERVAL_MS: '3600000' }), spawnServer({ ...common, SWEEP_INTERVAL_MS: '100' })])
+  const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
+  const create = async (type: string) => (await (await fetch(`${b.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })).json()) as any
+
+  it("instance B's sweep of a silent worker's process reaches that worker on instance A as cancel", async () => {
+    const p = await create('lease_swept')
+    const worker = await TestWorker.connect(a.url, wtoken)
+    await worker.request({ op: 'hello', worker_id: 'swept-worker' })
+    expect((await worker.request({ op: 'claim', types: ['lease_swept'] })).process.id).toBe(p.id)
+    // No heartbeat: after JOB_TIMEOUT_MS, B fails it.
+    expect(await worker.nextCancel(p.id, 10_000)).toMatchObject({ op: 'cancel', process_id: p.id, status: 'failed' })
+    worker.close()
+  })
+
+  it('a cancel made on B while Redis is down reaches the worker on A once Redis is back (A re-reads its ended leases)', async () => {
+    const p = await create('lease_resync')
+    const worker = await TestWorker.connect(a.url, wtoken)
+    await worker.request({ op: 'hello', worker_id: 'resync-worker' })
+    const run = (await worker.request({ op: 'claim', types: ['lease_resync'] })).process
+    // Keep the lease alive through the outage, so only the cancel can end it.
+    const beat = setInterval(() => void worker.request({ op: 'heartbeat', process_id: p.id, attempt: run.attempts }).catch(() => {}), 200)
+    await redis.stop()
+    await waitFor(async () => ((await (await fetch(`${a.url}/ready`)).json()) as any).dependencies.redis.status === 'degraded', 5000, 'A to report degraded')
+    expect((await fetch(`${b.url}/processes/${p.id}/cancel`, { method: 'POST', headers: auth })).status).toBe(200)
+    await Bun.sleep(500)
+    expect(worker.pushes.some((f) => f.process_id === p.id)).toBe(false) // nothing could carry it yet
+    await redis.start()
+    expect(await worker.nextCancel(p.id, 10_000)).toMatchObject({ op: 'cancel', process_id: p.id, status: 'cancelled' })
+    clearInterval(beat)
+    worker.close()
+  })
+})
