@@ -1,6 +1,6 @@
 // Claims that wait for work, and the lease sweep. Both are small loops with an explicit state and an
 // abortable sleep (pg-boss's worker is the model); neither holds a transaction while it waits.
-import type { Sql } from '../db/client'
+import { SERVER_QUERY_TIMEOUT_MS, type Sql } from '../db/client'
 import type { Hub } from '../hub/hub'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
@@ -60,20 +60,34 @@ export async function claim(
 const GONE = Symbol('the worker went away')
 
 /**
- * One claim attempt, in a transaction that is rolled back if the worker's socket closed while the query ran:
- * that worker would never hear of its lease, and the process would sit running until the lease sweep failed
- * it. Rolled back, it stays pending for the next worker.
+ * One claim attempt, in a transaction that is rolled back if the worker will never hear of its lease: its
+ * socket closed while the query ran, or the query outlived the server's query deadline (the worker was told
+ * `unavailable`). Otherwise the process would sit running until the lease sweep failed it; rolled back, it
+ * stays pending for the next worker.
  */
 async function claimUnlessGone(sql: Sql, o: { workerId: string; types: string[] | null; signal: AbortSignal }): Promise<Process | null> {
-  try {
-    return await sql.begin(async (tx) => {
+  let late = false
+  const attempt = sql
+    .begin(async (tx) => {
       const process = await claimNext(tx, o.workerId, o.types)
-      if (process && o.signal.aborted) throw GONE
+      if (process && (o.signal.aborted || late)) throw GONE
       return process
     })
-  } catch (error) {
-    if (error === GONE) return null
-    throw error
+    .catch((error) => {
+      if (error === GONE) return null
+      throw error
+    })
+  let timer: Timer | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      late = true
+      reject(Object.assign(new Error(`claim timed out after ${SERVER_QUERY_TIMEOUT_MS} ms`), { code: 'QUERY_TIMEOUT' }))
+    }, SERVER_QUERY_TIMEOUT_MS)
+  })
+  try {
+    return await Promise.race([attempt, deadline])
+  } finally {
+    clearTimeout(timer)
   }
 }
 

@@ -141,6 +141,32 @@ describe.skipIf(!hasPostgres)('worker gateway: a claim whose worker goes away', 
     expect((await events(p.id)).map((e: { status: string }) => e.status)).toEqual(['pending', 'running'])
     next.close()
   })
+
+  it('is answered unavailable after the query deadline (3 s), and rolled back when the query finishes later', async () => {
+    const type = freshType()
+    const p = await create(type)
+    let release: () => void = () => {}
+    let locked: () => void = () => {}
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    const holder = db.sql.begin(async (tx) => {
+      await tx`lock table processes in share mode`
+      locked()
+      await new Promise<void>((resolve) => (release = resolve))
+    })
+    await isLocked
+    const worker = await TestWorker.connect(base, wtoken)
+    await worker.request({ op: 'hello', worker_id: 'late-worker' })
+    const started = Date.now()
+    expect(await worker.request({ op: 'claim', types: [type] })).toMatchObject({ op: 'error', code: 'unavailable' })
+    expect(Date.now() - started).toBeLessThan(4500)
+    release()
+    await holder
+    await Bun.sleep(300)
+    // The claim's query went on behind the lock and found the process, but nobody was told: not leased.
+    expect(await get(p.id)).toMatchObject({ status: 'pending', worker_id: null, attempts: 0 })
+    expect((await worker.request({ op: 'claim', types: [type] })).process).toMatchObject({ id: p.id, worker_id: 'late-worker', attempts: 1 })
+    worker.close()
+  })
 })
 
 describe('worker gateway: reporting', () => {
