@@ -109,21 +109,31 @@ describe('worker gateway: claims', () => {
   })
 })
 
-// Holding a table lock from another connection, to keep a claim's query waiting, needs a real Postgres.
+/**
+ * Holds a SHARE lock on processes from another connection until the returned function is called: it conflicts
+ * with the ROW EXCLUSIVE lock a claim's UPDATE takes, so a claim waits behind it. Needs a real Postgres.
+ */
+async function lockProcessesTable(): Promise<() => Promise<void>> {
+  let release: () => void = () => {}
+  let locked: () => void = () => {}
+  const isLocked = new Promise<void>((resolve) => (locked = resolve))
+  const holder = db.sql.begin(async (tx) => {
+    await tx`lock table processes in share mode`
+    locked()
+    await new Promise<void>((resolve) => (release = resolve))
+  })
+  await isLocked
+  return async () => {
+    release()
+    await holder
+  }
+}
+
 describe.skipIf(!hasPostgres)('worker gateway: a claim whose worker goes away', () => {
   it('is rolled back when the socket closes while the claim query runs: the process stays pending for the next worker', async () => {
     const type = freshType()
     const p = await create(type)
-    let release: () => void = () => {}
-    let locked: () => void = () => {}
-    const isLocked = new Promise<void>((resolve) => (locked = resolve))
-    // SHARE mode conflicts with the ROW EXCLUSIVE lock the claim's UPDATE takes: the claim waits behind it.
-    const holder = db.sql.begin(async (tx) => {
-      await tx`lock table processes in share mode`
-      locked()
-      await new Promise<void>((resolve) => (release = resolve))
-    })
-    await isLocked
+    const unlock = await lockProcessesTable()
     const gone = await TestWorker.connect(base, wtoken)
     await gone.request({ op: 'hello', worker_id: 'gone-worker' })
     const others = server.gateway.connected - 1
@@ -131,8 +141,7 @@ describe.skipIf(!hasPostgres)('worker gateway: a claim whose worker goes away', 
     await Bun.sleep(200)
     gone.close()
     await waitFor(() => server.gateway.connected <= others, 3000, 'the server to see the socket close')
-    release()
-    await holder
+    await unlock()
     await Bun.sleep(300)
     expect(await get(p.id)).toMatchObject({ status: 'pending', worker_id: null, attempts: 0 })
     const next = await TestWorker.connect(base, wtoken)
@@ -145,22 +154,13 @@ describe.skipIf(!hasPostgres)('worker gateway: a claim whose worker goes away', 
   it('is answered unavailable after the query deadline (3 s), and rolled back when the query finishes later', async () => {
     const type = freshType()
     const p = await create(type)
-    let release: () => void = () => {}
-    let locked: () => void = () => {}
-    const isLocked = new Promise<void>((resolve) => (locked = resolve))
-    const holder = db.sql.begin(async (tx) => {
-      await tx`lock table processes in share mode`
-      locked()
-      await new Promise<void>((resolve) => (release = resolve))
-    })
-    await isLocked
+    const unlock = await lockProcessesTable()
     const worker = await TestWorker.connect(base, wtoken)
     await worker.request({ op: 'hello', worker_id: 'late-worker' })
     const started = Date.now()
     expect(await worker.request({ op: 'claim', types: [type] })).toMatchObject({ op: 'error', code: 'unavailable' })
     expect(Date.now() - started).toBeLessThan(4500)
-    release()
-    await holder
+    await unlock()
     await Bun.sleep(300)
     // The claim's query went on behind the lock and found the process, but nobody was told: not leased.
     expect(await get(p.id)).toMatchObject({ status: 'pending', worker_id: null, attempts: 0 })
