@@ -36,6 +36,23 @@ export interface OpenOptions {
 /** The server's bound on one query: with one or two queries per request, an answer (503 at worst) comes within 5 s. */
 export const SERVER_QUERY_TIMEOUT_MS = 3000
 
+const queryTimeout = (ms: number) => Object.assign(new Error(`query timed out after ${ms} ms`), { code: 'QUERY_TIMEOUT' })
+
+/**
+ * `work`'s outcome, or a QUERY_TIMEOUT error (503 `unavailable` to clients) once `ms` have passed. The work
+ * itself is not cancelled: `onExpired` is told, for a caller that must undo what finishes too late.
+ */
+export function withDeadline<T>(work: PromiseLike<T>, ms: number, onExpired?: () => void): Promise<T> {
+  let timer: Timer | undefined
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onExpired?.()
+      reject(queryTimeout(ms))
+    }, ms)
+  })
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer))
+}
+
 // int8 (ids, versions, counts) as JSON numbers: ids stay far below 2^53.
 const INT8_OID = 20
 // timestamptz as ISO-8601 UTC strings, the API's own format, on both backends alike.
@@ -103,14 +120,8 @@ const CONNECTION_LOST = new Set(['CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'C
  * transaction with CONNECTION_CLOSED, and no rollback is written (the server rolls back by itself).
  */
 function guarded(pg: postgres.Sql, timeoutMs: number | undefined): Sql {
-  const timedOut = () => Object.assign(new Error(`query timed out after ${timeoutMs} ms`), { code: 'QUERY_TIMEOUT' })
-  const bounded = <T>(work: PromiseLike<T>): Promise<T> => {
-    let timer: Timer | undefined
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(timedOut()), timeoutMs)
-    })
-    return Promise.race([work, expired]).finally(() => clearTimeout(timer))
-  }
+  const timedOut = () => queryTimeout(timeoutMs!)
+  const bounded = <T>(work: PromiseLike<T>): Promise<T> => withDeadline(work, timeoutMs!)
   const sql = ((strings: TemplateStringsArray, ...values: unknown[]) => {
     const query = pg(strings, ...(values as never[]))
     if (!timeoutMs) return query

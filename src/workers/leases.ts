@@ -1,6 +1,6 @@
 // Claims that wait for work, and the lease sweep. Both are small loops with an explicit state and an
 // abortable sleep (pg-boss's worker is the model); neither holds a transaction while it waits.
-import { SERVER_QUERY_TIMEOUT_MS, type Sql } from '../db/client'
+import { SERVER_QUERY_TIMEOUT_MS, type Sql, withDeadline } from '../db/client'
 import type { Hub } from '../hub/hub'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
@@ -77,18 +77,7 @@ async function claimUnlessGone(sql: Sql, o: { workerId: string; types: string[] 
       if (error === GONE) return null
       throw error
     })
-  let timer: Timer | undefined
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      late = true
-      reject(Object.assign(new Error(`claim timed out after ${SERVER_QUERY_TIMEOUT_MS} ms`), { code: 'QUERY_TIMEOUT' }))
-    }, SERVER_QUERY_TIMEOUT_MS)
-  })
-  try {
-    return await Promise.race([attempt, deadline])
-  } finally {
-    clearTimeout(timer)
-  }
+  return withDeadline(attempt, SERVER_QUERY_TIMEOUT_MS, () => (late = true))
 }
 
 /** Fails running processes whose worker went silent for JOB_TIMEOUT_MS. Every instance runs one. */
