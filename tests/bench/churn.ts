@@ -58,9 +58,10 @@ export async function run(): Promise<Report> {
   const at = (fraction: number) => series[Math.min(series.length - 1, Math.round((series.length - 1) * fraction))]![1] / 2 ** 20
   const [start, middle, end] = [at(0), at(0.5), at(1)]
   const half = (second: boolean) => series.filter(([t]) => (t >= result.measureS * 500) === second).map(([, rss]) => rss)
-  const [firstPeak, secondPeak] = [Math.max(...half(false)) / 2 ** 20, Math.max(...half(true)) / 2 ** 20]
+  const [first, second] = [half(false), half(true)]
+  const [firstPeak, secondPeak] = [Math.max(...first) / 2 ** 20, Math.max(...second) / 2 ** 20]
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length / 2 ** 20
-  const [firstMean, secondMean] = [mean(half(false)), mean(half(true))]
+  const [firstMean, secondMean] = [mean(first), mean(second)]
   const growth = (secondMean - firstMean) / firstMean
   report.add({ figure: 'reconnects per second (server-ended windows)', value: c.windowsEnded! / result.measureS, unit: '/s', goal: `≈ ${Math.round(STREAMS / (WINDOW_MS / 1000))}/s` })
   report.add({ figure: 'connects in the window', value: c.attempts!, unit: '' })

@@ -90,7 +90,9 @@ export async function run(): Promise<Report> {
   }
   await Promise.all([a.stop(), b.stop()])
 
-  const p = (r: StreamsResult, group: number, q: number) => r.latencyByGroup.get(group)?.quantile(q) ?? NaN
+  /** Every latency a group's streams received in a round (its bursts together). */
+  const groupMs = (r: StreamsResult, group: number) => [...r.bursts.values()].filter((b) => b.group === group).flatMap((b) => b.ms)
+  const p = (r: StreamsResult, group: number, q: number) => quantile(groupMs(r, group), q)
   // Paired by burst: each remote burst's p50 against the mean p50 of the local bursts just before and after it
   // (500 ms apart), so even the machine's drift within a round cancels out; the median over every pair.
   const pairs: number[] = []
@@ -109,7 +111,7 @@ export async function run(): Promise<Report> {
   const streamsPerProcess = STREAMS / WATCHED
   const delivery = Math.min(...rounds.map((r) => r.deliveryRatio ?? 0))
   const failures = rounds.reduce((n, r) => n + r.counters.failures!, 0)
-  const counted = rounds.every((r) => (r.latencyByGroup.get(LOCAL)?.count ?? 0) > 0 && (r.latencyByGroup.get(REMOTE)?.count ?? 0) > 0)
+  const counted = rounds.every((r) => groupMs(r, LOCAL).length > 0 && groupMs(r, REMOTE).length > 0)
 
   report.add({ figure: 'single instance (worker on B) latency p50', value: local50, unit: 'ms' })
   report.add({ figure: 'single instance (worker on B) latency p99', value: local99, unit: 'ms' })
@@ -143,7 +145,7 @@ export async function run(): Promise<Report> {
   return report
 
   function pctOf(r: StreamsResult, group: number) {
-    const h = r.latencyByGroup.get(group)
-    return h ? { count: h.count, p50: h.quantile(0.5), p99: h.quantile(0.99), max: h.max } : null
+    const ms = groupMs(r, group)
+    return ms.length > 0 ? { count: ms.length, p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), max: ms.reduce((a, b) => Math.max(a, b), 0) } : null
   }
 }

@@ -294,17 +294,20 @@ export interface ProcStat {
   threads: number
 }
 
-/** RSS (VmRSS) and user+system CPU time of a live process, from /proc. */
-export function procStat(pid: number): ProcStat {
+/** A process's command name and user+system CPU seconds, from /proc/<pid>/stat. */
+function statOf(pid: number | string): { command: string; cpuSeconds: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   // Fields after the command name (which may contain spaces) start at index 2: state is field 3.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const utime = Number(fields[11])
-  const stime = Number(fields[12])
+  return { command: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S }
+}
+
+/** RSS (VmRSS) and user+system CPU time of a live process, from /proc. */
+export function procStat(pid: number): ProcStat {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0)
   const threads = Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? 0)
-  return { rssBytes: rssKb * 1024, cpuSeconds: (utime + stime) / CLOCK_TICKS_PER_S, threads }
+  return { rssBytes: rssKb * 1024, cpuSeconds: statOf(pid).cpuSeconds, threads }
 }
 
 /**
@@ -316,10 +319,8 @@ export function postgresCpuSeconds(): number {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      if (!stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).startsWith('postgres')) continue
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      total += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S
+      const { command, cpuSeconds } = statOf(entry)
+      if (command.startsWith('postgres')) total += cpuSeconds
     } catch {} // gone meanwhile
   }
   return total

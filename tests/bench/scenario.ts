@@ -36,7 +36,7 @@ export interface StreamsOptions {
   workerId?: string
   /** The watched processes: stream i watches ids[i % ids.length]. */
   ids: number[]
-  /** Optional, parallel to ids: latency is also reported per group of watched processes (latencyByGroup). */
+  /** Optional, parallel to ids: each stream's group, reported with every tagged burst (StreamsResult.bursts). */
   groups?: number[]
   /** The processes the worker broadcasts to on workerServer (default: ids). */
   broadcastIds?: number[]
@@ -64,7 +64,6 @@ export interface StreamsResult {
   streams: number
   watchedProcesses: number
   latency: Histogram
-  latencyByGroup: Map<number, Histogram>
   /** With alternate targets: each burst's group and the latencies of all its events (every client's). */
   bursts: Map<number, { group: number; ms: number[] }>
   connect: Histogram
@@ -206,7 +205,6 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
   await Promise.all(all.map((c) => c.stop('SIGKILL')))
 
   const latency = new Histogram()
-  const latencyByGroup = new Map<number, Histogram>()
   const bursts = new Map<number, { group: number; ms: number[] }>()
   const connect = new Histogram()
   const counters: Record<string, number> = {}
@@ -216,10 +214,6 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
     for (const [burst, group, ms] of (r.bursts ?? []) as Array<[number, number, number[]]>) {
       if (!bursts.has(burst)) bursts.set(burst, { group, ms: [] })
       bursts.get(burst)!.ms.push(...ms)
-    }
-    for (const [g, h] of Object.entries(r.groups ?? {})) {
-      if (!latencyByGroup.has(Number(g))) latencyByGroup.set(Number(g), new Histogram())
-      latencyByGroup.get(Number(g))!.merge(Histogram.fromJSON(h as any))
     }
     connect.merge(Histogram.fromJSON(r.connect))
     for (const key of ['attempts', 'established', 'failures', 'events', 'keepalives', 'doneEvents', 'windowsEnded', 'dropped', 'bytes', 'open', 'ready']) {
@@ -233,7 +227,6 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
     streams: o.streams,
     watchedProcesses: o.ids.length,
     latency,
-    latencyByGroup,
     bursts,
     connect,
     counters,

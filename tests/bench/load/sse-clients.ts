@@ -18,7 +18,7 @@ interface Config {
   token: string | null
   /** Stream i (of this process) opens paths[(offset + i) % paths.length]. */
   paths: string[]
-  /** Optional, parallel to paths: the latency of a stream's events is also recorded under its path's group. */
+  /** Optional, parallel to paths: a stream's group, recorded with each burst it receives (see bursts). */
   groups?: number[]
   count: number
   offset: number
@@ -31,7 +31,6 @@ interface Config {
 const config = JSON.parse(process.env.BENCH_CLIENT!) as Config
 
 const latency = new Histogram()
-const groupLatency = new Map<number, Histogram>()
 /** Per burst (frames tagged `t=<ms>/<burst>`): its group and every latency of it received here. */
 let bursts = new Map<number, { group: number; ms: number[] }>()
 function recordBurst(burst: number, group: number, ms: number) {
@@ -72,18 +71,10 @@ class Stream {
   everReady = false
   attemptDone = false
 
-  readonly groupHistogram: Histogram | null
-
   constructor(
     readonly path: string,
     readonly group: number | undefined,
-  ) {
-    if (group === undefined) this.groupHistogram = null
-    else {
-      if (!groupLatency.has(group)) groupLatency.set(group, new Histogram())
-      this.groupHistogram = groupLatency.get(group)!
-    }
-  }
+  ) {}
 
   open() {
     if (stopping) return
@@ -213,10 +204,7 @@ class Stream {
         const sent = Number(slash < 0 ? text : text.slice(0, slash))
         if (Number.isFinite(sent)) {
           latency.record(at - sent)
-          if (this.groupHistogram) {
-            this.groupHistogram.record(at - sent)
-            if (slash >= 0) recordBurst(Number(text.slice(slash + 1)), this.group!, at - sent)
-          }
+          if (this.group !== undefined && slash >= 0) recordBurst(Number(text.slice(slash + 1)), this.group, at - sent)
         }
       }
     }
@@ -281,7 +269,6 @@ const statusTimer = setInterval(() => emit(status()), config.statusEveryMs)
 
 function reset() {
   latency.reset()
-  for (const h of groupLatency.values()) h.reset()
   bursts = new Map()
   connectMs.reset()
   for (const key of Object.keys(counters) as Array<keyof typeof counters>) counters[key] = 0
@@ -294,7 +281,7 @@ for await (const line of console) {
     reset()
     emit({ type: 'reset-ok' })
   } else if (command === 'report') {
-    emit({ ...status(), type: 'report', latency: latency.toJSON(), groups: Object.fromEntries([...groupLatency].map(([g, h]) => [g, h.toJSON()])), bursts: [...bursts].map(([burst, e]) => [burst, e.group, e.ms.map((x) => Math.round(x * 100) / 100)]), connect: connectMs.toJSON(), failureSamples })
+    emit({ ...status(), type: 'report', latency: latency.toJSON(), bursts: [...bursts].map(([burst, e]) => [burst, e.group, e.ms.map((x) => Math.round(x * 100) / 100)]), connect: connectMs.toJSON(), failureSamples })
   } else if (command === 'stop') break
 }
 stopping = true
