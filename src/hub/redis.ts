@@ -5,9 +5,9 @@
 // bridge resubscribes and asks the hub's owner to re-read every watched process from Postgres.
 //
 // Per change, the cost that matters is fixed, not per subscriber: the states committed together (a coalesced
-// progress statement carries hundreds) go out as one pipeline, written at once, before this instance's own
-// fan-out; and this instance's own publish, echoed back on a channel it also watches, is recognised by its
-// text and not parsed again (it was delivered locally already). Measured: a pipeline per change cost 30 µs of
+// progress statement carries hundreds) go out as two pipelines, each written at once (the process channels
+// first), before this instance's own fan-out; and this instance's own publish, echoed back on a channel it
+// also watches, is recognised by its text and not parsed again (it was delivered locally already). Measured: a pipeline per change cost 30 µs of
 // CPU against 15 µs batched, and parsing an echo 10 µs. ioredis's auto-pipelining is not used: it writes at
 // setImmediate, after the fan-out of the same states to this instance's streams (bun run bench cluster: an
 // instance with 5,000 local streams sent its changes to Redis 126 ms after the worker's frame, at p50).
@@ -76,19 +76,31 @@ export class RedisBridge implements Bridge {
 
   publish(processes: readonly Process[]) {
     if (this.pub.status !== 'ready') return
-    const pipeline = this.pub.pipeline()
+    // Two writes: the process channels first, which the other instances' streams wait on, then the
+    // workspace and worker channels. The first goes out before the second is even built (measured on an
+    // idle machine, 100 states: a subscriber's 50th message 0.56–0.76 ms after the call, against 0.83–1.21
+    // ms with all 200 publishes in one pipeline).
+    const streams = this.pub.pipeline()
     for (const process of processes) {
+      const channel = this.key(processChannel(process.id))
       const payload = processJson(process)
-      // Per-process (streams) and per-workspace (dashboards); per-worker too when the lease ends (workers).
-      const channels = [this.key(processChannel(process.id)), this.key(workspaceChannel(process.workspace_id))]
-      if (leaseEnded(process)) channels.push(this.key(workerChannel(process.worker_id)))
-      for (const channel of channels) {
-        if (this.channels.has(channel)) this.echoes.set(channel, payload)
-        pipeline.publish(channel, payload)
-      }
+      if (this.channels.has(channel)) this.echoes.set(channel, payload)
+      streams.publish(channel, payload)
       this.o.metrics.counters.redis_publishes++
     }
-    pipeline.exec().catch(() => {})
+    streams.exec().catch(() => {})
+    const rest = this.pub.pipeline()
+    for (const process of processes) {
+      // Per workspace (dashboards); per worker too when the lease ends (the gateway holding that worker).
+      const channels = [this.key(workspaceChannel(process.workspace_id))]
+      if (leaseEnded(process)) channels.push(this.key(workerChannel(process.worker_id)))
+      for (const channel of channels) {
+        const payload = processJson(process)
+        if (this.channels.has(channel)) this.echoes.set(channel, payload)
+        rest.publish(channel, payload)
+      }
+    }
+    rest.exec().catch(() => {})
   }
 
   publishWork(type: string) {

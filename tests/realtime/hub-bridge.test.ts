@@ -84,7 +84,7 @@ describe.skipIf(!hasRedis)('the hub with a Redis bridge', async () => {
     // The other instance had every change while this one was still busy with its own stream.
     for (const m of arrivals) expect(m.at).toBeLessThan(localDoneAt)
     expect(arrivals.map((m) => JSON.parse(m.message).id).sort()).toEqual(ids)
-    // One publish per change (process and workspace channels, counted once), in one write.
+    // One publish per change (process and workspace channels, counted once).
     expect(metrics.counters.redis_publishes).toBe(ids.length)
     unwatch()
   })
@@ -113,5 +113,15 @@ describe.skipIf(!hasRedis)('the hub with a Redis bridge', async () => {
     const channels = other.lines.filter((l) => l.channel).map((l) => l.channel)
     expect(channels.sort()).toEqual([prefix + processChannel(201), prefix + workspaceChannel(7)].sort())
     for (const m of other.lines.filter((l) => l.channel)) expect(JSON.parse(m.message)).toMatchObject({ id: 201, version: 5 })
+  })
+
+  it("sends a batch's process channels, which streams wait on, before any of its workspace channels", async () => {
+    const ids = [401, 402, 403, 404]
+    const other = otherInstance(process.env.REDIS_URL!, [...ids.map((id) => prefix + processChannel(id)), prefix + workspaceChannel(7)])
+    await other.ready()
+    hub.publishAll(ids.map((id) => state(id, 2)))
+    await waitFor(() => other.lines.filter((l) => l.channel).length === 2 * ids.length, 5000, 'every process and workspace message')
+    const kinds: string[] = other.lines.filter((l) => l.channel).map((l) => (l.channel === prefix + workspaceChannel(7) ? 'workspace' : 'process'))
+    expect(kinds).toEqual([...ids.map(() => 'process'), ...ids.map(() => 'workspace')])
   })
 })
