@@ -156,6 +156,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         // Queued progress is written and acked before the workers' sockets close, so nothing acked is lost
         // and nothing written goes unacknowledged.
         await progress.flushAll().catch(() => {})
+        await new Promise((resolve) => setImmediate(resolve)) // the acks' promise continuations have run
         gateway.closeAll(1012, 'server restarting')
         await audit.stop()
         await Promise.race([stopped, Bun.sleep(3000)])

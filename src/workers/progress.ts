@@ -131,8 +131,8 @@ export class ProgressCoalescer {
       this.inFlight.clear()
     }
     this.metrics.counters.progress_writes += committed.length
-    // All of them at once: one Redis write for the statement, before the local fan-out.
-    this.hub.publishAll(committed)
+    // All of them at once: one Redis write for the statement now; the local fan-out after the acks below.
+    this.hub.publishAll(committed, { afterReplies: true })
     const byId = new Map(committed.map((p) => [p.id, p]))
     for (const slot of due) {
       const process = byId.get(slot.write.id)

@@ -52,6 +52,28 @@ function otherInstance(url: string, channels: string[]) {
   return { lines, ready: () => waitFor(() => lines.some((l) => l.ready), 10_000, 'the other subscriber') }
 }
 
+describe('the hub on its own', () => {
+  it('runs a fan-out left for after the replies once the turn is over, or first when anything else arrives', async () => {
+    const hub = new Hub()
+    const heard: string[] = []
+    await hub.watchWorkspace(7, (p) => heard.push(`${p.id}@${p.version}`))
+    hub.publishAll([state(501, 2), state(502, 2)], { afterReplies: true })
+    await Promise.resolve()
+    heard.push('replies')
+    await Bun.sleep(0)
+    expect(heard).toEqual(['replies', '501@2', '502@2'])
+
+    heard.length = 0
+    hub.publishAll([state(501, 3)], { afterReplies: true })
+    // A newer state arriving before the waiting fan-out ran (a transition, a Redis message) does not overtake it.
+    hub.deliver(state(501, 4))
+    hub.publishAll([state(501, 5)])
+    expect(heard).toEqual(['501@3', '501@4', '501@5'])
+    await Bun.sleep(0)
+    expect(heard).toEqual(['501@3', '501@4', '501@5'])
+  })
+})
+
 describe.skipIf(!hasRedis)('the hub with a Redis bridge', async () => {
   if (!hasRedis) return
   const prefix = redisPrefix()

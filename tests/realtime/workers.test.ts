@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'bun:test'
-import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { BUN, createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { TestWorker } from '../worker-client'
 
 const { db } = await testDatabase()
@@ -186,6 +186,38 @@ describe('worker gateway: reporting', () => {
     expect(current.message).toBe('step 50')
     expect(current.version).toBeGreaterThan(run.version)
     worker.close()
+  })
+
+  it("acks progress before this instance's fan-out of it to its streams", async () => {
+    const type = freshType()
+    const p = await create(type)
+    const holder = await TestWorker.connect(base, wtoken)
+    await holder.request({ op: 'hello', worker_id: 'ack-first' })
+    const run = (await holder.request({ op: 'claim', types: [type] })).process
+    holder.close()
+    // A local stream whose delivery takes 400 ms of this event loop, as a fan-out to thousands of streams does.
+    let fanOut: { start: number; end: number } | null = null
+    const unwatch = await server.services.hub.watch(p.id, (state) => {
+      if (state.progress !== 60) return
+      const start = Date.now()
+      while (Date.now() < start + 400) {}
+      fanOut = { start, end: Date.now() }
+    })
+    // The worker is another process, so it reads its ack while this one is still busy with the stream.
+    const script = `
+      const ws = new WebSocket(${JSON.stringify(base.replace(/^http/, 'ws') + '/workers/ws?token=' + encodeURIComponent(wtoken))})
+      ws.onopen = () => ws.send(JSON.stringify({ op: 'hello', worker_id: 'ack-first', ref: 'h' }))
+      ws.onmessage = (event) => {
+        const frame = JSON.parse(String(event.data))
+        if (frame.ref === 'h') ws.send(JSON.stringify({ op: 'progress', ref: 'p', process_id: ${p.id}, attempt: ${run.attempts}, progress: 60 }))
+        if (frame.ref === 'p') { console.log(JSON.stringify({ at: Date.now(), frame })); process.exit(0) }
+      }`
+    const proc = Bun.spawn([BUN, '-e', script], { stdout: 'pipe', stderr: 'inherit' })
+    const ack = JSON.parse((await new Response(proc.stdout).text()).trim())
+    unwatch()
+    expect(ack.frame.op).toBe('ack')
+    expect(fanOut).not.toBeNull()
+    expect(ack.at).toBeLessThan(fanOut!.end)
   })
 
   it('log appends an event with the status unchanged; complete sets progress 100 and is acked again, not applied twice', async () => {
