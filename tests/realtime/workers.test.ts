@@ -191,10 +191,6 @@ describe('worker gateway: reporting', () => {
   it("acks progress before this instance's fan-out of it to its streams", async () => {
     const type = freshType()
     const p = await create(type)
-    const holder = await TestWorker.connect(base, wtoken)
-    await holder.request({ op: 'hello', worker_id: 'ack-first' })
-    const run = (await holder.request({ op: 'claim', types: [type] })).process
-    holder.close()
     // A local stream whose delivery takes 400 ms of this event loop, as a fan-out to thousands of streams does.
     let fanOut: { start: number; end: number } | null = null
     const unwatch = await server.services.hub.watch(p.id, (state) => {
@@ -206,10 +202,10 @@ describe('worker gateway: reporting', () => {
     // The worker is another process, so it reads its ack while this one is still busy with the stream.
     const script = `
       const ws = new WebSocket(${JSON.stringify(base.replace(/^http/, 'ws') + '/workers/ws?token=' + encodeURIComponent(wtoken))})
-      ws.onopen = () => ws.send(JSON.stringify({ op: 'hello', worker_id: 'ack-first', ref: 'h' }))
+      ws.onopen = () => ws.send(JSON.stringify({ op: 'claim', ref: 'c', types: [${JSON.stringify(type)}] }))
       ws.onmessage = (event) => {
         const frame = JSON.parse(String(event.data))
-        if (frame.ref === 'h') ws.send(JSON.stringify({ op: 'progress', ref: 'p', process_id: ${p.id}, attempt: ${run.attempts}, progress: 60 }))
+        if (frame.ref === 'c') ws.send(JSON.stringify({ op: 'progress', ref: 'p', process_id: frame.process.id, attempt: frame.process.attempts, progress: 60 }))
         if (frame.ref === 'p') { console.log(JSON.stringify({ at: Date.now(), frame })); process.exit(0) }
       }`
     const proc = Bun.spawn([BUN, '-e', script], { stdout: 'pipe', stderr: 'inherit' })
