@@ -7,10 +7,11 @@
 // Per change, the cost that matters is fixed, not per subscriber: the states committed together (a coalesced
 // progress statement carries hundreds) go out as two pipelines, each written at once (the process channels
 // first), before this instance's own fan-out; and this instance's own publish, echoed back on a channel it
-// also watches, is recognised by its text and not parsed again (it was delivered locally already). Measured: a pipeline per change cost 30 µs of
-// CPU against 15 µs batched, and parsing an echo 10 µs. ioredis's auto-pipelining is not used: it writes at
-// setImmediate, after the fan-out of the same states to this instance's streams (bun run bench cluster: an
-// instance with 5,000 local streams sent its changes to Redis 126 ms after the worker's frame, at p50).
+// also watches, is recognised by its text and not parsed again (it was delivered locally already).
+// Measured: a pipeline per change cost 30 µs of CPU against 15 µs batched, and parsing an echo 10 µs.
+// ioredis's auto-pipelining is not used: it writes at setImmediate, after the fan-out of the same states to
+// this instance's streams (bun run bench cluster: an instance with 5,000 local streams sent its changes to
+// Redis 126 ms after the worker's frame, at p50).
 import Redis from 'ioredis'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
