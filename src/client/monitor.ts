@@ -76,7 +76,7 @@ export interface EventSourceLike {
   addEventListener(type: string, listener: (event: MessageEvent) => void): void
   close(): void
 }
-export type EventSourceConstructor = new (url: string) => EventSourceLike
+export type EventSourceConstructor = new (url: string, init?: { withCredentials?: boolean }) => EventSourceLike
 
 export interface MonitorHandle {
   /** Close the connection and stop timers; no callback runs after this. Idempotent. */
@@ -90,6 +90,12 @@ interface ConnectionOptions {
   fetch?: FetchLike
   /** Defaults to the global `EventSource`; used only when there is no token (it cannot send headers). */
   EventSource?: EventSourceConstructor
+  /**
+   * Cookie auth from another origin (a page on app.example.com following api.example.com): the `ps_session`
+   * cookie goes with the streams (EventSource `withCredentials`) and the reads (fetch `credentials:
+   * 'include'`). The server must list the page's origin in `CORS_ORIGINS`. Default false, as for EventSource.
+   */
+  withCredentials?: boolean
   /** Fatal only (401, 403, 404, no way to read the server): monitoring has stopped. */
   onError?: (error: MonitorError) => void
 }
@@ -130,7 +136,7 @@ export function monitorProcess(
   options: MonitorProcessOptions,
 ): MonitorHandle {
   const processUrl = `${trimBase(baseUrl)}/processes/${encodeURIComponent(String(id))}`
-  const fetchImpl = options.fetch ?? globalFetch
+  const fetchImpl = connectionFetch(options)
   const authHeaders = bearer(options.token)
   let latest: Process | null = null
   let finished = false
@@ -170,6 +176,7 @@ export function monitorProcess(
     token: options.token,
     fetch: fetchImpl,
     EventSource: options.EventSource ?? globalEventSource(),
+    withCredentials: options.withCredentials ?? false,
     silenceMs: options.silenceMs ?? 5000,
     lastEventId: () => (latest ? String(latest.version) : null),
     onEvent(event) {
@@ -203,8 +210,9 @@ export function monitorWorkspace(baseUrl: string, options: MonitorWorkspaceOptio
   const feed = new Feed({
     url,
     token: options.token,
-    fetch: options.fetch ?? globalFetch,
+    fetch: connectionFetch(options),
     EventSource: options.EventSource ?? globalEventSource(),
+    withCredentials: options.withCredentials ?? false,
     // An empty workspace legitimately sends nothing, and there is no fallback to
     // go to, so silence is not treated as a buffering proxy here.
     silenceMs: null,
@@ -399,12 +407,13 @@ async function readFetchWindow(fetchImpl: FetchLike, request: WindowRequest): Pr
 function readEventSourceWindow(
   EventSourceImpl: EventSourceConstructor,
   request: WindowRequest,
+  withCredentials: boolean,
 ): Promise<WindowEnd> {
   return new Promise((resolve) => {
     const url = request.lastEventId
       ? withQuery(request.url, { last_event_id: request.lastEventId })
       : request.url
-    const source = new EventSourceImpl(url)
+    const source = withCredentials ? new EventSourceImpl(url, { withCredentials: true }) : new EventSourceImpl(url)
     let settled = false
     let received = false
     const finish = (end: WindowEnd) => {
@@ -462,6 +471,7 @@ interface FeedOptions {
   token: string | undefined
   fetch: FetchLike
   EventSource: EventSourceConstructor | undefined
+  withCredentials: boolean
   /** Null: never give up on a silent stream (only a feed with a poller has somewhere to go). */
   silenceMs: number | null
   lastEventId: () => string | null
@@ -568,7 +578,7 @@ class Feed {
     }
     // EventSource cannot send `Authorization`, so a token always means fetch.
     return !token && EventSource
-      ? readEventSourceWindow(EventSource, request)
+      ? readEventSourceWindow(EventSource, request, this.options.withCredentials)
       : readFetchWindow(fetch, request)
   }
 
@@ -616,6 +626,12 @@ const FATAL_CODES: Record<number, string> = { 401: 'unauthenticated', 403: 'forb
 // Called through a closure: a browser's `fetch` throws "Illegal invocation" when
 // invoked as a method of some other object.
 const globalFetch: FetchLike = (input, init) => globalThis.fetch(input, init)
+
+/** The fetch a monitor reads with: the caller's or the global one, sending cookies across origins when asked. */
+function connectionFetch(options: ConnectionOptions): FetchLike {
+  const fetchImpl = options.fetch ?? globalFetch
+  return options.withCredentials ? (input, init) => fetchImpl(input, { ...init, credentials: 'include' }) : fetchImpl
+}
 
 function globalEventSource(): EventSourceConstructor | undefined {
   return (globalThis as { EventSource?: EventSourceConstructor }).EventSource

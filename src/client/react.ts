@@ -28,6 +28,8 @@ export interface UseProcessMonitorOptions {
   /** Keep these stable (module-level) values: a new one restarts the monitor. */
   fetch?: FetchLike
   EventSource?: EventSourceConstructor
+  /** Cookie auth from another origin (see monitorProcess); the server lists this page's origin in CORS_ORIGINS. */
+  withCredentials?: boolean
 }
 
 export interface ProcessMonitorState {
@@ -46,7 +48,7 @@ export function useProcessMonitor(
   id: number | string | null | undefined,
   options: UseProcessMonitorOptions = {},
 ): ProcessMonitorState {
-  const { baseUrl = '', token, pollIntervalMs, fetch, EventSource } = options
+  const { baseUrl = '', token, pollIntervalMs, fetch, EventSource, withCredentials } = options
   // State is tagged with the id it belongs to, so a new id shows IDLE at once
   // instead of the previous process for one render.
   const [state, setState] = useState<{ id: typeof id } & ProcessMonitorState>({ id, ...IDLE })
@@ -62,12 +64,13 @@ export function useProcessMonitor(
       pollIntervalMs,
       fetch,
       EventSource,
+      withCredentials,
       onUpdate: (process) => merge({ process }),
       onDone: (process) => merge({ process, done: true }),
       onError: (error) => merge({ error }),
     })
     return () => monitor.stop()
-  }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource])
+  }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource, withCredentials])
 
   if (state.id !== id) return IDLE
   return { process: state.process, done: state.done, error: state.error }

@@ -1,0 +1,92 @@
+// The monitor client in a real headless Chromium, on a page of another origin than the server's (another
+// port of 127.0.0.1: another origin, the same site, so the browser holds one `ps_session` cookie for both),
+// with cookie auth only: `withCredentials` is what sends the cookie with its streams and reads.
+import { afterAll, describe, expect, it } from 'bun:test'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { type Browser, chromium } from 'playwright-core'
+import { ROOT, createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { TestWorker } from '../worker-client'
+
+const CHROMIUM = '/usr/bin/chromium'
+
+describe.skipIf(!existsSync(CHROMIUM))('monitorProcess from another origin, with the session cookie', async () => {
+  const built = await Bun.build({ entrypoints: [join(ROOT, 'src/client/monitor.ts')], target: 'browser', format: 'esm' })
+  const bundle = await built.outputs[0]!.text()
+  const page = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch: (request) =>
+      new URL(request.url).pathname === '/monitor.js'
+        ? new Response(bundle, { headers: { 'content-type': 'text/javascript' } })
+        : new Response('<!doctype html><title>app</title><script type="module">import * as m from "/monitor.js"; window.monitor = m</script>', {
+            headers: { 'content-type': 'text/html' },
+          }),
+  })
+  afterAll(() => page.stop(true))
+  const pageOrigin = `http://127.0.0.1:${page.port}`
+
+  const { db } = await testDatabase()
+  const server = await listeningServer({ CORS_ORIGINS: pageOrigin, PROGRESS_FLUSH_MS: '50' }, db)
+  const tenant = await createTenant(db.sql)
+  const wtoken = await workerToken(db.sql)
+  const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
+
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] })
+  afterAll(() => browser.close())
+  const context = await browser.newContext()
+  await context.addCookies([{ name: 'ps_session', value: tenant.token, url: server.url }])
+  afterAll(() => context.close())
+
+  /** Starts monitorProcess in the page; what it reports collects in window.seen. */
+  async function monitorInPage(id: number, withCredentials: boolean, transport: 'EventSource' | 'fetch' = 'EventSource') {
+    const tab = await context.newPage()
+    await tab.goto(pageOrigin)
+    await tab.waitForFunction(() => 'monitor' in window)
+    await tab.evaluate(
+      ({ base, id, withCredentials, transport }) => {
+        // Without a global EventSource the monitor reads its streams with fetch.
+        if (transport === 'fetch') delete (window as any).EventSource
+        const seen: { updates: number[]; done: string | null; error: number | null } = { updates: [], done: null, error: null }
+        ;(window as any).seen = seen
+        ;(window as any).monitor.monitorProcess(base, id, {
+          withCredentials,
+          onUpdate: (p: { progress: number }) => seen.updates.push(p.progress),
+          onDone: (p: { status: string }) => (seen.done = p.status),
+          onError: (e: { status: number }) => (seen.error = e.status),
+        })
+      },
+      { base: server.url, id, withCredentials, transport },
+    )
+    return {
+      seen: () => tab.evaluate(() => (window as any).seen as { updates: number[]; done: string | null; error: number | null }),
+      close: () => tab.close(),
+    }
+  }
+
+  for (const transport of ['EventSource', 'fetch'] as const) {
+    it(`follows a process live to done with withCredentials, streaming with ${transport}`, async () => {
+      const p = (await (await fetch(`${server.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type: 'cross_origin' }) })).json()) as any
+      const watcher = await monitorInPage(p.id, true, transport)
+      await waitFor(async () => (await watcher.seen()).updates.length > 0, 10_000, 'the first state in the page')
+
+      const worker = await TestWorker.connect(server.url, wtoken)
+      const run = (await worker.request({ op: 'claim', types: ['cross_origin'] })).process
+      expect((await worker.request({ op: 'progress', process_id: p.id, attempt: run.attempts, progress: 40 })).op).toBe('ack')
+      await waitFor(async () => (await watcher.seen()).updates.includes(40), 10_000, 'progress 40 in the page')
+      expect((await worker.request({ op: 'complete', process_id: p.id, attempt: run.attempts })).op).toBe('ack')
+      await waitFor(async () => (await watcher.seen()).done === 'completed', 10_000, 'done in the page')
+      expect((await watcher.seen()).error).toBeNull()
+      worker.close()
+      await watcher.close()
+    }, 30_000)
+  }
+
+  it('without it the cookie stays home: 401, and monitoring stops', async () => {
+    const p = (await (await fetch(`${server.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type: 'cross_origin' }) })).json()) as any
+    const watcher = await monitorInPage(p.id, false)
+    await waitFor(async () => (await watcher.seen()).error === 401, 10_000, 'a 401 in the page')
+    expect((await watcher.seen()).updates).toEqual([])
+    await watcher.close()
+  }, 30_000)
+})
