@@ -116,8 +116,8 @@ export class Hub {
 
   /**
    * States committed together on this instance. They go to the other instances first (Bridge.publish writes
-   * them at once), and only then to this instance's own streams: a fan-out to thousands of local streams takes tens of
-   * milliseconds, and the other instances' streams must not wait for it.
+   * them at once), and only then to this instance's own streams: a fan-out to thousands of local streams takes
+   * tens of milliseconds, and the other instances' streams must not wait for it.
    *
    * `afterReplies`: this instance's fan-out waits until the current turn's promise continuations have run
    * (setImmediate), so the acks of the frames that made these states reach their workers before the writes

@@ -93,10 +93,10 @@ export class RedisBridge implements Bridge {
     const rest = this.pub.pipeline()
     for (const process of processes) {
       // Per workspace (dashboards); per worker too when the lease ends (the gateway holding that worker).
+      const payload = processJson(process)
       const channels = [this.key(workspaceChannel(process.workspace_id))]
       if (leaseEnded(process)) channels.push(this.key(workerChannel(process.worker_id)))
       for (const channel of channels) {
-        const payload = processJson(process)
         if (this.channels.has(channel)) this.echoes.set(channel, payload)
         rest.publish(channel, payload)
       }
