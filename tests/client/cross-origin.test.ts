@@ -11,7 +11,7 @@ import { TestWorker } from '../worker-client'
 const CHROMIUM = '/usr/bin/chromium'
 
 describe.skipIf(!existsSync(CHROMIUM))('monitorProcess from another origin, with the session cookie', async () => {
-  const built = await Bun.build({ entrypoints: [join(ROOT, 'src/client/monitor.ts')], target: 'browser', format: 'esm' })
+  const built = await Bun.build({ entrypoints: [join(ROOT, 'packages/client/src/monitor.ts')], target: 'browser', format: 'esm' })
   const bundle = await built.outputs[0]!.text()
   const page = Bun.serve({
     port: 0,

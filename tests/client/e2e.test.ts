@@ -1,8 +1,8 @@
 // The client SDK against a real listening server: the worker SDK runs jobs, the monitor watches them.
 import { describe, expect, it } from 'bun:test'
 import WebSocket from 'ws'
-import { monitorProcess, type Process } from '../../src/client/monitor'
-import { connectWorker, type JobContext, type WebSocketConstructor } from '../../src/client/worker'
+import { monitorProcess, type Process } from '@processes/client'
+import { connectWorker, type JobContext, type WebSocketConstructor } from '@processes/client/worker'
 import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
 
 const { db } = await testDatabase()

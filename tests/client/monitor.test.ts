@@ -1,6 +1,6 @@
 import { describe, expect, it, afterEach } from 'bun:test'
 import { EventSource as NpmEventSource } from 'eventsource'
-import { monitorProcess, monitorWorkspace, SseParser, MonitorError, type Process, type SseEvent } from '../../src/client/monitor.ts'
+import { monitorProcess, monitorWorkspace, SseParser, MonitorError, type Process, type SseEvent } from '@processes/client'
 
 const proc = (version: number, status: Process['status'] = 'running', id = 1): Process => ({
   id, workspace_id: 1, type: 'csv_import', status, progress: Math.min(100, version * 10), message: null, metadata: {},

@@ -1,7 +1,7 @@
 import { describe, expect, it, afterEach } from 'bun:test'
 import WS from 'ws'
-import { connectWorker, JobStoppedError, type WorkerEvent, type WebSocketConstructor } from '../../src/client/worker.ts'
-import type { Process } from '../../src/client/monitor.ts'
+import { connectWorker, JobStoppedError, type WorkerEvent, type WebSocketConstructor } from '@processes/client/worker'
+import type { Process } from '@processes/client'
 import type { ServerWebSocket } from 'bun'
 
 type P = Process

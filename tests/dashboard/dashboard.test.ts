@@ -16,7 +16,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
   const wtoken = await workerToken(db.sql)
 
   let workerLog = ''
-  const demo = Bun.spawn([BUN, 'src/client/demo-worker.ts'], {
+  const demo = Bun.spawn([BUN, 'packages/client/src/demo-worker.ts'], {
     cwd: ROOT,
     env: { ...process.env, PROCESSES_URL: server.url, WORKER_TOKEN: wtoken },
     stdout: 'pipe',

@@ -1,5 +1,5 @@
 /**
- * A demo worker: `bun src/client/demo-worker.ts`.
+ * A demo worker: `bun packages/client/src/demo-worker.ts`.
  *
  * Environment:
  *   PROCESSES_URL  the server (default http://localhost:3000)
