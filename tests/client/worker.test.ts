@@ -154,11 +154,24 @@ describe('connectWorker', () => {
     expect(g.processes.get(b.id)).toMatchObject({ status: 'failed', error: 'worker shut down before the job finished' })
   })
 
-  it('keeps retrying with backoff when the token is refused', async () => {
+  it('stops retrying when the token is refused (401 at the upgrade), with an auth error', async () => {
     const g = setup()
     const errors: Error[] = []
     const w = connectWorker(g.url, 'bad', { reconnectMinMs: 20, reconnectMaxMs: 100, onError: e => errors.push(e), handler() {} })
-    await until(() => errors.length >= 3)
+    expect(await w.stopped).toMatchObject({ reason: 'unauthenticated', error: { status: 401, code: 'unauthenticated' } })
+    expect(errors.map(e => e.name)).toEqual(['WorkerAuthError'])
     await w.close()
+  })
+
+  it('keeps retrying with backoff when the gateway fails for another reason (500 at the upgrade)', async () => {
+    let attempts = 0
+    const broken = Bun.serve({ port: 0, fetch: () => { attempts++; return new Response('down', { status: 500 }) } })
+    cleanup.push(() => broken.stop(true))
+    const errors: Error[] = []
+    const w = connectWorker(`http://localhost:${broken.port}`, 'wt', { reconnectMinMs: 20, reconnectMaxMs: 100, onError: e => errors.push(e), handler() {} })
+    await until(() => errors.length >= 3)
+    expect(errors.every(e => e.name === 'Error' && /close code/.test(e.message))).toBe(true)
+    await w.close()
+    expect(await w.stopped).toEqual({ reason: 'closed' })
   })
 })

@@ -44,6 +44,10 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     void worker.close({ timeoutMs: 10_000 }).then(() => process.exit(0))
   })
 }
+// A refused token (unknown, expired, revoked) stops the worker: retrying would not help.
+void worker.stopped.then(({ error }) => {
+  if (error) process.exit(1)
+})
 
 function runJob(job: Process, ctx: JobContext): Promise<JobResult> {
   switch (job.type) {
@@ -123,6 +127,8 @@ function describe(event: WorkerEvent): string {
       return `#${event.process.id} cancelled`
     case 'lost':
       return `#${event.process.id} lost (${event.code}): another attempt owns it now`
+    case 'stopped':
+      return event.error ? `stopped: ${event.error.message}` : 'stopped'
   }
 }
 

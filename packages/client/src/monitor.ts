@@ -14,13 +14,9 @@
 
 // ── The API's shapes (contract §2) ─────────────────────────────────────────
 
-export type ProcessStatus =
-  | 'pending'
-  | 'running'
-  | 'waiting_review'
-  | 'completed'
-  | 'failed'
-  | 'cancelled'
+/** Every status, in the server's order (src/processes/states.ts STATUSES; tests/client/shapes.test.ts checks it). */
+export const PROCESS_STATUSES = ['pending', 'running', 'waiting_review', 'completed', 'failed', 'cancelled'] as const
+export type ProcessStatus = (typeof PROCESS_STATUSES)[number]
 
 /** A process as `GET /processes/{id}` and the streams return it. Ids and versions are JSON numbers. */
 export interface Process {
@@ -45,6 +41,15 @@ export interface Process {
   started_at: string | null
   finished_at: string | null
 }
+
+/** The fields of a Process, as the server's schema has them (src/processes/model.ts; checked by tests/client/shapes.test.ts). */
+export const PROCESS_FIELDS = [
+  'id', 'workspace_id', 'type', 'status', 'progress', 'message', 'metadata', 'result_summary', 'error', 'attempts',
+  'version', 'worker_id', 'created_by', 'created_at', 'updated_at', 'started_at', 'finished_at',
+] as const satisfies readonly (keyof Process)[]
+// Compile-time: PROCESS_FIELDS names every key of Process (and, by `satisfies`, nothing else).
+const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extends never ? true : false = true
+void everyField
 
 /** The worker's part is over: the stream sends `event: done` and ends (contract §6). */
 export const DONE_STATUSES: ReadonlySet<ProcessStatus> = new Set<ProcessStatus>([
@@ -78,6 +83,19 @@ export interface EventSourceLike {
 }
 export type EventSourceConstructor = new (url: string, init?: { withCredentials?: boolean }) => EventSourceLike
 
+/**
+ * Where a monitor's connection stands, for a "live / reconnecting / offline" badge:
+ * `connecting` (first connect), `open` (a stream is delivering), `reconnecting` (between windows, or after a
+ * failed connect: an unreachable server stays here, retrying with backoff), `polling` (monitorProcess only:
+ * streams failed, it reads `GET /processes/{id}`), `closed` (done, or a fatal error; not after `stop()`).
+ */
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'polling' | 'closed'
+
+export interface ConnectionInfo {
+  /** Failed connects in a row (0 once a stream opens). */
+  failures: number
+}
+
 export interface MonitorHandle {
   /** Close the connection and stop timers; no callback runs after this. Idempotent. */
   stop(): void
@@ -98,6 +116,8 @@ interface ConnectionOptions {
   withCredentials?: boolean
   /** Fatal only (401, 403, 404, no way to read the server): monitoring has stopped. */
   onError?: (error: MonitorError) => void
+  /** Each change of the connection's state (never the same state twice in a row). */
+  onConnectionState?: (state: ConnectionState, info: ConnectionInfo) => void
 }
 
 export interface MonitorProcessOptions extends ConnectionOptions {
@@ -187,13 +207,14 @@ export function monitorProcess(
       return finished
     },
     onFatal: (error) => safely(options.onError, error),
+    onState: options.onConnectionState,
     poller: {
       poll,
       intervalMs: options.pollIntervalMs ?? 2000,
       streamRetryMs: options.streamRetryMs ?? 30_000,
     },
   }).start()
-  return { stop: () => feed.stop() }
+  return { stop: () => feed.cancel() }
 }
 
 /** Follow every matching process of a workspace (`GET /processes/stream`); runs until stopped. */
@@ -228,9 +249,10 @@ export function monitorWorkspace(baseUrl: string, options: MonitorWorkspaceOptio
       return false
     },
     onFatal: (error) => safely(options.onError, error),
+    onState: options.onConnectionState,
     onReconnect: () => safely(options.onReconnect, undefined),
   }).start()
-  return { stop: () => feed.stop() }
+  return { stop: () => feed.cancel() }
 }
 
 // ── SSE parsing (WHATWG "event stream interpretation") ─────────────────────
@@ -477,6 +499,7 @@ interface FeedOptions {
   lastEventId: () => string | null
   onEvent: (event: SseEvent) => boolean
   onFatal: (error: MonitorError) => void
+  onState?: (state: ConnectionState, info: ConnectionInfo) => void
   onReconnect?: () => void
   poller?: Poller
 }
@@ -487,6 +510,10 @@ class Feed {
   private retryMs = DEFAULT_RETRY_MS
   private streamable = true
   private hasOpened = false
+  /** Stopped by the caller (the handle's stop): no callback at all after that, not even `closed`. */
+  private cancelled = false
+  private state: ConnectionState | null = null
+  private failures = 0
 
   constructor(private readonly options: FeedOptions) {}
 
@@ -504,15 +531,29 @@ class Feed {
     this.stopController.abort()
   }
 
+  cancel(): void {
+    this.cancelled = true
+    this.stop()
+  }
+
+  private setState(state: ConnectionState): void {
+    if (this.cancelled || state === this.state) return
+    this.state = state
+    safely((info: ConnectionInfo) => this.options.onState?.(state, info), { failures: this.failures })
+  }
+
   private async run(): Promise<void> {
+    this.setState('connecting')
     try {
       await this.loop()
     } catch (error) {
-      if (this.stopped) return
-      this.stop()
-      if (error instanceof MonitorError) this.options.onFatal(error)
-      else console.error('processes monitor stopped on an unexpected error', error)
+      if (!this.stopped) {
+        this.stop()
+        if (error instanceof MonitorError) this.options.onFatal(error)
+        else console.error('processes monitor stopped on an unexpected error', error)
+      }
     }
+    this.setState('closed')
   }
 
   private async loop(): Promise<void> {
@@ -520,7 +561,9 @@ class Feed {
     let failures = 0
     let polling = false
     while (!this.stopped) {
+      this.failures = failures
       if (polling) {
+        this.setState('polling')
         if (await this.pollUntilStreamRetry(poller!)) return
         // A probe: one more failure and we are back to polling.
         failures = MAX_FAILED_CONNECTS - 1
@@ -537,6 +580,8 @@ class Feed {
           throw end.error
         case 'ended':
           failures = 0
+          this.failures = 0
+          this.setState('reconnecting')
           // Reconnect at once after a normal window; wait `retry` only when the
           // server closed quickly, so a misbehaving server cannot make us spin.
           if (Date.now() - openedAt < this.retryMs) await this.sleep(this.retryMs)
@@ -551,9 +596,13 @@ class Feed {
           break
         case 'failed':
           failures += 1
+          this.failures = failures
           if (end.statusHidden && (await this.checkStatus())) return
           if (poller && failures >= MAX_FAILED_CONNECTS) polling = true
-          else await this.sleep(backoffMs(failures, this.retryMs))
+          else {
+            this.setState('reconnecting')
+            await this.sleep(backoffMs(failures, this.retryMs))
+          }
           break
       }
     }
@@ -569,6 +618,8 @@ class Feed {
       signal: this.stopController.signal,
       onEvent: this.options.onEvent,
       onOpen: () => {
+        this.failures = 0
+        this.setState('open')
         if (this.hasOpened) this.options.onReconnect?.()
         this.hasOpened = true
       },

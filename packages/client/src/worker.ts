@@ -73,6 +73,8 @@ export type WorkerEvent =
   | { type: 'cancelled'; process: Process }
   /** The server no longer lets this worker report on it (`code`): another attempt replaced it, say. */
   | { type: 'lost'; process: Process; code: string }
+  /** The worker stopped for good: `close()` was called, or the server refused its token (no more retries). */
+  | { type: 'stopped'; reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }
 
 /** The part of the standard `WebSocket` used here; the `ws` package's class fits too. */
 export interface WebSocketLike {
@@ -118,6 +120,25 @@ export interface WorkerHandle {
   readonly workerId: string
   /** Stop claiming, let running handlers finish (see CloseOptions), then close the socket. */
   close(options?: CloseOptions): Promise<void>
+  /**
+   * Settles when the worker has stopped for good: after `close()`, or when the server refused its token
+   * (401/403 at the upgrade: unknown, expired or revoked) — the worker then stops retrying, and `error` says why.
+   */
+  readonly stopped: Promise<{ reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }>
+}
+
+/** The server refused the worker token at the upgrade (HTTP 401 or 403): retrying cannot help. */
+export class WorkerAuthError extends Error {
+  override readonly name = 'WorkerAuthError'
+
+  constructor(
+    readonly status: number,
+    /** The contract's error code: `unauthenticated` or `forbidden`. */
+    readonly code: string,
+    message: string,
+  ) {
+    super(message)
+  }
 }
 
 /** The server answered a frame with `error {code, message}`. */
@@ -153,7 +174,7 @@ export function connectWorker(url: string, token: string, options: WorkerOptions
   const workerId = options.workerId ?? `worker-${crypto.randomUUID()}`
   const worker = new Worker(workerSocketUrl(url, token), workerId, WebSocketImpl, options)
   worker.start()
-  return { workerId, close: (closeOptions) => worker.close(closeOptions) }
+  return { workerId, close: (closeOptions) => worker.close(closeOptions), stopped: worker.stopped }
 }
 
 // ── The connection: hello, request/reply by ref, reconnect ─────────────────
@@ -197,6 +218,8 @@ interface ConnectionConfig {
   onPush: (frame: Frame) => void
   onError: (error: Error) => void
   onEvent: (event: WorkerEvent) => void
+  /** The token was refused: the connection is closed for good. */
+  onRefused: (error: WorkerAuthError) => void
 }
 
 class WorkerConnection {
@@ -353,12 +376,28 @@ class WorkerConnection {
     this.ready = false
     this.settleOnDisconnect(false)
     if (this.closed) return
+    // 1012 is the server restarting (contract §9): expected, not an error.
+    if (!wasReady && code !== 1012) return void this.failedToConnect(code, reason)
     const delayMs = this.nextDelayMs(!wasReady)
     this.config.onEvent({ type: 'disconnected', code, reason, reconnectInMs: delayMs })
-    // 1012 is the server restarting (contract §9): expected, not an error.
-    if (!wasReady && code !== 1012) {
-      this.config.onError(new Error(`could not connect to the workers gateway (close code ${code})`))
+    this.scheduleReconnect(delayMs)
+  }
+
+  /**
+   * A WebSocket refused at the upgrade shows only close code 1006, whatever the HTTP status: ask the same URL
+   * over plain HTTP, where the server answers 401/403 for a bad token (426 for a good one). A refused token
+   * stops the worker; anything else is retried with backoff.
+   */
+  private async failedToConnect(code: number, reason: string): Promise<void> {
+    const refusal = await probeToken(this.config.url)
+    if (this.closed) return
+    if (refusal) {
+      this.close()
+      return this.config.onRefused(refusal)
     }
+    const delayMs = this.nextDelayMs(true)
+    this.config.onEvent({ type: 'disconnected', code, reason, reconnectInMs: delayMs })
+    this.config.onError(new Error(`could not connect to the workers gateway (close code ${code}); retrying in ${delayMs} ms`))
     this.scheduleReconnect(delayMs)
   }
 
@@ -414,6 +453,10 @@ class Worker {
   /** Aborted by close(): cuts claim-error sleeps short. */
   private readonly closing = new AbortController()
   private closed: Promise<void> | undefined
+  private stop!: (outcome: { reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }) => void
+  readonly stopped = new Promise<{ reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }>((resolve) => {
+    this.stop = resolve
+  })
 
   constructor(
     url: string,
@@ -431,7 +474,16 @@ class Worker {
       onPush: (frame) => this.onPush(frame),
       onError: (error) => this.report(error),
       onEvent: (event) => this.emit(event),
+      onRefused: (error) => this.refused(error),
     })
+  }
+
+  /** The token was refused: report it once and stop; running jobs are abandoned (nothing can report for them). */
+  private refused(error: WorkerAuthError): void {
+    this.report(error)
+    this.emit({ type: 'stopped', reason: 'unauthenticated', error })
+    this.stop({ reason: 'unauthenticated', error })
+    void this.close({ timeoutMs: 0 })
   }
 
   start(): void {
@@ -441,7 +493,10 @@ class Worker {
   }
 
   close(options: CloseOptions = {}): Promise<void> {
-    this.closed ??= this.shutDown(options.timeoutMs ?? Infinity)
+    this.closed ??= this.shutDown(options.timeoutMs ?? Infinity).then(() => {
+      this.emit({ type: 'stopped', reason: 'closed' })
+      this.stop({ reason: 'closed' })
+    })
     return this.closed
   }
 
@@ -649,6 +704,39 @@ class Worker {
 }
 
 // ── Helpers ────────────────────────────────────────────────────────────────
+
+const PROBE_TIMEOUT_MS = 5000
+
+/** The server's refusal of this socket URL's token (401/403 over plain HTTP), or null: no fetch, no answer, or not refused. */
+async function probeToken(socketUrl: string): Promise<WorkerAuthError | null> {
+  const fetchImpl = (globalThis as { fetch?: typeof fetch }).fetch
+  if (!fetchImpl) return null
+  const url = new URL(socketUrl)
+  url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:'
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), PROBE_TIMEOUT_MS)
+  try {
+    const response = await fetchImpl(url.toString(), { signal: controller.signal })
+    if (response.status !== 401 && response.status !== 403) {
+      await response.body?.cancel().catch(() => {})
+      return null
+    }
+    let code = response.status === 401 ? 'unauthenticated' : 'forbidden'
+    let message = `worker token refused (HTTP ${response.status})`
+    try {
+      const body = (await response.json()) as { error?: { code?: unknown; message?: unknown } }
+      if (typeof body.error?.code === 'string') code = body.error.code
+      if (typeof body.error?.message === 'string') message = `worker token refused: ${body.error.message}`
+    } catch {
+      // Not the contract's body (a proxy's page): the status says enough.
+    }
+    return new WorkerAuthError(response.status, code, message)
+  } catch {
+    return null
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 function workerSocketUrl(url: string, token: string): string {
   const target = new URL(url)
