@@ -9,6 +9,7 @@ import { HttpError, errorResponse, isUnavailable, payloadTooLarge } from './erro
 import { me } from './me'
 import { ops } from './ops/routes'
 import { processes } from './processes/index'
+import { stats } from './processes/stats'
 import { beginRequest, newRequestId, requestState, shareState } from './request-state'
 import type { Services } from './services'
 
@@ -56,6 +57,7 @@ export function createApp(s: Services) {
     .use(ops(s))
     .use(dashboard())
     .use(me(s))
+    .use(stats(s))
     .use(processes(s))
 }
 

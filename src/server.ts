@@ -37,6 +37,7 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
   await migrate(db.sql)
   const metrics = new Metrics()
   const hub = new Hub()
+  hub.onPublish = (processes) => metrics.jobs.observe(processes)
   const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
   const progress = new ProgressCoalescer(db.sql, hub, metrics, config.PROGRESS_FLUSH_MS)

@@ -59,6 +59,8 @@ export class Hub {
   private deferred: Array<readonly Process[]> = []
   private deferredScheduled = false
   published = 0
+  /** Sees every state committed on this instance, as it is published (job metrics). */
+  onPublish: ((processes: readonly Process[]) => void) | null = null
 
   attach(bridge: Bridge) {
     this.bridge = bridge
@@ -128,6 +130,7 @@ export class Hub {
     if (processes.length === 0) return
     this.deliverDeferred()
     this.published += processes.length
+    this.onPublish?.(processes)
     this.bridge?.publish(processes)
     if (o.afterReplies) {
       this.deferred.push(processes)

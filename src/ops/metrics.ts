@@ -3,6 +3,8 @@
 export class Metrics {
   /** Per method+route, per status: the count and total time. Nested maps: no key string built per request. */
   private readonly requests = new Map<string, Map<number, { labels: string; count: number; ms: number }>>()
+  /** Queue depth, wait/run times, completions and failures (the block at the end of this file). */
+  readonly jobs = new JobMetrics()
   readonly counters = {
     redis_publishes: 0,
     progress_frames: 0,
@@ -87,6 +89,147 @@ export class Metrics {
     for (const [name, read] of this.gauges) {
       out.push(`# TYPE processes_${name} gauge`, `processes_${name} ${read()}`)
     }
+    this.jobs.render(out)
     return out.join('\n') + '\n'
   }
+}
+
+// ── Job metrics ──────────────────────────────────────────────────────────────────────────────────────────
+// Queue depth by type and status (sampled from SQL, at most every DEPTH_SAMPLE_MS), wait and run times
+// (histograms, observed as this instance commits starts and finishes), completions and failures per type.
+
+/** Seconds: a job waits from a fraction of a second (a worker is waiting) to hours (none is). */
+export const JOB_SECONDS_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400]
+/** Queue depth is a `group by` over the non-final processes: one scrape every few seconds is plenty. */
+export const DEPTH_SAMPLE_MS = 5000
+/** Types are client-chosen labels: beyond this many, the rest are counted as type="other". */
+const MAX_JOB_TYPES = 200
+
+/** The fields of a published process that job metrics read. */
+export interface JobState {
+  type: string
+  status: string
+  created_at: string
+  updated_at: string
+  started_at: string | null
+  finished_at: string | null
+}
+
+export interface DepthRow {
+  type: string
+  status: string
+  count: number
+}
+
+class Histogram {
+  readonly counts = new Array<number>(JOB_SECONDS_BUCKETS.length + 1).fill(0)
+  sum = 0
+  observe(seconds: number) {
+    let i = 0
+    while (i < JOB_SECONDS_BUCKETS.length && seconds > JOB_SECONDS_BUCKETS[i]!) i++
+    this.counts[i]!++
+    this.sum += seconds
+  }
+}
+
+export class JobMetrics {
+  private readonly wait = new Map<string, Histogram>()
+  private readonly run = new Map<string, Histogram>()
+  private readonly completed = new Map<string, number>()
+  private readonly failed = new Map<string, number>()
+  private readonly types = new Set<string>()
+  /** type → status → count, from the last sample; pairs seen once stay, at 0, so a drained queue reads 0. */
+  private depth = new Map<string, Map<string, number>>()
+  private sampledAt = 0
+  private sampling: Promise<void> | null = null
+
+  /**
+   * A state committed on this instance. A transition sets `updated_at` and the timestamp it is about in one
+   * statement (`now()`), so equal strings say this change is the start (`started_at`) or the finish
+   * (`finished_at`); a progress or log change leaves them apart. Run time is started → final (a reviewed
+   * process's review time included), observed once, at completed, failed or cancelled.
+   */
+  observe(processes: readonly JobState[]) {
+    for (const p of processes) {
+      if (p.status === 'running') {
+        if (p.started_at !== null && p.started_at === p.updated_at) this.histogram(this.wait, p.type).observe(secondsBetween(p.created_at, p.started_at))
+      } else if (p.finished_at !== null && p.finished_at === p.updated_at && (p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled')) {
+        const type = this.label(p.type)
+        if (p.status === 'completed') this.completed.set(type, (this.completed.get(type) ?? 0) + 1)
+        if (p.status === 'failed') this.failed.set(type, (this.failed.get(type) ?? 0) + 1)
+        if (p.started_at !== null) this.histogram(this.run, type).observe(secondsBetween(p.started_at, p.finished_at))
+      }
+    }
+  }
+
+  /** Re-sample queue depth when the last sample is older than DEPTH_SAMPLE_MS; concurrent scrapes share one query. */
+  async refreshDepth(read: () => Promise<DepthRow[]>, now = Date.now()) {
+    if (now - this.sampledAt < DEPTH_SAMPLE_MS) return
+    this.sampling ??= read()
+      .then((rows) => {
+        const next = new Map<string, Map<string, number>>()
+        for (const [type, byStatus] of this.depth) next.set(type, new Map([...byStatus.keys()].map((status) => [status, 0])))
+        for (const row of rows) {
+          const type = this.label(row.type)
+          let byStatus = next.get(type)
+          if (!byStatus) next.set(type, (byStatus = new Map()))
+          byStatus.set(row.status, (byStatus.get(row.status) ?? 0) + row.count)
+        }
+        this.depth = next
+        this.sampledAt = Date.now()
+      })
+      .finally(() => {
+        this.sampling = null
+      })
+    await this.sampling
+  }
+
+  render(out: string[]) {
+    out.push('# HELP processes_queue_depth Non-final processes by type and status (sampled at most every 5 s).')
+    out.push('# TYPE processes_queue_depth gauge')
+    for (const [type, byStatus] of this.depth) {
+      for (const [status, count] of byStatus) out.push(`processes_queue_depth{type="${type}",status="${status}"} ${count}`)
+    }
+    this.renderHistogram(out, 'processes_job_wait_seconds', 'Time from creation to start, for starts committed on this instance.', this.wait)
+    this.renderHistogram(out, 'processes_job_run_seconds', 'Time from start to completed, failed or cancelled, for finishes committed on this instance.', this.run)
+    out.push('# HELP processes_jobs_completed_total Processes completed, per type (this instance).')
+    out.push('# TYPE processes_jobs_completed_total counter')
+    for (const [type, n] of this.completed) out.push(`processes_jobs_completed_total{type="${type}"} ${n}`)
+    out.push('# HELP processes_jobs_failed_total Processes failed (by their worker or by the lease sweep), per type (this instance).')
+    out.push('# TYPE processes_jobs_failed_total counter')
+    for (const [type, n] of this.failed) out.push(`processes_jobs_failed_total{type="${type}"} ${n}`)
+  }
+
+  private renderHistogram(out: string[], name: string, help: string, byType: Map<string, Histogram>) {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`)
+    for (const [type, h] of byType) {
+      let cumulative = 0
+      JOB_SECONDS_BUCKETS.forEach((le, i) => {
+        cumulative += h.counts[i]!
+        out.push(`${name}_bucket{type="${type}",le="${le}"} ${cumulative}`)
+      })
+      cumulative += h.counts[JOB_SECONDS_BUCKETS.length]!
+      out.push(`${name}_bucket{type="${type}",le="+Inf"} ${cumulative}`)
+      out.push(`${name}_sum{type="${type}"} ${h.sum.toFixed(3)}`, `${name}_count{type="${type}"} ${cumulative}`)
+    }
+  }
+
+  private histogram(map: Map<string, Histogram>, type: string): Histogram {
+    const label = this.label(type)
+    let h = map.get(label)
+    if (!h) map.set(label, (h = new Histogram()))
+    return h
+  }
+
+  /** Types match ^[a-z][a-z0-9_.-]{0,63}$ (nothing to escape); their number is capped. */
+  private label(type: string): string {
+    if (this.types.has(type)) return type
+    if (this.types.size >= MAX_JOB_TYPES) return 'other'
+    this.types.add(type)
+    return type
+  }
+}
+
+function secondsBetween(from: string, to: string): number {
+  return Math.max(0, (Date.parse(to) - Date.parse(from)) / 1000)
 }

@@ -1,5 +1,6 @@
 // Health, readiness and metrics: no auth, not audited.
 import { Elysia } from 'elysia'
+import { queueDepth } from '../processes/stats'
 import type { Services } from '../services'
 
 const DB_CHECK_TIMEOUT_MS = 2000
@@ -40,8 +41,10 @@ export function ops(s: Services) {
     )
     .get(
       '/metrics',
-      ({ set }) => {
+      async ({ set }) => {
         set.headers['content-type'] = 'text/plain; version=0.0.4; charset=utf-8'
+        // Queue depth is sampled from SQL (at most every 5 s); a database down leaves the last sample.
+        await s.metrics.jobs.refreshDepth(() => queueDepth(s.sql)).catch(() => {})
         return s.metrics.render()
       },
       { detail: { summary: 'Prometheus metrics', tags: ['operations'] } },

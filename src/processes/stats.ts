@@ -1,0 +1,147 @@
+// Figures computed in SQL from the processes themselves (created_at, started_at, finished_at): queue depth for
+// /metrics, and per-workspace counts and time buckets for the dashboard's tabs and charts (GET /processes/stats).
+import type { TSchema } from '@sinclair/typebox'
+import { Elysia, t } from 'elysia'
+import { activeWorkspace, authPlugin } from '../auth/plugin'
+import type { Sql } from '../db/client'
+import type { DepthRow } from '../ops/metrics'
+import type { Services } from '../services'
+import { ErrorSchema, StatusSchema } from './model'
+
+/** Non-final processes by type and status, all workspaces: the Prometheus queue-depth gauge. */
+export async function queueDepth(sql: Sql): Promise<DepthRow[]> {
+  return sql<DepthRow[]>`
+    select type, status, count(*)::int as count
+      from processes
+     where status in ('pending', 'running', 'waiting_review')
+     group by type, status`
+}
+
+/** The windows a dashboard may ask for, and the bucket each is drawn in. */
+export const WINDOWS = { '1h': [3600, 60], '6h': [21_600, 600], '24h': [86_400, 3600], '7d': [604_800, 21_600] } as const
+export type StatsWindow = keyof typeof WINDOWS
+const WINDOW_NAMES = ['1h', '6h', '24h', '7d'] as const satisfies readonly StatsWindow[]
+
+export interface StatsBucket {
+  start: string
+  created: number
+  completed: number
+  failed: number
+  cancelled: number
+  wait_p50_s: number | null
+  wait_p95_s: number | null
+  run_p50_s: number | null
+  run_p95_s: number | null
+}
+
+/** Every (type, status) of a workspace with its count: the tabs' counts and the type filter's choices. */
+export async function countByTypeAndStatus(sql: Sql, workspaceId: number) {
+  return sql<{ type: string; status: string; count: number }[]>`
+    select type, status, count(*)::int as count
+      from processes
+     where workspace_id = ${workspaceId}
+     group by type, status
+     order by type, status`
+}
+
+/**
+ * Per bucket of the window: processes created, finished by outcome, and the median and 95th percentile of
+ * their wait (created → started, for those started in the bucket) and run time (started → finished, for those
+ * finished in it). Buckets are aligned to the epoch, so two calls a second apart draw the same bars.
+ */
+export async function timeBuckets(sql: Sql, workspaceId: number, windowS: number, bucketS: number): Promise<StatsBucket[]> {
+  const rows = await sql<(Omit<StatsBucket, 'start'> & { start: Date | string })[]>`
+    with bounds as (
+      select to_timestamp(floor(extract(epoch from now()) / ${bucketS}) * ${bucketS} - ${windowS} + ${bucketS}) as since
+    ), buckets as (
+      select generate_series(since, now(), make_interval(secs => ${bucketS})) as start from bounds
+    ), recent as (
+      select created_at, started_at, finished_at, status
+        from processes, bounds
+       where workspace_id = ${workspaceId}
+         and (created_at >= since or started_at >= since or finished_at >= since)
+    )
+    select b.start,
+           (select count(*)::int from recent r where r.created_at >= b.start and r.created_at < b.start + make_interval(secs => ${bucketS})) as created,
+           count(*) filter (where f.status = 'completed')::int as completed,
+           count(*) filter (where f.status = 'failed')::int as failed,
+           count(*) filter (where f.status = 'cancelled')::int as cancelled,
+           (select percentile_cont(0.5) within group (order by extract(epoch from r.started_at - r.created_at))
+              from recent r where r.started_at >= b.start and r.started_at < b.start + make_interval(secs => ${bucketS})) as wait_p50_s,
+           (select percentile_cont(0.95) within group (order by extract(epoch from r.started_at - r.created_at))
+              from recent r where r.started_at >= b.start and r.started_at < b.start + make_interval(secs => ${bucketS})) as wait_p95_s,
+           percentile_cont(0.5) within group (order by extract(epoch from f.finished_at - f.started_at)) as run_p50_s,
+           percentile_cont(0.95) within group (order by extract(epoch from f.finished_at - f.started_at)) as run_p95_s
+      from buckets b
+      left join recent f on f.finished_at >= b.start and f.finished_at < b.start + make_interval(secs => ${bucketS})
+                        and f.status in ('completed', 'failed', 'cancelled')
+     group by b.start
+     order by b.start`
+  const seconds = (v: unknown) => (v === null || v === undefined ? null : Math.round(Number(v) * 1000) / 1000)
+  return rows.map((r) => ({
+    start: new Date(r.start).toISOString(),
+    created: r.created,
+    completed: r.completed,
+    failed: r.failed,
+    cancelled: r.cancelled,
+    wait_p50_s: seconds(r.wait_p50_s),
+    wait_p95_s: seconds(r.wait_p95_s),
+    run_p50_s: seconds(r.run_p50_s),
+    run_p95_s: seconds(r.run_p95_s),
+  }))
+}
+
+const Seconds = t.Union([t.Number(), t.Null()])
+export const StatsResponse = t.Object({
+  workspace_id: t.Integer(),
+  window: t.UnionEnum(WINDOW_NAMES),
+  bucket_seconds: t.Integer(),
+  counts: t.Array(t.Object({ type: t.String(), status: StatusSchema, count: t.Integer() })),
+  buckets: t.Array(
+    t.Object({
+      start: t.String({ format: 'date-time' }),
+      created: t.Integer(),
+      completed: t.Integer(),
+      failed: t.Integer(),
+      cancelled: t.Integer(),
+      wait_p50_s: Seconds,
+      wait_p95_s: Seconds,
+      run_p50_s: Seconds,
+      run_p95_s: Seconds,
+    }),
+  ),
+})
+
+export function stats(s: Services) {
+  return new Elysia({ prefix: '/processes' }).use(authPlugin(s)).get(
+    '/stats',
+    async ({ query, principal, state }) => {
+      const workspaceId = activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))
+      const window = query.window ?? '24h'
+      const [windowS, bucketS] = WINDOWS[window]
+      const [counts, buckets] = await Promise.all([countByTypeAndStatus(s.sql, workspaceId), timeBuckets(s.sql, workspaceId, windowS, bucketS)])
+      return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts, buckets }
+    },
+    {
+      query: t.Object(
+        {
+          workspace_id: t.Optional(t.String({ pattern: '^[1-9][0-9]{0,15}$' })),
+          window: t.Optional(t.UnionEnum(WINDOW_NAMES)),
+        },
+        { additionalProperties: true },
+      ),
+      detail: {
+        summary: 'Counts by type and status, and throughput / wait / run time per bucket (extension; the dashboard)',
+        tags: ['processes'],
+        responses: documented({ 200: ['OK', StatsResponse], 401: ['unauthenticated', ErrorSchema], 403: ['forbidden', ErrorSchema], 422: ['invalid_request', ErrorSchema] }),
+      },
+    },
+  )
+}
+
+/** OpenAPI responses from TypeBox schemas, documented only (not validated at run time, as in processes/index.ts). */
+export function documented(map: Record<number, [string, TSchema | null]>) {
+  return Object.fromEntries(
+    Object.entries(map).map(([status, [description, schema]]) => [status, schema ? { description, content: { 'application/json': { schema } } } : { description }]),
+  )
+}
