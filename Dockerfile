@@ -4,6 +4,8 @@ FROM oven/bun:1.4 AS build
 WORKDIR /app
 # bunfig.toml holds the [install] settings, so it comes in with the manifests, before the install.
 COPY package.json package-lock.json bunfig.toml ./
+# The npm workspace's package manifests come with the root's: the lock file lists them.
+COPY packages/client/package.json ./packages/client/
 # The locked versions (bun migrates package-lock.json; --frozen-lockfile fails if it disagrees with
 # package.json), runtime dependencies only: the `bun` devDependency installed with --ignore-scripts is a
 # stub that exits 1, and `bun run` puts node_modules/.bin first on PATH, so with the devDependencies
@@ -12,6 +14,8 @@ RUN bun install --ignore-scripts --frozen-lockfile --production
 COPY tsconfig.json ./
 COPY sql ./sql
 COPY src ./src
+# The dashboard is built on the client package's sources.
+COPY packages/client/src ./packages/client/src
 RUN bun run build
 
 # Run: a slim image with the executable only, as a non-root user.

@@ -5,6 +5,7 @@ import { openapi } from '@elysiajs/openapi'
 import { Elysia } from 'elysia'
 import { auditRowFor } from './auth/plugin'
 import { dashboard } from './dashboard/routes'
+import { docs } from './ops/docs'
 import { HttpError, errorResponse, isUnavailable, payloadTooLarge } from './errors'
 import { me } from './me'
 import { ops } from './ops/routes'
@@ -42,6 +43,8 @@ export function createApp(s: Services) {
       openapi({
         path: '/openapi',
         specPath: '/openapi/json',
+        // The page is ours (ops/docs.ts): the plugin's loads its UI from a CDN at @latest.
+        provider: null,
         documentation: {
           info: {
             title: 'Processes API',
@@ -54,6 +57,7 @@ export function createApp(s: Services) {
         exclude: { paths: ['/', '/app.js', '/style.css'] },
       }),
     )
+    .use(docs())
     .use(ops(s))
     .use(dashboard())
     .use(me(s))

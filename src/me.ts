@@ -2,7 +2,14 @@
 import { Elysia, t } from 'elysia'
 import { authPlugin } from './auth/plugin'
 import { findUser, listWorkspacesOf } from './auth/queries'
+import { documented } from './ops/docs'
+import { ErrorSchema } from './processes/model'
 import type { Services } from './services'
+
+const Me = t.Object({
+  user: t.Union([t.Object({ id: t.Integer(), email: t.String() }), t.Null()]),
+  workspaces: t.Array(t.Object({ id: t.Integer(), name: t.String(), role: t.String() })),
+})
 
 export function me(s: Services) {
   return new Elysia().use(authPlugin(s)).get(
@@ -12,11 +19,11 @@ export function me(s: Services) {
       workspaces: await listWorkspacesOf(s.sql, principal.userId),
     }),
     {
-      response: t.Object({
-        user: t.Union([t.Object({ id: t.Integer(), email: t.String() }), t.Null()]),
-        workspaces: t.Array(t.Object({ id: t.Integer(), name: t.String(), role: t.String() })),
-      }),
-      detail: { summary: 'The caller and their workspaces (extension)', tags: ['auth'] },
+      detail: {
+        summary: 'The caller and their workspaces (extension)',
+        tags: ['auth'],
+        responses: documented({ 200: ['OK', Me], 401: ['unauthenticated', ErrorSchema], 500: ['internal', ErrorSchema], 503: ['unavailable', ErrorSchema] }),
+      },
     },
   )
 }

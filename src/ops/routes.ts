@@ -1,6 +1,7 @@
 // Health, readiness and metrics: no auth, not audited.
-import { Elysia } from 'elysia'
+import { Elysia, t } from 'elysia'
 import { queueDepth } from '../processes/stats'
+import { PUBLIC, documented } from './docs'
 import type { Services } from '../services'
 
 const DB_CHECK_TIMEOUT_MS = 2000
@@ -20,9 +21,21 @@ export async function checkDatabase(s: Services): Promise<boolean> {
   }
 }
 
+const Health = t.Object({ status: t.Literal('ok') })
+const Readiness = t.Object({
+  status: t.UnionEnum(['ok', 'degraded', 'unavailable']),
+  draining: t.Boolean(),
+  dependencies: t.Object({
+    database: t.Object({ status: t.UnionEnum(['ok', 'down']), kind: t.String() }),
+    redis: t.Object({ status: t.UnionEnum(['ok', 'degraded', 'disabled']) }),
+  }),
+})
+
 export function ops(s: Services) {
   return new Elysia()
-    .get('/health', () => ({ status: 'ok' }), { detail: { summary: 'Liveness: the process answers', tags: ['operations'] } })
+    .get('/health', () => ({ status: 'ok' }), {
+      detail: { summary: 'Liveness: the process answers', tags: ['operations'], ...PUBLIC, responses: documented({ 200: ['OK', Health] }) },
+    })
     .get(
       '/ready',
       async ({ set }) => {
@@ -37,7 +50,14 @@ export function ops(s: Services) {
           dependencies: { database: { status: database, kind: s.db.kind }, redis: { status: redis } },
         }
       },
-      { detail: { summary: 'Readiness: 503 when the database is down; Redis down is "degraded"', tags: ['operations'] } },
+      {
+        detail: {
+          summary: 'Readiness: 503 when the database is down; Redis down is "degraded"',
+          tags: ['operations'],
+          ...PUBLIC,
+          responses: documented({ 200: ['Ready (Redis may be degraded)', Readiness], 503: ['Not ready: database down, or draining', Readiness] }),
+        },
+      },
     )
     .get(
       '/metrics',
@@ -47,6 +67,13 @@ export function ops(s: Services) {
         await s.metrics.jobs.refreshDepth(() => queueDepth(s.sql)).catch(() => {})
         return s.metrics.render()
       },
-      { detail: { summary: 'Prometheus metrics', tags: ['operations'] } },
+      {
+        detail: {
+          summary: 'Prometheus metrics (requests, streams, workers, jobs: queue depth, wait/run time, completions, failures)',
+          tags: ['operations'],
+          ...PUBLIC,
+          responses: documented({ 200: ['Prometheus text format 0.0.4', t.String(), 'text/plain'] }),
+        },
+      },
     )
 }

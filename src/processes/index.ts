@@ -25,7 +25,11 @@ import { listActive, listEvents, listProcesses } from './queries'
 import { createProcess, userAction } from './service'
 import { openProcessStream, openWorkspaceStream, parseLastEventId } from './stream'
 
-const errors = { 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 422: ErrorSchema }
+const errors = { 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 422: ErrorSchema, 500: ErrorSchema, 503: ErrorSchema }
+/** Every POST: its body is read up to 1 MiB (413); one that is parsed may not be JSON (400). */
+const bodyErrors = { 400: ErrorSchema, 413: ErrorSchema }
+/** The SSE routes' 200: documented as text/event-stream (see responses). */
+const EVENT_STREAM = t.String({ description: 'text/event-stream: `retry:`, then `id: <version>` + `data: <process JSON>` events, `: keepalive` comments' })
 
 const DESCRIPTIONS: Record<number, string> = {
   200: 'OK',
@@ -36,6 +40,10 @@ const DESCRIPTIONS: Record<number, string> = {
   404: 'not_found',
   409: 'invalid_transition',
   422: 'invalid_request',
+  400: 'bad_request',
+  413: 'payload_too_large',
+  500: 'internal (with a request_id)',
+  503: 'unavailable (database down, or shutting down)',
 }
 
 /**
@@ -47,7 +55,9 @@ function responses(map: Record<number, TSchema | null>) {
   return Object.fromEntries(
     Object.entries(map).map(([status, schema]) => [
       status,
-      schema ? { description: DESCRIPTIONS[Number(status)] ?? '', content: { 'application/json': { schema } } } : { description: DESCRIPTIONS[Number(status)] ?? '' },
+      schema
+        ? { description: DESCRIPTIONS[Number(status)] ?? '', content: { [schema === EVENT_STREAM ? 'text/event-stream' : 'application/json']: { schema } } }
+        : { description: DESCRIPTIONS[Number(status)] ?? '' },
     ]),
   )
 }
@@ -141,7 +151,7 @@ export function processes(s: Services) {
       },
       {
         query: StreamQuery,
-        detail: { summary: 'One SSE stream for a whole workspace (extension)', tags: ['streams'] },
+        detail: { summary: 'One SSE stream for a whole workspace (extension)', tags: ['streams'], responses: responses({ 200: EVENT_STREAM, ...errors }) },
       },
     )
     .get(
@@ -206,7 +216,7 @@ export function processes(s: Services) {
       {
         params: IdParams,
         query: ProcessStreamQuery,
-        detail: { summary: 'SSE stream of one process: 25-second windows, `event: done` at the end', tags: ['streams'] },
+        detail: { summary: 'SSE stream of one process: 25-second windows, `event: done` at the end', tags: ['streams'], responses: responses({ 200: EVENT_STREAM, ...errors }) },
       },
     )
     .post(
@@ -233,13 +243,13 @@ export function processes(s: Services) {
         parse: JSON_BODY,
         body: CreateBody,
         headers: IdempotencyHeaders,
-        detail: { summary: 'Create a process in pending (extension); Idempotency-Key honoured for 24 h', tags: ['processes'], responses: responses({ 201: Process, ...errors }) },
+        detail: { summary: 'Create a process in pending (extension); Idempotency-Key honoured for 24 h', tags: ['processes'], responses: responses({ 201: Process, ...errors, ...bodyErrors }) },
       },
     )
     .post(
       '/:id/retry',
       ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'retry' }),
-      { parse: noBody, params: IdParams, detail: { summary: 'failed → pending', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) } },
+      { parse: noBody, params: IdParams, detail: { summary: 'failed → pending', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, 413: ErrorSchema }) } },
     )
     .post(
       '/:id/cancel',
@@ -247,7 +257,7 @@ export function processes(s: Services) {
       {
         parse: noBody,
         params: IdParams,
-        detail: { summary: 'pending | running → cancelled; the worker is told at once', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) },
+        detail: { summary: 'pending | running → cancelled; the worker is told at once', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, 413: ErrorSchema }) },
       },
     )
     .post(
@@ -258,7 +268,7 @@ export function processes(s: Services) {
         parse: JSON_BODY,
         params: IdParams,
         body: ReviewBody,
-        detail: { summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors }) },
+        detail: { summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, ...bodyErrors }) },
       },
     )
 }

@@ -1,9 +1,9 @@
 // Figures computed in SQL from the processes themselves (created_at, started_at, finished_at): queue depth for
 // /metrics, and per-workspace counts and time buckets for the dashboard's tabs and charts (GET /processes/stats).
-import type { TSchema } from '@sinclair/typebox'
 import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../auth/plugin'
 import type { Sql } from '../db/client'
+import { documented } from '../ops/docs'
 import type { DepthRow } from '../ops/metrics'
 import type { Services } from '../services'
 import { ErrorSchema, StatusSchema } from './model'
@@ -133,15 +133,9 @@ export function stats(s: Services) {
       detail: {
         summary: 'Counts by type and status, and throughput / wait / run time per bucket (extension; the dashboard)',
         tags: ['processes'],
-        responses: documented({ 200: ['OK', StatsResponse], 401: ['unauthenticated', ErrorSchema], 403: ['forbidden', ErrorSchema], 422: ['invalid_request', ErrorSchema] }),
+        responses: documented({ 200: ['OK', StatsResponse], 401: ['unauthenticated', ErrorSchema], 403: ['forbidden', ErrorSchema], 422: ['invalid_request', ErrorSchema], 500: ['internal', ErrorSchema], 503: ['unavailable', ErrorSchema] }),
       },
     },
   )
 }
 
-/** OpenAPI responses from TypeBox schemas, documented only (not validated at run time, as in processes/index.ts). */
-export function documented(map: Record<number, [string, TSchema | null]>) {
-  return Object.fromEntries(
-    Object.entries(map).map(([status, [description, schema]]) => [status, schema ? { description, content: { 'application/json': { schema } } } : { description }]),
-  )
-}

@@ -36,6 +36,9 @@ describe('the compiled executable', () => {
     expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
     expect((await fetch(`${server.url}/processes`)).status).toBe(401)
     expect(await (await fetch(`${server.url}/`)).text()).toContain('<html')
+    // The API docs' assets are inside the executable too (no CDN).
+    expect((await fetch(`${server.url}/openapi`)).status).toBe(200)
+    expect((await fetch(`${server.url}/openapi/assets/swagger-ui-bundle.js`)).headers.get('content-type')).toContain('javascript')
     const health = Bun.spawnSync([binary, 'healthcheck'], { cwd: dir, env: { PATH: process.env.PATH ?? '', PORT: String(server.port) } })
     expect(health.exitCode).toBe(0)
     expect(await server.kill('SIGTERM')).toBe(0)

@@ -477,7 +477,12 @@ describe('the Dockerfile', () => {
     }
     walk(join(app, 'node_modules'), 'node_modules')
     expect(Object.keys(installed).length).toBeGreaterThan(0)
-    const locked = Object.fromEntries(Object.keys(installed).map((path) => [path, lock.packages[path]?.version]))
+    // A workspace package (packages/client) is a link in the lock: its version is its folder's entry.
+    const versionAt = (path: string) => {
+      const entry = lock.packages[path] as { version?: string; link?: boolean; resolved?: string } | undefined
+      return entry?.link && entry.resolved ? lock.packages[entry.resolved]?.version : entry?.version
+    }
+    const locked = Object.fromEntries(Object.keys(installed).map((path) => [path, versionAt(path)]))
     expect(installed).toEqual(locked as Record<string, string>)
     // And every locked runtime package that is neither dev nor optional is there.
     const required = Object.entries(lock.packages).filter(([path, p]) => path.startsWith('node_modules/') && !p.dev && !p.optional && !p.link)
