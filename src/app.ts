@@ -13,6 +13,7 @@ import { processes } from './processes/index'
 import { stats } from './processes/stats'
 import { beginRequest, newRequestId, requestState, shareState } from './request-state'
 import type { Services } from './services'
+import { workers } from './workers/routes'
 
 export const MAX_BODY_BYTES = 1024 * 1024
 
@@ -62,6 +63,7 @@ export function createApp(s: Services) {
     .use(dashboard())
     .use(me(s))
     .use(stats(s))
+    .use(workers(s))
     .use(processes(s))
 }
 

@@ -17,6 +17,7 @@ import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/stream'
 import type { Services } from './services'
 import { WorkerGateway, type WorkerSocketData } from './workers/gateway'
+import { WorkerSessions } from './workers/sessions'
 import { LeaseSweeper } from './workers/leases'
 import { ProgressCoalescer } from './workers/progress'
 
@@ -70,6 +71,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   const { services, bridge, sweeper } = await buildServices(config, o)
   const { log, metrics, hub, audit, progress } = services
   const gateway = new WorkerGateway(services)
+  const sessions = new WorkerSessions(services.sql, gateway, log)
   const handle = createHandler(services)
 
   metrics.gauge('sse_streams_open', () => streamStats.open)
@@ -137,6 +139,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
 
   audit.start()
   sweeper.start()
+  sessions.start()
   metrics.startLagMonitor()
   const url = `http://127.0.0.1:${server.port}`
 
@@ -159,6 +162,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         await progress.flushAll().catch(() => {})
         await new Promise((resolve) => setImmediate(resolve)) // the acks' promise continuations have run
         gateway.closeAll(1012, 'server restarting')
+        await sessions.stop()
         await audit.stop()
         await Promise.race([stopped, Bun.sleep(3000)])
         server.stop(true)

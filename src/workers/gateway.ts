@@ -28,6 +28,10 @@ export interface WorkerSocketData {
   tails: Map<number, Promise<void>>
   /** Replies of this turn not written yet: they go out together, in one write (see send). */
   outbox: string[]
+  /** For the workers page (sessions.ts): when it connected, its last frame, the types of its last claim. */
+  connectedAt: number
+  lastFrameAt: number
+  types: string[] | null
 }
 
 type Socket = ServerWebSocket<WorkerSocketData>
@@ -51,7 +55,14 @@ export class WorkerGateway {
   private readonly watches = new Map<string, { count: number; unwatch: Promise<() => void> }>()
   private readonly all = new Set<Socket>()
 
+  /** Told when a socket opens, says hello or closes (sessions.ts writes it down for the workers page). */
+  onSessionsChanged: (() => void) | null = null
+
   constructor(private readonly s: Services) {}
+
+  get openSockets(): ReadonlySet<Socket> {
+    return this.all
+  }
 
   get connected() {
     return this.all.size
@@ -70,18 +81,21 @@ export class WorkerGateway {
 
   newSocketData(tokenId: number): WorkerSocketData {
     const connId = crypto.randomUUID()
-    return { kind: 'worker', connId, tokenId, workerId: `conn-${connId}`, closed: new AbortController(), tails: new Map(), outbox: [] }
+    const now = Date.now()
+    return { kind: 'worker', connId, tokenId, workerId: `conn-${connId}`, closed: new AbortController(), tails: new Map(), outbox: [], connectedAt: now, lastFrameAt: now, types: null }
   }
 
   open(ws: Socket) {
     this.all.add(ws)
     this.addSocket(ws.data.workerId, ws)
+    this.onSessionsChanged?.()
   }
 
   close(ws: Socket) {
     this.all.delete(ws)
     ws.data.closed.abort()
     this.removeSocket(ws.data.workerId, ws)
+    this.onSessionsChanged?.()
   }
 
   /** Closes every worker socket with 1012 ("service restart"): workers reconnect elsewhere and keep their leases. */
@@ -94,6 +108,7 @@ export class WorkerGateway {
 
   async message(ws: Socket, raw: string | Buffer) {
     this.s.metrics.counters.worker_frames++
+    ws.data.lastFrameAt = Date.now()
     let frame: Frame | null = null
     let ref: unknown
     try {
@@ -187,6 +202,7 @@ export class WorkerGateway {
           this.removeSocket(workerId, ws)
           ws.data.workerId = frame.worker_id
           this.addSocket(frame.worker_id, ws)
+          this.onSessionsChanged?.()
         }
         // A worker that comes back keeps its leases: watch them again from this instance.
         const rows = await sql<{ id: number; version: number }[]>`
@@ -195,6 +211,7 @@ export class WorkerGateway {
         return { op: 'ack', worker_id: frame.worker_id, processes: rows.map((r) => r.id) }
       }
       case 'claim': {
+        ws.data.types = frame.types && frame.types.length > 0 ? frame.types : null
         const process = await claim(sql, hub, {
           workerId,
           types: frame.types && frame.types.length > 0 ? frame.types : null,
