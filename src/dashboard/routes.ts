@@ -1,8 +1,11 @@
-// The live dashboard: three static files, embedded as text so the compiled executable serves them too.
+// The dashboard: a static page, its stylesheet and its script (app.ts, bundled by a macro: see bundle.ts),
+// embedded so the compiled executable serves them too.
 import { Elysia } from 'elysia'
-import script from './app.js' with { type: 'text' }
+import { dashboardScript } from './bundle' with { type: 'macro' }
 import page from './index.html' with { type: 'text' }
 import styles from './style.css' with { type: 'text' }
+
+const script: string = dashboardScript()
 
 // Bun types an .html import as a bundle; `with { type: 'text' }` makes it the file's text.
 const file = (body: unknown, type: string) => () =>
