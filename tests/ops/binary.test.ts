@@ -36,6 +36,10 @@ describe('the compiled executable', () => {
     expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
     expect((await fetch(`${server.url}/processes`)).status).toBe(401)
     expect(await (await fetch(`${server.url}/`)).text()).toContain('<html')
+    // The dashboard's script, bundled at build time with the client package inside it.
+    const script = await (await fetch(`${server.url}/app.js`)).text()
+    expect(script).toContain('/processes/stats')
+    expect(script).toContain('text/event-stream')
     // The API docs' assets are inside the executable too (no CDN).
     expect((await fetch(`${server.url}/openapi`)).status).toBe(200)
     expect((await fetch(`${server.url}/openapi/assets/swagger-ui-bundle.js`)).headers.get('content-type')).toContain('javascript')
