@@ -234,6 +234,9 @@ for (const [transport, optionsFor] of transports) {
         process: { id: p.id, status: 'completed', progress: 100, result_summary: { rows_imported: 97 }, version: finalVersion },
       })
       expect(probe.text()).toBe(`#${p.id} completed 100% done`)
+      // The connection was reported open while it streamed, and closed once done.
+      expect(probe.commits.some((c) => c.connection === 'open')).toBe(true)
+      await probe.until((s) => s.connection === 'closed', 'the connection closed after done')
 
       // The history: idle, then only ever newer versions with rising progress; done once, at the end.
       const shown = probe.commits.filter((c) => c.id === p.id)

@@ -10,13 +10,14 @@
 import { useEffect, useState } from 'react'
 import {
   monitorProcess,
+  type ConnectionState,
   type EventSourceConstructor,
   type FetchLike,
   type MonitorError,
   type Process,
 } from './monitor.ts'
 
-export type { MonitorError, Process } from './monitor.ts'
+export type { ConnectionState, MonitorError, Process } from './monitor.ts'
 
 export interface UseProcessMonitorOptions {
   /** The server's origin; default `''`, the page's own (the `ps_session` cookie then authenticates). */
@@ -39,9 +40,11 @@ export interface ProcessMonitorState {
   done: boolean
   /** 401, 403, 404 or no way to read the server; monitoring has stopped. */
   error: MonitorError | null
+  /** The monitor's connection (`connecting`, `open`, `reconnecting`, `polling`, `closed`); null while idle. */
+  connection: ConnectionState | null
 }
 
-const IDLE: ProcessMonitorState = { process: null, done: false, error: null }
+const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null }
 
 /** Follow a process until it is done. Pass `null` (or `undefined`) to follow nothing. */
 export function useProcessMonitor(
@@ -68,14 +71,15 @@ export function useProcessMonitor(
       onUpdate: (process) => merge({ process }),
       onDone: (process) => merge({ process, done: true }),
       onError: (error) => merge({ error }),
+      onConnectionState: (connection) => merge({ connection }),
     })
     return () => monitor.stop()
   }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource, withCredentials])
 
   if (state.id !== id) return IDLE
-  return { process: state.process, done: state.done, error: state.error }
+  return { process: state.process, done: state.done, error: state.error, connection: state.connection }
 }
 
 function isIdleFor(state: { id: unknown } & ProcessMonitorState, id: unknown): boolean {
-  return state.id === id && state.process === null && !state.done && state.error === null
+  return state.id === id && state.process === null && !state.done && state.error === null && state.connection === null
 }
