@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { TestWorker } from '../worker-client'
+import { createApiToken, createUser } from '../../src/auth/queries'
 
 const CHROMIUM = '/usr/bin/chromium'
 const SHOTS = join(tmpdir(), 'ps-screenshots')
@@ -51,19 +52,19 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
   afterAll(() => browser.close())
 
   /** Signs in through the page: POST /auth/session where the server has it, else the cookie (see below). */
-  async function signedIn(viewport = { width: 1280, height: 800 }): Promise<{ context: BrowserContext; page: Page }> {
+  async function signedIn(viewport = { width: 1280, height: 800 }, token = tenant.token): Promise<{ context: BrowserContext; page: Page }> {
     const context = await browser.newContext({ viewport })
     const page = await context.newPage()
     await page.goto(server.url)
-    await page.getByTestId('token-input').fill(tenant.token)
+    await page.getByTestId('token-input').fill(token)
     await page.getByTestId('sign-in').click()
-    const exchange = await fetch(`${server.url}/auth/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: tenant.token }) })
+    const exchange = await fetch(`${server.url}/auth/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) })
     if (exchange.status === 404) {
       // This branch has no POST /auth/session yet (it comes with the security work): the page says so, and the
       // test sets the ps_session cookie the exchange would have set.
       await page.getByTestId('sign-in-error').waitFor()
       expect(await page.getByTestId('sign-in-error').textContent()).toContain('no sign-in endpoint')
-      await context.addCookies([{ name: 'ps_session', value: tenant.token, url: server.url }])
+      await context.addCookies([{ name: 'ps_session', value: token, url: server.url }])
       await page.reload()
     }
     await page.getByTestId('workspace-select').waitFor()
@@ -193,6 +194,22 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     await page.getByTestId('confirm-yes').click()
     await waitFor(async () => (await Promise.all(failed.map((p) => rest.get(p.id)))).every((p) => p.status === 'pending'), 15_000, 'all three pending')
     await waitFor(async () => (await count(page, 'failed')) === 0 && (await rows(page).count()) === 0, 15_000, 'the failed tab emptied')
+    await context.close()
+  }, 60_000)
+
+  it('shows a viewer everything and offers no change', async () => {
+    const viewer = await createUser(db.sql, `viewer-${crypto.randomUUID()}@example.com`, tenant.workspaceId, 'viewer')
+    const { token } = await createApiToken(db.sql, viewer.id, 'viewer', null)
+    const { context, page } = await signedIn(undefined, token)
+    expect(await page.getByTestId('workspace-select').textContent()).toContain('(viewer)')
+    await waitFor(async () => (await rows(page).count()) > 0, 10_000, 'rows for the viewer')
+    expect(await page.getByTestId('bulk-retry').isVisible()).toBe(false)
+    expect(await page.getByTestId('create-toggle').isVisible()).toBe(false)
+    expect(await page.getByTestId('select').count()).toBe(0)
+    const pending = (await rest.create('dash_view')).id
+    await page.goto(`${server.url}/#/processes/${pending}`)
+    await page.getByTestId('cancel').waitFor()
+    expect(await page.getByTestId('cancel').isDisabled()).toBe(true)
     await context.close()
   }, 60_000)
 })
