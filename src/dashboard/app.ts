@@ -301,7 +301,7 @@ function applyUpdate(process: Process) {
 
 async function refreshCounts() {
   try {
-    const stats = await api<Stats>(`/processes/stats?${wsQuery()}&window=1h`)
+    const stats = await api<Stats>(`/processes/stats?${wsQuery()}&buckets=false`)
     state.counts = stats.counts
     renderTabs(parseRoute())
   } catch (e) {

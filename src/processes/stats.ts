@@ -50,33 +50,44 @@ export async function countByTypeAndStatus(sql: Sql, workspaceId: number) {
  * finished in it). Buckets are aligned to the epoch, so two calls a second apart draw the same bars.
  */
 export async function timeBuckets(sql: Sql, workspaceId: number, windowS: number, bucketS: number): Promise<StatsBucket[]> {
+  // One pass per figure, each grouped by bucket number: 50,000 processes in the last hour answer in tens of
+  // milliseconds (a correlated subquery per bucket took 1.7 s there).
   const rows = await sql<(Omit<StatsBucket, 'start'> & { start: Date | string })[]>`
     with bounds as (
       select to_timestamp(floor(extract(epoch from now()) / ${bucketS}) * ${bucketS} - ${windowS} + ${bucketS}) as since
-    ), buckets as (
-      select generate_series(since, now(), make_interval(secs => ${bucketS})) as start from bounds
-    ), recent as (
-      select created_at, started_at, finished_at, status
-        from processes, bounds
-       where workspace_id = ${workspaceId}
-         and (created_at >= since or started_at >= since or finished_at >= since)
+    ), created as (
+      select floor(extract(epoch from p.created_at - b.since) / ${bucketS})::int as n, count(*)::int as created
+        from processes p, bounds b
+       where p.workspace_id = ${workspaceId} and p.created_at >= b.since
+       group by 1
+    ), started as (
+      select floor(extract(epoch from p.started_at - b.since) / ${bucketS})::int as n,
+             percentile_cont(0.5) within group (order by extract(epoch from p.started_at - p.created_at)) as wait_p50_s,
+             percentile_cont(0.95) within group (order by extract(epoch from p.started_at - p.created_at)) as wait_p95_s
+        from processes p, bounds b
+       where p.workspace_id = ${workspaceId} and p.started_at >= b.since
+       group by 1
+    ), finished as (
+      select floor(extract(epoch from p.finished_at - b.since) / ${bucketS})::int as n,
+             count(*) filter (where p.status = 'completed')::int as completed,
+             count(*) filter (where p.status = 'failed')::int as failed,
+             count(*) filter (where p.status = 'cancelled')::int as cancelled,
+             percentile_cont(0.5) within group (order by extract(epoch from p.finished_at - p.started_at)) filter (where p.started_at is not null) as run_p50_s,
+             percentile_cont(0.95) within group (order by extract(epoch from p.finished_at - p.started_at)) filter (where p.started_at is not null) as run_p95_s
+        from processes p, bounds b
+       where p.workspace_id = ${workspaceId} and p.finished_at >= b.since and p.status in ('completed', 'failed', 'cancelled')
+       group by 1
     )
-    select b.start,
-           (select count(*)::int from recent r where r.created_at >= b.start and r.created_at < b.start + make_interval(secs => ${bucketS})) as created,
-           count(*) filter (where f.status = 'completed')::int as completed,
-           count(*) filter (where f.status = 'failed')::int as failed,
-           count(*) filter (where f.status = 'cancelled')::int as cancelled,
-           (select percentile_cont(0.5) within group (order by extract(epoch from r.started_at - r.created_at))
-              from recent r where r.started_at >= b.start and r.started_at < b.start + make_interval(secs => ${bucketS})) as wait_p50_s,
-           (select percentile_cont(0.95) within group (order by extract(epoch from r.started_at - r.created_at))
-              from recent r where r.started_at >= b.start and r.started_at < b.start + make_interval(secs => ${bucketS})) as wait_p95_s,
-           percentile_cont(0.5) within group (order by extract(epoch from f.finished_at - f.started_at)) as run_p50_s,
-           percentile_cont(0.95) within group (order by extract(epoch from f.finished_at - f.started_at)) as run_p95_s
-      from buckets b
-      left join recent f on f.finished_at >= b.start and f.finished_at < b.start + make_interval(secs => ${bucketS})
-                        and f.status in ('completed', 'failed', 'cancelled')
-     group by b.start
-     order by b.start`
+    select b.since + make_interval(secs => g.n * ${bucketS}) as start,
+           coalesce(c.created, 0) as created,
+           coalesce(f.completed, 0) as completed, coalesce(f.failed, 0) as failed, coalesce(f.cancelled, 0) as cancelled,
+           s.wait_p50_s, s.wait_p95_s, f.run_p50_s, f.run_p95_s
+      from bounds b
+     cross join generate_series(0, ${Math.round(windowS / bucketS) - 1}) as g(n)
+      left join created c on c.n = g.n
+      left join started s on s.n = g.n
+      left join finished f on f.n = g.n
+     order by g.n`
   const seconds = (v: unknown) => (v === null || v === undefined ? null : Math.round(Number(v) * 1000) / 1000)
   return rows.map((r) => ({
     start: new Date(r.start).toISOString(),
@@ -119,7 +130,8 @@ export function stats(s: Services) {
       const workspaceId = activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))
       const window = query.window ?? '24h'
       const [windowS, bucketS] = WINDOWS[window]
-      const [counts, buckets] = await Promise.all([countByTypeAndStatus(s.sql, workspaceId), timeBuckets(s.sql, workspaceId, windowS, bucketS)])
+      // `buckets=false`: the counts alone (the dashboard's tabs, refreshed as statuses change), one cheap query.
+      const [counts, buckets] = await Promise.all([countByTypeAndStatus(s.sql, workspaceId), query.buckets === 'false' ? [] : timeBuckets(s.sql, workspaceId, windowS, bucketS)])
       return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts, buckets }
     },
     {
@@ -127,6 +139,7 @@ export function stats(s: Services) {
         {
           workspace_id: t.Optional(t.String({ pattern: '^[1-9][0-9]{0,15}$' })),
           window: t.Optional(t.UnionEnum(WINDOW_NAMES)),
+          buckets: t.Optional(t.UnionEnum(['true', 'false'])),
         },
         { additionalProperties: true },
       ),

@@ -61,6 +61,10 @@ describe('job metrics', () => {
     const totals = body.buckets.reduce((sum: any, b: any) => ({ created: sum.created + b.created, completed: sum.completed + b.completed, failed: sum.failed + b.failed }), { created: 0, completed: 0, failed: 0 })
     expect(totals).toEqual({ created: 3, completed: 1, failed: 1 })
     expect(body.buckets.some((b: any) => b.run_p50_s !== null && b.wait_p95_s !== null)).toBe(true)
+    // The counts alone, for the dashboard's tabs.
+    const counts = (await (await fetch(`${server.url}/processes/stats?buckets=false`, { headers: rest.auth })).json()) as any
+    expect(counts.counts).toEqual(body.counts)
+    expect(counts.buckets).toEqual([])
   })
 
   it("never shows another workspace's figures, and refuses a bad window with 422", async () => {
