@@ -212,7 +212,7 @@ export class Hub {
       const timer = setTimeout(() => {
         this.dueTimers.delete(atMs)
         for (const [t, n] of wakes) this.wakeWork(t, n)
-      }, Math.max(0, atMs - Date.now()))
+      }, Math.max(0, atMs - Date.now()) + 5) // a few ms late rather than early: the row must be due when claimed
       timer.unref?.()
       this.dueTimers.set(atMs, (due = { timer, wakes }))
     }

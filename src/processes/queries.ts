@@ -266,12 +266,18 @@ export const CAP_LOCK_KEY = 7_311_000_011
  * recently first), then every workspace's second, and so on; within a workspace, priority desc, run_at, id.
  */
 export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
+  const rows = await claimStatement(sql, o)
+  return rows.map(toProcess)
+}
+
+/** claimNext's statement, unawaited: a test EXPLAINs it (tests/processes/queue.test.ts). */
+export function claimStatement(sql: Sql, o: ClaimOptions) {
   const from = sourcesOf('running', ['pending'])
   const served = o.served ?? { workspaceIds: [], turns: [] }
   const caps = o.caps && (Object.keys(o.caps.types).length > 0 || o.caps.workspace > 0) ? o.caps : null
   const cappedTypes = caps ? Object.keys(caps.types) : []
   const typeCaps = caps ? cappedTypes.map((t) => caps.types[t]!) : []
-  const rows = await sql`
+  return sql`
     with recursive lanes as (
       (select workspace_id, type from processes where status = 'pending' order by workspace_id, type limit 1)
       union all
@@ -333,7 +339,6 @@ export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
       insert into process_events (process_id, status, message) select id, status, message from p
     )
     select * from p order by rank`
-  return rows.map(toProcess)
 }
 
 /** Takes the cap lock for the rest of the transaction (see CAP_LOCK_KEY). */
@@ -341,11 +346,15 @@ export async function capLock(sql: Sql) {
   await sql`select pg_advisory_xact_lock(${CAP_LOCK_KEY})`
 }
 
-/** When the next pending process of these types comes due, if any is waiting for its run_at. */
+/**
+ * When the next pending process of these types comes due, if any is waiting for its run_at. One that came
+ * due in the last second counts too: a claim that looked a moment before it was due (timers fire up to a
+ * millisecond early) looks again at once instead of sleeping out its wait.
+ */
 export async function nextRunAt(sql: Sql, types: string[] | null): Promise<number | null> {
   const [row] = await sql<{ at: string | null }[]>`
     select min(run_at) as at from processes
-     where status = 'pending' and run_at > now() ${types ? sql`and type = any(${types}::text[])` : sql``}`
+     where status = 'pending' and run_at > now() - interval '1 second' ${types ? sql`and type = any(${types}::text[])` : sql``}`
   return row?.at ? Date.parse(row.at) : null
 }
 
