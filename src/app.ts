@@ -6,7 +6,7 @@ import { Elysia } from 'elysia'
 import { auditRowFor } from './auth/plugin'
 import { dashboard } from './dashboard/routes'
 import { docs } from './ops/docs'
-import { HttpError, errorResponse, isUnavailable, payloadTooLarge } from './errors'
+import { HttpError, JSON_CONTENT_TYPE, errorResponse, isUnavailable, payloadTooLarge } from './errors'
 import { me } from './me'
 import { ops } from './ops/routes'
 import { processes } from './processes/index'
@@ -121,6 +121,9 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
 
     const headers = response.headers
     headers.set('x-request-id', requestId)
+    // One Content-Type for JSON on every route, whatever built the response (Elysia writes its own).
+    const type = headers.get('content-type')
+    if (type !== null && type !== JSON_CONTENT_TYPE && type.startsWith('application/json')) headers.set('content-type', JSON_CONTENT_TYPE)
     if (cors) {
       headers.set('access-control-allow-origin', cors)
       headers.set('access-control-allow-credentials', 'true')

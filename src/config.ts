@@ -24,6 +24,15 @@ export const ConfigSchema = T.Object({
   /** How long a token look-up may be served from memory; revocation takes effect within this. */
   AUTH_CACHE_MS: Int(4000, 0, 5000),
   AUDIT_FLUSH_MS: Int(250, 10, 250),
+  /** Queue (extension): attempts a process gets unless its type or its creator says otherwise; 1 = fail → failed. */
+  DEFAULT_MAX_ATTEMPTS: Int(1, 1, 100),
+  /** Retry backoff: RETRY_BASE_MS × 2^(attempt−1), capped at RETRY_MAX_MS, then jittered to 50–100 %. */
+  RETRY_BASE_MS: Int(1000, 0, 86_400_000),
+  RETRY_MAX_MS: Int(3_600_000, 0, 604_800_000),
+  /** JSON per type: {"<type>": {"max_attempts"?, "retry_base_ms"?, "retry_max_ms"?, "concurrency"?}}. */
+  TYPE_DEFAULTS: T.String({ default: '' }),
+  /** Running processes one workspace may hold at once (claims stop at it); 0 = no cap. */
+  WORKSPACE_CONCURRENCY: Int(0, 0, 1_000_000),
 })
 
 export type Config = Static<typeof ConfigSchema>
@@ -44,7 +53,42 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const lines = errors.map((e) => `${e.path.slice(1)}: ${e.message} (got ${JSON.stringify(e.value)})`)
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
+  typeDefaults(config as Config) // refuses a malformed TYPE_DEFAULTS at start
   return config as Config
+}
+
+const TypeDefault = T.Object(
+  {
+    max_attempts: T.Optional(T.Integer({ minimum: 1, maximum: 100 })),
+    retry_base_ms: T.Optional(T.Integer({ minimum: 0, maximum: 86_400_000 })),
+    retry_max_ms: T.Optional(T.Integer({ minimum: 0, maximum: 604_800_000 })),
+    /** Running processes of this type at once, over every workspace and instance; claims stop at it. */
+    concurrency: T.Optional(T.Integer({ minimum: 1, maximum: 1_000_000 })),
+  },
+  { additionalProperties: false },
+)
+const TypeDefaults = T.Record(T.String({ pattern: '^[a-z][a-z0-9_.-]{0,63}$' }), TypeDefault)
+export type TypeDefaults = Static<typeof TypeDefaults>
+
+const parsedTypeDefaults = new WeakMap<Config, TypeDefaults>()
+
+/** TYPE_DEFAULTS parsed and checked (once per config); throws ConfigError when it is not what it should be. */
+export function typeDefaults(config: Config): TypeDefaults {
+  let parsed = parsedTypeDefaults.get(config)
+  if (parsed) return parsed
+  let value: unknown = {}
+  if (config.TYPE_DEFAULTS.trim() !== '') {
+    try {
+      value = JSON.parse(config.TYPE_DEFAULTS)
+    } catch {
+      throw new ConfigError('invalid configuration:\n  TYPE_DEFAULTS: not valid JSON')
+    }
+  }
+  const first = Value.Errors(TypeDefaults, value).First()
+  if (first) throw new ConfigError(`invalid configuration:\n  TYPE_DEFAULTS${first.path}: ${first.message}`)
+  parsed = value as TypeDefaults
+  parsedTypeDefaults.set(config, parsed)
+  return parsed
 }
 
 export function sweepIntervalMs(config: Config): number {

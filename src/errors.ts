@@ -41,10 +41,13 @@ export function errorBody(code: ErrorCode, message: string, details?: unknown, r
   return { error }
 }
 
+/** The one Content-Type of every JSON response (createHandler sets it on the routes' own responses too). */
+export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8'
+
 export function errorResponse(status: number, code: ErrorCode, message: string, details?: unknown, headers?: Record<string, string>, requestId?: string) {
   return new Response(JSON.stringify(errorBody(code, message, details, requestId)), {
     status,
-    headers: { 'Content-Type': 'application/json', ...headers },
+    headers: { 'Content-Type': JSON_CONTENT_TYPE, ...headers },
   })
 }
 

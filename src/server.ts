@@ -20,6 +20,7 @@ import { WorkerGateway, type WorkerSocketData } from './workers/gateway'
 import { WorkerSessions } from './workers/sessions'
 import { LeaseSweeper } from './workers/leases'
 import { ProgressCoalescer } from './workers/progress'
+import { QueuePolicy } from './workers/queue'
 
 export interface Running {
   services: Services
@@ -42,7 +43,8 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
   const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
   const progress = new ProgressCoalescer(db.sql, hub, metrics, config.PROGRESS_FLUSH_MS)
-  const services: Services = { config, db, sql: db.sql, hub, auth, audit, log, metrics, progress, reader: new ProcessReader(db.sql), draining: { value: false } }
+  const queue = new QueuePolicy(config)
+  const services: Services = { config, db, sql: db.sql, hub, auth, audit, log, metrics, progress, queue, reader: new ProcessReader(db.sql), draining: { value: false } }
 
   let bridge: RedisBridge | null = null
   if (config.REDIS_URL) {
@@ -63,7 +65,7 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
     hub.attach(bridge)
     await bridge.connect()
   }
-  const sweeper = new LeaseSweeper(db.sql, hub, log, metrics, config.JOB_TIMEOUT_MS, sweepIntervalMs(config))
+  const sweeper = new LeaseSweeper(db.sql, hub, log, metrics, config.JOB_TIMEOUT_MS, sweepIntervalMs(config), queue)
   return { services, bridge, sweeper }
 }
 
@@ -156,6 +158,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         const stopped = server.stop()
         closeAllStreams()
         await sweeper.stop()
+        hub.close()
         metrics.stopLagMonitor()
         // Queued progress is written and acked before the workers' sockets close, so nothing acked is lost
         // and nothing written goes unacknowledged.

@@ -8,6 +8,7 @@ import type { Logger } from './ops/log'
 import type { Metrics } from './ops/metrics'
 import type { ProcessReader } from './processes/reader'
 import type { ProgressCoalescer } from './workers/progress'
+import type { QueuePolicy } from './workers/queue'
 
 export interface Services {
   config: Config
@@ -19,6 +20,8 @@ export interface Services {
   log: Logger
   metrics: Metrics
   progress: ProgressCoalescer
+  /** Attempts, backoff, caps and fair turns of the queue (src/workers/queue.ts). */
+  queue: QueuePolicy
   /** Batched reads of one process by id (GET /processes/{id}, the stream snapshot). */
   reader: ProcessReader
   /** Set while shutting down: streams end, new ones are refused. */

@@ -37,6 +37,8 @@ export class RedisBridge implements Bridge {
   private readonly echoes = new Map<string, string>()
   private lostAt: Date | null = null
   private closing = false
+  /** This instance, on the work channel. */
+  private readonly origin = crypto.randomUUID().slice(0, 8)
 
   constructor(private readonly o: RedisBridgeOptions) {
     const common = {
@@ -104,9 +106,11 @@ export class RedisBridge implements Bridge {
     rest.exec().catch(() => {})
   }
 
-  publishWork(type: string) {
+  /** `<origin> <type> <count> [<atMs>]`: the origin lets this instance skip its own (woken locally already). */
+  publishWork(type: string, count: number, atMs?: number) {
     if (this.pub.status !== 'ready') return
-    this.pub.publish(this.key(WORK_CHANNEL), type).catch(() => {})
+    const message = `${this.origin} ${type} ${count}${atMs === undefined ? '' : ` ${atMs}`}`
+    this.pub.publish(this.key(WORK_CHANNEL), message).catch(() => {})
   }
 
   /** Subscribes to a channel (named without the prefix); one subscription serves all its watchers. */
@@ -136,7 +140,11 @@ export class RedisBridge implements Bridge {
 
   private onMessage(channel: string, message: string) {
     if (channel === this.key(WORK_CHANNEL)) {
-      this.o.hub.wakeWork(message)
+      const [origin, type, count, at] = message.split(' ')
+      if (origin === this.origin || !type) return
+      const n = Math.max(1, Number(count) || 1)
+      if (at !== undefined && Number(at) > Date.now()) this.o.hub.wakeWorkAt(type, n, Number(at))
+      else this.o.hub.wakeWork(type, n)
       return
     }
     if (this.echoes.get(channel) === message) {

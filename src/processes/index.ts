@@ -2,9 +2,11 @@
 import type { TSchema } from '@sinclair/typebox'
 import { Elysia, t } from 'elysia'
 import { activeWorkspace, auditRowFor, authPlugin } from '../auth/plugin'
-import { badRequest, invalidRequest, notFound, unavailable } from '../errors'
+import { JSON_CONTENT_TYPE, badRequest, invalidRequest, notFound, unavailable } from '../errors'
 import type { Services } from '../services'
 import {
+  BatchBody,
+  type BatchItem,
   CreateBody,
   ErrorSchema,
   EventsQuery,
@@ -22,7 +24,8 @@ import {
   unstorableJson,
 } from './model'
 import { listActive, listEvents, listProcesses } from './queries'
-import { createProcess, userAction } from './service'
+import { createProcess, createProcesses, userAction } from './service'
+import type { NewProcess } from './queries'
 import { openProcessStream, openWorkspaceStream, parseLastEventId } from './stream'
 
 const errors = { 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 422: ErrorSchema, 500: ErrorSchema, 503: ErrorSchema }
@@ -172,7 +175,7 @@ export function processes(s: Services) {
         if (!process) throw notFound('Process not found')
         state.workspaceId = process.workspace_id
         return new Response(process.json, {
-          headers: { 'content-type': 'application/json', etag: etagOf(process.version), 'cache-control': 'no-cache' },
+          headers: { 'content-type': JSON_CONTENT_TYPE, etag: etagOf(process.version), 'cache-control': 'no-cache' },
         })
       },
       {
@@ -222,14 +225,12 @@ export function processes(s: Services) {
     .post(
       '',
       async ({ body, headers, principal, state, request, set }) => {
-        const unstorable = unstorableJson(body.metadata)
-        if (unstorable) throw invalidRequest(`Invalid body /metadata: ${unstorable}`)
+        const item = newProcess(s, body, '')
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
         const { process, replayed } = await createProcess(s.sql, s.hub, {
           principal,
           workspaceId,
-          type: body.type,
-          metadata: body.metadata ?? {},
+          item,
           idempotencyKey: headers['idempotency-key'] ?? null,
           audit: auditRowFor(request, state, 201),
         })
@@ -243,7 +244,39 @@ export function processes(s: Services) {
         parse: JSON_BODY,
         body: CreateBody,
         headers: IdempotencyHeaders,
-        detail: { summary: 'Create a process in pending (extension); Idempotency-Key honoured for 24 h', tags: ['processes'], responses: responses({ 201: Process, ...errors, ...bodyErrors }) },
+        detail: {
+          summary: 'Create a process in pending (extension); priority, run_at or delay_ms, max_attempts; Idempotency-Key honoured for 24 h',
+          tags: ['processes'],
+          responses: responses({ 201: Process, ...errors, ...bodyErrors }),
+        },
+      },
+    )
+    .post(
+      '/batch',
+      async ({ body, headers, principal, state, request, set }) => {
+        const items = body.processes.map((item, i) => newProcess(s, item, `/processes/${i}`))
+        const workspaceId = activeWorkspace(principal, state, body.workspace_id)
+        const { processes, replayed } = await createProcesses(s.sql, s.hub, {
+          principal,
+          workspaceId,
+          items,
+          idempotencyKey: headers['idempotency-key'] ?? null,
+          audit: auditRowFor(request, state, 201),
+        })
+        state.audited = !replayed
+        set.status = 201
+        if (replayed) set.headers['idempotent-replayed'] = 'true'
+        return { processes }
+      },
+      {
+        parse: JSON_BODY,
+        body: BatchBody,
+        headers: IdempotencyHeaders,
+        detail: {
+          summary: 'Create 1–1000 processes in one transaction, one audit row (extension); Idempotency-Key honoured for 24 h',
+          tags: ['processes'],
+          responses: responses({ 201: t.Object({ processes: t.Array(Process) }), ...errors, ...bodyErrors }),
+        },
       },
     )
     .post(
@@ -271,6 +304,28 @@ export function processes(s: Services) {
         detail: { summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, ...bodyErrors }) },
       },
     )
+}
+
+/** A create body's item with its defaults resolved; 422 for what the schema cannot say. */
+function newProcess(s: Services, body: BatchItem, at: string): NewProcess {
+  const unstorable = unstorableJson(body.metadata)
+  if (unstorable) throw invalidRequest(`Invalid body ${at}/metadata: ${unstorable}`)
+  if (body.run_at !== undefined && body.delay_ms !== undefined) throw invalidRequest(`Invalid body ${at}: give run_at or delay_ms, not both`)
+  let runAt: string | null = null
+  if (body.run_at !== undefined) {
+    const ms = Date.parse(body.run_at)
+    // Postgres's timestamptz reaches far, but a date past 9999 is a typo, not a schedule.
+    if (!Number.isFinite(ms) || ms < 0 || ms > Date.UTC(9999, 11, 31)) throw invalidRequest(`Invalid body ${at}/run_at: expected an ISO-8601 timestamp`)
+    runAt = new Date(ms).toISOString()
+  }
+  return {
+    type: body.type,
+    metadata: body.metadata ?? {},
+    priority: body.priority ?? 0,
+    max_attempts: s.queue.maxAttemptsFor(body.type, body.max_attempts),
+    run_at: runAt,
+    delay_ms: body.delay_ms ?? null,
+  }
 }
 
 async function action(

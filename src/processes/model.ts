@@ -29,6 +29,10 @@ export const ProcessSummary = t.Object({
   updated_at: Timestamp,
   started_at: NullableTimestamp,
   finished_at: NullableTimestamp,
+  /** Queue fields (extension): higher first; not claimable before run_at; failed only once attempts reach max_attempts. */
+  priority: Int(),
+  run_at: Timestamp,
+  max_attempts: Int({ minimum: 1, maximum: 100 }),
 })
 
 export const Process = t.Composite([
@@ -194,11 +198,40 @@ function keyOf(quoted: string): string {
   }
 }
 
+/** The queue's options of a new process (extension): `run_at` and `delay_ms` are exclusive. */
+const QueueOptions = {
+  priority: t.Optional(Int({ minimum: -1_000_000, maximum: 1_000_000 })),
+  run_at: t.Optional(t.String({ format: 'date-time' })),
+  delay_ms: t.Optional(Int({ minimum: 0, maximum: 31_536_000_000 })),
+  max_attempts: t.Optional(Int({ minimum: 1, maximum: 100 })),
+}
+
 export const CreateBody = t.Object(
   {
     type: t.String({ pattern: TypePattern }),
     metadata: t.Optional(t.Record(t.String(), t.Unknown())),
     workspace_id: t.Optional(Id),
+    ...QueueOptions,
+  },
+  { additionalProperties: false },
+)
+
+export const MAX_BATCH = 1000
+
+export const BatchItem = t.Object(
+  {
+    type: t.String({ pattern: TypePattern }),
+    metadata: t.Optional(t.Record(t.String(), t.Unknown())),
+    ...QueueOptions,
+  },
+  { additionalProperties: false },
+)
+export type BatchItem = typeof BatchItem.static
+
+export const BatchBody = t.Object(
+  {
+    workspace_id: t.Optional(Id),
+    processes: t.Array(BatchItem, { minItems: 1, maxItems: MAX_BATCH }),
   },
   { additionalProperties: false },
 )

@@ -4,10 +4,34 @@ import type { Row, Sql } from '../db/client'
 import type { Process, ProcessSummary } from './model'
 import { sourcesOf, type Status } from './states'
 
-/** heartbeat_at is lease bookkeeping, not part of the process: it changes without a new version. */
+/**
+ * A row as the API shows it, in the API's one key order (the same as sql/003_queue.sql's process_json, so
+ * POST, GET and the streams send byte-identical JSON). heartbeat_at is lease bookkeeping, not part of the
+ * process: it changes without a new version.
+ */
 export function toProcess(row: Row): Process {
-  const { heartbeat_at: _, ...process } = row
-  return process as Process
+  return {
+    id: row.id,
+    workspace_id: row.workspace_id,
+    type: row.type,
+    status: row.status,
+    progress: row.progress,
+    message: row.message,
+    error: row.error,
+    attempts: row.attempts,
+    version: row.version,
+    worker_id: row.worker_id,
+    created_by: row.created_by,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    started_at: row.started_at,
+    finished_at: row.finished_at,
+    priority: row.priority,
+    run_at: row.run_at,
+    max_attempts: row.max_attempts,
+    metadata: row.metadata,
+    result_summary: row.result_summary,
+  }
 }
 
 export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> {
@@ -50,7 +74,7 @@ export interface ListFilter {
 export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: ProcessSummary[]; more: boolean }> {
   const rows = await sql<ProcessSummary[]>`
     select id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
-           created_by, created_at, updated_at, started_at, finished_at
+           created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts
       from processes
      where workspace_id = ${f.workspaceId}
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
@@ -113,17 +137,43 @@ export async function listEvents(sql: Sql, processId: number, after: number, lim
      limit ${limit}`
 }
 
-export async function insertProcess(sql: Sql, p: { workspaceId: number; type: string; metadata: object; createdBy: number | null }): Promise<Process> {
-  const [row] = await sql`
-    with p as (
-      insert into processes (workspace_id, type, metadata, created_by, message)
-      values (${p.workspaceId}, ${p.type}, ${JSON.stringify(p.metadata)}::text::jsonb, ${p.createdBy}, 'Queued')
+/** A new process's queue fields, resolved (defaults applied): run_at as a time, or a delay from the database's now(). */
+export interface NewProcess {
+  type: string
+  metadata: object
+  priority: number
+  max_attempts: number
+  run_at: string | null
+  delay_ms: number | null
+}
+
+export async function insertProcess(sql: Sql, p: { workspaceId: number; createdBy: number | null; type: string; metadata: object } & Partial<NewProcess>): Promise<Process> {
+  const item: NewProcess = { priority: 0, max_attempts: 1, run_at: null, delay_ms: null, ...p }
+  const [process] = await insertProcesses(sql, { workspaceId: p.workspaceId, createdBy: p.createdBy, items: [item] })
+  return process!
+}
+
+/** Many processes in one statement, with their events; returned in the order given (ids ascend with it). */
+export async function insertProcesses(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Process[]> {
+  const items = o.items.map(({ type, metadata, priority, max_attempts, run_at, delay_ms }) => ({ type, metadata, priority, max_attempts, run_at, delay_ms }))
+  const rows = await sql`
+    with x as (
+      select * from rows from (
+               jsonb_to_recordset(${JSON.stringify(items)}::text::jsonb)
+               as (type text, metadata jsonb, priority int, max_attempts int, run_at timestamptz, delay_ms bigint)
+             ) with ordinality as x(type, metadata, priority, max_attempts, run_at, delay_ms, n)
+    ), p as (
+      insert into processes (workspace_id, type, metadata, created_by, message, priority, max_attempts, run_at)
+      select ${o.workspaceId}, x.type, x.metadata, ${o.createdBy}, 'Queued', x.priority, x.max_attempts,
+             coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond')
+        from x
+       order by x.n
       returning *
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
     )
-    select * from p`
-  return toProcess(row!)
+    select * from p order by id`
+  return rows.map(toProcess)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,7 +220,7 @@ export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' 
         message: note ?? 'Retry requested',
         guard,
         set: sql`, progress = 0, error = null, result_summary = null, started_at = null, finished_at = null,
-                 worker_id = null, heartbeat_at = null`,
+                 worker_id = null, heartbeat_at = null, run_at = now()`,
       }
     case 'approve':
       return { to: 'completed', from: ['waiting_review'], message: note ?? 'Approved', guard, set: sql`, finished_at = now()` }
@@ -189,21 +239,175 @@ export async function findState(sql: Sql, id: number) {
 // ---------------------------------------------------------------------------------------------
 // Worker side.
 
-export async function claimNext(sql: Sql, workerId: string, types: string[] | null): Promise<Process | null> {
-  const [row] = await sql`
-    with next as (
-      select id from processes
-       where status = 'pending' ${types ? sql`and type = any(${types}::text[])` : sql``}
-       order by id
-       limit 1
-       for update skip locked
+export interface ClaimOptions {
+  workerId: string
+  /** Only these types; every type when null. */
+  types: string[] | null
+  /** At most this many processes (1–100). */
+  max: number
+  /**
+   * Fair turns across workspaces: how recently this instance served each workspace (a higher number is more
+   * recent; a workspace not listed has never been served and goes first). See src/workers/queue.ts.
+   */
+  served?: { workspaceIds: number[]; turns: number[] }
+  /** Concurrency caps; the caller holds the cap lock (capLock) in the same transaction. */
+  caps?: { types: Record<string, number>; workspace: number }
+}
+
+/** Serialises capped claims, so two claims cannot both see room for the last slot under a cap. */
+export const CAP_LOCK_KEY = 7_311_000_011
+
+/**
+ * Claims up to `max` claimable processes (pending, run_at due), best first. The index processes_claim_idx
+ * holds pending rows only, by (workspace, type, priority desc, run_at, id): the lanes with pending work are
+ * found by a skip scan over it (one probe per lane), and each lane gives its best `max` rows, locked with
+ * skip locked — so the cost grows with the number of lanes, never with finished history or a backlog's
+ * size. The lanes' rows are then taken in turns: every workspace's best first (the one served least
+ * recently first), then every workspace's second, and so on; within a workspace, priority desc, run_at, id.
+ */
+export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
+  const rows = await claimStatement(sql, o)
+  return rows.map(toProcess)
+}
+
+/** claimNext's statement, unawaited: a test EXPLAINs it (tests/processes/queue.test.ts). */
+export function claimStatement(sql: Sql, o: ClaimOptions) {
+  const from = sourcesOf('running', ['pending'])
+  const served = o.served ?? { workspaceIds: [], turns: [] }
+  const caps = o.caps && (Object.keys(o.caps.types).length > 0 || o.caps.workspace > 0) ? o.caps : null
+  const cappedTypes = caps ? Object.keys(caps.types) : []
+  const typeCaps = caps ? cappedTypes.map((t) => caps.types[t]!) : []
+  return sql`
+    with recursive lanes as (
+      (select workspace_id, type from processes where status = 'pending' order by workspace_id, type limit 1)
+      union all
+      select n.workspace_id, n.type
+        from lanes l cross join lateral (
+          select workspace_id, type from processes
+           where status = 'pending' and (workspace_id, type) > (l.workspace_id, l.type)
+           order by workspace_id, type
+           limit 1
+        ) n
+    ), candidates as (
+      select c.*
+        from lanes l cross join lateral (
+          select id, workspace_id, type, priority, run_at from processes p
+           where p.status = 'pending' and p.workspace_id = l.workspace_id and p.type = l.type and p.run_at <= now()
+           order by p.priority desc, p.run_at, p.id
+           limit ${o.max}
+           for update skip locked
+        ) c
+       ${o.types ? sql`where l.type = any(${o.types}::text[])` : sql``}
+    ), ranked as (
+      select c.id, c.workspace_id, c.type,
+             row_number() over (order by c.turn, coalesce(s.turn, 0), c.priority desc, c.run_at, c.id) as rank
+        from (select *, row_number() over (partition by workspace_id order by priority desc, run_at, id) as turn from candidates) c
+        left join unnest(${served.workspaceIds}::bigint[], ${served.turns}::bigint[]) as s(workspace_id, turn) using (workspace_id)
+    ), next as (
+      ${
+        caps
+          ? sql`
+      select r.id, r.rank from (
+        select r.*,
+               row_number() over (partition by r.type order by r.rank) as nth_of_type,
+               row_number() over (partition by r.workspace_id order by r.rank) as nth_of_workspace
+          from ranked r
+      ) r
+      left join unnest(${cappedTypes}::text[], ${typeCaps}::int[]) as tc(type, cap) using (type)
+      left join lateral (
+        select count(*) as n from processes q where q.status = 'running' and q.type = r.type and tc.cap is not null
+      ) tr on true
+      left join lateral (
+        select count(*) as n from processes q where q.status = 'running' and q.workspace_id = r.workspace_id and ${caps.workspace} > 0
+      ) wr on true
+      where (tc.cap is null or r.nth_of_type <= tc.cap - tr.n)
+        and (${caps.workspace} = 0 or r.nth_of_workspace <= ${caps.workspace} - wr.n)
+      order by r.rank
+      limit ${o.max}`
+          : sql`
+      select id, rank from ranked order by rank limit ${o.max}`
+      }
     ), p as (
       update processes p
-         set status = 'running', worker_id = ${workerId}, attempts = attempts + 1, progress = 0,
+         set status = 'running', worker_id = ${o.workerId}, attempts = attempts + 1, progress = 0,
              message = 'Started', started_at = now(), heartbeat_at = now(), updated_at = now(),
-             version = version + 1
+             finished_at = null, version = version + 1
         from next
-       where p.id = next.id and p.status = 'pending'
+       where p.id = next.id and p.status = any(${from}::text[])
+      returning p.*, next.rank
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p order by rank`
+}
+
+/** Takes the cap lock for the rest of the transaction (see CAP_LOCK_KEY). */
+export async function capLock(sql: Sql) {
+  await sql`select pg_advisory_xact_lock(${CAP_LOCK_KEY})`
+}
+
+/**
+ * When the next pending process of these types comes due, if any is waiting for its run_at. One that came
+ * due in the last second counts too: a claim that looked a moment before it was due (timers fire up to a
+ * millisecond early) looks again at once instead of sleeping out its wait.
+ */
+export async function nextRunAt(sql: Sql, types: string[] | null): Promise<number | null> {
+  const [row] = await sql<{ at: string | null }[]>`
+    select min(run_at) as at from processes
+     where status = 'pending' and run_at > now() - interval '1 second' ${types ? sql`and type = any(${types}::text[])` : sql``}`
+  return row?.at ? Date.parse(row.at) : null
+}
+
+/** Retry backoff per type: base × 2^(attempt−1), capped, then jittered to 50–100 % (sql, in ms, for row p). */
+export interface Backoff {
+  baseMs: number
+  maxMs: number
+  /** Per type: [baseMs, maxMs]. */
+  byType: Record<string, [number, number]>
+}
+
+function backoffMs(sql: Sql, b: Backoff) {
+  const byType = JSON.stringify(b.byType)
+  return sql`(least(coalesce((${byType}::text::jsonb -> p.type ->> 1)::float8, ${b.maxMs}),
+                    coalesce((${byType}::text::jsonb -> p.type ->> 0)::float8, ${b.baseMs}) * power(2, greatest(p.attempts - 1, 0)))
+              * (0.5 + random() / 2))`
+}
+
+/**
+ * A worker's fail, or the sweep's time-out: with attempts left (attempts < max_attempts), back to pending
+ * with run_at after a backoff (an extension of the state machine: running → pending, "retry 2 of 5 at …");
+ * otherwise failed. The worker id stays on the row until the next claim: the lease holder hears that its
+ * lease ended (Hub leaseEnded), and its late frames are refused by the attempt and the status.
+ */
+function failOrRetrySet(sql: Sql, error: string) {
+  return sql`
+         status = case when d.retry then 'pending' else 'failed' end,
+         error = ${error},
+         message = case when d.retry
+                        then 'retry ' || (p.attempts + 1) || ' of ' || p.max_attempts || ' at '
+                             || to_char(d.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || ': ' || ${error}
+                        else ${error} end,
+         run_at = case when d.retry then d.at else p.run_at end,
+         finished_at = case when d.retry then null else now() end,
+         heartbeat_at = case when d.retry then null else p.heartbeat_at end,
+         updated_at = now(), version = p.version + 1`
+}
+
+/** The statuses a fail may leave: running only, as both its outcomes (failed, pending) allow (states.ts). */
+function failSources(): Status[] {
+  const toFailed = sourcesOf('failed', ['running'])
+  return sourcesOf('pending', ['running']).filter((s) => toFailed.includes(s))
+}
+
+export async function failProcess(sql: Sql, id: number, o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff }): Promise<Process | null> {
+  const [row] = await sql`
+    with d as (
+      select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, o.backoff)} * interval '1 millisecond' as at
+        from processes p where p.id = ${id}
+    ), p as (
+      update processes p set ${failOrRetrySet(sql, o.error)}
+        from d
+       where p.id = d.id and p.status = any(${failSources()}::text[]) ${ownerGuard(sql, o.workerId, o.attempt)}
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
@@ -295,21 +499,23 @@ export async function appendLog(sql: Sql, id: number, workerId: string, attempt:
   return row ? toProcess(row) : null
 }
 
-/** Fails every running process whose lease went silent; safe on every instance at once (skip locked + guard). */
-export async function sweepExpired(sql: Sql, timeoutMs: number): Promise<Process[]> {
+/**
+ * Every running process whose lease went silent: retried when attempts remain (as a worker's fail), else
+ * failed with "timed out". Safe on every instance at once (skip locked + the status guard).
+ */
+export async function sweepExpired(sql: Sql, timeoutMs: number, backoff: Backoff = { baseMs: 1000, maxMs: 3_600_000, byType: {} }): Promise<Process[]> {
   const rows = await sql`
-    with expired as (
-      select id from processes
-       where status = 'running' and heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'
-       order by heartbeat_at
+    with d as (
+      select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, backoff)} * interval '1 millisecond' as at
+        from processes p
+       where p.status = 'running' and p.heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'
+       order by p.heartbeat_at
        limit 500
        for update skip locked
     ), p as (
-      update processes p
-         set status = 'failed', error = 'timed out', message = 'timed out', finished_at = now(),
-             updated_at = now(), version = p.version + 1
-        from expired
-       where p.id = expired.id and p.status = 'running'
+      update processes p set ${failOrRetrySet(sql, 'timed out')}
+        from d
+       where p.id = d.id and p.status = any(${failSources()}::text[])
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p

@@ -6,7 +6,7 @@ import type { Sql } from '../db/client'
 import { invalidTransition, notFound } from '../errors'
 import type { Hub } from '../hub/hub'
 import type { Process } from './model'
-import { findState, insertProcess, transitionProcess, type Transition, userTransition } from './queries'
+import { findState, insertProcesses, type NewProcess, toProcess, transitionProcess, type Transition, userTransition } from './queries'
 
 const UNIQUE_VIOLATION = '23505'
 
@@ -20,40 +20,56 @@ export interface CreateResult {
 export async function createProcess(
   sql: Sql,
   hub: Hub,
-  input: { principal: Principal; workspaceId: number; type: string; metadata: object; idempotencyKey: string | null; audit: AuditRow },
+  input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow },
 ): Promise<CreateResult> {
-  const { principal, idempotencyKey: key } = input
+  const { processes, replayed } = await createMany(sql, hub, { ...input, items: [input.item], keyPrefix: '', single: true })
+  return { process: processes[0]!, replayed }
+}
+
+/** POST /processes/batch: all in one transaction with one audit row; its idempotency keys are its own. */
+export async function createProcesses(
+  sql: Sql,
+  hub: Hub,
+  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow },
+): Promise<{ processes: Process[]; replayed: boolean }> {
+  return createMany(sql, hub, { ...input, keyPrefix: 'batch:', single: false })
+}
+
+async function createMany(
+  sql: Sql,
+  hub: Hub,
+  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; keyPrefix: string; single: boolean },
+): Promise<{ processes: Process[]; replayed: boolean }> {
+  const { principal } = input
+  const key = input.idempotencyKey === null ? null : input.keyPrefix + input.idempotencyKey
   for (let attempt = 0; ; attempt++) {
     try {
-      const result = await sql.begin(async (tx): Promise<CreateResult> => {
+      const result = await sql.begin(async (tx) => {
         if (key) {
           await tx`delete from idempotency_keys
                     where user_id = ${principal.userId} and key = ${key} and created_at < now() - interval '24 hours'`
-          const [seen] = await tx<{ response: Process }[]>`
+          const [seen] = await tx<{ response: any }[]>`
             select response from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
-          if (seen) return { process: seen.response, replayed: true }
+          // jsonb keeps its own key order: the replay is put back in the API's.
+          if (seen) return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true }
         }
-        const process = await insertProcess(tx, {
-          workspaceId: input.workspaceId,
-          type: input.type,
-          metadata: input.metadata,
-          createdBy: principal.userId,
-        })
+        const processes = await insertProcesses(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items })
         if (key) {
+          const response = input.single ? processes[0] : { processes }
           const stored = await tx`
             insert into idempotency_keys (user_id, key, process_id, response)
-            values (${principal.userId}, ${key}, ${process.id}, ${JSON.stringify(process)}::text::jsonb)
+            values (${principal.userId}, ${key}, ${processes[0]!.id}, ${JSON.stringify(response)}::text::jsonb)
             on conflict do nothing
             returning key`
           // A concurrent request with the same key committed first: roll ours back and replay theirs.
           if (stored.length === 0) throw new ReplayRace()
         }
         await writeAuditRows(tx, [input.audit])
-        return { process, replayed: false }
+        return { processes, replayed: false }
       })
       if (!result.replayed) {
-        hub.publish(result.process)
-        hub.announceWork(result.process.type)
+        hub.publishAll(result.processes)
+        announceNew(hub, result.processes)
       }
       return result
     } catch (error) {
@@ -61,6 +77,30 @@ export async function createProcess(
       if (!raced || attempt >= 2) throw error
     }
   }
+}
+
+/** Wakes one waiting claim per new process, now or when it comes due: grouped by type and due time. */
+function announceNew(hub: Hub, processes: readonly Process[]) {
+  const groups = new Map<string, { type: string; atMs: number; count: number }>()
+  for (const p of processes) {
+    const atMs = Date.parse(p.run_at)
+    const k = `${p.type} ${atMs}`
+    const group = groups.get(k)
+    if (group) group.count++
+    else groups.set(k, { type: p.type, atMs, count: 1 })
+  }
+  // Many due times (a batch spread over time): one wake-up per type at the first, so a batch is not a thousand timers.
+  if (groups.size > 50) {
+    const byType = new Map<string, { type: string; atMs: number; count: number }>()
+    for (const g of groups.values()) {
+      const t = byType.get(g.type)
+      if (t) (t.count += g.count), (t.atMs = Math.min(t.atMs, g.atMs))
+      else byType.set(g.type, { ...g })
+    }
+    for (const g of byType.values()) hub.announceWork(g.type, g.count, g.atMs)
+    return
+  }
+  for (const g of groups.values()) hub.announceWork(g.type, g.count, g.atMs)
 }
 
 /** Applies one transition (in `sql`, which may be a transaction); explains a miss as 404 or 409. */

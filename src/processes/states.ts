@@ -1,10 +1,12 @@
-// The state machine as data: nothing else is allowed.
+// The state machine as data: nothing else is allowed. Every status write is built from this table.
 export const STATUSES = ['pending', 'running', 'waiting_review', 'completed', 'failed', 'cancelled'] as const
 export type Status = (typeof STATUSES)[number]
 
 export const TRANSITIONS = {
   pending: ['running', 'cancelled'],
-  running: ['completed', 'waiting_review', 'failed', 'cancelled'],
+  // running → pending is the queue's extension (issue #11): a fail or a lease time-out with attempts left
+  // (attempts < max_attempts) goes back to pending, due after a backoff; with none left, failed.
+  running: ['completed', 'waiting_review', 'failed', 'cancelled', 'pending'],
   waiting_review: ['completed', 'cancelled'],
   failed: ['pending'],
   completed: [],

@@ -12,7 +12,7 @@
 import type { ServerWebSocket } from 'bun'
 import { HttpError, isUnavailable } from '../errors'
 import { MAX_METADATA_DEPTH, type Process, unstorableJson } from '../processes/model'
-import { appendLog, findState, getProcesses, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
+import { appendLog, failProcess, findState, getProcesses, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
 import type { Status } from '../processes/states'
 import type { Services } from '../services'
 import { claim } from './leases'
@@ -211,15 +211,9 @@ export class WorkerGateway {
         return { op: 'ack', worker_id: frame.worker_id, processes: rows.map((r) => r.id) }
       }
       case 'claim': {
-        ws.data.types = frame.types && frame.types.length > 0 ? frame.types : null
-        const process = await claim(sql, hub, {
-          workerId,
-          types: frame.types && frame.types.length > 0 ? frame.types : null,
-          waitMs: frame.wait_ms ?? 0,
-          signal: ws.data.closed.signal,
-        })
-        if (process) await this.hold(workerId, process.id, process.version)
-        return { op: 'claimed', process }
+        const processes = await this.claimFor(ws, workerId, frame)
+        // `process` is the first, for workers that ask for one at a time (the contract's reply).
+        return { op: 'claimed', process: processes[0] ?? null, processes }
       }
       case 'start': {
         const changed = await transitionProcess(sql, frame.process_id, workerTransition(sql, 'start', workerId, undefined))
@@ -260,22 +254,47 @@ export class WorkerGateway {
       case 'complete':
       case 'fail': {
         const op = frame.op === 'fail' ? 'fail' : frame.review ? 'review' : 'complete'
-        const transition =
-          frame.op === 'fail'
-            ? workerTransition(sql, 'fail', workerId, frame.attempt, { error: frame.error })
-            : workerTransition(sql, op as 'complete' | 'review', workerId, frame.attempt, { result_summary: frame.result_summary ?? undefined })
-        const changed = await transitionProcess(sql, frame.process_id, transition)
+        let changed: Process | null
+        let outcome: Status
+        if (frame.op === 'fail') {
+          // With attempts left the process goes back to pending, due after a backoff; else failed.
+          changed = await failProcess(sql, frame.process_id, { workerId, attempt: frame.attempt, error: frame.error, backoff: this.s.queue.backoff })
+          outcome = 'failed'
+        } else {
+          const transition = workerTransition(sql, op as 'complete' | 'review', workerId, frame.attempt, { result_summary: frame.result_summary ?? undefined })
+          changed = await transitionProcess(sql, frame.process_id, transition)
+          outcome = transition.to
+        }
         if (!changed) {
           // A repeated terminal frame for the outcome already committed is acked again, not applied twice.
-          const code = await this.refusal(frame.process_id, workerId, frame.attempt, transition.to)
+          const code = await this.refusal(frame.process_id, workerId, frame.attempt, outcome)
           if (code !== 'ack') throw new FrameError(code, refusalMessage(code, frame.op))
-          return { op: 'ack', repeated: true }
+          return { op: 'ack', repeated: true, ...(frame.claim ? { processes: await this.claimFor(ws, workerId, frame.claim) } : {}) }
         }
         this.release(changed.id)
         hub.publish(changed)
+        if (changed.status === 'pending') hub.announceWork(changed.type, 1, Date.parse(changed.run_at))
+        else if (this.s.queue.capsAffect(changed.type)) hub.announceWork(changed.type)
+        // Complete-and-claim-next: the claim runs after the terminal change committed.
+        if (frame.claim) return { op: 'ack', version: changed.version, processes: await this.claimFor(ws, workerId, frame.claim) }
         return { op: 'ack', version: changed.version }
       }
     }
+  }
+
+  /** A claim for this socket's worker; each claimed process is held (watched) before the reply goes out. */
+  private async claimFor(ws: Socket, workerId: string, o: { types?: string[]; wait_ms?: number; max?: number }): Promise<Process[]> {
+    const types = o.types && o.types.length > 0 ? o.types : null
+    ws.data.types = types // what the workers page shows it claims
+    const processes = await claim(this.s.sql, this.s.hub, this.s.queue, {
+      workerId,
+      types,
+      max: o.max ?? 1,
+      waitMs: o.wait_ms ?? 0,
+      signal: ws.data.closed.signal,
+    })
+    for (const process of processes) await this.hold(workerId, process.id, process.version)
+    return processes
   }
 
   /** Why a worker's change found no row to change; 'ack' when it was already applied with this outcome. */
@@ -287,6 +306,8 @@ export class WorkerGateway {
     if (state.status === 'cancelled') return 'cancelled'
     if (state.worker_id !== workerId) return 'not_owner'
     if (outcome && state.status === outcome) return 'ack'
+    // A repeated fail of an attempt that was put back to pending for a retry (the same worker, the same attempt).
+    if (outcome === 'failed' && state.status === 'pending' && attempt !== undefined && state.attempts === attempt) return 'ack'
     return 'invalid_transition'
   }
 

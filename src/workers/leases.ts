@@ -5,54 +5,71 @@ import type { Hub } from '../hub/hub'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
-import { claimNext, sweepExpired } from '../processes/queries'
+import { capLock, claimNext, nextRunAt, sweepExpired } from '../processes/queries'
+import type { QueuePolicy } from './queue'
 
 export const MAX_WAIT_MS = 30_000
 
+export interface ClaimRequest {
+  workerId: string
+  types: string[] | null
+  /** Up to this many processes at once (1–100). */
+  max: number
+  waitMs: number
+  signal: AbortSignal
+}
+
 /**
- * Takes the oldest pending process of the given types, waiting up to waitMs for one to appear.
- * It sleeps until the hub announces new or retried work (from this instance or, through Redis, any other),
- * then tries again; the database is not polled in a loop.
+ * Takes up to `max` claimable processes of the given types, waiting up to waitMs for one to appear. It sleeps
+ * until the hub announces new or retried work (from this instance or, through Redis, any other) or until the
+ * earliest delayed process of its types comes due, then tries again; the database is not polled in a loop.
+ * A wake-up goes to one waiting claim per new process (Hub.wakeWork); one this claim took but did not use
+ * (it returned with what it had found already) is passed on.
  */
-export async function claim(
-  sql: Sql,
-  hub: Hub,
-  o: { workerId: string; types: string[] | null; waitMs: number; signal: AbortSignal },
-): Promise<Process | null> {
+export async function claim(sql: Sql, hub: Hub, queue: QueuePolicy, o: ClaimRequest): Promise<Process[]> {
   const deadline = Date.now() + Math.min(o.waitMs, MAX_WAIT_MS)
   for (;;) {
-    let woken = false
-    let wake: () => void = () => {
-      woken = true
-    }
+    const taken: string[] = []
+    let wake: () => void = () => {}
     // Listen before looking, so work announced between the query and the sleep is not missed.
     const off = hub.onWork((type) => {
-      if (type === '*' || !o.types || o.types.includes(type)) wake()
+      if (type !== '*' && o.types && !o.types.includes(type)) return 0
+      taken.push(type)
+      wake()
+      return o.max
     })
+    let found: Process[] = []
     try {
-      const process = await claimUnlessGone(sql, o)
-      if (process) {
-        hub.publish(process)
-        return process
+      found = await claimUnlessGone(sql, queue, o)
+      if (found.length > 0) {
+        queue.markServed(found)
+        hub.publishAll(found)
+        return found
       }
       const left = deadline - Date.now()
-      if (left <= 0 || o.signal.aborted) return null
-      if (!woken) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, left)
-          const abort = () => done()
-          o.signal.addEventListener('abort', abort, { once: true })
-          function done() {
-            clearTimeout(timer)
-            o.signal.removeEventListener('abort', abort)
-            resolve()
-          }
-          wake = done
-        })
+      if (left <= 0 || o.signal.aborted) return []
+      if (taken.length === 0) {
+        const dueAt = await nextRunAt(sql, o.types)
+        if (taken.length === 0) {
+          const sleepMs = dueAt === null ? left : Math.min(left, Math.max(0, dueAt - Date.now()) + 5)
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(done, sleepMs)
+            const abort = () => done()
+            o.signal.addEventListener('abort', abort, { once: true })
+            function done() {
+              clearTimeout(timer)
+              o.signal.removeEventListener('abort', abort)
+              resolve()
+            }
+            wake = done
+          })
+        }
       }
-      if (o.signal.aborted) return null
+      if (o.signal.aborted) return []
     } finally {
       off()
+      // Woken while it was busy finding what it returns with: that wake-up was for someone else too.
+      if (found.length > 0) for (const type of taken) hub.wakeWork(type, o.max)
     }
   }
 }
@@ -63,24 +80,25 @@ const GONE = Symbol('the worker went away')
  * One claim attempt, in a transaction that is rolled back if the worker will never hear of its lease: its
  * socket closed while the query ran, or the query outlived the server's query deadline (the worker was told
  * `unavailable`). Otherwise the process would sit running until the lease sweep failed it; rolled back, it
- * stays pending for the next worker.
+ * stays pending for the next worker. With concurrency caps, claims take the cap lock first (one at a time).
  */
-async function claimUnlessGone(sql: Sql, o: { workerId: string; types: string[] | null; signal: AbortSignal }): Promise<Process | null> {
+async function claimUnlessGone(sql: Sql, queue: QueuePolicy, o: ClaimRequest): Promise<Process[]> {
   let late = false
   const attempt = sql
     .begin(async (tx) => {
-      const process = await claimNext(tx, o.workerId, o.types)
-      if (process && (o.signal.aborted || late)) throw GONE
-      return process
+      if (queue.caps) await capLock(tx)
+      const processes = await claimNext(tx, { workerId: o.workerId, types: o.types, max: o.max, served: queue.turns(), caps: queue.caps })
+      if (processes.length > 0 && (o.signal.aborted || late)) throw GONE
+      return processes
     })
     .catch((error) => {
-      if (error === GONE) return null
+      if (error === GONE) return []
       throw error
     })
   return withDeadline(attempt, SERVER_QUERY_TIMEOUT_MS, () => (late = true))
 }
 
-/** Fails running processes whose worker went silent for JOB_TIMEOUT_MS. Every instance runs one. */
+/** Fails (or, with attempts left, retries) running processes whose worker went silent for JOB_TIMEOUT_MS. Every instance runs one. */
 export class LeaseSweeper {
   private stopping = false
   private wake: (() => void) | null = null
@@ -94,16 +112,21 @@ export class LeaseSweeper {
     private readonly metrics: Metrics,
     private readonly timeoutMs: number,
     private readonly intervalMs: number,
+    private readonly queue?: QueuePolicy,
   ) {}
 
   start() {
     this.loop ??= this.run()
   }
 
-  /** One pass; returns the processes it failed. */
+  /** One pass; returns the processes it failed or put back to pending for a retry. */
   async sweep(): Promise<Process[]> {
-    const failed = await sweepExpired(this.sql, this.timeoutMs)
+    const failed = await sweepExpired(this.sql, this.timeoutMs, this.queue?.backoff)
     this.hub.publishAll(failed)
+    for (const p of failed) {
+      if (p.status === 'pending') this.hub.announceWork(p.type, 1, Date.parse(p.run_at))
+      else if (this.queue?.capsAffect(p.type)) this.hub.announceWork(p.type)
+    }
     if (failed.length > 0) {
       this.metrics.counters.sweeps_failed_processes += failed.length
       this.log.info('lease sweep failed silent processes', { ids: failed.map((p) => p.id) })

@@ -7,14 +7,21 @@ const Ref = T.Optional(T.Union([T.String({ maxLength: 200 }), T.Number()]))
 const ProcessId = T.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 const Attempt = T.Optional(T.Integer({ minimum: 0, maximum: 2_147_483_647 }))
 const Message = T.String({ maxLength: 4000 })
+const ClaimTypes = T.Optional(T.Array(T.String({ pattern: TypePattern }), { maxItems: 100 }))
+const WaitMs = T.Optional(T.Integer({ minimum: 0, maximum: 30_000 }))
+/** Extension: a claim takes up to `max` processes at once (default 1). */
+const ClaimMax = T.Optional(T.Integer({ minimum: 1, maximum: 100 }))
+/** Extension: complete/fail and claim the next in one round trip; the ack carries `processes`. */
+const ClaimNext = T.Optional(T.Object({ types: ClaimTypes, max: ClaimMax, wait_ms: WaitMs }, { additionalProperties: false }))
 
 export const Frame = T.Union([
   T.Object({ op: T.Literal('hello'), ref: Ref, worker_id: T.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:@/-]+$' }) }),
   T.Object({
     op: T.Literal('claim'),
     ref: Ref,
-    types: T.Optional(T.Array(T.String({ pattern: TypePattern }), { maxItems: 100 })),
-    wait_ms: T.Optional(T.Integer({ minimum: 0, maximum: 30_000 })),
+    types: ClaimTypes,
+    wait_ms: WaitMs,
+    max: ClaimMax,
   }),
   T.Object({ op: T.Literal('start'), ref: Ref, process_id: ProcessId, attempt: Attempt }),
   T.Object({
@@ -34,8 +41,9 @@ export const Frame = T.Union([
     result_summary: T.Optional(T.Union([T.Record(T.String(), T.Unknown()), T.Null()])),
     review: T.Optional(T.Boolean()),
     attempt: Attempt,
+    claim: ClaimNext,
   }),
-  T.Object({ op: T.Literal('fail'), ref: Ref, process_id: ProcessId, error: T.String({ minLength: 1, maxLength: 4000 }), attempt: Attempt }),
+  T.Object({ op: T.Literal('fail'), ref: Ref, process_id: ProcessId, error: T.String({ minLength: 1, maxLength: 4000 }), attempt: Attempt, claim: ClaimNext }),
 ])
 export type Frame = Static<typeof Frame>
 

@@ -1,5 +1,6 @@
-// Coalesced progress writes. Per process, the first frame is written at once, then at most one write per
-// PROGRESS_FLUSH_MS carrying the newest frame; all due processes go out in one statement, one statement in
+// Coalesced progress writes. Per process, a frame is written at once when nothing of that process is queued
+// or in flight; what arrives while its write is in flight waits, at most one write per PROGRESS_FLUSH_MS
+// carrying the newest frame; all due processes go out in one statement, one statement in
 // flight at a time (so two writes of one process can never commit out of order). A frame is acked when the
 // write that carries it commits; only then is the state published.
 import type { Sql } from '../db/client'
@@ -55,7 +56,10 @@ export class ProgressCoalescer {
         void this.flushNow(write.id).then(resubmit, resubmit)
         return
       }
-      const dueAt = Math.max(now, (this.lastWriteAt.get(write.id) ?? 0) + this.flushMs)
+      // Nothing of this process in flight (nor queued, above): written at once, so a worker that awaits each
+      // update does not wait out a flush interval per call (5 awaited updates cost ~400 ms per job before).
+      // What arrives while its write is in flight is coalesced, at most one write per PROGRESS_FLUSH_MS.
+      const dueAt = this.inFlight.has(write.id) ? Math.max(now, (this.lastWriteAt.get(write.id) ?? 0) + this.flushMs) : now
       this.queued.set(write.id, { write, waiters: [resolve], dueAt })
       queued?.()
       this.schedule(dueAt)

@@ -37,6 +37,11 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 125,
     run: async () => (await import('./cluster')).run(),
   },
+  queue: {
+    describe: 'jobs/s with and without progress vs pg-boss, graphile-worker and BullMQ (interleaved rounds), bulk enqueue, claim cost at 0 vs 1M finished rows, noisy-neighbour pickup p99',
+    seconds: 240,
+    run: async () => (await import('./queue')).run(),
+  },
   realtime: {
     describe: "issue 3's figures: 10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest",
     seconds: 140,

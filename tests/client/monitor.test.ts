@@ -5,7 +5,7 @@ import { monitorProcess, monitorWorkspace, SseParser, MonitorError, type Process
 const proc = (version: number, status: Process['status'] = 'running', id = 1): Process => ({
   id, workspace_id: 1, type: 'csv_import', status, progress: Math.min(100, version * 10), message: null, metadata: {},
   result_summary: null, error: null, attempts: 1, version, worker_id: 'w', created_by: 1,
-  created_at: '', updated_at: '', started_at: null, finished_at: null,
+  created_at: '', updated_at: '', started_at: null, finished_at: null, priority: 0, run_at: '', max_attempts: 1,
 })
 const sse = (chunks: string[], delayMs = 20, end = true) => new ReadableStream({
   async start(c) {

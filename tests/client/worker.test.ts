@@ -13,7 +13,7 @@ function fakeGateway() {
   const hooks: { onFrame?: (f: any, ws: ServerWebSocket<unknown>) => boolean } = {}
   let nextId = 1
   const add = (type = 'csv_import', metadata = {}) => {
-    const p: P = { id: nextId++, workspace_id: 1, type, status: 'pending', progress: 0, message: null, metadata, result_summary: null, error: null, attempts: 0, version: 1, worker_id: null, created_by: 1, created_at: '', updated_at: '', started_at: null, finished_at: null }
+    const p: P = { id: nextId++, workspace_id: 1, type, status: 'pending', progress: 0, message: null, metadata, result_summary: null, error: null, attempts: 0, version: 1, worker_id: null, created_by: 1, created_at: '', updated_at: '', started_at: null, finished_at: null, priority: 0, run_at: '', max_attempts: 1 }
     processes.set(p.id, p); waiting.splice(0).forEach(w => w()); return p
   }
   const server = Bun.serve<{ workerId: string | null }>({

@@ -22,7 +22,7 @@ async function processesInEveryStatus(sql: Sql, workspaceId: number, type: strin
   const make = async (to: 'running' | 'waiting_review' | 'completed' | 'failed' | 'cancelled') => {
     const p = await insertProcess(sql, { workspaceId, type, metadata: { secret: `${type}-${to}` }, createdBy: null })
     if (to === 'cancelled') return (await transitionProcess(sql, p.id, userTransition(sql, 'cancel', [workspaceId])))!.id
-    const run = (await claimNext(sql, holder, [type]))!
+    const run = ((await claimNext(sql, { workerId: holder, types: [type], max: 1 }))[0] ?? null)!
     if (to === 'waiting_review') await transitionProcess(sql, run.id, workerTransition(sql, 'review', holder, undefined))
     if (to === 'completed') await transitionProcess(sql, run.id, workerTransition(sql, 'complete', holder, undefined, { result_summary: { secret: 1 } }))
     if (to === 'failed') await transitionProcess(sql, run.id, workerTransition(sql, 'fail', holder, undefined, { error: 'secret failure' }))

@@ -23,7 +23,7 @@ export async function processIn(sql: Sql, request: Requester, token: string, sta
   const pending = await createPending(request, token)
   if (status === 'pending') return pending
   if (status === 'cancelled') return (await request('POST', `/processes/${pending.id}/cancel`, { token })).body
-  const running = await claimNext(sql, WORKER_ID, [pending.type])
+  const running = (await claimNext(sql, { workerId: WORKER_ID, types: [pending.type], max: 1 }))[0] ?? null
   expect(running?.id).toBe(pending.id)
   if (status === 'running') return running!
   const op = status === 'completed' ? 'complete' : status === 'waiting_review' ? 'review' : 'fail'

@@ -495,7 +495,7 @@ describe('GET /processes/:id', () => {
   it('renders the same process as the rest of the API (Postgres writes this JSON), whatever its text holds', async () => {
     const metadata = { file: 'naïve "quoted" \\ back\\slash\n\t✓ 🚀', nested: { list: [1, 2.5, -3e-7, true, null, { deep: 'x' }], empty: {} }, big: 1234567890123 }
     const created = await request('POST', '/processes', { token: a.token, body: { type: uniqueType(), metadata } })
-    const running = await claimNext(sql, WORKER_ID, [created.body.type])
+    const running = (await claimNext(sql, { workerId: WORKER_ID, types: [created.body.type], max: 1 }))[0] ?? null
     await appendLog(sql, running!.id, WORKER_ID, running!.attempts, 'line "one"\nline <two> & ü')
     const res = await request('GET', `/processes/${created.body.id}`, { token: a.token })
     expect(res.status).toBe(200)

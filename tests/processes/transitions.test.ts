@@ -28,6 +28,9 @@ const CONTRACT: Record<Status, Status[]> = {
   cancelled: [],
 }
 
+/** The queue's one extension (issue #11): a fail or time-out with attempts left goes back to pending (tests/processes/queue.test.ts). */
+const EXTENDED: Record<Status, Status[]> = { ...CONTRACT, running: [...CONTRACT.running, 'pending'] }
+
 type Action = 'claim' | 'start' | 'complete' | 'review' | 'fail' | 'cancel' | 'retry' | 'approve' | 'discard'
 
 /** Every operation that changes a status, what it moves to, and where it may start. */
@@ -46,7 +49,7 @@ const ACTIONS: Record<Action, { to: Status; from: Status[]; by: 'worker' | 'user
 async function act(p: Process, action: Action): Promise<{ ok: boolean; process: Process | null; status?: number; body?: any }> {
   switch (action) {
     case 'claim': {
-      const claimed = await claimNext(sql, WORKER_ID, [p.type])
+      const claimed = (await claimNext(sql, { workerId: WORKER_ID, types: [p.type], max: 1 }))[0] ?? null
       return { ok: claimed !== null, process: claimed }
     }
     case 'start':
@@ -72,8 +75,8 @@ const wrap = (process: Process | null) => ({ ok: process !== null, process })
 const current = async (id: number): Promise<Process> => (await request('GET', `/processes/${id}`, { token: t.token })).body
 
 describe('the state machine', () => {
-  it('matches the contract table exactly', () => {
-    expect(TRANSITIONS as Record<Status, readonly Status[]>).toEqual(CONTRACT)
+  it('matches the contract table exactly, plus the queue\'s running → pending', () => {
+    expect(TRANSITIONS as Record<Status, readonly Status[]>).toEqual(EXTENDED)
     // Every allowed edge is reachable through some operation, and no operation goes anywhere else.
     for (const from of STATUSES) {
       const reachable = new Set(Object.values(ACTIONS).filter((a) => a.from.includes(from)).map((a) => a.to))
@@ -226,7 +229,7 @@ describe('racing transitions', () => {
 
   it('lets exactly one of many racing workers claim a pending process', async () => {
     const p = await processIn(sql, request, t.token, 'pending')
-    const claims = await Promise.all(Array.from({ length: 8 }, (_, i) => claimNext(sql, `racer-${i}`, [p.type])))
+    const claims = await Promise.all(Array.from({ length: 8 }, (_, i) => claimNext(sql, { workerId: `racer-${i}`, types: [p.type], max: 1 }).then((r) => r[0] ?? null)))
     expect(claims.filter((c) => c !== null)).toHaveLength(1)
     expect((await eventsOf(sql, p.id)).map((e) => e.status)).toEqual(['pending', 'running'])
   })

@@ -23,6 +23,9 @@ const state = (id: number, version: number, status: Process['status'] = 'running
   updated_at: '2026-12-02T00:00:00.000Z',
   started_at: '2026-12-02T00:00:00.000Z',
   finished_at: null,
+  priority: 0,
+  run_at: '2026-12-02T00:00:00.000Z',
+  max_attempts: 1,
   metadata: {},
   result_summary: null,
 })

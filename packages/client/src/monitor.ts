@@ -40,12 +40,17 @@ export interface Process {
   updated_at: string
   started_at: string | null
   finished_at: string | null
+  /** Queue fields: higher first; not claimed before `run_at`; `failed` only once `attempts` reaches `max_attempts`. */
+  priority: number
+  run_at: string
+  max_attempts: number
 }
 
 /** The fields of a Process, as the server's schema has them (src/processes/model.ts; checked by tests/client/shapes.test.ts). */
 export const PROCESS_FIELDS = [
   'id', 'workspace_id', 'type', 'status', 'progress', 'message', 'metadata', 'result_summary', 'error', 'attempts',
-  'version', 'worker_id', 'created_by', 'created_at', 'updated_at', 'started_at', 'finished_at',
+  'version', 'worker_id', 'created_by', 'created_at', 'updated_at', 'started_at', 'finished_at', 'priority', 'run_at',
+  'max_attempts',
 ] as const satisfies readonly (keyof Process)[]
 // Compile-time: PROCESS_FIELDS names every key of Process (and, by `satisfies`, nothing else).
 const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extends never ? true : false = true

@@ -89,7 +89,10 @@ export interface WorkerOptions {
   workerId?: string
   /** Process types to claim; all types when omitted. */
   types?: string[]
-  /** Handlers running at once, each claiming in its own loop. Default 1. */
+  /**
+   * Handlers running at once. Default 1. Free slots are claimed together (one `claim {max}` for all of
+   * them), and a finished job's `complete`/`fail` claims the next in the same round trip.
+   */
   concurrency?: number
   handler: JobHandler
   /** Defaults to the global `WebSocket`. */
@@ -450,6 +453,12 @@ class Worker {
   /** Running jobs including their final frame, for close() to wait on. */
   private readonly running = new Set<Promise<void>>()
   private readonly slots: Promise<void>[] = []
+  /** Jobs holding a slot (running, or sending their final frame). */
+  private busy = 0
+  /** Slots that claims in flight ask for. */
+  private claiming = 0
+  private readonly concurrency: number
+  private slotChanged: (() => void) | null = null
   /** Aborted by close(): cuts claim-error sleeps short. */
   private readonly closing = new AbortController()
   private closed: Promise<void> | undefined
@@ -464,6 +473,7 @@ class Worker {
     WebSocketImpl: WebSocketConstructor,
     private readonly options: WorkerOptions,
   ) {
+    this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
     this.connection = new WorkerConnection({
       url,
       workerId,
@@ -488,8 +498,7 @@ class Worker {
 
   start(): void {
     this.connection.open()
-    const concurrency = Math.max(1, Math.floor(this.options.concurrency ?? 1))
-    for (let slot = 0; slot < concurrency; slot++) this.slots.push(this.claimLoop())
+    this.slots.push(this.claimLoop())
   }
 
   close(options: CloseOptions = {}): Promise<void> {
@@ -511,34 +520,69 @@ class Worker {
     if (drained) await Promise.all(this.slots)
   }
 
+  /** Keeps every free slot covered by a claim in flight: one claim for all the slots free at once. */
   private async claimLoop(): Promise<void> {
     while (!this.closing.signal.aborted) {
       await this.connection.whenReady()
       if (this.closing.signal.aborted) return
-      const process = await this.claim()
-      // A process claimed while closing is still ours: run it rather than leave it leased.
-      if (process) await this.track(this.runJob(process))
+      const changed = new Promise<void>((resolve) => (this.slotChanged = resolve))
+      const free = this.concurrency - this.busy - this.claiming
+      if (free > 0) void this.claimInto(free)
+      await changed
     }
   }
 
-  private async claim(): Promise<Process | null> {
+  private notifySlots(): void {
+    const wake = this.slotChanged
+    this.slotChanged = null
+    wake?.()
+  }
+
+  private async claimInto(slots: number): Promise<void> {
+    this.claiming += slots
+    try {
+      // A process claimed while closing is still ours: run it rather than leave it leased.
+      for (const process of await this.claim(slots)) this.launch(process)
+    } finally {
+      this.claiming -= slots
+      this.notifySlots()
+    }
+  }
+
+  /** Runs a claimed process in a slot; the processes its final frame claimed take the slot next. */
+  private launch(process: Process): void {
+    this.busy += 1
+    void this.track(
+      this.runJob(process).then((next) => {
+        this.busy -= 1
+        for (const p of next) this.launch(p)
+        this.notifySlots()
+      }),
+    )
+  }
+
+  private async claim(max: number): Promise<Process[]> {
     const waitMs = Math.min(30_000, this.options.claimWaitMs ?? 25_000)
     try {
       const reply = await this.connection.request(
-        { op: 'claim', types: this.options.types, wait_ms: waitMs },
+        { op: 'claim', types: this.options.types, wait_ms: waitMs, ...(max > 1 ? { max } : {}) },
         { timeoutMs: waitMs + REPLY_TIMEOUT_MS },
       )
-      return reply.op === 'claimed' ? ((reply.process as Process | null) ?? null) : null
+      if (reply.op !== 'claimed') return []
+      // `processes` from a server with batch claims; `process` alone from an older one.
+      if (Array.isArray(reply.processes)) return reply.processes as Process[]
+      return reply.process ? [reply.process as Process] : []
     } catch (error) {
       if (error instanceof WorkerProtocolError) {
         this.report(error)
         await abortableSleep(CLAIM_ERROR_DELAY_MS, this.closing.signal)
       }
-      return null // a lost connection: the loop waits for the next one
+      return [] // a lost connection: the loop waits for the next one
     }
   }
 
-  private async runJob(process: Process): Promise<void> {
+  /** Resolves with the processes the final frame claimed for this slot (complete-and-claim-next). */
+  private async runJob(process: Process): Promise<Process[]> {
     const controller = new AbortController()
     const job: RunningJob = {
       process,
@@ -564,8 +608,11 @@ class Worker {
       clearInterval(heartbeat)
       this.jobs.delete(process.id)
     }
-    if (controller.signal.aborted) return this.reportStopped(job)
-    await this.finish(job, outcome)
+    if (controller.signal.aborted) {
+      this.reportStopped(job)
+      return []
+    }
+    return this.finish(job, outcome)
   }
 
   private async invokeHandler(job: RunningJob): Promise<Outcome> {
@@ -581,8 +628,10 @@ class Worker {
    * Send the terminal frame: kept across reconnects until the server answers,
    * and re-sent while the server says its database is unavailable.
    */
-  private async finish(job: RunningJob, outcome: Outcome): Promise<void> {
+  private async finish(job: RunningJob, outcome: Outcome): Promise<Process[]> {
     const { process } = job
+    // The slot's next process comes with the ack, unless the worker is closing.
+    const next = this.closing.signal.aborted ? {} : { claim: { types: this.options.types, max: 1, wait_ms: 0 } }
     const frame: Frame =
       outcome.op === 'complete'
         ? {
@@ -591,16 +640,17 @@ class Worker {
             attempt: process.attempts,
             result_summary: outcome.result_summary,
             review: outcome.review || undefined,
+            ...next,
           }
-        : { op: 'fail', process_id: process.id, attempt: process.attempts, error: outcome.error }
+        : { op: 'fail', process_id: process.id, attempt: process.attempts, error: outcome.error, ...next }
     for (let refusals = 0; ; refusals++) {
       try {
-        await this.connection.request(frame, { retry: true })
+        const ack = await this.connection.request(frame, { retry: true })
         if (outcome.op === 'complete') this.emit({ type: 'completed', process, review: outcome.review })
         else this.emit({ type: 'failed', process, error: outcome.error })
-        return
+        return Array.isArray(ack.processes) ? (ack.processes as Process[]) : []
       } catch (error) {
-        if (!(error instanceof WorkerProtocolError)) return // closed for good meanwhile
+        if (!(error instanceof WorkerProtocolError)) return [] // closed for good meanwhile
         if (TRANSIENT_CODES.has(error.code)) {
           this.report(error)
           await delay(Math.min(30_000, 1000 * 2 ** refusals))
@@ -612,7 +662,7 @@ class Worker {
         }
         if (error.code === 'cancelled') this.emit({ type: 'cancelled', process })
         else this.emit({ type: 'lost', process, code: error.code })
-        return
+        return []
       }
     }
   }

@@ -1,0 +1,57 @@
+// The queue's policy, from the config: attempts and backoff per type, concurrency caps, and the fair turns
+// between workspaces that this instance's claims take.
+import { type Config, typeDefaults } from '../config'
+import type { Process } from '../processes/model'
+import type { Backoff, ClaimOptions } from '../processes/queries'
+
+/** Workspaces this instance remembers serving; one it forgot goes first again, as one never served. */
+const MAX_REMEMBERED = 1000
+
+export class QueuePolicy {
+  readonly backoff: Backoff
+  private readonly maxAttempts = new Map<string, number>()
+  private readonly typeCaps: Record<string, number> = {}
+  readonly caps: NonNullable<ClaimOptions['caps']> | undefined
+  /** workspace → the turn it was last served at; in the order served, oldest first. */
+  private readonly served = new Map<number, number>()
+  private turn = 0
+
+  constructor(private readonly config: Config) {
+    const types = typeDefaults(config)
+    const byType: Record<string, [number, number]> = {}
+    for (const [type, d] of Object.entries(types)) {
+      if (d.max_attempts !== undefined) this.maxAttempts.set(type, d.max_attempts)
+      if (d.retry_base_ms !== undefined || d.retry_max_ms !== undefined) {
+        byType[type] = [d.retry_base_ms ?? config.RETRY_BASE_MS, d.retry_max_ms ?? config.RETRY_MAX_MS]
+      }
+      if (d.concurrency !== undefined) this.typeCaps[type] = d.concurrency
+    }
+    this.backoff = { baseMs: config.RETRY_BASE_MS, maxMs: config.RETRY_MAX_MS, byType }
+    const capped = Object.keys(this.typeCaps).length > 0 || config.WORKSPACE_CONCURRENCY > 0
+    this.caps = capped ? { types: this.typeCaps, workspace: config.WORKSPACE_CONCURRENCY } : undefined
+  }
+
+  /** A new process's max_attempts: the creator's, else its type's, else DEFAULT_MAX_ATTEMPTS. */
+  maxAttemptsFor(type: string, requested?: number): number {
+    return requested ?? this.maxAttempts.get(type) ?? this.config.DEFAULT_MAX_ATTEMPTS
+  }
+
+  /** Whether finishing a process of this type may make room for a waiting claim (a cap was full). */
+  capsAffect(type: string): boolean {
+    return this.caps !== undefined && (this.caps.workspace > 0 || type in this.typeCaps)
+  }
+
+  /** The turns to hand a claim (ClaimOptions.served). */
+  turns(): { workspaceIds: number[]; turns: number[] } {
+    return { workspaceIds: [...this.served.keys()], turns: [...this.served.values()] }
+  }
+
+  /** Claimed: these processes' workspaces were served now, in this order. */
+  markServed(processes: readonly Process[]) {
+    for (const p of processes) {
+      this.served.delete(p.workspace_id)
+      this.served.set(p.workspace_id, ++this.turn)
+    }
+    while (this.served.size > MAX_REMEMBERED) this.served.delete(this.served.keys().next().value!)
+  }
+}
