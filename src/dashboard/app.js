@@ -3,7 +3,6 @@
 // workspace stream feeds every row; the selected process adds its details and
 // event log. All data goes into the DOM through textContent, never innerHTML.
 
-const SESSION_COOKIE = 'ps_session'
 const WORKSPACE_KEY = 'processes.workspace'
 const LIST_LIMIT = 50
 // The stream reconnects by itself every ~25 s; only a longer gap is worth showing.
@@ -126,13 +125,10 @@ async function api(path, { method = 'GET', body, headers = {} } = {}) {
 
 // ── Session ────────────────────────────────────────────────────────────────
 
-function writeSessionCookie(token) {
-  const secure = location.protocol === 'https:' ? '; Secure' : ''
-  document.cookie = `${SESSION_COOKIE}=${encodeURIComponent(token)}; path=/; SameSite=Strict${secure}`
-}
-
-function clearSessionCookie() {
-  document.cookie = `${SESSION_COOKIE}=; path=/; SameSite=Strict; Max-Age=0`
+// The token is exchanged for a session (POST /auth/session): the server sets the HttpOnly ps_session cookie,
+// which no script here can read; the raw token is never stored.
+function endSession() {
+  return api('/auth/session', { method: 'DELETE' }).catch(() => {})
 }
 
 async function signIn(event) {
@@ -143,28 +139,26 @@ async function signIn(event) {
     ui.signInError.textContent = 'Paste your API token first.'
     return ui.tokenInput.focus()
   }
-  writeSessionCookie(token)
   try {
+    await api('/auth/session', { method: 'POST', body: { token } })
     const { data } = await api('/me')
     ui.tokenInput.value = ''
     await showApp(data)
   } catch (error) {
-    clearSessionCookie()
     ui.signInError.textContent =
       error.status === 401 ? 'That token was not accepted. Check it and try again.' : error.message
     ui.tokenInput.focus()
   }
 }
 
-function signOut() {
-  clearSessionCookie()
+async function signOut() {
+  await endSession()
   showSignIn('Signed out.')
 }
 
 /** Any 401: the token expired or was revoked. */
 function sessionEnded() {
   if (ui.appView.hidden) return
-  clearSessionCookie()
   showSignIn('Your session has ended. Sign in again.')
 }
 

@@ -2,6 +2,7 @@
 // Add each new sql/NNN_name.sql here; tests/db/migrate.test.ts checks this list matches the folder.
 import init from '../../sql/001_init.sql' with { type: 'text' }
 import processJson from '../../sql/002_process_json.sql' with { type: 'text' }
+import security from '../../sql/004_security.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -11,4 +12,5 @@ export interface Migration {
 export const MIGRATIONS: Migration[] = [
   { name: '001_init.sql', text: init },
   { name: '002_process_json.sql', text: processJson },
+  { name: '004_security.sql', text: security },
 ]

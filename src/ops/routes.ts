@@ -1,6 +1,18 @@
 // Health, readiness and metrics: no auth, not audited.
+import { timingSafeEqual } from 'node:crypto'
 import { Elysia } from 'elysia'
+import { unauthenticated } from '../errors'
 import type { Services } from '../services'
+
+/** METRICS_TOKEN set: /metrics needs it as a bearer token (compared in constant time). */
+function metricsAllowed(expected: string | undefined, header: string | null): boolean {
+  if (expected === undefined) return true
+  const given = header ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : undefined
+  if (!given) return false
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
 
 const DB_CHECK_TIMEOUT_MS = 2000
 
@@ -40,7 +52,8 @@ export function ops(s: Services) {
     )
     .get(
       '/metrics',
-      ({ set }) => {
+      ({ set, request }) => {
+        if (!metricsAllowed(s.config.METRICS_TOKEN, request.headers.get('authorization'))) throw unauthenticated('GET /metrics needs the METRICS_TOKEN bearer token')
         set.headers['content-type'] = 'text/plain; version=0.0.4; charset=utf-8'
         return s.metrics.render()
       },

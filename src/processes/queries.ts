@@ -4,9 +4,12 @@ import type { Row, Sql } from '../db/client'
 import type { Process, ProcessSummary } from './model'
 import { sourcesOf, type Status } from './states'
 
-/** heartbeat_at is lease bookkeeping, not part of the process: it changes without a new version. */
+/**
+ * heartbeat_at is lease bookkeeping, not part of the process: it changes without a new version; worker_token_id
+ * (which token holds the lease) is not for API clients either.
+ */
 export function toProcess(row: Row): Process {
-  const { heartbeat_at: _, ...process } = row
+  const { heartbeat_at: _, worker_token_id: __, ...process } = row
   return process as Process
 }
 
@@ -170,7 +173,7 @@ export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' 
         message: note ?? 'Retry requested',
         guard,
         set: sql`, progress = 0, error = null, result_summary = null, started_at = null, finished_at = null,
-                 worker_id = null, heartbeat_at = null`,
+                 worker_id = null, worker_token_id = null, heartbeat_at = null`,
       }
     case 'approve':
       return { to: 'completed', from: ['waiting_review'], message: note ?? 'Approved', guard, set: sql`, finished_at = now()` }
@@ -181,25 +184,39 @@ export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' 
 
 /** Why a guarded statement found no row: the current state, if the process is visible at all. */
 export async function findState(sql: Sql, id: number) {
-  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number }[]>`
-    select status, worker_id, attempts, workspace_id from processes where id = ${id}`
+  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number; type: string; worker_token_id: number | null }[]>`
+    select status, worker_id, attempts, workspace_id, type, worker_token_id from processes where id = ${id}`
   return row ?? null
 }
 
 // ---------------------------------------------------------------------------------------------
 // Worker side.
 
-export async function claimNext(sql: Sql, workerId: string, types: string[] | null): Promise<Process | null> {
+/** The worker token a lease is taken under, and its scope (null: any workspace / type). */
+export interface LeaseToken {
+  tokenId: number
+  workspaceIds: number[] | null
+  types: string[] | null
+}
+
+/** A scoped worker token sees only its workspaces and types. */
+export function scopeGuard(sql: Sql, token: LeaseToken | undefined) {
+  if (!token) return sql``
+  return sql`${token.workspaceIds ? sql`and workspace_id = any(${token.workspaceIds}::bigint[])` : sql``}
+             ${token.types ? sql`and type = any(${token.types}::text[])` : sql``}`
+}
+
+export async function claimNext(sql: Sql, workerId: string, types: string[] | null, token?: LeaseToken): Promise<Process | null> {
   const [row] = await sql`
     with next as (
       select id from processes
-       where status = 'pending' ${types ? sql`and type = any(${types}::text[])` : sql``}
+       where status = 'pending' ${types ? sql`and type = any(${types}::text[])` : sql``} ${scopeGuard(sql, token)}
        order by id
        limit 1
        for update skip locked
     ), p as (
       update processes p
-         set status = 'running', worker_id = ${workerId}, attempts = attempts + 1, progress = 0,
+         set status = 'running', worker_id = ${workerId}, worker_token_id = ${token?.tokenId ?? null}, attempts = attempts + 1, progress = 0,
              message = 'Started', started_at = now(), heartbeat_at = now(), updated_at = now(),
              version = version + 1
         from next
@@ -212,14 +229,18 @@ export async function claimNext(sql: Sql, workerId: string, types: string[] | nu
   return row ? toProcess(row) : null
 }
 
-/** Owner guard for worker frames: the lease holder, and the current attempt when the frame names one. */
-export function ownerGuard(sql: Sql, workerId: string, attempt: number | undefined) {
+/**
+ * Owner guard for worker frames: the lease holder, under the worker token that took the lease (a lease taken
+ * before leases were bound to tokens has none), and the current attempt when the frame names one.
+ */
+export function ownerGuard(sql: Sql, workerId: string, attempt: number | undefined, tokenId?: number) {
+  const token = tokenId === undefined ? sql`` : sql`and (worker_token_id is null or worker_token_id = ${tokenId})`
   return attempt === undefined
-    ? sql`and worker_id = ${workerId}`
-    : sql`and worker_id = ${workerId} and attempts = ${attempt}`
+    ? sql`and worker_id = ${workerId} ${token}`
+    : sql`and worker_id = ${workerId} and attempts = ${attempt} ${token}`
 }
 
-export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' | 'fail', workerId: string, attempt: number | undefined, extra: { result_summary?: unknown; error?: string } = {}): Transition {
+export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' | 'fail', workerId: string, attempt: number | undefined, extra: { result_summary?: unknown; error?: string } = {}, token?: LeaseToken): Transition {
   switch (op) {
     case 'start':
       // A pending process has no lease to fence yet: start opens the next attempt.
@@ -227,7 +248,8 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
         to: 'running',
         from: ['pending'],
         message: 'Started',
-        set: sql`, worker_id = ${workerId}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
+        set: sql`, worker_id = ${workerId}, worker_token_id = ${token?.tokenId ?? null}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
+        guard: scopeGuard(sql, token),
       }
     case 'complete':
     case 'review': {
@@ -237,7 +259,7 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
         from: ['running'],
         message: op === 'complete' ? 'Completed' : 'Waiting for review',
         set: sql`, progress = 100, result_summary = ${summary}::text::jsonb, finished_at = now()`,
-        guard: ownerGuard(sql, workerId, attempt),
+        guard: ownerGuard(sql, workerId, attempt, token?.tokenId),
       }
     }
     case 'fail':
@@ -246,7 +268,7 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
         from: ['running'],
         message: extra.error ?? 'Failed',
         set: sql`, error = ${extra.error ?? 'failed'}, finished_at = now()`,
-        guard: ownerGuard(sql, workerId, attempt),
+        guard: ownerGuard(sql, workerId, attempt, token?.tokenId),
       }
   }
 }
@@ -257,6 +279,8 @@ export interface ProgressWrite {
   message: string | null
   worker_id: string
   attempt: number | null
+  /** The worker token sending it: it must be the one holding the lease (null: not checked). */
+  worker_token_id?: number | null
 }
 
 /** One statement for many processes' coalesced progress; returns the rows it changed. */
@@ -266,27 +290,28 @@ export async function writeProgress(sql: Sql, writes: ProgressWrite[]): Promise<
        set progress = x.progress, message = coalesce(x.message, p.message), version = p.version + 1,
            updated_at = now(), heartbeat_at = now()
       from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
-           as x(id bigint, progress int, message text, worker_id text, attempt int)
+           as x(id bigint, progress int, message text, worker_id text, attempt int, worker_token_id bigint)
      where p.id = x.id and p.status = 'running' and p.worker_id = x.worker_id
        and (x.attempt is null or p.attempts = x.attempt)
+       and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
     returning p.*`
   return rows.map(toProcess)
 }
 
-export async function touchHeartbeat(sql: Sql, id: number, workerId: string, attempt: number | undefined): Promise<boolean> {
+export async function touchHeartbeat(sql: Sql, id: number, workerId: string, attempt: number | undefined, tokenId?: number): Promise<boolean> {
   const rows = await sql`
     update processes set heartbeat_at = now()
-     where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt)}
+     where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt, tokenId)}
     returning id`
   return rows.length > 0
 }
 
 /** A worker's log line: an event with the status unchanged, and the process's latest message. */
-export async function appendLog(sql: Sql, id: number, workerId: string, attempt: number | undefined, message: string): Promise<Process | null> {
+export async function appendLog(sql: Sql, id: number, workerId: string, attempt: number | undefined, message: string, tokenId?: number): Promise<Process | null> {
   const [row] = await sql`
     with p as (
       update processes set message = ${message}, version = version + 1, updated_at = now(), heartbeat_at = now()
-       where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt)}
+       where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt, tokenId)}
       returning *
     ), e as (
       insert into process_events (process_id, status, message) select id, status, ${message} from p

@@ -3,7 +3,7 @@
 import type { Principal } from '../auth/authenticator'
 import { type AuditRow, writeAuditRows } from '../auth/audit'
 import type { Sql } from '../db/client'
-import { invalidTransition, notFound } from '../errors'
+import { forbidden, invalidRequest, invalidTransition, notFound } from '../errors'
 import type { Hub } from '../hub/hub'
 import type { Process } from './model'
 import { findState, insertProcess, transitionProcess, type Transition, userTransition } from './queries'
@@ -23,15 +23,22 @@ export async function createProcess(
   input: { principal: Principal; workspaceId: number; type: string; metadata: object; idempotencyKey: string | null; audit: AuditRow },
 ): Promise<CreateResult> {
   const { principal, idempotencyKey: key } = input
+  // What the key was first used for: the same key with another request is a client bug, refused (422), not replayed.
+  const requestHash = key ? new Bun.CryptoHasher('sha256').update(JSON.stringify([input.workspaceId, input.type, input.metadata])).digest('hex') : null
   for (let attempt = 0; ; attempt++) {
     try {
       const result = await sql.begin(async (tx): Promise<CreateResult> => {
         if (key) {
           await tx`delete from idempotency_keys
                     where user_id = ${principal.userId} and key = ${key} and created_at < now() - interval '24 hours'`
-          const [seen] = await tx<{ response: Process }[]>`
-            select response from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
-          if (seen) return { process: seen.response, replayed: true }
+          const [seen] = await tx<{ response: Process; request_hash: string | null }[]>`
+            select response, request_hash from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
+          if (seen) {
+            if (seen.request_hash !== null && seen.request_hash !== requestHash) {
+              throw invalidRequest('Idempotency-Key was already used with a different request body', [{ path: '/', message: 'Idempotency-Key reused with a different body' }])
+            }
+            return { process: seen.response, replayed: true }
+          }
         }
         const process = await insertProcess(tx, {
           workspaceId: input.workspaceId,
@@ -41,8 +48,8 @@ export async function createProcess(
         })
         if (key) {
           const stored = await tx`
-            insert into idempotency_keys (user_id, key, process_id, response)
-            values (${principal.userId}, ${key}, ${process.id}, ${JSON.stringify(process)}::text::jsonb)
+            insert into idempotency_keys (user_id, key, process_id, response, request_hash)
+            values (${principal.userId}, ${key}, ${process.id}, ${JSON.stringify(process)}::text::jsonb, ${requestHash})
             on conflict do nothing
             returning key`
           // A concurrent request with the same key committed first: roll ours back and replay theirs.
@@ -64,11 +71,12 @@ export async function createProcess(
 }
 
 /** Applies one transition (in `sql`, which may be a transaction); explains a miss as 404 or 409. */
-export async function applyTransition(sql: Sql, id: number, transition: Transition, visibleIn: number[] | null): Promise<Process> {
+export async function applyTransition(sql: Sql, id: number, transition: Transition, visibleIn: number[] | null, writableIn: number[] | null = null): Promise<Process> {
   const process = await transitionProcess(sql, id, transition)
   if (process) return process
   const state = await findState(sql, id)
   if (!state || (visibleIn && !visibleIn.includes(state.workspace_id))) throw notFound('Process not found')
+  if (writableIn && !writableIn.includes(state.workspace_id)) throw forbidden('Your role in this workspace is read-only')
   throw invalidTransition(`Cannot move a ${state.status} process to ${transition.to}`, {
     status: state.status,
     to: transition.to,
@@ -82,8 +90,9 @@ export async function userAction(
 ): Promise<Process> {
   const { principal, id } = input
   const process = await sql.begin(async (tx) => {
-    const transition = userTransition(tx, input.action, principal.workspaceIds, input.note)
-    const changed = await applyTransition(tx, id, transition, principal.workspaceIds)
+    // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
+    const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
+    const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds)
     await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
     return changed
   })

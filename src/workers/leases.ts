@@ -5,7 +5,7 @@ import type { Hub } from '../hub/hub'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
-import { claimNext, sweepExpired } from '../processes/queries'
+import { claimNext, type LeaseToken, sweepExpired } from '../processes/queries'
 
 export const MAX_WAIT_MS = 30_000
 
@@ -17,7 +17,7 @@ export const MAX_WAIT_MS = 30_000
 export async function claim(
   sql: Sql,
   hub: Hub,
-  o: { workerId: string; types: string[] | null; waitMs: number; signal: AbortSignal },
+  o: { workerId: string; types: string[] | null; waitMs: number; signal: AbortSignal; token?: LeaseToken },
 ): Promise<Process | null> {
   const deadline = Date.now() + Math.min(o.waitMs, MAX_WAIT_MS)
   for (;;) {
@@ -65,11 +65,11 @@ const GONE = Symbol('the worker went away')
  * `unavailable`). Otherwise the process would sit running until the lease sweep failed it; rolled back, it
  * stays pending for the next worker.
  */
-async function claimUnlessGone(sql: Sql, o: { workerId: string; types: string[] | null; signal: AbortSignal }): Promise<Process | null> {
+async function claimUnlessGone(sql: Sql, o: { workerId: string; types: string[] | null; signal: AbortSignal; token?: LeaseToken }): Promise<Process | null> {
   let late = false
   const attempt = sql
     .begin(async (tx) => {
-      const process = await claimNext(tx, o.workerId, o.types)
+      const process = await claimNext(tx, o.workerId, o.types, o.token)
       if (process && (o.signal.aborted || late)) throw GONE
       return process
     })
