@@ -240,17 +240,26 @@ export class WorkerGateway {
     const { sql, hub, progress } = this.s
     switch (frame.op) {
       case 'hello': {
-        // Leases belong to the token that took them: another token's hello with this worker id gets none.
+        if (frame.worker_id !== workerId) {
+          this.removeSocket(workerId, ws)
+          ws.data.workerId = frame.worker_id
+          this.addSocket(frame.worker_id, ws)
+        }
+        // Leases belong to the token that took them: another token's hello with this worker id gets none, and
+        // the socket goes back to the id it had (frames about those processes are refused by the token guard
+        // in any case). The id switched above synchronously, so frames sent right after the hello act as it.
         const [foreign] = await sql<{ id: number }[]>`
           select id from processes
            where status = 'running' and worker_id = ${frame.worker_id}
              and worker_token_id is not null and worker_token_id <> ${ws.data.tokenId}
            limit 1`
-        if (foreign) throw new FrameError('not_owner', 'this worker id holds leases of another worker token')
-        if (frame.worker_id !== workerId) {
-          this.removeSocket(workerId, ws)
-          ws.data.workerId = frame.worker_id
-          this.addSocket(frame.worker_id, ws)
+        if (foreign) {
+          if (ws.data.workerId === frame.worker_id && frame.worker_id !== workerId) {
+            this.removeSocket(frame.worker_id, ws)
+            ws.data.workerId = workerId
+            this.addSocket(workerId, ws)
+          }
+          throw new FrameError('not_owner', 'this worker id holds leases of another worker token')
         }
         // A worker that comes back keeps its leases: watch them again from this instance.
         const rows = await sql<{ id: number; version: number }[]>`
