@@ -135,7 +135,12 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
       const workspaceIds = ((values.workspace as string[] | undefined) ?? []).map((raw) => parseId(raw, 'workspace'))
       const types = (values.type as string[] | undefined) ?? []
       for (const type of types) if (!new RegExp(TypePattern).test(type)) throw new UsageError(`--type must match ${TypePattern} (got ${JSON.stringify(type)})`)
-      return (sql) => createWorkerToken(sql, name, { workspaceIds, types })
+      return async (sql) => {
+        const known = await sql<{ id: number }[]>`select id from workspaces where id = any(${workspaceIds}::bigint[])`
+        const missing = workspaceIds.filter((w) => !known.some((k) => Number(k.id) === w))
+        if (missing.length > 0) throw new UsageError(`no workspace with id ${missing.join(', ')}`)
+        return createWorkerToken(sql, name, { workspaceIds, types })
+      }
     }
     case 'revoke-token': {
       const tokenId = id(values, 'id')
