@@ -40,7 +40,7 @@ describe('CSRF: changes made with the cookie must come from this origin', () => 
 
   it('refuses a cross-site text/plain form POST that would create a process with the cookie', async () => {
     const type = freshType()
-    for (const headers of [
+    for (const headers of <Array<Record<string, string>>>[
       { origin: 'http://evil.localhost', 'content-type': 'text/plain' },
       { 'sec-fetch-site': 'same-site', 'content-type': 'text/plain' },
       { 'content-type': 'text/plain' }, // neither Origin nor Sec-Fetch-Site
@@ -266,6 +266,9 @@ describe('revocation reaches open streams', () => {
       for (;;) if ((await reader.read()).done) return true
     })()
     expect(await Promise.race([ended, Bun.sleep(AUTH_CACHE_MS + 15_000).then(() => false)])).toBe(true)
+    // Ended by the credential watch, not by anything else.
+    const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text()
+    expect(Number(/processes_connections_closed_revoked_total (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1)
   })
 })
 
