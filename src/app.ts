@@ -151,7 +151,7 @@ function preflight(origin: string): Response {
     headers: {
       'access-control-allow-origin': origin,
       ...(origin === '*' ? {} : { 'access-control-allow-credentials': 'true' }),
-      'access-control-allow-methods': 'GET, POST, OPTIONS',
+      'access-control-allow-methods': 'GET, POST, DELETE, OPTIONS',
       'access-control-allow-headers': 'Authorization, Content-Type, Idempotency-Key, If-None-Match, Last-Event-ID, X-Request-Id',
       'access-control-max-age': '600',
       vary: 'Origin',
