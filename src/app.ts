@@ -3,7 +3,9 @@
 // audit of authenticated routes, the JSON log line and metrics).
 import { openapi } from '@elysiajs/openapi'
 import { Elysia } from 'elysia'
+import { Authenticator } from './auth/authenticator'
 import { auditRowFor } from './auth/plugin'
+import { sessions } from './auth/session'
 import { dashboard } from './dashboard/routes'
 import { docs } from './ops/docs'
 import { HttpError, JSON_CONTENT_TYPE, errorResponse, isUnavailable, payloadTooLarge } from './errors'
@@ -64,6 +66,7 @@ export function createApp(s: Services) {
     .use(me(s))
     .use(stats(s))
     .use(workers(s))
+    .use(sessions(s))
     .use(processes(s))
 }
 
@@ -94,14 +97,19 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/
 export function createHandler(s: Services, app = createApp(s)): Handler {
   app.compile()
   const origins = new Set(s.config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean))
+  // `*` lets any origin read, never with credentials: it is answered as the literal `*` (a browser then sends
+  // no cookie). Credentials go only to origins listed by name.
+  const anyOrigin = origins.delete('*')
   const logRequests = s.log.enabled('info')
 
   return async (request, ip) => {
     const incoming = request.headers.get('x-request-id')
-    const requestId = incoming !== null && REQUEST_ID.test(incoming) ? incoming : newRequestId()
+    const fromClient = incoming !== null && REQUEST_ID.test(incoming)
+    const requestId = fromClient ? incoming : newRequestId()
     const state = beginRequest(request, requestId, ip)
-    const origin = origins.size > 0 ? request.headers.get('origin') : null
-    const cors = origin && (origins.has('*') || origins.has(origin)) ? origin : null
+    state.requestIdFromClient = fromClient
+    const origin = origins.size > 0 || anyOrigin ? request.headers.get('origin') : null
+    const cors = origin ? (origins.has(origin) ? origin : anyOrigin ? '*' : null) : null
 
     let response: Response
     if (cors && request.method === 'OPTIONS') response = preflight(cors)
@@ -116,6 +124,8 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
         if (method === 'HEAD') response = headersOnly(response)
       } catch (error) {
         response = error instanceof HttpError ? errorResponse(error.status, error.code, error.message) : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
+        // A refused body is audited like any request that carries a credential (its principal if it has a valid one).
+        if (error instanceof HttpError && error.status === 413) await audit413(s, request, state)
       }
     }
 
@@ -126,7 +136,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     if (type !== null && type !== JSON_CONTENT_TYPE && type.startsWith('application/json')) headers.set('content-type', JSON_CONTENT_TYPE)
     if (cors) {
       headers.set('access-control-allow-origin', cors)
-      headers.set('access-control-allow-credentials', 'true')
+      if (cors !== '*') headers.set('access-control-allow-credentials', 'true')
       headers.set('access-control-expose-headers', 'ETag, Idempotent-Replayed, Link, Location, X-Request-Id')
       headers.append('vary', 'Origin')
     }
@@ -140,13 +150,19 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
   }
 }
 
+async function audit413(s: Services, request: Request, state: ReturnType<typeof requestState>) {
+  state.authenticated = true
+  state.route ??= new URL(request.url).pathname.replace(/\/\d+(?=\/|$)/g, '/:id')
+  state.principal = await s.auth.authenticate(Authenticator.tokenOf(request)).catch(() => null)
+}
+
 function preflight(origin: string): Response {
   return new Response(null, {
     status: 204,
     headers: {
       'access-control-allow-origin': origin,
-      'access-control-allow-credentials': 'true',
-      'access-control-allow-methods': 'GET, POST, OPTIONS',
+      ...(origin === '*' ? {} : { 'access-control-allow-credentials': 'true' }),
+      'access-control-allow-methods': 'GET, POST, DELETE, OPTIONS',
       'access-control-allow-headers': 'Authorization, Content-Type, Idempotency-Key, If-None-Match, Last-Event-ID, X-Request-Id',
       'access-control-max-age': '600',
       vary: 'Origin',

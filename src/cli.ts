@@ -2,7 +2,9 @@
 // Each command prints one JSON object on stdout and nothing else there; errors go to stderr with exit 1.
 import { parseArgs } from 'node:util'
 import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, revokeToken } from './auth/queries'
+import { ROLES } from './auth/authenticator'
 import { loadConfig } from './config'
+import { TypePattern } from './processes/model'
 import { openDatabase, type Sql } from './db/client'
 import { migrate } from './db/migrate'
 
@@ -25,13 +27,16 @@ const USAGE = `usage: cli <command> [options]
   create-user --email E --workspace ID [--role R]
   add-member --user ID --workspace ID [--role R]
   create-token --user ID [--name N] [--ttl-days D]
-  create-worker-token [--name N]
-  revoke-token --id ID [--worker]`
+  create-worker-token [--name N] [--workspace ID]... [--type T]...
+  revoke-token --id ID [--worker]
+roles: owner, admin, member (default), viewer`
 
 const OPTIONS = {
   name: { type: 'string' },
   email: { type: 'string' },
-  workspace: { type: 'string' },
+  // Repeatable for create-worker-token's scope; the other commands take one (the last given).
+  workspace: { type: 'string', multiple: true },
+  type: { type: 'string', multiple: true },
   role: { type: 'string' },
   user: { type: 'string' },
   'ttl-days': { type: 'string' },
@@ -40,14 +45,18 @@ const OPTIONS = {
 } as const
 
 function required(values: Record<string, unknown>, key: string): string {
-  const value = values[key]
+  const given = values[key]
+  const value = Array.isArray(given) ? given[given.length - 1] : given
   if (typeof value !== 'string' || value.trim() === '') throw new UsageError(`--${key} is required`)
   return value
 }
 
 /** An id: plain digits (no sign, exponent, fraction or hex), 1 up to 15 digits, so it is exact as a number. */
 function id(values: Record<string, unknown>, key: string): number {
-  const raw = required(values, key)
+  return parseId(required(values, key), key)
+}
+
+function parseId(raw: string, key: string): number {
   if (!/^\d{1,15}$/.test(raw) || Number(raw) < 1) throw new UsageError(`--${key} must be a positive integer id (got ${JSON.stringify(raw)})`)
   return Number(raw)
 }
@@ -95,6 +104,9 @@ type Work = (sql: Sql) => Promise<object>
 /** Checks a command's options and returns its work, so a usage error is reported before any database is opened. */
 function prepare(command: Command, values: Record<string, unknown>): Work {
   const role = (values.role as string | undefined) ?? 'member'
+  if ((command === 'create-user' || command === 'add-member') && !(ROLES as readonly string[]).includes(role)) {
+    throw new UsageError(`--role must be one of ${ROLES.join(', ')} (got ${JSON.stringify(role)})`)
+  }
   const name = (values.name as string | undefined) ?? null
   switch (command) {
     case 'migrate':
@@ -119,8 +131,17 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
       const ttl = ttlDays(values)
       return (sql) => createApiToken(sql, userId, name, ttl)
     }
-    case 'create-worker-token':
-      return (sql) => createWorkerToken(sql, name)
+    case 'create-worker-token': {
+      const workspaceIds = ((values.workspace as string[] | undefined) ?? []).map((raw) => parseId(raw, 'workspace'))
+      const types = (values.type as string[] | undefined) ?? []
+      for (const type of types) if (!new RegExp(TypePattern).test(type)) throw new UsageError(`--type must match ${TypePattern} (got ${JSON.stringify(type)})`)
+      return async (sql) => {
+        const known = await sql<{ id: number }[]>`select id from workspaces where id = any(${workspaceIds}::bigint[])`
+        const missing = workspaceIds.filter((w) => !known.some((k) => Number(k.id) === w))
+        if (missing.length > 0) throw new UsageError(`no workspace with id ${missing.join(', ')}`)
+        return createWorkerToken(sql, name, { workspaceIds, types })
+      }
+    }
     case 'revoke-token': {
       const tokenId = id(values, 'id')
       const kind = values.worker ? 'worker' : 'api'

@@ -33,6 +33,26 @@ export const ConfigSchema = T.Object({
   TYPE_DEFAULTS: T.String({ default: '' }),
   /** Running processes one workspace may hold at once (claims stop at it); 0 = no cap. */
   WORKSPACE_CONCURRENCY: Int(0, 0, 1_000_000),
+  /** Extension (#12): how long a browser session (POST /auth/session) lasts; never past its API token's expiry. */
+  SESSION_TTL_MS: Int(8 * 3_600_000, 60_000, 30 * 86_400_000),
+  /**
+   * Extension (#12): per-instance token buckets, in memory (README "Limits"). Requests per second per
+   * credential (API token or session) and per workspace, and the per-credential bucket size; 0 = off. A
+   * workspace's bucket holds RATE_LIMIT_BURST or two seconds of its rate, whichever is more.
+   */
+  RATE_LIMIT_PER_TOKEN_PER_S: Int(200, 0, 10_000_000),
+  RATE_LIMIT_BURST: Int(1000, 1, 10_000_000),
+  RATE_LIMIT_PER_WORKSPACE_PER_S: Int(1000, 0, 10_000_000),
+  /** Open SSE streams per credential on this instance (0 = no cap). */
+  MAX_STREAMS_PER_TOKEN: Int(100, 0, 10_000_000),
+  /** `claim`s waiting for work on one worker socket at once (0 = no cap). */
+  MAX_WAITING_CLAIMS_PER_SOCKET: Int(100, 0, 10_000_000),
+  /** Frames one worker socket may have in hand (received, not yet answered); beyond it they are refused at once. */
+  MAX_FRAMES_IN_FLIGHT_PER_SOCKET: Int(1000, 1, 10_000_000),
+  /** Unsent reply bytes a worker socket may hold (a worker that does not read); beyond it the socket is closed. */
+  MAX_WORKER_BUFFERED_BYTES: Int(4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
+  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. */
+  METRICS_TOKEN: T.Optional(T.String({ minLength: 1 })),
 })
 
 export type Config = Static<typeof ConfigSchema>

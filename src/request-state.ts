@@ -16,6 +16,10 @@ export interface RequestState {
   workspaceId: number | null
   /** A mutation already wrote its audit row inside its own transaction. */
   audited: boolean
+  /** The X-Request-Id came from the client (marked so in the audit row). */
+  requestIdFromClient: boolean
+  /** Takes one request from the workspace's rate limit (set once the caller is authenticated). */
+  limitWorkspace?: (workspaceId: number) => void
 }
 
 const STATE = Symbol('processes.requestState')
@@ -32,6 +36,7 @@ export function beginRequest(request: Request, requestId: string, ip: () => stri
     principal: null,
     workspaceId: null,
     audited: false,
+    requestIdFromClient: false,
   }
   ;(request as WithState)[STATE] = state
   return state

@@ -4,6 +4,8 @@ import type { Server } from 'bun'
 import { createHandler } from './app'
 import { AuditLog } from './auth/audit'
 import { Authenticator } from './auth/authenticator'
+import { RateLimiter } from './auth/limits'
+import { CredentialWatch } from './auth/revocation'
 import { type Config, sweepIntervalMs } from './config'
 import { openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
@@ -44,7 +46,27 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
   const progress = new ProgressCoalescer(db.sql, hub, metrics, config.PROGRESS_FLUSH_MS)
   const queue = new QueuePolicy(config)
-  const services: Services = { config, db, sql: db.sql, hub, auth, audit, log, metrics, progress, queue, reader: new ProcessReader(db.sql), draining: { value: false } }
+  const credentials = new CredentialWatch(db.sql, log, config.AUTH_CACHE_MS)
+  const limits = {
+    token: new RateLimiter(config.RATE_LIMIT_PER_TOKEN_PER_S, config.RATE_LIMIT_BURST),
+    workspace: new RateLimiter(config.RATE_LIMIT_PER_WORKSPACE_PER_S, Math.max(config.RATE_LIMIT_BURST, 2 * config.RATE_LIMIT_PER_WORKSPACE_PER_S)),
+  }
+  const services: Services = {
+    config,
+    db,
+    sql: db.sql,
+    hub,
+    auth,
+    audit,
+    log,
+    metrics,
+    progress,
+    queue,
+    reader: new ProcessReader(db.sql),
+    credentials,
+    limits,
+    draining: { value: false },
+  }
 
   let bridge: RedisBridge | null = null
   if (config.REDIS_URL) {
@@ -86,6 +108,11 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   metrics.gauge('redis_up', () => (bridge ? (bridge.healthy ? 1 : 0) : -1))
   metrics.gauge('audit_rows_pending', () => audit.pending)
   metrics.gauge('progress_queued', () => progress.queuedCount)
+  metrics.gauge('worker_send_buffered_bytes', () => gateway.bufferedBytes)
+  metrics.gauge('worker_frames_in_flight', () => gateway.framesInFlight)
+  metrics.counter('worker_sockets_closed_slow', 'Worker sockets closed because the worker did not read its replies.', () => gateway.closedSlow)
+  metrics.counter('worker_frames_refused_busy', 'Worker frames refused at once: too many in hand or too many claims waiting.', () => gateway.refusedBusy)
+  metrics.counter('connections_closed_revoked', 'Streams and worker sockets closed because their credential was revoked or expired.', () => services.credentials.closed)
 
   const server = Bun.serve<WorkerSocketData>({
     port: config.PORT,
@@ -120,10 +147,12 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     const header = request.headers.get('authorization')
     const token = header ? (/^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? null) : url.searchParams.get('token')
     let status = 101
+    let workerTokenId: number | null = null
     try {
       if (services.draining.value) throw new HttpError(503, 'unavailable', 'Server is shutting down')
-      const tokenId = await services.auth.authenticateWorker(token)
-      if (!server.upgrade(request, { data: gateway.newSocketData(tokenId) })) {
+      const worker = await services.auth.authenticateWorker(token)
+      workerTokenId = worker.tokenId
+      if (!server.upgrade(request, { data: gateway.newSocketData(worker) })) {
         status = 426
         return errorResponse(426, 'bad_request', 'Expected a WebSocket upgrade', undefined, { Upgrade: 'websocket' })
       }
@@ -135,11 +164,28 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     } finally {
       // The route, never the URL: a ?token= must not reach the logs.
       metrics.request('GET', '/workers/ws', status, performance.now() - started)
+      // Every connect is audited, accepted (101) or refused, with the worker token when it was valid.
+      const incoming = request.headers.get('x-request-id')
+      audit.record({
+        user_id: null,
+        token_id: null,
+        workspace_id: null,
+        method: 'GET',
+        route: '/workers/ws',
+        status,
+        ip: server.requestIP(request)?.address ?? null,
+        user_agent: request.headers.get('user-agent'),
+        request_id: incoming !== null && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID(),
+        request_id_from_client: incoming !== null && /^[\w.:-]{1,128}$/.test(incoming),
+        created_at: new Date().toISOString(),
+        worker_token_id: workerTokenId,
+      })
       log.info('request', { method: 'GET', route: '/workers/ws', status, ms: Math.round((performance.now() - started) * 100) / 100 })
     }
   }
 
   audit.start()
+  services.credentials.start()
   sweeper.start()
   sessions.start()
   metrics.startLagMonitor()
@@ -159,6 +205,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         closeAllStreams()
         await sweeper.stop()
         hub.close()
+        services.credentials.stop()
         metrics.stopLagMonitor()
         // Queued progress is written and acked before the workers' sockets close, so nothing acked is lost
         // and nothing written goes unacknowledged.

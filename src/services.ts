@@ -1,6 +1,8 @@
 // Everything a feature needs, built once in main.ts (or a test) and handed to each feature.
 import type { AuditLog } from './auth/audit'
 import type { Authenticator } from './auth/authenticator'
+import type { RateLimiter } from './auth/limits'
+import type { CredentialWatch } from './auth/revocation'
 import type { Config } from './config'
 import type { Database, Sql } from './db/client'
 import type { Hub } from './hub/hub'
@@ -24,6 +26,10 @@ export interface Services {
   queue: QueuePolicy
   /** Batched reads of one process by id (GET /processes/{id}, the stream snapshot). */
   reader: ProcessReader
+  /** Open streams and worker sockets by credential: closed when it is revoked or expires (#12). */
+  credentials: CredentialWatch
+  /** Per-credential and per-workspace request rates (#12). */
+  limits: { token: RateLimiter; workspace: RateLimiter }
   /** Set while shutting down: streams end, new ones are refused. */
   draining: { value: boolean }
 }

@@ -17,6 +17,10 @@ export interface AuditRow {
   user_agent: string | null
   request_id: string | null
   created_at: string
+  /** The request id is the client's X-Request-Id, not one we generated. */
+  request_id_from_client?: boolean
+  /** A worker socket's connect (accepted or refused): the worker token, when it was known. */
+  worker_token_id?: number | null
 }
 
 // While the database is down rows wait in memory, up to this many; beyond it the oldest are dropped and counted.
@@ -31,11 +35,14 @@ const MAX_BUFFERED = 100_000
 export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
   if (rows.length === 0) return
   await sql`
-    insert into audit_log (user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at)
-    select user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at
+    insert into audit_log (user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at,
+                           request_id_from_client, worker_token_id)
+    select user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at,
+           coalesce(request_id_from_client, false), worker_token_id
       from json_to_recordset(${JSON.stringify(rows)}::text::json)
         as x(user_id bigint, token_id bigint, workspace_id bigint, method text, route text, status int,
-             ip text, user_agent text, request_id text, created_at timestamptz)`
+             ip text, user_agent text, request_id text, created_at timestamptz, request_id_from_client boolean,
+             worker_token_id bigint)`
 }
 
 export class AuditLog {

@@ -2,16 +2,34 @@
 // AUTH_CACHE_MS (≤ 5 s), so revocation and expiry still take effect within that window on every instance.
 import type { Sql } from '../db/client'
 import { unauthenticated } from '../errors'
-import { findApiToken, findWorkerToken, type Membership } from './queries'
+import { findApiToken, findSession, findWorkerToken, type Membership } from './queries'
 import { hashToken } from './tokens'
+
+/** Roles (README "Roles"): viewer reads and streams; member, admin and owner also create, cancel, retry, review. */
+export const ROLES = ['owner', 'admin', 'member', 'viewer'] as const
+const WRITER_ROLES: ReadonlySet<string> = new Set(['owner', 'admin', 'member'])
 
 export interface Principal {
   userId: number
+  /** The API token, also for a browser session (the token it was opened with). */
   tokenId: number
+  /** Set when the credential is a browser session (`pss_…` in the ps_session cookie). */
+  sessionId: number | null
   memberships: Membership[]
   workspaceIds: number[]
+  /** The workspaces where the caller's role may change processes (not viewer, nor a role we do not know). */
+  writableWorkspaceIds: number[]
   expiresAt: number | null
 }
+
+/** A worker token and its scope: null = any workspace / any type. */
+export interface WorkerPrincipal {
+  tokenId: number
+  workspaceIds: number[] | null
+  types: string[] | null
+}
+
+export type CredentialSource = 'bearer' | 'cookie'
 
 interface Cached<T> {
   value: T
@@ -24,7 +42,7 @@ const MAX_TOKEN_LENGTH = 512
 
 export class Authenticator {
   private readonly api = new Map<string, Cached<Principal | null>>()
-  private readonly workers = new Map<string, Cached<number | null>>()
+  private readonly workers = new Map<string, Cached<WorkerPrincipal | null>>()
   readonly usedApiTokens = new Set<number>()
   readonly usedWorkerTokens = new Set<number>()
 
@@ -35,11 +53,20 @@ export class Authenticator {
 
   /** The token a request carries: the Authorization header first, then the browser's cookie. */
   static tokenOf(request: Request): string | null {
+    return Authenticator.credentialOf(request).token
+  }
+
+  /** The token and where it came from: a cookie-borne credential is what CSRF checks guard. */
+  static credentialOf(request: Request): { token: string | null; via: CredentialSource } {
     const header = request.headers.get('authorization')
     if (header) {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
-      return match ? match[1]! : null
+      return { token: match ? match[1]! : null, via: 'bearer' }
     }
+    return { token: Authenticator.cookieOf(request), via: 'cookie' }
+  }
+
+  static cookieOf(request: Request): string | null {
     const cookie = request.headers.get('cookie')
     if (cookie) {
       for (const part of cookie.split(';')) {
@@ -65,14 +92,17 @@ export class Authenticator {
     const now = Date.now()
     let entry = this.api.get(hash)
     if (!entry || now - entry.fetchedAt >= this.cacheMs) {
-      const row = await findApiToken(this.sql, hash)
+      // A session secret (`pss_`) is looked up as a session; anything else as an API token.
+      const row = token.startsWith('pss_') ? await findSession(this.sql, hash) : await findApiToken(this.sql, hash)
       const principal: Principal | null =
         row && !row.revoked_at
           ? {
-              userId: row.user_id,
-              tokenId: row.token_id,
+              userId: Number(row.user_id),
+              tokenId: Number(row.token_id),
+              sessionId: 'session_id' in row ? Number(row.session_id) : null,
               memberships: row.memberships,
               workspaceIds: row.memberships.map((m) => m.workspace_id),
+              writableWorkspaceIds: row.memberships.filter((m) => WRITER_ROLES.has(m.role)).map((m) => m.workspace_id),
               expiresAt: row.expires_at ? new Date(row.expires_at).getTime() : null,
             }
           : null
@@ -88,8 +118,8 @@ export class Authenticator {
     return principal
   }
 
-  /** Returns the worker token's id, or throws 401. */
-  async authenticateWorker(token: string | null): Promise<number> {
+  /** Returns the worker token's id and scope, or throws 401. */
+  async authenticateWorker(token: string | null): Promise<WorkerPrincipal> {
     if (!token || token.length > MAX_TOKEN_LENGTH) throw unauthenticated()
     const hash = hashToken(token)
     const now = Date.now()
@@ -97,13 +127,23 @@ export class Authenticator {
     if (!entry || now - entry.fetchedAt >= this.cacheMs) {
       const row = await findWorkerToken(this.sql, hash)
       const valid = row && !row.revoked_at && (!row.expires_at || new Date(row.expires_at).getTime() > now)
-      entry = { value: valid ? row.id : null, fetchedAt: now }
+      entry = {
+        value: valid ? { tokenId: Number(row.id), workspaceIds: row.workspace_ids?.map(Number) ?? null, types: row.types ?? null } : null,
+        fetchedAt: now,
+      }
       if (valid) this.remember(this.workers, hash, entry)
       else this.workers.delete(hash)
     }
     if (entry.value === null) throw unauthenticated('Unknown or revoked worker token')
-    this.usedWorkerTokens.add(entry.value)
+    this.usedWorkerTokens.add(entry.value.tokenId)
     return entry.value
+  }
+
+  /** Drops a credential from the cache (its revocation on this instance takes effect at once). */
+  forget(token: string) {
+    const hash = hashToken(token)
+    this.api.delete(hash)
+    this.workers.delete(hash)
   }
 
   private remember<T>(map: Map<string, Cached<T>>, key: string, entry: Cached<T>) {

@@ -3,15 +3,32 @@
 import { Elysia } from 'elysia'
 import type { AuditRow } from './audit'
 import { Authenticator, type Principal } from './authenticator'
+import { rateLimited } from './limits'
 import { forbidden } from '../errors'
 import { requestState, type RequestState } from '../request-state'
 import type { Services } from '../services'
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
 export function authPlugin(s: Services) {
+  const trusted = trustedOrigins(s.config.CORS_ORIGINS)
   const authenticate = async (request: Request) => {
     const state = requestState(request)
     state.authenticated = true
-    state.principal ??= await s.auth.authenticate(Authenticator.tokenOf(request))
+    if (!state.principal) {
+      const { token, via } = Authenticator.credentialOf(request)
+      const principal = await s.auth.authenticate(token)
+      state.principal = principal
+      // A browser sends its cookie with a request another site started: a change made with the cookie must
+      // come from our own pages (README "Browser sessions and CSRF").
+      if (via === 'cookie' && !SAFE_METHODS.has(request.method)) checkSameOrigin(request, trusted, true)
+      const wait = s.limits.token.take(principal.sessionId !== null ? `s${principal.sessionId}` : `t${principal.tokenId}`)
+      if (wait > 0) throw rateLimited(wait, 'token')
+      state.limitWorkspace = (id) => {
+        const wait = s.limits.workspace.take(String(id))
+        if (wait > 0) throw rateLimited(wait, 'workspace')
+      }
+    }
     return { principal: state.principal, state }
   }
   return (
@@ -33,7 +50,55 @@ export function activeWorkspace(principal: Principal, state: RequestState, asked
   if (id === undefined) throw forbidden('You are not a member of any workspace')
   if (!principal.workspaceIds.includes(id)) throw forbidden('You are not a member of this workspace')
   state.workspaceId = id
+  state.limitWorkspace?.(id)
   return id
+}
+
+/** Changes need a role above viewer in the workspace (README "Roles"). */
+export function requireWriter(principal: Principal, workspaceId: number) {
+  if (!principal.writableWorkspaceIds.includes(workspaceId)) throw forbidden('Your role in this workspace is read-only')
+}
+
+/** CORS_ORIGINS as a set, without `*` (which never grants credentials, nor trust for a cookie's change). */
+export function trustedOrigins(corsOrigins: string): Set<string> {
+  return new Set(corsOrigins.split(',').map((o) => o.trim()).filter((o) => o && o !== '*'))
+}
+
+/**
+ * A cookie-authenticated change must come from this origin (or one listed in CORS_ORIGINS): its `Origin`
+ * names our host (`Host`, or `X-Forwarded-Host` behind a proxy), or, without Origin, `Sec-Fetch-Site` says
+ * same-origin. Neither header: refused, since every current browser sends one of them. A body must be
+ * `application/json`, which a cross-site form cannot send without a CORS preflight.
+ */
+export function checkSameOrigin(request: Request, trusted: Set<string>, needJsonBody: boolean) {
+  const headers = request.headers
+  const origin = headers.get('origin')
+  if (origin !== null && origin !== 'null') {
+    if (!trusted.has(origin) && !sameHost(origin, request)) throw forbidden('Cross-origin request refused for cookie authentication')
+  } else {
+    const site = headers.get('sec-fetch-site')
+    if (site !== 'same-origin' && site !== 'none') throw forbidden('Cookie-authenticated changes need a same-origin Origin or Sec-Fetch-Site header')
+  }
+  if (needJsonBody && hasBody(request)) {
+    const type = headers.get('content-type') ?? ''
+    if (!/^application\/json\s*(;|$)/i.test(type)) throw forbidden('Cookie-authenticated changes must send Content-Type: application/json')
+  }
+}
+
+function sameHost(origin: string, request: Request): boolean {
+  let host: string
+  try {
+    host = new URL(origin).host
+  } catch {
+    return false
+  }
+  const own = request.headers.get('host') ?? new URL(request.url).host
+  return host === own || host === request.headers.get('x-forwarded-host')
+}
+
+function hasBody(request: Request): boolean {
+  const length = request.headers.get('content-length')
+  return (length !== null && length !== '0') || request.headers.has('transfer-encoding') || (length === null && request.body !== null)
 }
 
 /** The audit row for this request, as it will read if it succeeds with `status`. */
@@ -49,5 +114,6 @@ export function auditRowFor(request: Request, state: RequestState, status: numbe
     user_agent: request.headers.get('user-agent'),
     request_id: state.requestId,
     created_at: new Date().toISOString(),
+    request_id_from_client: state.requestIdFromClient,
   }
 }

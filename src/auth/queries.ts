@@ -28,9 +28,65 @@ export async function findApiToken(sql: Sql, tokenHash: string): Promise<TokenRo
   return row ?? null
 }
 
+/** A browser session's secret → the same shape as an API token's row, plus the session's id. */
+export async function findSession(sql: Sql, secretHash: string): Promise<(TokenRow & { session_id: number }) | null> {
+  const [row] = await sql<(TokenRow & { session_id: number })[]>`
+    select s.id as session_id, s.api_token_id as token_id, s.user_id,
+           least(s.expires_at, t.expires_at) as expires_at, coalesce(s.revoked_at, t.revoked_at) as revoked_at,
+           coalesce(
+             (select json_agg(json_build_object('workspace_id', m.workspace_id, 'role', m.role)
+                              order by m.created_at, m.workspace_id)
+                from memberships m where m.user_id = s.user_id),
+             '[]') as memberships
+      from sessions s join api_tokens t on t.id = s.api_token_id
+     where s.secret_hash = ${secretHash}`
+  return row ?? null
+}
+
+export async function createSession(sql: Sql, userId: number, apiTokenId: number, expiresAt: Date) {
+  const secret = newToken('session')
+  const [row] = await sql<{ id: number; expires_at: Date }[]>`
+    insert into sessions (user_id, api_token_id, secret_hash, expires_at)
+    values (${userId}, ${apiTokenId}, ${hashToken(secret)}, ${expiresAt})
+    returning id, expires_at`
+  return { id: row!.id, secret, expiresAt: new Date(row!.expires_at) }
+}
+
+export async function revokeSession(sql: Sql, id: number) {
+  await sql`update sessions set revoked_at = coalesce(revoked_at, now()) where id = ${id}`
+}
+
+/** Of these credentials, the ones no longer valid (revoked or expired): their sockets and streams are closed. */
+export async function invalidCredentials(sql: Sql, kind: 'api' | 'session' | 'worker', ids: number[]): Promise<number[]> {
+  if (ids.length === 0) return []
+  const rows =
+    kind === 'api'
+      ? await sql<{ id: number }[]>`
+          select t.id from unnest(${ids}::bigint[]) as x(id) left join api_tokens t on t.id = x.id
+           where t.id is null or t.revoked_at is not null or t.expires_at <= now()`
+      : kind === 'worker'
+        ? await sql<{ id: number }[]>`
+            select x.id from unnest(${ids}::bigint[]) as x(id) left join worker_tokens t on t.id = x.id
+             where t.id is null or t.revoked_at is not null or t.expires_at <= now()`
+        : await sql<{ id: number }[]>`
+            select x.id from unnest(${ids}::bigint[]) as x(id)
+              left join sessions s on s.id = x.id left join api_tokens t on t.id = s.api_token_id
+             where s.id is null or s.revoked_at is not null or s.expires_at <= now()
+                or t.revoked_at is not null or t.expires_at <= now()`
+  return rows.map((r) => Number(r.id))
+}
+
+export interface WorkerTokenRow {
+  id: number
+  expires_at: Date | null
+  revoked_at: Date | null
+  workspace_ids: number[] | null
+  types: string[] | null
+}
+
 export async function findWorkerToken(sql: Sql, tokenHash: string) {
-  const [row] = await sql<{ id: number; expires_at: Date | null; revoked_at: Date | null }[]>`
-    select id, expires_at, revoked_at from worker_tokens where token_hash = ${tokenHash}`
+  const [row] = await sql<WorkerTokenRow[]>`
+    select id, expires_at, revoked_at, workspace_ids, types from worker_tokens where token_hash = ${tokenHash}`
   return row ?? null
 }
 
@@ -81,11 +137,18 @@ export async function createApiToken(sql: Sql, userId: number, name: string | nu
   return { id: row!.id, token }
 }
 
-export async function createWorkerToken(sql: Sql, name: string | null) {
+/** A worker token, for any workspace and type unless scoped (`workspaceIds`, `types`: null or empty = any). */
+export async function createWorkerToken(sql: Sql, name: string | null, scope: { workspaceIds?: number[]; types?: string[] } = {}) {
   const token = newToken('worker')
+  const workspaceIds = scope.workspaceIds?.length ? scope.workspaceIds : null
+  const types = scope.types?.length ? scope.types : null
   const [row] = await sql<{ id: number }[]>`
-    insert into worker_tokens (token_hash, name) values (${hashToken(token)}, ${name}) returning id`
-  return { id: row!.id, token }
+    insert into worker_tokens (token_hash, name, workspace_ids, types)
+    values (${hashToken(token)}, ${name}, ${workspaceIds}::bigint[], ${types}::text[]) returning id`
+  const out: { id: number; token: string; workspace_ids?: number[]; types?: string[] } = { id: row!.id, token }
+  if (workspaceIds) out.workspace_ids = workspaceIds
+  if (types) out.types = types
+  return out
 }
 
 /** Revokes an API token, or a worker token when no API token has that id and `kind` allows it. */

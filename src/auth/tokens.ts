@@ -1,8 +1,9 @@
 // Tokens are random, shown once, and stored only as their SHA-256.
 import { randomBytes } from 'node:crypto'
 
-export function newToken(kind: 'api' | 'worker'): string {
-  return `${kind === 'api' ? 'ps' : 'psw'}_${randomBytes(32).toString('base64url')}`
+/** `ps_` API token, `psw_` worker token, `pss_` browser session secret (the ps_session cookie). */
+export function newToken(kind: 'api' | 'worker' | 'session'): string {
+  return `${kind === 'api' ? 'ps' : kind === 'worker' ? 'psw' : 'pss'}_${randomBytes(32).toString('base64url')}`
 }
 
 export function hashToken(token: string): string {

@@ -1,8 +1,20 @@
 // Health, readiness and metrics: no auth, not audited.
+import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
+import { unauthenticated } from '../errors'
 import { queueDepth } from '../processes/stats'
 import { PUBLIC, documented } from './docs'
 import type { Services } from '../services'
+
+/** METRICS_TOKEN set: /metrics needs it as a bearer token (compared in constant time). */
+function metricsAllowed(expected: string | undefined, header: string | null): boolean {
+  if (expected === undefined) return true
+  const given = header ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : undefined
+  if (!given) return false
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
 
 const DB_CHECK_TIMEOUT_MS = 2000
 
@@ -61,7 +73,8 @@ export function ops(s: Services) {
     )
     .get(
       '/metrics',
-      async ({ set }) => {
+      async ({ set, request }) => {
+        if (!metricsAllowed(s.config.METRICS_TOKEN, request.headers.get('authorization'))) throw unauthenticated('GET /metrics needs the METRICS_TOKEN bearer token')
         set.headers['content-type'] = 'text/plain; version=0.0.4; charset=utf-8'
         // Queue depth is sampled from SQL (at most every 5 s); a database down leaves the last sample.
         await s.metrics.jobs.refreshDepth(() => queueDepth(s.sql)).catch(() => {})

@@ -1,8 +1,9 @@
 // The process routes (§5, §6): list, read, events, create, retry, cancel, review, and the two streams.
 import type { TSchema } from '@sinclair/typebox'
 import { Elysia, t } from 'elysia'
-import { activeWorkspace, auditRowFor, authPlugin } from '../auth/plugin'
-import { JSON_CONTENT_TYPE, badRequest, invalidRequest, notFound, unavailable } from '../errors'
+import type { Principal } from '../auth/authenticator'
+import { activeWorkspace, auditRowFor, authPlugin, requireWriter } from '../auth/plugin'
+import { JSON_CONTENT_TYPE, badRequest, HttpError, invalidRequest, notFound, unavailable } from '../errors'
 import type { Services } from '../services'
 import {
   BatchBody,
@@ -110,6 +111,24 @@ export function processes(s: Services) {
   const refuseWhileDraining = () => {
     if (s.draining.value) throw unavailable('Server is shutting down; reconnect')
   }
+  /**
+   * A stream counts against its credential's cap (MAX_STREAMS_PER_TOKEN) from now on, and is closed when the
+   * credential is revoked or expires (auth/revocation.ts).
+   */
+  const admitStream = (principal: Principal) => {
+    const kind = principal.sessionId !== null ? 'session' : 'api'
+    const id = principal.sessionId ?? principal.tokenId
+    const cap = s.config.MAX_STREAMS_PER_TOKEN
+    if (cap > 0 && s.credentials.count(kind, id) >= cap) {
+      throw new HttpError(429, 'rate_limited', `At most ${cap} open streams per token on this instance`, { limit: cap }, { 'Retry-After': '1' })
+    }
+    let close = () => {}
+    const untrack = s.credentials.track(kind, id, () => close())
+    return (closeStream: () => void) => {
+      close = closeStream
+      return untrack
+    }
+  }
   return new Elysia({ prefix: '/processes' })
     .use(authPlugin(s))
     .get(
@@ -142,8 +161,10 @@ export function processes(s: Services) {
         refuseWhileDraining()
         const workspaceId = activeWorkspace(principal, state, query.workspace_id)
         const statuses = query.status?.split(',')
+        const register = admitStream(principal)
         s.metrics.counters.sse_connects++
         return openWorkspaceStream({
+          register,
           hub: s.hub,
           settings: streamSettings,
           workspaceId,
@@ -201,8 +222,10 @@ export function processes(s: Services) {
       '/:id/stream',
       async ({ params: { id }, query, principal, state, request }) => {
         refuseWhileDraining()
+        const register = admitStream(principal)
         s.metrics.counters.sse_connects++
         const response = await openProcessStream({
+          register,
           hub: s.hub,
           settings: streamSettings,
           id,
@@ -227,6 +250,7 @@ export function processes(s: Services) {
       async ({ body, headers, principal, state, request, set }) => {
         const item = newProcess(s, body, '')
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
+        requireWriter(principal, workspaceId)
         const { process, replayed } = await createProcess(s.sql, s.hub, {
           principal,
           workspaceId,

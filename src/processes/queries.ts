@@ -6,8 +6,8 @@ import { sourcesOf, type Status } from './states'
 
 /**
  * A row as the API shows it, in the API's one key order (the same as sql/003_queue.sql's process_json, so
- * POST, GET and the streams send byte-identical JSON). heartbeat_at is lease bookkeeping, not part of the
- * process: it changes without a new version.
+ * POST, GET and the streams send byte-identical JSON). Not listed, as not part of the process: heartbeat_at
+ * (lease bookkeeping: it changes without a new version) and worker_token_id (which token holds the lease).
  */
 export function toProcess(row: Row): Process {
   return {
@@ -220,7 +220,7 @@ export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' 
         message: note ?? 'Retry requested',
         guard,
         set: sql`, progress = 0, error = null, result_summary = null, started_at = null, finished_at = null,
-                 worker_id = null, heartbeat_at = null, run_at = now()`,
+                 worker_id = null, worker_token_id = null, heartbeat_at = null, run_at = now()`,
       }
     case 'approve':
       return { to: 'completed', from: ['waiting_review'], message: note ?? 'Approved', guard, set: sql`, finished_at = now()` }
@@ -231,13 +231,27 @@ export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' 
 
 /** Why a guarded statement found no row: the current state, if the process is visible at all. */
 export async function findState(sql: Sql, id: number) {
-  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number }[]>`
-    select status, worker_id, attempts, workspace_id from processes where id = ${id}`
+  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number; type: string; worker_token_id: number | null }[]>`
+    select status, worker_id, attempts, workspace_id, type, worker_token_id from processes where id = ${id}`
   return row ?? null
 }
 
 // ---------------------------------------------------------------------------------------------
 // Worker side.
+
+/** The worker token a lease is taken under, and its scope (null: any workspace / type). */
+export interface LeaseToken {
+  tokenId: number
+  workspaceIds: number[] | null
+  types: string[] | null
+}
+
+/** A scoped worker token sees only its workspaces and types. */
+export function scopeGuard(sql: Sql, token: LeaseToken | undefined) {
+  if (!token) return sql``
+  return sql`${token.workspaceIds ? sql`and workspace_id = any(${token.workspaceIds}::bigint[])` : sql``}
+             ${token.types ? sql`and type = any(${token.types}::text[])` : sql``}`
+}
 
 export interface ClaimOptions {
   workerId: string
@@ -252,6 +266,8 @@ export interface ClaimOptions {
   served?: { workspaceIds: number[]; turns: number[] }
   /** Concurrency caps; the caller holds the cap lock (capLock) in the same transaction. */
   caps?: { types: Record<string, number>; workspace: number }
+  /** The worker token the lease is taken under (recorded on the row), and its scope. */
+  token?: LeaseToken
 }
 
 /** Serialises capped claims, so two claims cannot both see room for the last slot under a cap. */
@@ -297,7 +313,9 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
            limit ${o.max}
            for update skip locked
         ) c
-       ${o.types ? sql`where l.type = any(${o.types}::text[])` : sql``}
+       where true ${o.types ? sql`and l.type = any(${o.types}::text[])` : sql``}
+             ${o.token?.workspaceIds ? sql`and l.workspace_id = any(${o.token.workspaceIds}::bigint[])` : sql``}
+             ${o.token?.types ? sql`and l.type = any(${o.token.types}::text[])` : sql``}
     ), ranked as (
       select c.id, c.workspace_id, c.type,
              row_number() over (order by c.turn, coalesce(s.turn, 0), c.priority desc, c.run_at, c.id) as rank
@@ -329,7 +347,8 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
       }
     ), p as (
       update processes p
-         set status = 'running', worker_id = ${o.workerId}, attempts = attempts + 1, progress = 0,
+         set status = 'running', worker_id = ${o.workerId}, worker_token_id = ${o.token?.tokenId ?? null},
+             attempts = attempts + 1, progress = 0,
              message = 'Started', started_at = now(), heartbeat_at = now(), updated_at = now(),
              finished_at = null, version = version + 1
         from next
@@ -399,7 +418,7 @@ function failSources(): Status[] {
   return sourcesOf('pending', ['running']).filter((s) => toFailed.includes(s))
 }
 
-export async function failProcess(sql: Sql, id: number, o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff }): Promise<Process | null> {
+export async function failProcess(sql: Sql, id: number, o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff; tokenId?: number }): Promise<Process | null> {
   const [row] = await sql`
     with d as (
       select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, o.backoff)} * interval '1 millisecond' as at
@@ -407,7 +426,7 @@ export async function failProcess(sql: Sql, id: number, o: { workerId: string; a
     ), p as (
       update processes p set ${failOrRetrySet(sql, o.error)}
         from d
-       where p.id = d.id and p.status = any(${failSources()}::text[]) ${ownerGuard(sql, o.workerId, o.attempt)}
+       where p.id = d.id and p.status = any(${failSources()}::text[]) ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)}
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
@@ -416,14 +435,18 @@ export async function failProcess(sql: Sql, id: number, o: { workerId: string; a
   return row ? toProcess(row) : null
 }
 
-/** Owner guard for worker frames: the lease holder, and the current attempt when the frame names one. */
-export function ownerGuard(sql: Sql, workerId: string, attempt: number | undefined) {
+/**
+ * Owner guard for worker frames: the lease holder, under the worker token that took the lease (a lease taken
+ * before leases were bound to tokens has none), and the current attempt when the frame names one.
+ */
+export function ownerGuard(sql: Sql, workerId: string, attempt: number | undefined, tokenId?: number) {
+  const token = tokenId === undefined ? sql`` : sql`and (worker_token_id is null or worker_token_id = ${tokenId})`
   return attempt === undefined
-    ? sql`and worker_id = ${workerId}`
-    : sql`and worker_id = ${workerId} and attempts = ${attempt}`
+    ? sql`and worker_id = ${workerId} ${token}`
+    : sql`and worker_id = ${workerId} and attempts = ${attempt} ${token}`
 }
 
-export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' | 'fail', workerId: string, attempt: number | undefined, extra: { result_summary?: unknown; error?: string } = {}): Transition {
+export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' | 'fail', workerId: string, attempt: number | undefined, extra: { result_summary?: unknown; error?: string } = {}, token?: LeaseToken): Transition {
   switch (op) {
     case 'start':
       // A pending process has no lease to fence yet: start opens the next attempt.
@@ -431,7 +454,8 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
         to: 'running',
         from: ['pending'],
         message: 'Started',
-        set: sql`, worker_id = ${workerId}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
+        set: sql`, worker_id = ${workerId}, worker_token_id = ${token?.tokenId ?? null}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
+        guard: scopeGuard(sql, token),
       }
     case 'complete':
     case 'review': {
@@ -441,7 +465,7 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
         from: ['running'],
         message: op === 'complete' ? 'Completed' : 'Waiting for review',
         set: sql`, progress = 100, result_summary = ${summary}::text::jsonb, finished_at = now()`,
-        guard: ownerGuard(sql, workerId, attempt),
+        guard: ownerGuard(sql, workerId, attempt, token?.tokenId),
       }
     }
     case 'fail':
@@ -450,7 +474,7 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
         from: ['running'],
         message: extra.error ?? 'Failed',
         set: sql`, error = ${extra.error ?? 'failed'}, finished_at = now()`,
-        guard: ownerGuard(sql, workerId, attempt),
+        guard: ownerGuard(sql, workerId, attempt, token?.tokenId),
       }
   }
 }
@@ -461,6 +485,8 @@ export interface ProgressWrite {
   message: string | null
   worker_id: string
   attempt: number | null
+  /** The worker token sending it: it must be the one holding the lease (null: not checked). */
+  worker_token_id?: number | null
 }
 
 /** One statement for many processes' coalesced progress; returns the rows it changed. */
@@ -470,27 +496,28 @@ export async function writeProgress(sql: Sql, writes: ProgressWrite[]): Promise<
        set progress = x.progress, message = coalesce(x.message, p.message), version = p.version + 1,
            updated_at = now(), heartbeat_at = now()
       from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
-           as x(id bigint, progress int, message text, worker_id text, attempt int)
+           as x(id bigint, progress int, message text, worker_id text, attempt int, worker_token_id bigint)
      where p.id = x.id and p.status = 'running' and p.worker_id = x.worker_id
        and (x.attempt is null or p.attempts = x.attempt)
+       and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
     returning p.*`
   return rows.map(toProcess)
 }
 
-export async function touchHeartbeat(sql: Sql, id: number, workerId: string, attempt: number | undefined): Promise<boolean> {
+export async function touchHeartbeat(sql: Sql, id: number, workerId: string, attempt: number | undefined, tokenId?: number): Promise<boolean> {
   const rows = await sql`
     update processes set heartbeat_at = now()
-     where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt)}
+     where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt, tokenId)}
     returning id`
   return rows.length > 0
 }
 
 /** A worker's log line: an event with the status unchanged, and the process's latest message. */
-export async function appendLog(sql: Sql, id: number, workerId: string, attempt: number | undefined, message: string): Promise<Process | null> {
+export async function appendLog(sql: Sql, id: number, workerId: string, attempt: number | undefined, message: string, tokenId?: number): Promise<Process | null> {
   const [row] = await sql`
     with p as (
       update processes set message = ${message}, version = version + 1, updated_at = now(), heartbeat_at = now()
-       where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt)}
+       where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt, tokenId)}
       returning *
     ), e as (
       insert into process_events (process_id, status, message) select id, status, ${message} from p

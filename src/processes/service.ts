@@ -3,7 +3,7 @@
 import type { Principal } from '../auth/authenticator'
 import { type AuditRow, writeAuditRows } from '../auth/audit'
 import type { Sql } from '../db/client'
-import { invalidTransition, notFound } from '../errors'
+import { forbidden, invalidRequest, invalidTransition, notFound } from '../errors'
 import type { Hub } from '../hub/hub'
 import type { Process } from './model'
 import { findState, insertProcesses, type NewProcess, toProcess, transitionProcess, type Transition, userTransition } from './queries'
@@ -42,23 +42,30 @@ async function createMany(
 ): Promise<{ processes: Process[]; replayed: boolean }> {
   const { principal } = input
   const key = input.idempotencyKey === null ? null : input.keyPrefix + input.idempotencyKey
+  // What the key was first used for: the same key with another request is a client bug, refused (422), not replayed.
+  const requestHash = key ? new Bun.CryptoHasher('sha256').update(JSON.stringify([input.workspaceId, input.items])).digest('hex') : null
   for (let attempt = 0; ; attempt++) {
     try {
       const result = await sql.begin(async (tx) => {
         if (key) {
           await tx`delete from idempotency_keys
                     where user_id = ${principal.userId} and key = ${key} and created_at < now() - interval '24 hours'`
-          const [seen] = await tx<{ response: any }[]>`
-            select response from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
-          // jsonb keeps its own key order: the replay is put back in the API's.
-          if (seen) return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true }
+          const [seen] = await tx<{ response: any; request_hash: string | null }[]>`
+            select response, request_hash from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
+          if (seen) {
+            if (seen.request_hash !== null && seen.request_hash !== requestHash) {
+              throw invalidRequest('Idempotency-Key was already used with a different request body', [{ path: '/', message: 'Idempotency-Key reused with a different body' }])
+            }
+            // jsonb keeps its own key order: the replay is put back in the API's.
+            return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true }
+          }
         }
         const processes = await insertProcesses(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items })
         if (key) {
           const response = input.single ? processes[0] : { processes }
           const stored = await tx`
-            insert into idempotency_keys (user_id, key, process_id, response)
-            values (${principal.userId}, ${key}, ${processes[0]!.id}, ${JSON.stringify(response)}::text::jsonb)
+            insert into idempotency_keys (user_id, key, process_id, response, request_hash)
+            values (${principal.userId}, ${key}, ${processes[0]!.id}, ${JSON.stringify(response)}::text::jsonb, ${requestHash})
             on conflict do nothing
             returning key`
           // A concurrent request with the same key committed first: roll ours back and replay theirs.
@@ -104,11 +111,12 @@ function announceNew(hub: Hub, processes: readonly Process[]) {
 }
 
 /** Applies one transition (in `sql`, which may be a transaction); explains a miss as 404 or 409. */
-export async function applyTransition(sql: Sql, id: number, transition: Transition, visibleIn: number[] | null): Promise<Process> {
+export async function applyTransition(sql: Sql, id: number, transition: Transition, visibleIn: number[] | null, writableIn: number[] | null = null): Promise<Process> {
   const process = await transitionProcess(sql, id, transition)
   if (process) return process
   const state = await findState(sql, id)
   if (!state || (visibleIn && !visibleIn.includes(state.workspace_id))) throw notFound('Process not found')
+  if (writableIn && !writableIn.includes(state.workspace_id)) throw forbidden('Your role in this workspace is read-only')
   throw invalidTransition(`Cannot move a ${state.status} process to ${transition.to}`, {
     status: state.status,
     to: transition.to,
@@ -122,8 +130,9 @@ export async function userAction(
 ): Promise<Process> {
   const { principal, id } = input
   const process = await sql.begin(async (tx) => {
-    const transition = userTransition(tx, input.action, principal.workspaceIds, input.note)
-    const changed = await applyTransition(tx, id, transition, principal.workspaceIds)
+    // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
+    const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
+    const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds)
     await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
     return changed
   })

@@ -315,8 +315,11 @@ export async function openProcessStream(o: {
   id: number
   lastEventId: number | null
   read: () => Promise<Process | null>
+  /** Hands the stream's close to its owner (the credential watch); returns the function that forgets it. */
+  register?: (close: () => void) => () => void
 }): Promise<Response | null> {
   const session = new SseSession({ settings: o.settings, endsOnDone: true, withIds: true })
+  if (o.register) session.addUnsubscribe(o.register(() => session.close()))
   session.addUnsubscribe(await o.hub.watch(o.id, session.offer))
   let current: Process | null
   try {
@@ -410,6 +413,7 @@ export async function openWorkspaceStream(o: {
   type?: string
   /** Non-final matching processes with an id above `after`, ascending by id, at most `limit`. */
   readPage: (after: number, limit: number) => Promise<Process[]>
+  register?: (close: () => void) => () => void
 }): Promise<Response> {
   // The last id the snapshot has read; null once it is all read.
   let cursor: number | null = 0
@@ -456,6 +460,7 @@ export async function openWorkspaceStream(o: {
     return cursor !== null
   }
   const session = new SseSession({ settings: o.settings, endsOnDone: false, withIds: false, filter, readMore: readPage })
+  if (o.register) session.addUnsubscribe(o.register(() => session.close()))
   session.addUnsubscribe(await o.hub.watchWorkspace(o.workspaceId, session.offer))
   session.write(`retry: ${o.settings.retryMs}\n\n`)
   try {

@@ -14,6 +14,7 @@ import { HttpError, isUnavailable } from '../errors'
 import { MAX_METADATA_DEPTH, type Process, unstorableJson } from '../processes/model'
 import { appendLog, failProcess, findState, getProcesses, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
 import type { Status } from '../processes/states'
+import type { WorkerPrincipal } from '../auth/authenticator'
 import type { Services } from '../services'
 import { claim } from './leases'
 import { type Frame, MAX_FRAME_BYTES, OPS, type WorkerErrorCode, checkByOp, checkFrame } from './model'
@@ -22,7 +23,15 @@ export interface WorkerSocketData {
   kind: 'worker'
   connId: string
   tokenId: number
+  /** The worker token and its scope: leases are bound to it (#12). */
+  token: WorkerPrincipal
   workerId: string
+  /** `claim`s waiting for work now (MAX_WAITING_CLAIMS_PER_SOCKET). */
+  waitingClaims: number
+  /** Frames received and not yet answered (MAX_FRAMES_IN_FLIGHT_PER_SOCKET). */
+  inFlight: number
+  /** Forgets the socket in the credential watch (which closes it when its token is revoked). */
+  untrack: () => void
   closed: AbortController
   /** Per process with frames still being handled: settles when the next frame about it may go ahead. */
   tails: Map<number, Promise<void>>
@@ -49,11 +58,15 @@ class FrameError extends Error {
 
 export class WorkerGateway {
   private readonly sockets = new Map<string, Set<Socket>>()
-  /** Leases this instance speaks for: process id → its worker and the version the lease was taken at. */
-  private readonly held = new Map<number, { workerId: string; version: number }>()
+  /** Leases this instance speaks for: process id → its worker (and token) and the version the lease was taken at. */
+  private readonly held = new Map<number, { workerId: string; tokenId: number; version: number }>()
   /** One hub watch per worker with held processes (its `worker:<id>` channel), however many it holds. */
   private readonly watches = new Map<string, { count: number; unwatch: Promise<() => void> }>()
   private readonly all = new Set<Socket>()
+  /** Sockets closed because their worker did not read its replies (MAX_WORKER_BUFFERED_BYTES). */
+  closedSlow = 0
+  /** Frames refused at once because the socket had too many in hand, or too many claims waiting. */
+  refusedBusy = 0
 
   /** Told when a socket opens, says hello or closes (sessions.ts writes it down for the workers page). */
   onSessionsChanged: (() => void) | null = null
@@ -62,6 +75,19 @@ export class WorkerGateway {
 
   get openSockets(): ReadonlySet<Socket> {
     return this.all
+  }
+
+  /** Reply bytes written but not yet taken by the workers' sockets, over every socket (metrics). */
+  get bufferedBytes() {
+    let n = 0
+    for (const ws of this.all) n += ws.getBufferedAmount()
+    return n
+  }
+
+  get framesInFlight() {
+    let n = 0
+    for (const ws of this.all) n += ws.data.inFlight
+    return n
   }
 
   get connected() {
@@ -79,19 +105,40 @@ export class WorkerGateway {
     return n
   }
 
-  newSocketData(tokenId: number): WorkerSocketData {
+  newSocketData(token: WorkerPrincipal): WorkerSocketData {
     const connId = crypto.randomUUID()
     const now = Date.now()
-    return { kind: 'worker', connId, tokenId, workerId: `conn-${connId}`, closed: new AbortController(), tails: new Map(), outbox: [], connectedAt: now, lastFrameAt: now, types: null }
+    return {
+      kind: 'worker',
+      connId,
+      tokenId: token.tokenId,
+      token,
+      workerId: `conn-${connId}`,
+      waitingClaims: 0,
+      inFlight: 0,
+      untrack: () => {},
+      closed: new AbortController(),
+      tails: new Map(),
+      outbox: [],
+      connectedAt: now,
+      lastFrameAt: now,
+      types: null,
+    }
   }
 
   open(ws: Socket) {
     this.all.add(ws)
     this.addSocket(ws.data.workerId, ws)
     this.onSessionsChanged?.()
+    // A revoked or expired token's sockets are closed within AUTH_CACHE_MS (1008: policy violation).
+    ws.data.untrack = this.s.credentials.track('worker', ws.data.tokenId, () => {
+      this.flush(ws)
+      ws.close(1008, 'worker token revoked or expired')
+    })
   }
 
   close(ws: Socket) {
+    ws.data.untrack()
     this.all.delete(ws)
     ws.data.closed.abort()
     this.removeSocket(ws.data.workerId, ws)
@@ -111,6 +158,7 @@ export class WorkerGateway {
     ws.data.lastFrameAt = Date.now()
     let frame: Frame | null = null
     let ref: unknown
+    ws.data.inFlight++
     try {
       if (typeof raw !== 'string') throw new FrameError('invalid_message', 'frames must be text (JSON)')
       let parsed: unknown
@@ -121,6 +169,11 @@ export class WorkerGateway {
       }
       ref = (parsed as { ref?: unknown })?.ref
       if (typeof ref !== 'string' && typeof ref !== 'number') ref = undefined
+      // Back-pressure: a socket with too many frames in hand gets the refusal at once, no work queued for it.
+      if (ws.data.inFlight > this.s.config.MAX_FRAMES_IN_FLIGHT_PER_SOCKET) {
+        this.refusedBusy++
+        throw new FrameError('rate_limited', `more than ${this.s.config.MAX_FRAMES_IN_FLIGHT_PER_SOCKET} frames in hand; wait for replies`)
+      }
       // Parsed first so that even an oversized frame's error names its ref (Bun's hard stop is far above 64 KiB).
       if (raw.length > MAX_FRAME_BYTES || Buffer.byteLength(raw) > MAX_FRAME_BYTES) throw new FrameError('invalid_message', 'frame exceeds 64 KiB')
       if (!checkFrame.Check(parsed)) throw new FrameError('invalid_message', describeInvalid(parsed))
@@ -137,6 +190,8 @@ export class WorkerGateway {
     } catch (error) {
       const { code, message } = this.explainError(error, frame)
       this.send(ws, { op: 'error', ...(ref === undefined ? {} : { ref }), code, message })
+    } finally {
+      ws.data.inFlight--
     }
   }
 
@@ -191,6 +246,11 @@ export class WorkerGateway {
     ws.cork(() => {
       for (const frame of frames) ws.send(frame)
     })
+    // A worker that does not read its replies would grow this socket's send buffer without bound: close it.
+    if (ws.getBufferedAmount() > this.s.config.MAX_WORKER_BUFFERED_BYTES) {
+      this.closedSlow++
+      ws.close(1008, 'worker is not reading its replies')
+    }
   }
 
   /** `queued` is called once a progress frame is in the coalescer: the next frame about its process may start. */
@@ -204,10 +264,26 @@ export class WorkerGateway {
           this.addSocket(frame.worker_id, ws)
           this.onSessionsChanged?.()
         }
+        // Leases belong to the token that took them: another token's hello with this worker id gets none, and
+        // the socket goes back to the id it had (frames about those processes are refused by the token guard
+        // in any case). The id switched above synchronously, so frames sent right after the hello act as it.
+        const [foreign] = await sql<{ id: number }[]>`
+          select id from processes
+           where status = 'running' and worker_id = ${frame.worker_id}
+             and worker_token_id is not null and worker_token_id <> ${ws.data.tokenId}
+           limit 1`
+        if (foreign) {
+          if (ws.data.workerId === frame.worker_id && frame.worker_id !== workerId) {
+            this.removeSocket(frame.worker_id, ws)
+            ws.data.workerId = workerId
+            this.addSocket(workerId, ws)
+          }
+          throw new FrameError('not_owner', 'this worker id holds leases of another worker token')
+        }
         // A worker that comes back keeps its leases: watch them again from this instance.
         const rows = await sql<{ id: number; version: number }[]>`
           select id, version from processes where status = 'running' and worker_id = ${frame.worker_id} order by id`
-        for (const row of rows) await this.hold(frame.worker_id, row.id, row.version)
+        for (const row of rows) await this.hold(frame.worker_id, ws.data.tokenId, row.id, row.version)
         return { op: 'ack', worker_id: frame.worker_id, processes: rows.map((r) => r.id) }
       }
       case 'claim': {
@@ -216,39 +292,39 @@ export class WorkerGateway {
         return { op: 'claimed', process: processes[0] ?? null, processes }
       }
       case 'start': {
-        const changed = await transitionProcess(sql, frame.process_id, workerTransition(sql, 'start', workerId, undefined))
+        const changed = await transitionProcess(sql, frame.process_id, workerTransition(sql, 'start', workerId, undefined, {}, ws.data.token))
         if (!changed) {
-          const code = await this.refusal(frame.process_id, workerId, undefined, 'running')
+          const code = await this.refusal(ws, frame.process_id, workerId, undefined, 'running')
           if (code !== 'ack') throw new FrameError(code, refusalMessage(code, 'start'))
           const [current] = await getProcesses(sql, [frame.process_id])
           return { op: 'ack', process: current }
         }
-        await this.hold(workerId, changed.id, changed.version)
+        await this.hold(workerId, ws.data.tokenId, changed.id, changed.version)
         hub.publish(changed)
         return { op: 'ack', process: changed }
       }
       case 'progress': {
         const outcome = await progress.submit(
-          { id: frame.process_id, progress: frame.progress, message: frame.message ?? null, worker_id: workerId, attempt: frame.attempt ?? null },
+          { id: frame.process_id, progress: frame.progress, message: frame.message ?? null, worker_id: workerId, attempt: frame.attempt ?? null, worker_token_id: ws.data.tokenId },
           queued,
         )
         if (outcome.ok) return { op: 'ack', version: outcome.process.version }
         if (outcome.error) throw outcome.error
-        const code = await this.refusal(frame.process_id, workerId, frame.attempt, null)
+        const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, null)
         throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'progress'))
       }
       case 'heartbeat': {
-        if (await touchHeartbeat(sql, frame.process_id, workerId, frame.attempt)) return { op: 'ack' }
-        const code = await this.refusal(frame.process_id, workerId, frame.attempt, null)
+        if (await touchHeartbeat(sql, frame.process_id, workerId, frame.attempt, ws.data.tokenId)) return { op: 'ack' }
+        const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, null)
         throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'heartbeat'))
       }
       case 'log': {
-        const changed = await appendLog(sql, frame.process_id, workerId, frame.attempt, frame.message)
+        const changed = await appendLog(sql, frame.process_id, workerId, frame.attempt, frame.message, ws.data.tokenId)
         if (changed) {
           hub.publish(changed)
           return { op: 'ack', version: changed.version }
         }
-        const code = await this.refusal(frame.process_id, workerId, frame.attempt, null)
+        const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, null)
         throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'log'))
       }
       case 'complete':
@@ -258,16 +334,16 @@ export class WorkerGateway {
         let outcome: Status
         if (frame.op === 'fail') {
           // With attempts left the process goes back to pending, due after a backoff; else failed.
-          changed = await failProcess(sql, frame.process_id, { workerId, attempt: frame.attempt, error: frame.error, backoff: this.s.queue.backoff })
+          changed = await failProcess(sql, frame.process_id, { workerId, attempt: frame.attempt, error: frame.error, backoff: this.s.queue.backoff, tokenId: ws.data.tokenId })
           outcome = 'failed'
         } else {
-          const transition = workerTransition(sql, op as 'complete' | 'review', workerId, frame.attempt, { result_summary: frame.result_summary ?? undefined })
+          const transition = workerTransition(sql, op as 'complete' | 'review', workerId, frame.attempt, { result_summary: frame.result_summary ?? undefined }, ws.data.token)
           changed = await transitionProcess(sql, frame.process_id, transition)
           outcome = transition.to
         }
         if (!changed) {
           // A repeated terminal frame for the outcome already committed is acked again, not applied twice.
-          const code = await this.refusal(frame.process_id, workerId, frame.attempt, outcome)
+          const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, outcome)
           if (code !== 'ack') throw new FrameError(code, refusalMessage(code, frame.op))
           return { op: 'ack', repeated: true, ...(frame.claim ? { processes: await this.claimFor(ws, workerId, frame.claim) } : {}) }
         }
@@ -286,22 +362,39 @@ export class WorkerGateway {
   private async claimFor(ws: Socket, workerId: string, o: { types?: string[]; wait_ms?: number; max?: number }): Promise<Process[]> {
     const types = o.types && o.types.length > 0 ? o.types : null
     ws.data.types = types // what the workers page shows it claims
-    const processes = await claim(this.s.sql, this.s.hub, this.s.queue, {
-      workerId,
-      types,
-      max: o.max ?? 1,
-      waitMs: o.wait_ms ?? 0,
-      signal: ws.data.closed.signal,
-    })
-    for (const process of processes) await this.hold(workerId, process.id, process.version)
+    const waits = (o.wait_ms ?? 0) > 0
+    const cap = this.s.config.MAX_WAITING_CLAIMS_PER_SOCKET
+    if (waits && cap > 0 && ws.data.waitingClaims >= cap) {
+      this.refusedBusy++
+      throw new FrameError('rate_limited', `at most ${cap} claims may wait on one socket`)
+    }
+    if (waits) ws.data.waitingClaims++
+    let processes: Process[]
+    try {
+      processes = await claim(this.s.sql, this.s.hub, this.s.queue, {
+        workerId,
+        types,
+        max: o.max ?? 1,
+        waitMs: o.wait_ms ?? 0,
+        signal: ws.data.closed.signal,
+        token: ws.data.token,
+      })
+    } finally {
+      if (waits) ws.data.waitingClaims--
+    }
+    for (const process of processes) await this.hold(workerId, ws.data.tokenId, process.id, process.version)
     return processes
   }
 
   /** Why a worker's change found no row to change; 'ack' when it was already applied with this outcome. */
-  private async refusal(id: number, workerId: string, attempt: number | undefined, outcome: Status | null): Promise<WorkerErrorCode | 'ack'> {
+  private async refusal(ws: Socket, id: number, workerId: string, attempt: number | undefined, outcome: Status | null): Promise<WorkerErrorCode | 'ack'> {
     const state = await findState(this.s.sql, id)
     if (!state) return 'not_found'
+    // Outside a scoped token's workspaces and types a process does not exist for it (no hint that it does).
+    const { workspaceIds, types } = ws.data.token
+    if ((workspaceIds && !workspaceIds.includes(Number(state.workspace_id))) || (types && !types.includes(state.type))) return 'not_found'
     if (attempt !== undefined && state.attempts !== attempt) return 'not_owner'
+    if (state.worker_token_id !== null && Number(state.worker_token_id) !== ws.data.tokenId) return 'not_owner'
     if (outcome === 'running' && state.status === 'running' && state.worker_id === workerId) return 'ack'
     if (state.status === 'cancelled') return 'cancelled'
     if (state.worker_id !== workerId) return 'not_owner'
@@ -311,14 +404,14 @@ export class WorkerGateway {
     return 'invalid_transition'
   }
 
-  private async hold(workerId: string, processId: number, version: number) {
+  private async hold(workerId: string, tokenId: number, processId: number, version: number) {
     const current = this.held.get(processId)
-    if (current?.workerId === workerId) {
+    if (current?.workerId === workerId && current.tokenId === tokenId) {
       current.version = Math.max(current.version, version)
       return
     }
     if (current) this.release(processId)
-    this.held.set(processId, { workerId, version })
+    this.held.set(processId, { workerId, tokenId, version })
     let watch = this.watches.get(workerId)
     if (!watch) {
       watch = { count: 0, unwatch: this.s.hub.watchWorker(workerId, (p) => this.onLeaseEnded(workerId, p)) }
@@ -347,7 +440,10 @@ export class WorkerGateway {
     const entry = this.held.get(process.id)
     if (entry?.workerId !== workerId || process.version <= entry.version) return
     this.release(process.id)
-    for (const ws of this.sockets.get(workerId) ?? []) this.send(ws, { op: 'cancel', process_id: process.id, status: process.status })
+    // Only the sockets of the token holding the lease: another token using the same worker id learns nothing.
+    for (const ws of this.sockets.get(workerId) ?? []) {
+      if (ws.data.tokenId === entry.tokenId) this.send(ws, { op: 'cancel', process_id: process.id, status: process.status })
+    }
   }
 
   private addSocket(workerId: string, ws: Socket) {

@@ -5,7 +5,7 @@ import type { Hub } from '../hub/hub'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
-import { capLock, claimNext, nextRunAt, sweepExpired } from '../processes/queries'
+import { capLock, claimNext, type LeaseToken, nextRunAt, sweepExpired } from '../processes/queries'
 import type { QueuePolicy } from './queue'
 
 export const MAX_WAIT_MS = 30_000
@@ -17,6 +17,8 @@ export interface ClaimRequest {
   max: number
   waitMs: number
   signal: AbortSignal
+  /** The worker token claiming: the lease is bound to it, and its scope limits what it may take. */
+  token?: LeaseToken
 }
 
 /**
@@ -87,7 +89,7 @@ async function claimUnlessGone(sql: Sql, queue: QueuePolicy, o: ClaimRequest): P
   const attempt = sql
     .begin(async (tx) => {
       if (queue.caps) await capLock(tx)
-      const processes = await claimNext(tx, { workerId: o.workerId, types: o.types, max: o.max, served: queue.turns(), caps: queue.caps })
+      const processes = await claimNext(tx, { workerId: o.workerId, types: o.types, max: o.max, served: queue.turns(), caps: queue.caps, token: o.token })
       if (processes.length > 0 && (o.signal.aborted || late)) throw GONE
       return processes
     })

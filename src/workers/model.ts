@@ -54,6 +54,6 @@ export const checkByOp = new Map(Frame.anyOf.map((schema) => [schema.properties.
 
 export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'log', 'complete', 'fail'] as const
 
-export type WorkerErrorCode = 'not_found' | 'not_owner' | 'invalid_transition' | 'cancelled' | 'invalid_message' | 'unavailable' | 'internal'
+export type WorkerErrorCode = 'not_found' | 'not_owner' | 'invalid_transition' | 'cancelled' | 'invalid_message' | 'unavailable' | 'internal' | 'rate_limited'
 
 export const MAX_FRAME_BYTES = 64 * 1024

@@ -43,7 +43,7 @@ export class ProgressCoalescer {
     return new Promise((resolve) => {
       const now = Date.now()
       const slot = this.queued.get(write.id)
-      if (slot && slot.write.worker_id === write.worker_id && slot.write.attempt === write.attempt) {
+      if (slot && slot.write.worker_id === write.worker_id && slot.write.worker_token_id === write.worker_token_id && slot.write.attempt === write.attempt) {
         // Newest wins; a frame without a message keeps the one already queued.
         slot.write = { ...write, message: write.message ?? slot.write.message }
         slot.waiters.push(resolve)

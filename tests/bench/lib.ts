@@ -282,9 +282,22 @@ export async function startServer(label: string, cmd: string[], env: Record<stri
  * BENCH_SERVER_MAIN points at another entry (a worktree of another branch) to compare two versions;
  * BENCH_SERVER_BUN_ARGS adds flags for bun, e.g. `--cpu-prof-md --cpu-prof-dir=/tmp/prof` (written at exit).
  */
+/**
+ * The limits of #12 (README "Limits") protect a deployment from one caller; a benchmark is that one caller on
+ * purpose (bench rest drives ~20k req/s with one token, fanout holds 15,000 streams of one token, ingest
+ * thousands of waiting claims), so the child servers it starts run with them off unless the benchmark says.
+ */
+export const BENCH_LIMITS_OFF = {
+  RATE_LIMIT_PER_TOKEN_PER_S: '0',
+  RATE_LIMIT_PER_WORKSPACE_PER_S: '0',
+  MAX_STREAMS_PER_TOKEN: '0',
+  MAX_WAITING_CLAIMS_PER_SOCKET: '0',
+  MAX_FRAMES_IN_FLIGHT_PER_SOCKET: '10000000',
+}
+
 export function startProcessesServer(label: string, env: Record<string, string | undefined>) {
   const flags = (process.env.BENCH_SERVER_BUN_ARGS ?? '').split(' ').filter(Boolean)
-  return startServer(label, [BUN, ...flags, process.env.BENCH_SERVER_MAIN ?? 'src/main.ts'], env)
+  return startServer(label, [BUN, ...flags, process.env.BENCH_SERVER_MAIN ?? 'src/main.ts'], { ...BENCH_LIMITS_OFF, ...env })
 }
 
 

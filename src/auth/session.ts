@@ -1,0 +1,88 @@
+// The browser's sign-in exchange (#12): `POST /auth/session {token}` trades an API token for a session of its
+// own (an opaque `pss_` secret in an HttpOnly cookie, SESSION_TTL_MS, revocable), so the dashboard never keeps
+// a raw API token where a script can read it. `DELETE /auth/session` revokes it and clears the cookie.
+import { Elysia, t } from 'elysia'
+import { Authenticator } from './authenticator'
+import { checkSameOrigin, trustedOrigins } from './plugin'
+import { createSession, findUser, revokeSession } from './queries'
+import { badRequest, HttpError, unauthenticated } from '../errors'
+import { requestState } from '../request-state'
+import type { Services } from '../services'
+
+export const SESSION_COOKIE = 'ps_session'
+
+/** `Secure` when the request came over https, directly or as a proxy's `X-Forwarded-Proto: https` says. */
+function isHttps(request: Request): boolean {
+  if (request.url.startsWith('https:')) return true
+  const forwarded = request.headers.get('x-forwarded-proto')
+  return forwarded !== null && forwarded.split(',')[0]!.trim().toLowerCase() === 'https'
+}
+
+function cookie(request: Request, value: string, maxAgeS: number): string {
+  return `${SESSION_COOKIE}=${value}; HttpOnly; SameSite=Lax; Path=/; Max-Age=${maxAgeS}${isHttps(request) ? '; Secure' : ''}`
+}
+
+export function sessions(s: Services) {
+  const trusted = trustedOrigins(s.config.CORS_ORIGINS)
+  return new Elysia({ prefix: '/auth/session' })
+    .post(
+      '',
+      async ({ request, set }) => {
+        const state = requestState(request)
+        state.authenticated = true
+        // Login CSRF: a page elsewhere must not sign this browser in as someone else.
+        if (request.headers.has('origin') || request.headers.has('sec-fetch-site')) checkSameOrigin(request, trusted, false)
+        if (!/^application\/json\s*(;|$)/i.test(request.headers.get('content-type') ?? '')) {
+          throw new HttpError(422, 'invalid_request', 'Expected Content-Type: application/json')
+        }
+        let body: unknown
+        try {
+          body = JSON.parse(await request.text())
+        } catch {
+          throw badRequest('Request body is not valid JSON')
+        }
+        const token = (body as { token?: unknown })?.token
+        if (typeof token !== 'string' || token.length === 0) throw new HttpError(422, 'invalid_request', 'Invalid body /token: expected a string', [{ path: '/token', message: 'Expected string' }])
+        // Only an API token opens a session (not a session secret: a session cannot extend itself).
+        if (token.startsWith('pss_')) throw unauthenticated('Sign in with an API token')
+        const principal = await s.auth.authenticate(token)
+        state.principal = principal
+        const ttlEnd = Date.now() + s.config.SESSION_TTL_MS
+        const expiresAt = new Date(principal.expiresAt === null ? ttlEnd : Math.min(ttlEnd, principal.expiresAt))
+        const session = await createSession(s.sql, principal.userId, principal.tokenId, expiresAt)
+        const user = await findUser(s.sql, principal.userId)
+        set.headers['set-cookie'] = cookie(request, session.secret, Math.max(1, Math.floor((session.expiresAt.getTime() - Date.now()) / 1000)))
+        set.headers['cache-control'] = 'no-store'
+        return { user, expires_at: session.expiresAt.toISOString() }
+      },
+      {
+        parse: () => null,
+        detail: {
+          summary: 'Sign in: exchange an API token for an HttpOnly session cookie (extension)',
+          tags: ['auth'],
+          requestBody: { content: { 'application/json': { schema: t.Object({ token: t.String() }) } } },
+        },
+      },
+    )
+    .delete(
+      '',
+      async ({ request }) => {
+        const state = requestState(request)
+        state.authenticated = true
+        const secret = Authenticator.cookieOf(request)
+        if (secret !== null && secret.startsWith('pss_')) {
+          checkSameOrigin(request, trusted, false)
+          const principal = await s.auth.authenticate(secret).catch(() => null)
+          if (principal?.sessionId != null) {
+            state.principal = principal
+            await revokeSession(s.sql, principal.sessionId)
+            s.auth.forget(secret)
+            // Its open streams end now, not at the next check.
+            await s.credentials.check()
+          }
+        }
+        return new Response(null, { status: 204, headers: { 'set-cookie': cookie(request, '', 0), 'cache-control': 'no-store' } })
+      },
+      { parse: () => null, detail: { summary: 'Sign out: revoke the session and clear its cookie (extension)', tags: ['auth'] } },
+    )
+}

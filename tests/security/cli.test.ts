@@ -1,0 +1,54 @@
+// Issue #12, the admin CLI: scoped worker tokens (`create-worker-token --workspace … --type …`) and the known
+// roles, as a child process on an embedded DATA_DIR; the scoped token it prints is checked by the server's
+// own authenticator.
+import { afterAll, describe, expect, it } from 'bun:test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Authenticator } from '../../src/auth/authenticator'
+import { openDatabase } from '../../src/db/client'
+import { BUN, ROOT } from '../helpers'
+
+const dir = mkdtempSync(join(tmpdir(), 'ps-sec-cli-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+async function cli(...args: string[]) {
+  const env: Record<string, string> = {}
+  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !['DATABASE_URL', 'REDIS_URL'].includes(key)) env[key] = value
+  const proc = Bun.spawn([BUN, 'src/cli.ts', ...args], { cwd: ROOT, env: { ...env, DATA_DIR: dir }, stdout: 'pipe', stderr: 'pipe' })
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  return { code, stdout, stderr, json: code === 0 ? JSON.parse(stdout) : null }
+}
+
+describe('cli: scoped worker tokens and roles', () => {
+  it('creates a worker token scoped to workspaces and types (repeatable flags), and refuses unknown ones', async () => {
+    const a = (await cli('create-workspace', '--name', 'A')).json
+    const b = (await cli('create-workspace', '--name', 'B')).json
+    const made = await cli('create-worker-token', '--name', 'importers', '--workspace', String(a.id), '--workspace', String(b.id), '--type', 'csv_import', '--type', 'pdf.render')
+    expect(made.code).toBe(0)
+    expect(made.json).toMatchObject({ workspace_ids: [a.id, b.id], types: ['csv_import', 'pdf.render'] })
+    const global = await cli('create-worker-token')
+    expect(Object.keys(global.json).sort()).toEqual(['id', 'token'])
+    expect((await cli('create-worker-token', '--workspace', '999')).code).toBe(1)
+    expect((await cli('create-worker-token', '--type', 'Bad Type')).code).toBe(1)
+
+    const db = await openDatabase({ dataDir: dir, poolMax: 1 })
+    try {
+      const auth = new Authenticator(db.sql, 0)
+      expect(await auth.authenticateWorker(made.json.token)).toEqual({ tokenId: made.json.id, workspaceIds: [a.id, b.id], types: ['csv_import', 'pdf.render'] })
+      expect(await auth.authenticateWorker(global.json.token)).toEqual({ tokenId: global.json.id, workspaceIds: null, types: null })
+    } finally {
+      await db.close()
+    }
+  })
+
+  it('accepts the four roles and refuses any other', async () => {
+    const ws = (await cli('create-workspace', '--name', 'R')).json
+    for (const role of ['owner', 'admin', 'member', 'viewer']) {
+      expect((await cli('create-user', '--email', `${role}@example.com`, '--workspace', String(ws.id), '--role', role)).code).toBe(0)
+    }
+    const refused = await cli('create-user', '--email', 'x@example.com', '--workspace', String(ws.id), '--role', 'superuser')
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain('--role must be one of owner, admin, member, viewer')
+  })
+})
