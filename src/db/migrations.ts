@@ -2,6 +2,7 @@
 // Add each new sql/NNN_name.sql here; tests/db/migrate.test.ts checks this list matches the folder.
 import init from '../../sql/001_init.sql' with { type: 'text' }
 import processJson from '../../sql/002_process_json.sql' with { type: 'text' }
+import storage from '../../sql/005_storage.sql' with { type: 'text' }
 import workers from '../../sql/006_workers.sql' with { type: 'text' }
 
 export interface Migration {
@@ -12,5 +13,6 @@ export interface Migration {
 export const MIGRATIONS: Migration[] = [
   { name: '001_init.sql', text: init },
   { name: '002_process_json.sql', text: processJson },
+  { name: '005_storage.sql', text: storage },
   { name: '006_workers.sql', text: workers },
 ]
