@@ -3,6 +3,7 @@ import { Type as T, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
 const Int = (def: number, min: number, max: number) => T.Integer({ default: def, minimum: min, maximum: max })
+const Days = (def?: number) => T.Number({ ...(def === undefined ? {} : { default: def }), minimum: 0, maximum: 36_500 })
 
 export const ConfigSchema = T.Object({
   PORT: Int(3000, 0, 65535),
@@ -53,6 +54,22 @@ export const ConfigSchema = T.Object({
   MAX_WORKER_BUFFERED_BYTES: Int(4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
   /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. */
   METRICS_TOKEN: T.Optional(T.String({ minLength: 1 })),
+  /**
+   * Retention (src/db/retention.ts). Days may be fractional (0.01 ≈ 15 min, for soaks and tests); 0 keeps
+   * forever. Finished processes go RETENTION_DAYS after they finished (per status where set), with their
+   * idempotency keys; waiting_review, pending and running are never pruned.
+   */
+  RETENTION_DAYS: Days(30),
+  RETENTION_DAYS_COMPLETED: T.Optional(Days()),
+  RETENTION_DAYS_FAILED: T.Optional(Days()),
+  RETENTION_DAYS_CANCELLED: T.Optional(Days()),
+  /** process_events partitions whose whole range is older than this are dropped, whatever process they belong to. */
+  EVENT_RETENTION_DAYS: Days(30),
+  AUDIT_RETENTION_DAYS: Days(90),
+  /** How often each instance runs retention (one at a time, under an advisory lock). */
+  RETENTION_INTERVAL_MS: Int(3_600_000, 100, 86_400_000),
+  /** Width of the partitions retention creates ahead (the migration's are daily). */
+  PARTITION_INTERVAL_MS: Int(86_400_000, 1000, 2_592_000_000),
 })
 
 export type Config = Static<typeof ConfigSchema>
@@ -65,7 +82,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   for (const key of Object.keys(ConfigSchema.properties)) {
     const value = env[key]
     if (value === undefined || value === '') continue
-    raw[key] = /^-?\d+$/.test(value) && ConfigSchema.properties[key as keyof Config].type === 'integer' ? Number(value) : value
+    const type = ConfigSchema.properties[key as keyof Config].type
+    const numeric = type === 'integer' ? /^-?\d+$/ : type === 'number' ? /^-?\d+(\.\d+)?$/ : null
+    raw[key] = numeric?.test(value) ? Number(value) : value
   }
   const config = Value.Default(ConfigSchema, raw)
   const errors = [...Value.Errors(ConfigSchema, config)]
@@ -109,6 +128,14 @@ export function typeDefaults(config: Config): TypeDefaults {
   parsed = value as TypeDefaults
   parsedTypeDefaults.set(config, parsed)
   return parsed
+}
+
+export type RetainedStatus = 'completed' | 'failed' | 'cancelled'
+
+/** Days a finished process of this status is kept (0: forever). */
+export function retentionDays(config: Config, status: RetainedStatus): number {
+  const own = { completed: config.RETENTION_DAYS_COMPLETED, failed: config.RETENTION_DAYS_FAILED, cancelled: config.RETENTION_DAYS_CANCELLED }[status]
+  return own ?? config.RETENTION_DAYS
 }
 
 export function sweepIntervalMs(config: Config): number {

@@ -9,6 +9,7 @@ import { CredentialWatch } from './auth/revocation'
 import { type Config, sweepIntervalMs } from './config'
 import { openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
+import { RetentionJob, retentionSettings } from './db/retention'
 import { errorResponse, HttpError } from './errors'
 import { Hub } from './hub/hub'
 import { RedisBridge } from './hub/redis'
@@ -96,6 +97,8 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   const { log, metrics, hub, audit, progress } = services
   const gateway = new WorkerGateway(services)
   const sessions = new WorkerSessions(services.sql, gateway, log)
+  const retention = new RetentionJob(services.sql, retentionSettings(config), log, config.RETENTION_INTERVAL_MS)
+  metrics.storage.retention = retention.totals
   const handle = createHandler(services)
 
   metrics.gauge('sse_streams_open', () => streamStats.open)
@@ -187,6 +190,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   audit.start()
   services.credentials.start()
   sweeper.start()
+  retention.start()
   sessions.start()
   metrics.startLagMonitor()
   const url = `http://127.0.0.1:${server.port}`
@@ -204,6 +208,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         const stopped = server.stop()
         closeAllStreams()
         await sweeper.stop()
+        await retention.stop()
         hub.close()
         services.credentials.stop()
         metrics.stopLagMonitor()

@@ -4,6 +4,7 @@ import init from '../../sql/001_init.sql' with { type: 'text' }
 import processJson from '../../sql/002_process_json.sql' with { type: 'text' }
 import queue from '../../sql/003_queue.sql' with { type: 'text' }
 import security from '../../sql/004_security.sql' with { type: 'text' }
+import storage from '../../sql/005_storage.sql' with { type: 'text' }
 import workers from '../../sql/006_workers.sql' with { type: 'text' }
 
 export interface Migration {
@@ -16,5 +17,6 @@ export const MIGRATIONS: Migration[] = [
   { name: '002_process_json.sql', text: processJson },
   { name: '003_queue.sql', text: queue },
   { name: '004_security.sql', text: security },
+  { name: '005_storage.sql', text: storage },
   { name: '006_workers.sql', text: workers },
 ]

@@ -5,6 +5,8 @@ export class Metrics {
   private readonly requests = new Map<string, Map<number, { labels: string; count: number; ms: number }>>()
   /** Queue depth, wait/run times, completions and failures (the block at the end of this file). */
   readonly jobs = new JobMetrics()
+  /** Table sizes, dead tuples, oldest pending age, what retention pruned (the block after job metrics). */
+  readonly storage = new StorageMetrics()
   readonly counters = {
     redis_publishes: 0,
     progress_frames: 0,
@@ -90,6 +92,7 @@ export class Metrics {
       out.push(`# TYPE processes_${name} gauge`, `processes_${name} ${read()}`)
     }
     this.jobs.render(out)
+    this.storage.render(out)
     return out.join('\n') + '\n'
   }
 }
@@ -232,4 +235,78 @@ export class JobMetrics {
 
 function secondsBetween(from: string, to: string): number {
   return Math.max(0, (Date.parse(to) - Date.parse(from)) / 1000)
+}
+
+// ── Storage metrics ──────────────────────────────────────────────────────────────────────────────────────
+// Table sizes and dead tuples (partitions summed into their table) and the oldest pending process's age,
+// sampled from the catalog at most every STORAGE_SAMPLE_MS; retention's totals (src/db/retention.ts).
+
+export const STORAGE_SAMPLE_MS = 10_000
+
+export interface StorageSample {
+  tables: { name: string; bytes: number; live_rows: number; dead_rows: number }[]
+  /** Seconds the oldest claimable pending process has waited since it came due (run_at; 0: none waiting). */
+  oldest_pending_s: number
+}
+
+export interface RetentionCounts {
+  partitions_created: Record<string, number>
+  partitions_dropped: Record<string, number>
+  rows_dropped: Record<string, number>
+  processes_deleted: number
+  idempotency_keys_deleted: number
+  passes: number
+  errors: number
+}
+
+export class StorageMetrics {
+  private sample: StorageSample | null = null
+  private sampledAt = 0
+  private sampling: Promise<void> | null = null
+  /** Set by the server to its retention job's totals. */
+  retention: RetentionCounts | null = null
+
+  async refresh(read: () => Promise<StorageSample>, now = Date.now()) {
+    if (now - this.sampledAt < STORAGE_SAMPLE_MS) return
+    this.sampling ??= read()
+      .then((sample) => {
+        this.sample = sample
+        this.sampledAt = Date.now()
+      })
+      .finally(() => {
+        this.sampling = null
+      })
+    await this.sampling
+  }
+
+  render(out: string[]) {
+    if (this.sample) {
+      out.push('# HELP processes_table_bytes On-disk size of each table with its indexes and partitions (sampled at most every 10 s).')
+      out.push('# TYPE processes_table_bytes gauge')
+      for (const t of this.sample.tables) out.push(`processes_table_bytes{table="${t.name}"} ${t.bytes}`)
+      out.push('# HELP processes_table_live_rows Live rows per table, as the statistics collector last counted them.')
+      out.push('# TYPE processes_table_live_rows gauge')
+      for (const t of this.sample.tables) out.push(`processes_table_live_rows{table="${t.name}"} ${t.live_rows}`)
+      out.push('# HELP processes_table_dead_rows Dead tuples per table, waiting for vacuum.')
+      out.push('# TYPE processes_table_dead_rows gauge')
+      for (const t of this.sample.tables) out.push(`processes_table_dead_rows{table="${t.name}"} ${t.dead_rows}`)
+      out.push('# HELP processes_oldest_pending_seconds How long the oldest claimable pending process has waited.')
+      out.push('# TYPE processes_oldest_pending_seconds gauge', `processes_oldest_pending_seconds ${this.sample.oldest_pending_s.toFixed(3)}`)
+    }
+    const r = this.retention
+    if (!r) return
+    out.push('# HELP processes_retention_partitions_dropped_total Partitions retention dropped, per table (this instance).')
+    out.push('# TYPE processes_retention_partitions_dropped_total counter')
+    for (const [table, n] of Object.entries(r.partitions_dropped)) out.push(`processes_retention_partitions_dropped_total{table="${table}"} ${n}`)
+    out.push('# HELP processes_retention_partitions_created_total Partitions retention created ahead, per table (this instance).')
+    out.push('# TYPE processes_retention_partitions_created_total counter')
+    for (const [table, n] of Object.entries(r.partitions_created)) out.push(`processes_retention_partitions_created_total{table="${table}"} ${n}`)
+    out.push('# HELP processes_retention_rows_pruned_total Rows retention removed, per table (partition drops counted by their row estimate).')
+    out.push('# TYPE processes_retention_rows_pruned_total counter')
+    for (const [table, n] of Object.entries(r.rows_dropped)) out.push(`processes_retention_rows_pruned_total{table="${table}"} ${n}`)
+    out.push(`processes_retention_rows_pruned_total{table="processes"} ${r.processes_deleted}`)
+    out.push(`processes_retention_rows_pruned_total{table="idempotency_keys"} ${r.idempotency_keys_deleted}`)
+    out.push('# TYPE processes_retention_passes_total counter', `processes_retention_passes_total ${r.passes}`)
+    out.push('# TYPE processes_retention_errors_total counter', `processes_retention_errors_total ${r.errors}`)
+  }
 }

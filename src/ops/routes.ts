@@ -1,6 +1,7 @@
 // Health, readiness and metrics: no auth, not audited.
 import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
+import { sampleStorage } from '../db/retention'
 import { unauthenticated } from '../errors'
 import { queueDepth } from '../processes/stats'
 import { PUBLIC, documented } from './docs'
@@ -78,6 +79,7 @@ export function ops(s: Services) {
         set.headers['content-type'] = 'text/plain; version=0.0.4; charset=utf-8'
         // Queue depth is sampled from SQL (at most every 5 s); a database down leaves the last sample.
         await s.metrics.jobs.refreshDepth(() => queueDepth(s.sql)).catch(() => {})
+        await s.metrics.storage.refresh(() => sampleStorage(s.sql)).catch(() => {})
         return s.metrics.render()
       },
       {

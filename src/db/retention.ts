@@ -1,0 +1,319 @@
+// Retention: what keeps a busy deployment's storage bounded. Every instance runs one RetentionJob; each step
+// takes a transaction-scoped advisory lock first (pg_try_advisory_xact_lock), so while one instance works the
+// others skip, and nothing is held between steps (PGlite serialises transactions: none may stay open long).
+//
+// Per pass, for audit_log and process_events (range-partitioned on created_at, sql/005_storage.sql): create
+// partitions ahead of now, drop the partitions whose whole range is past the table's retention. Then delete
+// finished processes past theirs (in batches, with their idempotency keys), and idempotency keys past 24 h.
+// Dropping a partition is the one way rows leave process_events: its trigger refuses update, delete, truncate.
+import { type Config, type RetainedStatus, retentionDays } from '../config'
+import type { Logger } from '../ops/log'
+import type { StorageSample } from '../ops/metrics'
+import type { Sql } from './client'
+
+const DAY_MS = 86_400_000
+/** "processes" + 1: the migration lock is 0x70726f63. */
+const RETENTION_LOCK_ID = 0x70726f64
+/** Rows per delete statement: each stays a short transaction (~10–30 ms on this machine). */
+const DELETE_BATCH = 2000
+/** A pass deletes at most this many batches per kind; the rest waits for the next pass. */
+const MAX_BATCHES_PER_PASS = 50
+/** Idempotency keys answer repeats "within 24 h" (contract §5); older ones only take space. */
+const IDEMPOTENCY_TTL_MS = DAY_MS
+/** DDL waits this long for its lock, then gives up until the next pass instead of queueing every query behind it. */
+const DDL_LOCK_TIMEOUT_MS = 2000
+
+export const PARTITIONED_TABLES = ['audit_log', 'process_events'] as const
+export type PartitionedTable = (typeof PARTITIONED_TABLES)[number]
+const RETAINED: readonly RetainedStatus[] = ['completed', 'failed', 'cancelled']
+
+export interface Partition {
+  name: string
+  from: Date
+  to: Date
+}
+
+export interface RetentionSettings {
+  /** Days per status; 0 keeps forever. */
+  processDays: Record<RetainedStatus, number>
+  eventDays: number
+  auditDays: number
+  partitionMs: number
+  /** Partitions are created this far ahead of now. */
+  aheadMs: number
+}
+
+export function retentionSettings(config: Config): RetentionSettings {
+  return {
+    processDays: { completed: retentionDays(config, 'completed'), failed: retentionDays(config, 'failed'), cancelled: retentionDays(config, 'cancelled') },
+    eventDays: config.EVENT_RETENTION_DAYS,
+    auditDays: config.AUDIT_RETENTION_DAYS,
+    partitionMs: config.PARTITION_INTERVAL_MS,
+    // Several passes' worth, so a missed pass or two never leaves inserts to the default partition.
+    aheadMs: Math.max(3 * config.PARTITION_INTERVAL_MS, 3 * config.RETENTION_INTERVAL_MS),
+  }
+}
+
+export interface PassResult {
+  /** False when another instance held the lock for every step. */
+  ran: boolean
+  partitionsCreated: Record<PartitionedTable, number>
+  partitionsDropped: Record<PartitionedTable, number>
+  processesDeleted: number
+  idempotencyKeysDeleted: number
+}
+
+/** What retention did since start, for /metrics. */
+export interface RetentionTotals {
+  partitions_created: Record<PartitionedTable, number>
+  partitions_dropped: Record<PartitionedTable, number>
+  /** Rows gone with dropped partitions (their estimate, pg_class.reltuples, before the drop). */
+  rows_dropped: Record<PartitionedTable, number>
+  processes_deleted: number
+  idempotency_keys_deleted: number
+  passes: number
+  errors: number
+}
+
+export class RetentionJob {
+  private stopping = false
+  private wake: (() => void) | null = null
+  private loop: Promise<void> | null = null
+  private consecutiveErrors = 0
+  readonly totals: RetentionTotals = {
+    partitions_created: { audit_log: 0, process_events: 0 },
+    partitions_dropped: { audit_log: 0, process_events: 0 },
+    rows_dropped: { audit_log: 0, process_events: 0 },
+    processes_deleted: 0,
+    idempotency_keys_deleted: 0,
+    passes: 0,
+    errors: 0,
+  }
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly settings: RetentionSettings,
+    private readonly log: Logger,
+    private readonly intervalMs: number,
+  ) {}
+
+  start() {
+    this.loop ??= this.run()
+  }
+
+  async stop() {
+    this.stopping = true
+    this.wake?.()
+    await this.loop
+  }
+
+  /** One pass, as the loop runs it; `now` is for tests. */
+  async runOnce(now = new Date()): Promise<PassResult> {
+    const s = this.settings
+    const result: PassResult = {
+      ran: false,
+      partitionsCreated: { audit_log: 0, process_events: 0 },
+      partitionsDropped: { audit_log: 0, process_events: 0 },
+      processesDeleted: 0,
+      idempotencyKeysDeleted: 0,
+    }
+    for (const table of PARTITIONED_TABLES) {
+      const days = table === 'audit_log' ? s.auditDays : s.eventDays
+      const step = await this.locked(async (tx) => {
+        const created = await createPartitionsAhead(tx, table, now, s.partitionMs, s.aheadMs, this.log)
+        const dropped = days > 0 ? await dropPartitionsBefore(tx, table, new Date(now.getTime() - days * DAY_MS)) : { count: 0, rows: 0 }
+        return { created, dropped }
+      })
+      if (!step) continue
+      result.ran = true
+      result.partitionsCreated[table] = step.created
+      result.partitionsDropped[table] = step.dropped.count
+      this.totals.partitions_created[table] += step.created
+      this.totals.partitions_dropped[table] += step.dropped.count
+      this.totals.rows_dropped[table] += step.dropped.rows
+    }
+    for (const status of RETAINED) {
+      const days = s.processDays[status]
+      if (days <= 0) continue
+      const before = new Date(now.getTime() - days * DAY_MS)
+      for (let i = 0; i < MAX_BATCHES_PER_PASS; i++) {
+        const n = await this.locked((tx) => deleteFinishedProcesses(tx, status, before, DELETE_BATCH))
+        if (n === null) break
+        result.ran = true
+        result.processesDeleted += n
+        this.totals.processes_deleted += n
+        if (n < DELETE_BATCH) break
+      }
+    }
+    const keysBefore = new Date(now.getTime() - IDEMPOTENCY_TTL_MS)
+    for (let i = 0; i < MAX_BATCHES_PER_PASS; i++) {
+      const n = await this.locked((tx) => deleteIdempotencyKeysBefore(tx, keysBefore, DELETE_BATCH))
+      if (n === null) break
+      result.ran = true
+      result.idempotencyKeysDeleted += n
+      this.totals.idempotency_keys_deleted += n
+      if (n < DELETE_BATCH) break
+    }
+    this.totals.passes++
+    return result
+  }
+
+  /** fn in a transaction holding the retention lock; null (nothing run) when another instance holds it. */
+  private locked<T>(fn: (tx: Sql) => Promise<T>): Promise<T | null> {
+    return this.sql.begin(async (tx) => {
+      const [row] = await tx<{ locked: boolean }[]>`select pg_try_advisory_xact_lock(${RETENTION_LOCK_ID}) as locked`
+      return row!.locked ? fn(tx) : null
+    })
+  }
+
+  private async run() {
+    while (!this.stopping) {
+      try {
+        const pass = await this.runOnce()
+        this.consecutiveErrors = 0
+        if (pass.processesDeleted + pass.idempotencyKeysDeleted > 0 || Object.values(pass.partitionsDropped).some((n) => n > 0)) {
+          this.log.info('retention pass', { ...pass })
+        }
+      } catch (error) {
+        this.consecutiveErrors++
+        this.totals.errors++
+        this.log.warn('retention pass failed', { error: String(error), consecutive: this.consecutiveErrors })
+      }
+      // Back off while the database is unhappy: up to 8× the interval.
+      await this.sleep(this.intervalMs * Math.min(8, 2 ** this.consecutiveErrors))
+    }
+  }
+
+  private sleep(ms: number) {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL. Partition names are `<table>_p<YYYYMMDD>_<HHMM>` (UTC start); only names built here reach `unsafe`.
+
+/** The table's range partitions (not the default one), oldest first. */
+export async function listPartitions(sql: Sql, table: PartitionedTable): Promise<Partition[]> {
+  const rows = await sql<{ name: string; bound: string }[]>`
+    select c.relname as name, pg_get_expr(c.relpartbound, c.oid) as bound
+      from pg_inherits i join pg_class c on c.oid = i.inhrelid
+     where i.inhparent = ${table}::regclass`
+  const partitions: Partition[] = []
+  for (const row of rows) {
+    const m = /FROM \('([^']+)'\) TO \('([^']+)'\)/.exec(row.bound)
+    if (m) partitions.push({ name: row.name, from: new Date(m[1]!), to: new Date(m[2]!) })
+  }
+  return partitions.sort((a, b) => a.from.getTime() - b.from.getTime())
+}
+
+export function partitionName(table: PartitionedTable, from: Date): string {
+  const iso = from.toISOString() // 2026-12-02T13:00:00.000Z
+  return `${table}_p${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}_${iso.slice(11, 13)}${iso.slice(14, 16)}`
+}
+
+/** One partition [from, to); for process_events with its own truncate guard (statement triggers are not cloned). */
+export async function createPartition(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<string> {
+  const name = partitionName(table, from)
+  await sql.unsafe(`set local lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`)
+  await sql.unsafe(`create table ${name} partition of ${table} for values from ('${from.toISOString()}') to ('${to.toISOString()}')`)
+  if (table === 'process_events') {
+    await sql.unsafe(`create trigger process_events_no_truncate before truncate on ${name} for each statement execute function process_events_append_only()`)
+  }
+  return name
+}
+
+/**
+ * Partitions of `widthMs` (aligned to multiples of it since the epoch) from the end of the newest one — or from
+ * now's slot when there is none, or when the newest ended in the past — until `aheadMs` past now.
+ */
+async function createPartitionsAhead(sql: Sql, table: PartitionedTable, now: Date, widthMs: number, aheadMs: number, log: Logger): Promise<number> {
+  const partitions = await listPartitions(sql, table)
+  const slot = Math.floor(now.getTime() / widthMs) * widthMs
+  let from = Math.max(slot, partitions.at(-1)?.to.getTime() ?? 0)
+  let created = 0
+  while (from < now.getTime() + aheadMs) {
+    // The first one ends on the grid, so partitions left by another width (the migration's days) join up.
+    const to = (Math.floor(from / widthMs) + 1) * widthMs
+    // Rows already in the default partition for this range would make the create fail (and the append-only
+    // rule forbids moving them): leave that slot to the default partition.
+    if (await hasDefaultRows(sql, table, new Date(from), new Date(to))) log.warn('rows in the default partition; that range stays there', { table, from: new Date(from).toISOString() })
+    else {
+      await createPartition(sql, table, new Date(from), new Date(to))
+      created++
+    }
+    from = to
+  }
+  if (created > 0) log.debug('partitions created', { table, created })
+  return created
+}
+
+async function hasDefaultRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<boolean> {
+  const rows =
+    table === 'audit_log'
+      ? await sql`select 1 from audit_log_default where created_at >= ${from} and created_at < ${to} limit 1`
+      : await sql`select 1 from process_events_default where created_at >= ${from} and created_at < ${to} limit 1`
+  return rows.length > 0
+}
+
+/** Drops the partitions whose whole range ends at or before `before`; returns how many, and their rows (estimated). */
+async function dropPartitionsBefore(sql: Sql, table: PartitionedTable, before: Date): Promise<{ count: number; rows: number }> {
+  const old = (await listPartitions(sql, table)).filter((p) => p.to.getTime() <= before.getTime())
+  if (old.length === 0) return { count: 0, rows: 0 }
+  const estimates = await sql<{ rows: number }[]>`
+    select coalesce(sum(greatest(reltuples, 0)), 0)::bigint as rows from pg_class where relname = any(${old.map((p) => p.name)}::text[])`
+  await sql.unsafe(`set local lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`)
+  for (const p of old) await sql.unsafe(`drop table ${p.name}`)
+  return { count: old.length, rows: Number(estimates[0]?.rows ?? 0) }
+}
+
+/** One batch of finished processes of a status that finished before `before`, with their idempotency keys. */
+export async function deleteFinishedProcesses(sql: Sql, status: RetainedStatus, before: Date, limit: number): Promise<number> {
+  const doomed = await sql<{ id: number }[]>`
+    select id from processes
+     where status = ${status} and finished_at < ${before}
+     order by finished_at
+     limit ${limit}
+     for update skip locked`
+  if (doomed.length === 0) return 0
+  const ids = doomed.map((r) => r.id)
+  await sql`delete from idempotency_keys where process_id = any(${ids}::bigint[])`
+  // The status guard again: a process retried in the meantime is not finished any more.
+  const deleted = await sql`delete from processes where id = any(${ids}::bigint[]) and status = ${status} returning id`
+  return deleted.length
+}
+
+export async function deleteIdempotencyKeysBefore(sql: Sql, before: Date, limit: number): Promise<number> {
+  const rows = await sql`
+    delete from idempotency_keys k
+     using (select user_id, key from idempotency_keys where created_at < ${before} limit ${limit}) old
+     where k.user_id = old.user_id and k.key = old.key
+    returning 1`
+  return rows.length
+}
+
+const MEASURED_TABLES = ['processes', 'process_events', 'audit_log', 'idempotency_keys']
+
+/** The storage metrics' sample: one catalog query (a partitioned table's partitions summed into it). */
+export async function sampleStorage(sql: Sql): Promise<StorageSample> {
+  const tables = await sql<StorageSample['tables']>`
+    select t.name,
+           coalesce(sum(pg_total_relation_size(p.relid)), 0)::bigint as bytes,
+           coalesce(sum(s.n_live_tup), 0)::bigint as live_rows,
+           coalesce(sum(s.n_dead_tup), 0)::bigint as dead_rows
+      from unnest(${MEASURED_TABLES}::text[]) as t(name)
+      -- pg_partition_tree is empty for a table that is not partitioned: the table itself, then its partitions.
+      cross join lateral (select t.name::regclass as relid union select relid from pg_partition_tree(t.name::regclass)) p
+      left join pg_stat_user_tables s on s.relid = p.relid
+     group by t.name
+     order by t.name`
+  const [pending] = await sql<{ s: number }[]>`
+    select coalesce(extract(epoch from now() - min(run_at)), 0)::float8 as s
+      from processes where status = 'pending' and run_at <= now()`
+  return { tables: [...tables], oldest_pending_s: Number(pending?.s ?? 0) }
+}
