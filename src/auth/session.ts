@@ -7,6 +7,8 @@ import { checkSameOrigin, trustedOrigins } from './plugin'
 import { createSession, findUser, revokeSession } from './queries'
 import { badRequest, HttpError, unauthenticated } from '../errors'
 import { requestState } from '../request-state'
+import { documented } from '../ops/docs'
+import { ErrorSchema } from '../processes/model'
 import type { Services } from '../services'
 
 export const SESSION_COOKIE = 'ps_session'
@@ -61,6 +63,13 @@ export function sessions(s: Services) {
           summary: 'Sign in: exchange an API token for an HttpOnly session cookie (extension)',
           tags: ['auth'],
           requestBody: { content: { 'application/json': { schema: t.Object({ token: t.String() }) } } },
+          responses: documented({
+            200: ['Signed in; Set-Cookie: ps_session (HttpOnly, SameSite=Lax)', t.Object({ user: t.Object({ id: t.Integer(), email: t.String() }), expires_at: t.String({ format: 'date-time' }) })],
+            400: ['Body is not JSON', ErrorSchema],
+            401: ['Unknown, expired or revoked API token', ErrorSchema],
+            403: ['From another origin', ErrorSchema],
+            422: ['Not application/json, or no token', ErrorSchema],
+          }),
         },
       },
     )
@@ -83,6 +92,13 @@ export function sessions(s: Services) {
         }
         return new Response(null, { status: 204, headers: { 'set-cookie': cookie(request, '', 0), 'cache-control': 'no-store' } })
       },
-      { parse: () => null, detail: { summary: 'Sign out: revoke the session and clear its cookie (extension)', tags: ['auth'] } },
+      {
+        parse: () => null,
+        detail: {
+          summary: 'Sign out: revoke the session and clear its cookie (extension)',
+          tags: ['auth'],
+          responses: documented({ 204: ['Signed out; the cookie is cleared', null], 403: ['From another origin', ErrorSchema] }),
+        },
+      },
     )
 }

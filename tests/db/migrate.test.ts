@@ -104,7 +104,8 @@ describe('migrate', () => {
       expect(await appliedNames(db)).toEqual(names)
       expect(await tableCount(db, 'processes')).toBe(1)
       const triggers = await db.sql<{ n: number }[]>`
-        select count(*)::int as n from pg_trigger where tgname = 'process_events_append_only'`
+        select count(*)::int as n from pg_trigger
+         where tgname = 'process_events_append_only' and tgrelid = 'process_events'::regclass`
       expect(triggers[0]!.n).toBe(1)
     } finally {
       await db.close()
