@@ -6,6 +6,7 @@ import type { Sql } from '../db/client'
 import { invalidTransition, notFound } from '../errors'
 import type { Hub } from '../hub/hub'
 import type { Process } from './model'
+import type { Status } from './states'
 import { findState, insertProcess, transitionProcess, type Transition, userTransition } from './queries'
 
 const UNIQUE_VIOLATION = '23505'
@@ -63,13 +64,39 @@ export async function createProcess(
   }
 }
 
+type UserActionName = 'cancel' | 'retry' | 'approve' | 'discard'
+
+/** Where a process is, in a user's words. */
+const STATUS_WORDS: Record<Status, string> = {
+  pending: 'is pending (waiting for a worker)',
+  running: 'is running',
+  waiting_review: 'is waiting for review',
+  completed: 'is already completed',
+  failed: 'has failed',
+  cancelled: 'is already cancelled',
+}
+
+/** What each user action allows (src/processes/queries.ts userTransition has the same `from` lists). */
+const ALLOWED_WORDS: Record<UserActionName, string> = {
+  retry: 'only failed processes can be retried',
+  cancel: 'only pending or running processes can be cancelled',
+  approve: 'only processes waiting for review can be approved',
+  discard: 'only processes waiting for review can be discarded',
+}
+
+/** The 409's message: what happened and what is allowed, e.g. "This process is already completed; only failed processes can be retried." */
+function refusal(status: Status, transition: Transition, action?: UserActionName): string {
+  const allowed = action ? ALLOWED_WORDS[action] : `it can become ${transition.to} only when it ${transition.from.map((from) => STATUS_WORDS[from].replace('already ', '')).join(' or ')}`
+  return `This process ${STATUS_WORDS[status]}; ${allowed}.`
+}
+
 /** Applies one transition (in `sql`, which may be a transaction); explains a miss as 404 or 409. */
-export async function applyTransition(sql: Sql, id: number, transition: Transition, visibleIn: number[] | null): Promise<Process> {
+export async function applyTransition(sql: Sql, id: number, transition: Transition, visibleIn: number[] | null, action?: UserActionName): Promise<Process> {
   const process = await transitionProcess(sql, id, transition)
   if (process) return process
   const state = await findState(sql, id)
   if (!state || (visibleIn && !visibleIn.includes(state.workspace_id))) throw notFound('Process not found')
-  throw invalidTransition(`Cannot move a ${state.status} process to ${transition.to}`, {
+  throw invalidTransition(refusal(state.status, transition, action), {
     status: state.status,
     to: transition.to,
   })
@@ -78,12 +105,12 @@ export async function applyTransition(sql: Sql, id: number, transition: Transiti
 export async function userAction(
   sql: Sql,
   hub: Hub,
-  input: { principal: Principal; id: number; action: 'cancel' | 'retry' | 'approve' | 'discard'; note?: string; audit: AuditRow },
+  input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow },
 ): Promise<Process> {
   const { principal, id } = input
   const process = await sql.begin(async (tx) => {
     const transition = userTransition(tx, input.action, principal.workspaceIds, input.note)
-    const changed = await applyTransition(tx, id, transition, principal.workspaceIds)
+    const changed = await applyTransition(tx, id, transition, principal.workspaceIds, input.action)
     await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
     return changed
   })
