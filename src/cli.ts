@@ -18,7 +18,7 @@ export const CLI_COMMANDS = [
 ] as const
 type Command = (typeof CLI_COMMANDS)[number]
 
-export class UsageError extends Error {}
+class UsageError extends Error {}
 /** No command, or not one of ours: the usage goes to stderr as it is, without `error: `. */
 class UnknownCommand extends UsageError {}
 
@@ -154,10 +154,10 @@ function parseCommand(argv: string[], env: Record<string, string | undefined>): 
 function recoverNpmFlags(command: string, args: string[], env: Record<string, string | undefined>): string[] {
   if (env.npm_lifecycle_event !== 'cli') return args
   const present = new Set<string>()
-  const bare: string[] = []
+  const bare: number[] = []
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!
-    if (!arg.startsWith('--')) bare.push(arg)
+    if (!arg.startsWith('--')) bare.push(i)
     else {
       const [flag, value] = [arg.slice(2).split('=')[0]!, arg.includes('=')]
       present.add(flag)
@@ -177,7 +177,7 @@ function recoverNpmFlags(command: string, args: string[], env: Record<string, st
   if (lostValue.length > 1 || (lostValue.length === 1 && bare.length !== 1)) {
     throw new UsageError(`npm took ${lostValue.map((f) => `--${f}`).join(', ')} as its own option${lostValue.length > 1 ? 's' : ''}; put -- before the command: npm run cli -- ${command} …`)
   }
-  if (lostValue.length === 1) return [...args.filter((arg) => arg !== bare[0]), ...recovered, `--${lostValue[0]}=${bare[0]}`]
+  if (lostValue.length === 1) return [...args.filter((_, i) => i !== bare[0]), ...recovered, `--${lostValue[0]}=${args[bare[0]!]}`]
   return [...args, ...recovered]
 }
 
@@ -194,11 +194,12 @@ export function describeError(error: unknown): string {
   return code === '23503' ? 'referenced user or workspace does not exist' : code === '23505' ? 'already exists' : error instanceof Error ? error.message : String(error)
 }
 
-const HELP = new Set(['--help', '-h', 'help'])
+/** `cli --help`, `cli help`, `cli create-token --help` (a flag's value can never be `--help`). */
+const wantsHelp = (argv: string[]) => ['--help', '-h', 'help'].includes(argv[0] ?? '') || argv.includes('--help')
 
 /** Runs one command; returns the exit code. Output: one JSON line on stdout, or an error on stderr. */
 export async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
-  if (argv.some((arg) => HELP.has(arg))) {
+  if (wantsHelp(argv)) {
     process.stdout.write(USAGE + '\n')
     return 0
   }
