@@ -5,7 +5,8 @@ import { addMember, createApiToken, createUser, createWorkerToken, createWorkspa
 import { ROLES } from './auth/authenticator'
 import { loadConfig } from './config'
 import { TypePattern } from './processes/model'
-import { openDatabase, type Sql } from './db/client'
+import { AdminChannelError, sendToAdminChannel } from './admin-channel'
+import { DATA_DIR_LOCKED, explainDatabaseError, openDatabase, type Sql } from './db/client'
 import { migrate } from './db/migrate'
 
 export const CLI_COMMANDS = [
@@ -20,6 +21,8 @@ export const CLI_COMMANDS = [
 type Command = (typeof CLI_COMMANDS)[number]
 
 class UsageError extends Error {}
+/** No command, or not one of ours: the usage goes to stderr as it is, without `error: `. */
+class UnknownCommand extends UsageError {}
 
 const USAGE = `usage: cli <command> [options]
   migrate
@@ -153,28 +156,101 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
   }
 }
 
+/** A command's work from its argv (command first): usage errors are thrown before anything is opened. */
+function parseCommand(argv: string[], env: Record<string, string | undefined>): { command: Command; work: Work; argv: string[] } {
+  const [command, ...rest] = argv
+  if (!command || !(CLI_COMMANDS as readonly string[]).includes(command)) throw new UnknownCommand(command ? `unknown command ${JSON.stringify(command)}\n${USAGE}` : USAGE)
+  const args = joinValues(recoverNpmFlags(command, rest, env))
+  const { values } = parseArgs({ args, options: OPTIONS, strict: true, allowPositionals: false })
+  return { command: command as Command, work: prepare(command as Command, values), argv: [command, ...args] }
+}
+
+/**
+ * `npm run cli create-token --user 1`, without the `--`: npm reads `--user` as its own config and passes the
+ * script only `create-token 1`. What it took is in the script's environment as `npm_config_<name>`: `true` for
+ * a flag it does not know (the value stays behind as a bare argument: `1`), the value itself for one it parses
+ * as a string (`--name foo`, `--user=5`). The CLI's own flags missing from argv are rebuilt from those; a bare
+ * value is given back only when exactly one flag lost one, and anything ambiguous is refused with the `--` form.
+ */
+function recoverNpmFlags(command: string, args: string[], env: Record<string, string | undefined>): string[] {
+  if (env.npm_lifecycle_event !== 'cli') return args
+  const present = new Set<string>()
+  const bare: number[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!
+    if (!arg.startsWith('--')) bare.push(i)
+    else {
+      const [flag, value] = [arg.slice(2).split('=')[0]!, arg.includes('=')]
+      present.add(flag)
+      if (!value && (OPTIONS as Record<string, { type: string }>)[flag]?.type === 'string') i++
+    }
+  }
+  const recovered: string[] = []
+  const lostValue: string[] = []
+  for (const [flag, option] of Object.entries(OPTIONS)) {
+    const value = env[`npm_config_${flag.replaceAll('-', '_')}`]
+    if (value === undefined || present.has(flag)) continue
+    if (option.type === 'boolean') recovered.push(`--${flag}`)
+    else if (value === 'true') lostValue.push(flag)
+    else recovered.push(`--${flag}=${value}`)
+  }
+  if (recovered.length === 0 && lostValue.length === 0) return args
+  if (lostValue.length > 1 || (lostValue.length === 1 && bare.length !== 1)) {
+    throw new UsageError(`npm took ${lostValue.map((f) => `--${f}`).join(', ')} as its own option${lostValue.length > 1 ? 's' : ''}; put -- before the command: npm run cli -- ${command} …`)
+  }
+  if (lostValue.length === 1) return [...args.filter((_, i) => i !== bare[0]), ...recovered, `--${lostValue[0]}=${args[bare[0]!]}`]
+  return [...args, ...recovered]
+}
+
+/** Runs one parsed command on a database handle: the CLI's own, or the running server's (admin channel). */
+export async function runCommand(sql: Sql, argv: string[]): Promise<object> {
+  const { command, work } = parseCommand(argv, {})
+  if (command !== 'migrate') await migrate(sql)
+  return work(sql)
+}
+
+/** What went wrong, in the CLI's words. */
+export function describeError(error: unknown): string {
+  const code = (error as { code?: string }).code
+  return code === '23503' ? 'referenced user or workspace does not exist' : code === '23505' ? 'already exists' : error instanceof Error ? error.message : String(error)
+}
+
+/** `cli --help`, `cli help`, `cli create-token --help` (a flag's value can never be `--help`). */
+const wantsHelp = (argv: string[]) => ['--help', '-h', 'help'].includes(argv[0] ?? '') || argv.includes('--help')
+
 /** Runs one command; returns the exit code. Output: one JSON line on stdout, or an error on stderr. */
 export async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
-  const [command, ...rest] = argv
-  if (!command || !(CLI_COMMANDS as readonly string[]).includes(command)) {
-    console.error(command ? `unknown command ${JSON.stringify(command)}\n${USAGE}` : USAGE)
-    return 1
+  if (wantsHelp(argv)) {
+    process.stdout.write(USAGE + '\n')
+    return 0
   }
   let db: Awaited<ReturnType<typeof openDatabase>> | null = null
   try {
-    const { values } = parseArgs({ args: joinValues(rest), options: OPTIONS, strict: true, allowPositionals: false })
-    const work = prepare(command as Command, values)
+    const { command, work, argv: parsed } = parseCommand(argv, env)
     const config = loadConfig(env)
-    db = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: 2 })
-    if (command !== 'migrate') await migrate(db.sql)
-    const result = await work(db.sql)
+    try {
+      db = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: 2 })
+    } catch (error) {
+      // A server holds the embedded database: it runs the command instead, over its admin channel.
+      if ((error as { code?: string }).code !== DATA_DIR_LOCKED) throw error
+      const result = await sendToAdminChannel(config.DATA_DIR, parsed).catch((reason) => {
+        throw reason instanceof AdminChannelError ? reason : error
+      })
+      process.stdout.write(JSON.stringify(result) + '\n')
+      return 0
+    }
+    const result = await (async () => {
+      try {
+        if (command !== 'migrate') await migrate(db!.sql)
+        return await work(db!.sql)
+      } catch (error) {
+        throw explainDatabaseError(error, config.DATABASE_URL)
+      }
+    })()
     process.stdout.write(JSON.stringify(result) + '\n')
     return 0
   } catch (error) {
-    const code = (error as { code?: string }).code
-    const message =
-      code === '23503' ? 'referenced user or workspace does not exist' : code === '23505' ? 'already exists' : error instanceof Error ? error.message : String(error)
-    console.error(`error: ${message}`)
+    console.error(error instanceof UnknownCommand ? error.message : `error: ${describeError(error)}`)
     return 1
   } finally {
     await db?.close().catch(() => {})

@@ -89,7 +89,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const config = Value.Default(ConfigSchema, raw)
   const errors = [...Value.Errors(ConfigSchema, config)]
   if (errors.length > 0) {
-    const lines = errors.map((e) => `${e.path.slice(1)}: ${e.message} (got ${JSON.stringify(e.value)})`)
+    // A union of literals (LOG_LEVEL) says which values it takes, not "Expected union value".
+    const expected = (e: (typeof errors)[number]) => {
+      const options = (e.schema as { anyOf?: Array<{ const?: unknown }> }).anyOf?.map((option) => option.const)
+      return options?.every((o) => typeof o === 'string') ? `Expected one of ${options.join(', ')}` : e.message
+    }
+    const lines = errors.map((e) => `${e.path.slice(1)}: ${expected(e)} (got ${JSON.stringify(e.value)})`)
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
   typeDefaults(config as Config) // refuses a malformed TYPE_DEFAULTS at start

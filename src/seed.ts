@@ -2,6 +2,9 @@
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from './auth/queries'
 import type { Sql } from './db/client'
 
+/** The demo worker's own default server is localhost:3000; on any other port the banner says where. */
+const DEFAULT_PORT = 3000
+
 export async function seedDemoIfEmpty(sql: Sql, port: number): Promise<string | null> {
   const [{ n }] = (await sql<{ n: number }[]>`select count(*)::int as n from workspaces`) as [{ n: number }]
   if (n > 0) return null
@@ -21,8 +24,13 @@ export async function seedDemoIfEmpty(sql: Sql, port: number): Promise<string | 
     'Try it:',
     `  curl -s -X POST ${base}/processes -H 'Authorization: Bearer ${api.token}' -H 'Content-Type: application/json' -d '{"type":"csv_import"}'`,
     `  curl -s ${base}/processes -H 'Authorization: Bearer ${api.token}'`,
-    `  WORKER_TOKEN=${worker.token} bun run worker:demo`,
+    // npm, not bun: with `npm ci` bun is only in node_modules/.bin, which `npm run` puts on PATH.
+    `  ${port === DEFAULT_PORT ? '' : `PROCESSES_URL=${base} `}WORKER_TOKEN=${worker.token} npm run worker:demo`,
     `  open ${base}/ and paste the API token`,
+    '',
+    'Lost them? Tokens are stored only hashed, so new ones are minted instead (this works while the server runs):',
+    `  npm run cli -- create-token --user ${user.id}`,
+    '  npm run cli -- create-worker-token',
     '',
   ].join('\n')
 }

@@ -7,7 +7,7 @@ import { Authenticator } from './auth/authenticator'
 import { RateLimiter } from './auth/limits'
 import { CredentialWatch } from './auth/revocation'
 import { type Config, sweepIntervalMs } from './config'
-import { openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
+import { explainDatabaseError, openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
 import { RetentionJob, retentionSettings } from './db/retention'
 import { errorResponse, HttpError } from './errors'
@@ -39,7 +39,12 @@ const SHUTDOWN_BUDGET_MS = 9000
 export async function buildServices(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<{ services: Services; bridge: RedisBridge | null; sweeper: LeaseSweeper }> {
   const log = o.log ?? new Logger(config.LOG_LEVEL)
   const db = o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
-  await migrate(db.sql)
+  try {
+    await migrate(db.sql)
+  } catch (error) {
+    if (!o.db) await db.close().catch(() => {})
+    throw explainDatabaseError(error, config.DATABASE_URL)
+  }
   const metrics = new Metrics()
   const hub = new Hub()
   hub.onPublish = (processes) => metrics.jobs.observe(processes)
@@ -117,8 +122,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   metrics.counter('worker_frames_refused_busy', 'Worker frames refused at once: too many in hand or too many claims waiting.', () => gateway.refusedBusy)
   metrics.counter('connections_closed_revoked', 'Streams and worker sockets closed because their credential was revoked or expired.', () => services.credentials.closed)
 
-  const server = Bun.serve<WorkerSocketData>({
-    port: config.PORT,
+  const server = await listen(config.PORT, () => Promise.all([bridge?.close(), services.db.close()]), {
     // SSE streams are quiet between keepalives; Bun's default (10 s) would cut them before 25 s.
     idleTimeout: Math.min(255, Math.max(30, Math.ceil((config.SSE_KEEPALIVE_MS * 2) / 1000) + 5)),
     // The 1 MiB limit is enforced by the handler (with the contract's 413 body); this is only a hard stop.
@@ -230,6 +234,29 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     })())
 
   return { services, server, gateway, bridge, url, stop }
+}
+
+type ServeOptions = Parameters<typeof Bun.serve<WorkerSocketData>>[0]
+
+export class PortInUseError extends Error {
+  constructor(readonly port: number) {
+    super(`port ${port} is already in use (another server running there?); stop it or set PORT to a free port`)
+  }
+}
+
+/**
+ * Bun.serve on `port`, refusing a port that is taken. Outside development mode Bun sets SO_REUSEPORT by
+ * default, so a second server on a busy port started without a word and the kernel split connections between
+ * the two (each with its own database and tokens: random 401s). `reusePort: false` makes the bind fail.
+ */
+async function listen(port: number, release: () => Promise<unknown>, options: Omit<ServeOptions, 'port'>): Promise<Server<WorkerSocketData>> {
+  try {
+    return Bun.serve<WorkerSocketData>({ ...options, port, reusePort: false } as ServeOptions)
+  } catch (error) {
+    await release().catch(() => {})
+    if ((error as { code?: string }).code === 'EADDRINUSE') throw new PortInUseError(port)
+    throw error
+  }
 }
 
 /** `…/workers/ws` with or without a query, read off the URL without parsing it (every request asks). */

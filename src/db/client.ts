@@ -75,7 +75,51 @@ export async function openDatabase({ url, dataDir, poolMax, queryTimeoutMs }: Op
   return openPglite(dataDir)
 }
 
+/** Why a DATABASE_URL does not work, by error code: what a user reads at start instead of "ECONNREFUSED". */
+const URL_PROBLEMS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused; is Postgres running at that host and port?',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host not found',
+  CONNECT_TIMEOUT: 'no answer from that host and port',
+  ETIMEDOUT: 'no answer from that host and port',
+  '28P01': 'authentication failed; check the user and password',
+  '28000': 'authentication failed; check the user',
+  '3D000': 'that database does not exist; create it first (createdb) or name another',
+}
+
+/** The URL as it may be printed: without its password. */
+function redact(url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password) parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return '(unparseable)'
+  }
+}
+
+/**
+ * A connection-level failure of DATABASE_URL rephrased to name the variable and what is wrong with it (the URL
+ * is shown without its password); any other error is returned as it is.
+ */
+export function explainDatabaseError(error: unknown, url: string | undefined): unknown {
+  const code = (error as { code?: string } | null)?.code
+  const problem = url && code ? URL_PROBLEMS[code] : undefined
+  if (!problem) return error
+  const detail = error instanceof Error ? error.message : String(error)
+  return new Error(`DATABASE_URL ${redact(url!)}: ${problem} (${detail})`, { cause: error })
+}
+
 function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number): Database {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new Error('DATABASE_URL is not a valid URL; expected postgres://user:password@host:5432/database')
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new Error(`DATABASE_URL must start with postgres:// or postgresql:// (got ${JSON.stringify(parsed.protocol.slice(0, -1))})`)
+  }
   const sql = postgres(url, {
     max: poolMax,
     onnotice: () => {},
@@ -249,6 +293,9 @@ class Fragment implements PromiseLike<any> {
   }
 }
 
+/** The code of the error saying another live process holds DATA_DIR. */
+export const DATA_DIR_LOCKED = 'DATA_DIR_LOCKED'
+
 /**
  * An embedded database belongs to one process: a second server, or the CLI while the server runs, would
  * corrupt it. A lock file holding the owner's pid refuses the second opener; a stale one is taken over.
@@ -264,10 +311,10 @@ function lockDataDir(dataDir: string): () => void {
       if ((error as { code?: string }).code !== 'EEXIST') throw error
       const owner = Number(readFileSync(path, 'utf8'))
       if (owner && owner !== process.pid && isAlive(owner)) {
-        throw new Error(
+        const message =
           `the embedded database in ${dataDir} is in use by process ${owner}; stop it first ` +
-            '(or use DATABASE_URL so that several processes can share one Postgres)',
-        )
+          '(or use DATABASE_URL so that several processes can share one Postgres)'
+        throw Object.assign(new Error(message), { code: DATA_DIR_LOCKED })
       }
       rmSync(path, { force: true })
     }

@@ -6,6 +6,7 @@ import type { Sql } from '../db/client'
 import { forbidden, invalidRequest, invalidTransition, notFound } from '../errors'
 import type { Hub } from '../hub/hub'
 import type { Process } from './model'
+import type { Status } from './states'
 import { findState, insertProcesses, type NewProcess, toProcess, transitionProcess, type Transition, userTransition } from './queries'
 
 const UNIQUE_VIOLATION = '23505'
@@ -110,14 +111,47 @@ function announceNew(hub: Hub, processes: readonly Process[]) {
   for (const g of groups.values()) hub.announceWork(g.type, g.count, g.atMs)
 }
 
-/** Applies one transition (in `sql`, which may be a transaction); explains a miss as 404 or 409. */
-export async function applyTransition(sql: Sql, id: number, transition: Transition, visibleIn: number[] | null, writableIn: number[] | null = null): Promise<Process> {
+type UserActionName = 'cancel' | 'retry' | 'approve' | 'discard'
+
+/** Where a process is, in a user's words. */
+const STATUS_WORDS: Record<Status, string> = {
+  pending: 'is pending (waiting for a worker)',
+  running: 'is running',
+  waiting_review: 'is waiting for review',
+  completed: 'is already completed',
+  failed: 'has failed',
+  cancelled: 'is already cancelled',
+}
+
+/** What each user action allows (src/processes/queries.ts userTransition has the same `from` lists). */
+const ALLOWED_WORDS: Record<UserActionName, string> = {
+  retry: 'only failed processes can be retried',
+  cancel: 'only pending or running processes can be cancelled',
+  approve: 'only processes waiting for review can be approved',
+  discard: 'only processes waiting for review can be discarded',
+}
+
+/** The 409's message: what happened and what is allowed, e.g. "This process is already completed; only failed processes can be retried." */
+function refusal(status: Status, transition: Transition, action?: UserActionName): string {
+  const allowed = action ? ALLOWED_WORDS[action] : `it can become ${transition.to} only when it ${transition.from.map((from) => STATUS_WORDS[from].replace('already ', '')).join(' or ')}`
+  return `This process ${STATUS_WORDS[status]}; ${allowed}.`
+}
+
+/** Applies one transition (in `sql`, which may be a transaction); explains a miss as 404, 403 or 409. */
+export async function applyTransition(
+  sql: Sql,
+  id: number,
+  transition: Transition,
+  visibleIn: number[] | null,
+  writableIn: number[] | null = null,
+  action?: UserActionName,
+): Promise<Process> {
   const process = await transitionProcess(sql, id, transition)
   if (process) return process
   const state = await findState(sql, id)
   if (!state || (visibleIn && !visibleIn.includes(state.workspace_id))) throw notFound('Process not found')
   if (writableIn && !writableIn.includes(state.workspace_id)) throw forbidden('Your role in this workspace is read-only')
-  throw invalidTransition(`Cannot move a ${state.status} process to ${transition.to}`, {
+  throw invalidTransition(refusal(state.status, transition, action), {
     status: state.status,
     to: transition.to,
   })
@@ -126,13 +160,13 @@ export async function applyTransition(sql: Sql, id: number, transition: Transiti
 export async function userAction(
   sql: Sql,
   hub: Hub,
-  input: { principal: Principal; id: number; action: 'cancel' | 'retry' | 'approve' | 'discard'; note?: string; audit: AuditRow },
+  input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow },
 ): Promise<Process> {
   const { principal, id } = input
   const process = await sql.begin(async (tx) => {
     // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
     const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
-    const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds)
+    const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds, input.action)
     await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
     return changed
   })

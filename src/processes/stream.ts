@@ -55,7 +55,8 @@ export const SSE_HEADERS = {
 }
 
 /** Counts open streams for /metrics and tests, and the workspace snapshot rows read (tests). */
-export const streamStats = { open: 0, opened: 0, snapshotRows: 0 }
+/** `conflated`: unsent states replaced by a newer one of the same process (a slow reader skipping them). */
+export const streamStats = { open: 0, opened: 0, snapshotRows: 0, conflated: 0 }
 
 /** Rows per workspace snapshot page, at most; fewer when rows are large, for about SNAPSHOT_PAGE_BYTES a page. */
 export const SNAPSHOT_PAGE = 500
@@ -125,6 +126,7 @@ export class SseSession {
     }
     const queued = this.pending.get(process.id)
     if (queued && queued.version >= process.version) return
+    if (queued) streamStats.conflated++
     this.pending.set(process.id, process)
     this.flush()
   }

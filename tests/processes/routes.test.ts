@@ -139,6 +139,8 @@ describe('errors', () => {
     const p = await createPending(request, a.token)
     const res = await request('POST', `/processes/${p.id}/retry`, { token: a.token })
     expectError(res, 409, 'invalid_transition')
+    // What happened and what is allowed, in a user's words (not "Cannot move a pending process to pending").
+    expect(res.body.error.message).toBe('This process is pending (waiting for a worker); only failed processes can be retried.')
     expect(res.body.error.details).toEqual({ status: 'pending', to: 'pending' })
   })
 
@@ -722,12 +724,22 @@ describe('POST /processes/:id/cancel, retry, review', () => {
 
   it('returns 409 when cancelling a completed process', async () => {
     const p = await processIn(sql, request, a.token, 'completed')
-    expectError(await request('POST', `/processes/${p.id}/cancel`, { token: a.token }), 409, 'invalid_transition')
+    const cancel = await request('POST', `/processes/${p.id}/cancel`, { token: a.token })
+    expectError(cancel, 409, 'invalid_transition')
+    expect(cancel.body.error.message).toBe('This process is already completed; only pending or running processes can be cancelled.')
+    expect(cancel.body.error.details).toEqual({ status: 'completed', to: 'cancelled' })
+    const retry = await request('POST', `/processes/${p.id}/retry`, { token: a.token })
+    expect(retry.body.error.message).toBe('This process is already completed; only failed processes can be retried.')
   })
 
   it('returns 409 when reviewing a process that is not waiting for review', async () => {
     const p = await processIn(sql, request, a.token, 'running')
-    expectError(await request('POST', `/processes/${p.id}/review`, { token: a.token, body: { decision: 'approve' } }), 409, 'invalid_transition')
+    const approve = await request('POST', `/processes/${p.id}/review`, { token: a.token, body: { decision: 'approve' } })
+    expectError(approve, 409, 'invalid_transition')
+    expect(approve.body.error.message).toBe('This process is running; only processes waiting for review can be approved.')
+    const discard = await request('POST', `/processes/${p.id}/review`, { token: a.token, body: { decision: 'discard' } })
+    expect(discard.body.error.message).toBe('This process is running; only processes waiting for review can be discarded.')
+    expect(discard.body.error.details).toEqual({ status: 'running', to: 'cancelled' })
   })
 })
 
