@@ -27,7 +27,8 @@ import {
 import { listActive, listEvents, listProcesses } from './queries'
 import { createProcess, createProcesses, userAction } from './service'
 import type { NewProcess } from './queries'
-import { openProcessStream, openWorkspaceStream, parseLastEventId } from './stream'
+import { openProcessStream, parseLastEventId } from './process-stream'
+import { openWorkspaceStream } from './workspace-stream'
 
 const errors = { 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 422: ErrorSchema, 500: ErrorSchema, 503: ErrorSchema }
 /** Every POST: its body is read up to 1 MiB (413); one that is parsed may not be JSON (400). */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { connect } from 'node:net'
 import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
-import { streamStats } from '../../src/processes/stream'
+import { streamStats } from '../../src/processes/sse-session'
 import { openEventSource, readFrames } from '../sse-client'
 import { TestWorker } from '../worker-client'
 

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import type { Sql } from '../../src/db/client'
 import { getProcesses } from '../../src/processes/queries'
-import { streamStats } from '../../src/processes/stream'
+import { streamStats } from '../../src/processes/sse-session'
 import { createTenant, listeningServer, testDatabase, waitFor, type Tenant } from '../helpers'
 import { openEventSource } from '../sse-client'
 

@@ -1,0 +1,43 @@
+// Server-Sent Events for one process, `GET /processes/{id}/stream`.
+import type { Hub } from '../hub/hub'
+import type { Process } from './model'
+import { SseSession, type StreamSettings } from './sse-session'
+import { isDone } from './states'
+
+/** Parses Last-Event-ID: a version the client holds, or null when absent, malformed or nonsense. */
+export function parseLastEventId(header: string | null, query: string | undefined): number | null {
+  const raw = header ?? query
+  if (raw === undefined || raw === null || !/^\d{1,15}$/.test(raw.trim())) return null
+  return Number(raw.trim())
+}
+
+/** `/processes/{id}/stream`: subscribe first, then read, then drop what the snapshot covers. */
+export async function openProcessStream(o: {
+  hub: Hub
+  settings: StreamSettings
+  id: number
+  lastEventId: number | null
+  read: () => Promise<Process | null>
+  /** Hands the stream's close to its owner (the credential watch); returns the function that forgets it. */
+  register?: (close: () => void) => () => void
+}): Promise<Response | null> {
+  const session = new SseSession({ settings: o.settings, endsOnDone: true, withIds: true })
+  if (o.register) session.addUnsubscribe(o.register(() => session.close()))
+  session.addUnsubscribe(await o.hub.watch(o.id, session.offer))
+  let current: Process | null
+  try {
+    current = await o.read()
+  } catch (error) {
+    session.close()
+    throw error
+  }
+  if (!current) {
+    session.close()
+    return null
+  }
+  session.write(`retry: ${o.settings.retryMs}\n\n`)
+  // Only an id equal to the current version means "you are up to date"; unknown or ahead gets the snapshot.
+  if (o.lastEventId === current.version && !isDone(current.status)) session.markSent(current)
+  else session.sendState(current)
+  return session.response()
+}
