@@ -213,7 +213,7 @@ function withRoutableUrl(request: Request): Request {
   return new Request('http://localhost' + path, request)
 }
 
-/** Refuses bodies over 1 MiB with the contract's 413, whether or not they declare a length. */
+/** Refuses bodies over 1 MiB with the API's 413 error body, whether or not they declare a length. */
 async function limitBody(request: Request): Promise<Request> {
   if (!request.body) return request
   const declared = request.headers.get('content-length')

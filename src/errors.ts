@@ -1,5 +1,5 @@
 // Small error classes with a status and a code (Hono's HTTPException is the model),
-// and the one place that turns any failure into the contract's body.
+// and the one place that turns any failure into the API's error body.
 export type ErrorCode =
   | 'bad_request'
   | 'unauthenticated'

@@ -13,9 +13,9 @@ import { RetentionJob, retentionSettings } from './db/retention'
 import { errorResponse, HttpError } from './errors'
 import { Hub } from './hub/hub'
 import { RedisBridge } from './hub/redis'
+import { resyncFromDatabase } from './hub/resync'
 import { Logger } from './ops/log'
 import { Metrics } from './ops/metrics'
-import { getProcesses, listChangedSince, listLeasesEndedSince } from './processes/queries'
 import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/sse-session'
 import type { Services } from './services'
@@ -82,13 +82,7 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
       hub,
       log,
       metrics,
-      // After an outage: every watched process, every change in watched workspaces, and every lease of a
-      // watched worker that ended meanwhile, re-read from Postgres.
-      onResync: async (since) => {
-        for (const process of await getProcesses(db.sql, hub.watchedProcessIds())) hub.deliver(process)
-        for (const process of await listChangedSince(db.sql, hub.watchedWorkspaceIds(), since)) hub.deliver(process)
-        for (const process of await listLeasesEndedSince(db.sql, hub.watchedWorkerIds(), since)) hub.deliver(process)
-      },
+      onResync: (since) => resyncFromDatabase(db.sql, hub, since),
     })
     hub.attach(bridge)
     await bridge.connect()
@@ -125,7 +119,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   const server = await listen(config.PORT, () => Promise.all([bridge?.close(), services.db.close()]), {
     // SSE streams are quiet between keepalives; Bun's default (10 s) would cut them before 25 s.
     idleTimeout: Math.min(255, Math.max(30, Math.ceil((config.SSE_KEEPALIVE_MS * 2) / 1000) + 5)),
-    // The 1 MiB limit is enforced by the handler (with the contract's 413 body); this is only a hard stop.
+    // The 1 MiB limit is enforced by the handler (with the API's 413 error body); this is only a hard stop.
     maxRequestBodySize: 16 * 1024 * 1024,
     development: false,
     async fetch(request, server) {

@@ -7,7 +7,7 @@ import { checkSameOrigin, trustedOrigins } from './plugin'
 import { createSession, findUser, revokeSession } from './queries'
 import { badRequest, HttpError, unauthenticated } from '../errors'
 import { requestState } from '../request-state'
-import { documented } from '../ops/docs'
+import { PUBLIC, documented } from '../ops/docs'
 import { ErrorSchema } from '../processes/model'
 import type { Services } from '../services'
 
@@ -69,6 +69,8 @@ export function sessions(s: Services) {
             401: ['Unknown, expired or revoked API token', ErrorSchema],
             403: ['From another origin', ErrorSchema],
             422: ['Not application/json, or no token', ErrorSchema],
+            500: ['Internal error (with a request_id)', ErrorSchema],
+            503: ['Database unavailable', ErrorSchema],
           }),
         },
       },
@@ -95,9 +97,15 @@ export function sessions(s: Services) {
       {
         parse: () => null,
         detail: {
-          summary: 'Sign out: revoke the session and clear its cookie (extension)',
+          summary: 'Sign out: revoke the session and clear its cookie (extension); needs no valid session',
           tags: ['auth'],
-          responses: documented({ 204: ['Signed out; the cookie is cleared', null], 403: ['From another origin', ErrorSchema] }),
+          ...PUBLIC,
+          responses: documented({
+            204: ['Signed out; the cookie is cleared', null],
+            403: ['From another origin', ErrorSchema],
+            500: ['Internal error (with a request_id)', ErrorSchema],
+            503: ['Database unavailable', ErrorSchema],
+          }),
         },
       },
     )

@@ -257,6 +257,7 @@ export interface RetentionCounts {
   idempotency_keys_deleted: number
   passes: number
   errors: number
+  vacuums: number
 }
 
 export class StorageMetrics {
@@ -308,5 +309,7 @@ export class StorageMetrics {
     out.push(`processes_retention_rows_pruned_total{table="idempotency_keys"} ${r.idempotency_keys_deleted}`)
     out.push('# TYPE processes_retention_passes_total counter', `processes_retention_passes_total ${r.passes}`)
     out.push('# TYPE processes_retention_errors_total counter', `processes_retention_errors_total ${r.errors}`)
+    out.push('# HELP processes_retention_vacuums_total Vacuums retention ran itself, where no autovacuum runs.')
+    out.push('# TYPE processes_retention_vacuums_total counter', `processes_retention_vacuums_total ${r.vacuums}`)
   }
 }

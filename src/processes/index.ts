@@ -1,4 +1,4 @@
-// The process routes (§5, §6): list, read, events, create, retry, cancel, review, and the two streams.
+// The process routes (README: API): list, read, events, create, retry, cancel, review, and the two streams.
 import type { TSchema } from '@sinclair/typebox'
 import { Elysia, t } from 'elysia'
 import type { Principal } from '../auth/authenticator'

@@ -102,7 +102,7 @@ export const ListQuery = Query({
   before: t.Optional(NumericId()),
 })
 
-// Last-Event-ID is any text: one that is not a version we sent is answered with the snapshot (§6).
+// Last-Event-ID is any text: one that is not a version we sent is answered with the snapshot (README: The SSE stream).
 export const StreamQuery = Query({
   workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),

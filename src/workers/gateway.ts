@@ -1,4 +1,4 @@
-// The worker gateway, WebSocket `GET /workers/ws` (§7): workers claim, start, report and finish processes.
+// The worker gateway, WebSocket `GET /workers/ws` (README: Worker protocol): workers claim, start, report and finish processes.
 // Every reply to a change is sent after the change commits. Leases belong to the worker id, so a worker that
 // reconnects (here or on another instance) with the same id keeps its processes. The gateway watches each
 // process its workers hold; a committed change that takes the process away from them (a user's cancel, the
@@ -288,7 +288,7 @@ export class WorkerGateway {
       }
       case 'claim': {
         const processes = await this.claimFor(ws, workerId, frame)
-        // `process` is the first, for workers that ask for one at a time (the contract's reply).
+        // `process` is the first, for workers that ask for one at a time (the protocol's original reply).
         return { op: 'claimed', process: processes[0] ?? null, processes }
       }
       case 'start': {

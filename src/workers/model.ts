@@ -1,4 +1,4 @@
-// Worker frames (§7), as TypeBox schemas compiled once: every frame is checked before it is acted on.
+// Worker frames (README: Worker protocol), as TypeBox schemas compiled once: every frame is checked before it is acted on.
 import { Type as T, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { TypePattern } from '../processes/model'
