@@ -171,7 +171,8 @@ export async function spawnServer(env: Record<string, string | undefined>, o: { 
     },
   }
   afterAll(() => child.kill('SIGKILL'))
-  await waitFor(async () => (await fetch(`${child.url}/health`).catch(() => null))?.ok === true, 30_000, () => `server on ${port} did not start:\n${output}`)
+  // A deadline to end a failing run, not a speed expectation: an embedded first start runs PGlite's initdb.
+  await waitFor(async () => (await fetch(`${child.url}/health`).catch(() => null))?.ok === true, 50_000, () => `server on ${port} did not start:\n${output}`)
   return child
 }
 

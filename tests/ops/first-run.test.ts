@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PortInUseError, startServer } from '../../src/server'
-import { BUN, freePort, hasPostgres, quietLogger, ROOT, spawnServer, testConfig, waitFor } from '../helpers'
+import { BUN, freePort, freshDatabaseUrl, hasPostgres, quietLogger, ROOT, spawnServer, testConfig, waitFor } from '../helpers'
 import { TestWorker } from '../worker-client'
 
 interface Run {
@@ -205,7 +205,9 @@ describe('errors that say what is wrong', () => {
 
   it('says "degraded" at start when Redis is not reachable, not "on"', async () => {
     const redisPort = await freePort()
-    const server = await spawnServer({ DATABASE_URL: '', DATA_DIR: dataDir(), REDIS_URL: `redis://127.0.0.1:${redisPort}`, LOG_LEVEL: 'info' })
+    // Postgres where there is one: an embedded first start (PGlite's initdb) can take most of a minute on a loaded machine.
+    const database = hasPostgres ? { DATABASE_URL: await freshDatabaseUrl() } : { DATABASE_URL: '', DATA_DIR: dataDir() }
+    const server = await spawnServer({ ...database, REDIS_URL: `redis://127.0.0.1:${redisPort}`, LOG_LEVEL: 'info' })
     await waitFor(() => server.output().includes('"msg":"listening"'), 30_000, 'the listening line')
     const line = server.output().split('\n').find((l) => l.includes('"msg":"listening"'))!
     expect(JSON.parse(line).redis).toStartWith('degraded')
