@@ -1,6 +1,7 @@
-// Retention: what keeps a busy deployment's storage bounded. Every instance runs one RetentionJob; each step
-// takes a transaction-scoped advisory lock first (pg_try_advisory_xact_lock), so while one instance works the
-// others skip, and nothing is held between steps (PGlite serialises transactions: none may stay open long).
+// Retention: what keeps a busy deployment's storage bounded. Every instance runs one RetentionJob. Each step is
+// a short transaction under a transaction-scoped advisory lock: a pass starts only if its first step gets the
+// lock at once (otherwise another instance is at work and this one skips), and nothing is held between steps
+// (PGlite serialises transactions: none may stay open long).
 //
 // Per pass, for audit_log and process_events (range-partitioned on created_at, sql/005_storage.sql): create
 // partitions ahead of now, drop the partitions whose whole range is past the table's retention. Then delete
@@ -8,7 +9,8 @@
 // Dropping a partition is the one way rows leave process_events: its trigger refuses update, delete, truncate.
 import { type Config, type RetainedStatus, retentionDays } from '../config'
 import type { Logger } from '../ops/log'
-import type { StorageSample } from '../ops/metrics'
+import { BackgroundLoop } from '../ops/loop'
+import type { RetentionCounts, StorageSample } from '../ops/metrics'
 import type { Sql } from './client'
 
 const DAY_MS = 86_400_000
@@ -63,26 +65,10 @@ export interface PassResult {
   idempotencyKeysDeleted: number
 }
 
-/** What retention did since start, for /metrics. */
-export interface RetentionTotals {
-  partitions_created: Record<PartitionedTable, number>
-  partitions_dropped: Record<PartitionedTable, number>
-  /** Rows gone with dropped partitions (their estimate, pg_class.reltuples, before the drop). */
-  rows_dropped: Record<PartitionedTable, number>
-  processes_deleted: number
-  idempotency_keys_deleted: number
-  passes: number
-  errors: number
-  /** Vacuums this job ran itself (only where no autovacuum runs). */
-  vacuums: number
-}
-
 export class RetentionJob {
-  private stopping = false
-  private wake: (() => void) | null = null
-  private loop: Promise<void> | null = null
-  private consecutiveErrors = 0
-  readonly totals: RetentionTotals = {
+  private readonly loop: BackgroundLoop
+  /** What retention did since start, for /metrics. */
+  readonly totals: RetentionCounts = {
     partitions_created: { audit_log: 0, process_events: 0 },
     partitions_dropped: { audit_log: 0, process_events: 0 },
     rows_dropped: { audit_log: 0, process_events: 0 },
@@ -97,17 +83,24 @@ export class RetentionJob {
     private readonly sql: Sql,
     private readonly settings: RetentionSettings,
     private readonly log: Logger,
-    private readonly intervalMs: number,
-  ) {}
-
-  start() {
-    this.loop ??= this.run()
+    intervalMs: number,
+  ) {
+    this.loop = new BackgroundLoop('retention pass', log, intervalMs, () => this.pass(), () => this.totals.errors++)
   }
 
-  async stop() {
-    this.stopping = true
-    this.wake?.()
-    await this.loop
+  start() {
+    this.loop.start()
+  }
+
+  stop() {
+    return this.loop.stop()
+  }
+
+  private async pass() {
+    const pass = await this.runOnce()
+    if (pass.processesDeleted + pass.idempotencyKeysDeleted > 0 || Object.values(pass.partitionsDropped).some((n) => n > 0)) {
+      this.log.info('retention pass', { ...pass })
+    }
   }
 
   /** One pass, as the loop runs it; `now` is for tests. */
@@ -120,14 +113,18 @@ export class RetentionJob {
       processesDeleted: 0,
       idempotencyKeysDeleted: 0,
     }
+    // The first step only tries the lock: another instance in the middle of a pass has it, and this one skips
+    // its pass. Once begun, each step waits for the lock (an instance that began meanwhile takes turns with it:
+    // every step is safe to repeat), so a begun pass is never cut short by another one.
+    const locked = <T>(fn: (tx: Sql) => Promise<T>) => this.locked(fn, result.ran)
     for (const table of PARTITIONED_TABLES) {
       const days = table === 'audit_log' ? s.auditDays : s.eventDays
-      const step = await this.locked(async (tx) => {
+      const step = await locked(async (tx) => {
         const created = await createPartitionsAhead(tx, table, now, s.partitionMs, s.aheadMs, this.log)
         const dropped = days > 0 ? await dropPartitionsBefore(tx, table, new Date(now.getTime() - days * DAY_MS)) : { count: 0, rows: 0 }
         return { created, dropped }
       })
-      if (!step) continue
+      if (!step) return result
       result.ran = true
       result.partitionsCreated[table] = step.created
       result.partitionsDropped[table] = step.dropped.count
@@ -140,9 +137,7 @@ export class RetentionJob {
       if (days <= 0) continue
       const before = new Date(now.getTime() - days * DAY_MS)
       for (let i = 0; i < MAX_BATCHES_PER_PASS; i++) {
-        const n = await this.locked((tx) => deleteFinishedProcesses(tx, status, before, DELETE_BATCH))
-        if (n === null) break
-        result.ran = true
+        const n = (await locked((tx) => deleteFinishedProcesses(tx, status, before, DELETE_BATCH)))!
         result.processesDeleted += n
         this.totals.processes_deleted += n
         if (n < DELETE_BATCH) break
@@ -150,9 +145,7 @@ export class RetentionJob {
     }
     const keysBefore = new Date(now.getTime() - IDEMPOTENCY_TTL_MS)
     for (let i = 0; i < MAX_BATCHES_PER_PASS; i++) {
-      const n = await this.locked((tx) => deleteIdempotencyKeysBefore(tx, keysBefore, DELETE_BATCH))
-      if (n === null) break
-      result.ran = true
+      const n = (await locked((tx) => deleteIdempotencyKeysBefore(tx, keysBefore, DELETE_BATCH)))!
       result.idempotencyKeysDeleted += n
       this.totals.idempotency_keys_deleted += n
       if (n < DELETE_BATCH) break
@@ -187,39 +180,15 @@ export class RetentionJob {
     }
   }
 
-  /** fn in a transaction holding the retention lock; null (nothing run) when another instance holds it. */
-  private locked<T>(fn: (tx: Sql) => Promise<T>): Promise<T | null> {
+  /** fn in a transaction holding the retention lock: waiting for it, or null (nothing run) when it is taken. */
+  private locked<T>(fn: (tx: Sql) => Promise<T>, wait: boolean): Promise<T | null> {
     return this.sql.begin(async (tx) => {
+      if (wait) {
+        await tx`select pg_advisory_xact_lock(${RETENTION_LOCK_ID})`
+        return fn(tx)
+      }
       const [row] = await tx<{ locked: boolean }[]>`select pg_try_advisory_xact_lock(${RETENTION_LOCK_ID}) as locked`
       return row!.locked ? fn(tx) : null
-    })
-  }
-
-  private async run() {
-    while (!this.stopping) {
-      try {
-        const pass = await this.runOnce()
-        this.consecutiveErrors = 0
-        if (pass.processesDeleted + pass.idempotencyKeysDeleted > 0 || Object.values(pass.partitionsDropped).some((n) => n > 0)) {
-          this.log.info('retention pass', { ...pass })
-        }
-      } catch (error) {
-        this.consecutiveErrors++
-        this.totals.errors++
-        this.log.warn('retention pass failed', { error: String(error), consecutive: this.consecutiveErrors })
-      }
-      // Back off while the database is unhappy: up to 8× the interval.
-      await this.sleep(this.intervalMs * Math.min(8, 2 ** this.consecutiveErrors))
-    }
-  }
-
-  private sleep(ms: number) {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      this.wake = () => {
-        clearTimeout(timer)
-        resolve()
-      }
     })
   }
 }

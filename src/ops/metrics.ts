@@ -249,9 +249,11 @@ export interface StorageSample {
   oldest_pending_s: number
 }
 
+/** What retention did since start (src/db/retention.ts); per table where keyed. */
 export interface RetentionCounts {
   partitions_created: Record<string, number>
   partitions_dropped: Record<string, number>
+  /** Rows gone with dropped partitions (their estimate, pg_class.reltuples, before the drop). */
   rows_dropped: Record<string, number>
   processes_deleted: number
   idempotency_keys_deleted: number

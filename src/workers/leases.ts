@@ -3,6 +3,7 @@
 import { SERVER_QUERY_TIMEOUT_MS, type Sql, withDeadline } from '../db/client'
 import type { Hub } from '../hub/hub'
 import type { Logger } from '../ops/log'
+import { BackgroundLoop } from '../ops/loop'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
 import { capLock, claimNext, type LeaseToken, nextRunAt, sweepExpired } from '../processes/queries'
@@ -102,10 +103,7 @@ async function claimUnlessGone(sql: Sql, queue: QueuePolicy, o: ClaimRequest): P
 
 /** Fails (or, with attempts left, retries) running processes whose worker went silent for JOB_TIMEOUT_MS. Every instance runs one. */
 export class LeaseSweeper {
-  private stopping = false
-  private wake: (() => void) | null = null
-  private loop: Promise<void> | null = null
-  private consecutiveErrors = 0
+  private readonly loop: BackgroundLoop
 
   constructor(
     private readonly sql: Sql,
@@ -115,10 +113,12 @@ export class LeaseSweeper {
     private readonly timeoutMs: number,
     private readonly intervalMs: number,
     private readonly queue?: QueuePolicy,
-  ) {}
+  ) {
+    this.loop = new BackgroundLoop('lease sweep', log, intervalMs, () => this.sweep())
+  }
 
   start() {
-    this.loop ??= this.run()
+    this.loop.start()
   }
 
   /** One pass; returns the processes it failed or put back to pending for a retry. */
@@ -136,33 +136,7 @@ export class LeaseSweeper {
     return failed
   }
 
-  private async run() {
-    while (!this.stopping) {
-      try {
-        await this.sweep()
-        this.consecutiveErrors = 0
-      } catch (error) {
-        this.consecutiveErrors++
-        this.log.warn('lease sweep failed', { error: String(error), consecutive: this.consecutiveErrors })
-      }
-      // Back off while the database is unhappy: up to 8× the interval.
-      await this.sleep(this.intervalMs * Math.min(8, 2 ** this.consecutiveErrors))
-    }
-  }
-
-  private sleep(ms: number) {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      this.wake = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-  }
-
-  async stop() {
-    this.stopping = true
-    this.wake?.()
-    await this.loop
+  stop() {
+    return this.loop.stop()
   }
 }

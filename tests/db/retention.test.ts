@@ -190,6 +190,7 @@ describe('retention', async () => {
 })
 
 describe.skipIf(!hasPostgres)('retention on several instances', async () => {
+  if (!hasPostgres) return // bun runs a skipped describe's body too
   const url = await freshDatabaseUrl()
   const a = await openDatabase({ url, dataDir: '', poolMax: 4 })
   const b = await openDatabase({ url, dataDir: '', poolMax: 4 })
