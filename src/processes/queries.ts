@@ -489,12 +489,17 @@ export interface ProgressWrite {
   worker_token_id?: number | null
 }
 
-/** One statement for many processes' coalesced progress; returns the rows it changed. */
-export async function writeProgress(sql: Sql, writes: ProgressWrite[]): Promise<Process[]> {
+/**
+ * One statement for many processes' coalesced progress; returns the rows it changed. The lease's heartbeat_at
+ * is renewed only when older than heartbeatSlackMs: heartbeat_at is indexed (the sweep's index), so a write
+ * that leaves it alone can be a HOT update (no index entry written), which most progress writes are.
+ */
+export async function writeProgress(sql: Sql, writes: ProgressWrite[], heartbeatSlackMs = 0): Promise<Process[]> {
   const rows = await sql`
     update processes p
        set progress = x.progress, message = coalesce(x.message, p.message), version = p.version + 1,
-           updated_at = now(), heartbeat_at = now()
+           updated_at = now(),
+           heartbeat_at = case when p.heartbeat_at > now() - ${heartbeatSlackMs} * interval '1 millisecond' then p.heartbeat_at else now() end
       from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
            as x(id bigint, progress int, message text, worker_id text, attempt int, worker_token_id bigint)
      where p.id = x.id and p.status = 'running' and p.worker_id = x.worker_id

@@ -32,6 +32,8 @@ export class ProgressCoalescer {
     private readonly hub: Hub,
     private readonly metrics: Metrics,
     private readonly flushMs: number,
+    /** A write renews the lease's heartbeat only when it is older than this (see writeProgress). */
+    private readonly heartbeatSlackMs = 0,
   ) {}
 
   /**
@@ -127,6 +129,7 @@ export class ProgressCoalescer {
       committed = await writeProgress(
         this.sql,
         due.map((s) => s.write),
+        this.heartbeatSlackMs,
       )
     } catch (error) {
       for (const slot of due) for (const waiter of slot.waiters) waiter({ ok: false, error })
