@@ -99,16 +99,18 @@ export class ProgressCoalescer {
 
   private schedule(at: number) {
     if (at >= this.timerAt) return
-    if (this.timer) this.timerAt <= Date.now() ? clearImmediate(this.timer as unknown as ReturnType<typeof setImmediate>) : clearTimeout(this.timer)
+    if (this.timer) clearTimeout(this.timer)
     this.timerAt = at
-    const fire = () => {
-      this.timer = null
-      this.timerAt = Infinity
-      this.pump()
-    }
-    // Due now: this turn's other frames join it (setImmediate), without a timer's millisecond.
-    const delay = at - Date.now()
-    this.timer = delay <= 0 ? (setImmediate(fire) as unknown as Timer) : setTimeout(fire, delay)
+    // A timer even when due now: this turn's other frames join it, and the statement's state fan-out
+    // (Hub.publishAll afterReplies, setImmediate) then runs after the acks in the same loop iteration.
+    this.timer = setTimeout(
+      () => {
+        this.timer = null
+        this.timerAt = Infinity
+        this.pump()
+      },
+      Math.max(0, at - Date.now()),
+    )
   }
 
   /** Starts statements for what is due, up to maxInFlight at once, each for processes none in flight carries. */
