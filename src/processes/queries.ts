@@ -489,12 +489,17 @@ export interface ProgressWrite {
   worker_token_id?: number | null
 }
 
-/** One statement for many processes' coalesced progress; returns the rows it changed. */
-export async function writeProgress(sql: Sql, writes: ProgressWrite[]): Promise<Process[]> {
+/**
+ * One statement for many processes' coalesced progress; returns the rows it changed. The lease's heartbeat_at
+ * is renewed only when older than heartbeatSlackMs: heartbeat_at is indexed (the sweep's index), so a write
+ * that leaves it alone can be a HOT update (no index entry written), which most progress writes are.
+ */
+export async function writeProgress(sql: Sql, writes: ProgressWrite[], heartbeatSlackMs = 0): Promise<Process[]> {
   const rows = await sql`
     update processes p
        set progress = x.progress, message = coalesce(x.message, p.message), version = p.version + 1,
-           updated_at = now(), heartbeat_at = now()
+           updated_at = now(),
+           heartbeat_at = case when p.heartbeat_at > now() - ${heartbeatSlackMs} * interval '1 millisecond' then p.heartbeat_at else now() end
       from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
            as x(id bigint, progress int, message text, worker_id text, attempt int, worker_token_id bigint)
      where p.id = x.id and p.status = 'running' and p.worker_id = x.worker_id
@@ -543,6 +548,50 @@ export async function sweepExpired(sql: Sql, timeoutMs: number, backoff: Backoff
       update processes p set ${failOrRetrySet(sql, 'timed out')}
         from d
        where p.id = d.id and p.status = any(${failSources()}::text[])
+      returning p.*
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p`
+  return rows.map(toProcess)
+}
+
+export interface CompleteWrite {
+  id: number
+  worker_id: string
+  /** The fencing attempt the frame names (null: not checked). */
+  attempt: number | null
+  /** The worker token sending it: it must be the one holding the lease (null: not checked). */
+  worker_token_id: number | null
+  /** waiting_review instead of completed. */
+  review: boolean
+  /** Absent: null. */
+  result_summary?: unknown
+}
+
+/**
+ * Many workers' complete (or review) frames in one statement, each with its own owner guard (worker, token,
+ * attempt) and status guard, and one event per changed row; returns the rows it changed. A process named twice
+ * is changed once: callers send each id once per statement.
+ */
+export async function completeProcesses(sql: Sql, writes: CompleteWrite[]): Promise<Process[]> {
+  if (writes.length === 0) return []
+  const fromComplete = sourcesOf('completed', ['running'])
+  const fromReview = sourcesOf('waiting_review', ['running'])
+  const rows = await sql`
+    with p as (
+      update processes p
+         set status = case when x.review then 'waiting_review' else 'completed' end,
+             message = case when x.review then 'Waiting for review' else 'Completed' end,
+             version = p.version + 1, updated_at = now(),
+             progress = 100, result_summary = x.result_summary, finished_at = now()
+        from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
+             as x(id bigint, worker_id text, attempt int, worker_token_id bigint, review boolean, result_summary jsonb)
+       where p.id = x.id
+         and p.status = any(case when x.review then ${fromReview}::text[] else ${fromComplete}::text[] end)
+         and p.worker_id = x.worker_id
+         and (x.attempt is null or p.attempts = x.attempt)
+         and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p

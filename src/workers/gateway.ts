@@ -16,6 +16,7 @@ import { appendLog, failProcess, findState, getProcesses, touchHeartbeat, transi
 import type { Status } from '../processes/states'
 import type { WorkerPrincipal } from '../auth/authenticator'
 import type { Services } from '../services'
+import { FinishBatcher } from './finish'
 import { claim } from './leases'
 import { type Frame, MAX_FRAME_BYTES, OPS, type WorkerErrorCode, checkByOp, checkFrame } from './model'
 
@@ -71,7 +72,12 @@ export class WorkerGateway {
   /** Told when a socket opens, says hello or closes (sessions.ts writes it down for the workers page). */
   onSessionsChanged: (() => void) | null = null
 
-  constructor(private readonly s: Services) {}
+  /** complete/review frames of every socket, group-committed with their claim-next (finish.ts). */
+  readonly finisher: FinishBatcher
+
+  constructor(private readonly s: Services) {
+    this.finisher = new FinishBatcher(s.sql, s.hub, s.queue)
+  }
 
   get openSockets(): ReadonlySet<Socket> {
     return this.all
@@ -332,14 +338,32 @@ export class WorkerGateway {
         const op = frame.op === 'fail' ? 'fail' : frame.review ? 'review' : 'complete'
         let changed: Process | null
         let outcome: Status
+        /** What the claim-next took in the change's own transaction (null: claim after it, as before). */
+        let claimed: Process[] | null = null
         if (frame.op === 'fail') {
           // With attempts left the process goes back to pending, due after a backoff; else failed.
           changed = await failProcess(sql, frame.process_id, { workerId, attempt: frame.attempt, error: frame.error, backoff: this.s.queue.backoff, tokenId: ws.data.tokenId })
           outcome = 'failed'
+          if (changed) hub.publish(changed)
         } else {
-          const transition = workerTransition(sql, op as 'complete' | 'review', workerId, frame.attempt, { result_summary: frame.result_summary ?? undefined }, ws.data.token)
-          changed = await transitionProcess(sql, frame.process_id, transition)
-          outcome = transition.to
+          // Group commit (finish.ts): with this turn's other terminal frames, and a claim-next that does not
+          // wait taken in the same transaction. The batch publishes what it committed.
+          const types = frame.claim?.types && frame.claim.types.length > 0 ? frame.claim.types : null
+          const claimNow = frame.claim && !((frame.claim.wait_ms ?? 0) > 0)
+          const done = await this.finisher.submit(
+            {
+              id: frame.process_id,
+              worker_id: workerId,
+              attempt: frame.attempt ?? null,
+              worker_token_id: ws.data.tokenId,
+              review: op === 'review',
+              ...(frame.result_summary === undefined || frame.result_summary === null ? {} : { result_summary: frame.result_summary }),
+            },
+            claimNow ? { key: `${ws.data.connId} ${workerId} ${JSON.stringify(types)}`, workerId, types, max: frame.claim!.max ?? 1, token: ws.data.token, signal: ws.data.closed.signal } : undefined,
+          )
+          changed = done.changed
+          claimed = done.claimed
+          outcome = op === 'review' ? 'waiting_review' : 'completed'
         }
         if (!changed) {
           // A repeated terminal frame for the outcome already committed is acked again, not applied twice.
@@ -348,9 +372,13 @@ export class WorkerGateway {
           return { op: 'ack', repeated: true, ...(frame.claim ? { processes: await this.claimFor(ws, workerId, frame.claim) } : {}) }
         }
         this.release(changed.id)
-        hub.publish(changed)
         if (changed.status === 'pending') hub.announceWork(changed.type, 1, Date.parse(changed.run_at))
         else if (this.s.queue.capsAffect(changed.type)) hub.announceWork(changed.type)
+        if (claimed) {
+          ws.data.types = frame.claim?.types && frame.claim.types.length > 0 ? frame.claim.types : null
+          for (const process of claimed) await this.hold(workerId, ws.data.tokenId, process.id, process.version)
+          return { op: 'ack', version: changed.version, processes: claimed }
+        }
         // Complete-and-claim-next: the claim runs after the terminal change committed.
         if (frame.claim) return { op: 'ack', version: changed.version, processes: await this.claimFor(ws, workerId, frame.claim) }
         return { op: 'ack', version: changed.version }

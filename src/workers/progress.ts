@@ -1,7 +1,8 @@
 // Coalesced progress writes. Per process, a frame is written at once when nothing of that process is queued
 // or in flight; what arrives while its write is in flight waits, at most one write per PROGRESS_FLUSH_MS
-// carrying the newest frame; all due processes go out in one statement, one statement in
-// flight at a time (so two writes of one process can never commit out of order). A frame is acked when the
+// carrying the newest frame; all due processes go out in one statement (group commit across processes), at
+// most maxInFlight statements at a time, each for processes none of the others carries (so two writes of one
+// process can never commit out of order). A frame is acked when the
 // write that carries it commits; only then is the state published.
 import type { Sql } from '../db/client'
 import type { Hub } from '../hub/hub'
@@ -25,13 +26,18 @@ export class ProgressCoalescer {
   private readonly inFlight = new Set<number>()
   private timer: Timer | null = null
   private timerAt = Infinity
-  private running: Promise<void> | null = null
+  /** The statements in flight (at most maxInFlight). */
+  private readonly active = new Set<Promise<void>>()
 
   constructor(
     private readonly sql: Sql,
     private readonly hub: Hub,
     private readonly metrics: Metrics,
     private readonly flushMs: number,
+    /** A write renews the lease's heartbeat only when it is older than this (see writeProgress). */
+    private readonly heartbeatSlackMs = 0,
+    /** Statements in flight at once, each for other processes (one process's writes never overlap). */
+    private readonly maxInFlight = 2,
   ) {}
 
   /**
@@ -68,19 +74,23 @@ export class ProgressCoalescer {
 
   /** Writes whatever is queued for a process now: a status change must not be overtaken by older progress. */
   async flushNow(id: number) {
-    const slot = this.queued.get(id)
     // Nothing of this process pending: no reason to wait for other processes' writes (a slow database
     // would otherwise make a status change wait out their timeout before its own).
-    if (!slot && !this.inFlight.has(id)) return
-    if (slot) slot.dueAt = 0
-    await this.run()
+    while (this.queued.has(id) || this.inFlight.has(id)) {
+      const slot = this.queued.get(id)
+      if (slot) slot.dueAt = 0
+      this.pump()
+      await Promise.all(this.active)
+    }
   }
 
   /** Writes everything queued (shutdown). */
   async flushAll() {
-    for (const slot of this.queued.values()) slot.dueAt = 0
-    await this.run()
-    if (this.queued.size > 0) await this.run()
+    for (let round = 0; round < 3 && (this.queued.size > 0 || this.active.size > 0); round++) {
+      for (const slot of this.queued.values()) slot.dueAt = 0
+      this.pump()
+      await Promise.all(this.active)
+    }
   }
 
   get queuedCount() {
@@ -91,35 +101,49 @@ export class ProgressCoalescer {
     if (at >= this.timerAt) return
     if (this.timer) clearTimeout(this.timer)
     this.timerAt = at
-    this.timer = setTimeout(() => {
-      this.timer = null
-      this.timerAt = Infinity
-      void this.run()
-    }, Math.max(0, at - Date.now()))
+    // A timer even when due now: this turn's other frames join it, and the statement's state fan-out
+    // (Hub.publishAll afterReplies, setImmediate) then runs after the acks in the same loop iteration.
+    this.timer = setTimeout(
+      () => {
+        this.timer = null
+        this.timerAt = Infinity
+        this.pump()
+      },
+      Math.max(0, at - Date.now()),
+    )
   }
 
-  private run(): Promise<void> {
-    if (this.running) return this.running.then(() => this.run())
-    this.running = this.flushDue().finally(() => {
-      this.running = null
-      const next = Math.min(...[...this.queued.values()].map((s) => s.dueAt))
-      if (Number.isFinite(next)) this.schedule(next)
-    })
-    return this.running
+  /** Starts statements for what is due, up to maxInFlight at once, each for processes none in flight carries. */
+  private pump() {
+    while (this.active.size < this.maxInFlight) {
+      const due = this.takeDue()
+      if (due.length === 0) break
+      const write = this.flushDue(due).finally(() => {
+        this.active.delete(write)
+        this.pump()
+        let next = Infinity
+        for (const s of this.queued.values()) if (s.dueAt < next) next = s.dueAt
+        if (Number.isFinite(next)) this.schedule(next)
+      })
+      this.active.add(write)
+    }
   }
 
-  private async flushDue() {
+  private takeDue(): Slot[] {
     const now = Date.now()
     const due: Slot[] = []
     for (const [id, slot] of this.queued) {
-      if (slot.dueAt <= now) {
+      if (slot.dueAt <= now && !this.inFlight.has(id)) {
         due.push(slot)
         this.queued.delete(id)
         this.lastWriteAt.set(id, now)
       }
     }
-    if (due.length === 0) return
-    this.forgetOld(now)
+    if (due.length > 0) this.forgetOld(now)
+    return due
+  }
+
+  private async flushDue(due: Slot[]) {
     this.metrics.counters.progress_statements++
     let committed: Process[]
     for (const slot of due) this.inFlight.add(slot.write.id)
@@ -127,12 +151,13 @@ export class ProgressCoalescer {
       committed = await writeProgress(
         this.sql,
         due.map((s) => s.write),
+        this.heartbeatSlackMs,
       )
     } catch (error) {
       for (const slot of due) for (const waiter of slot.waiters) waiter({ ok: false, error })
       return
     } finally {
-      this.inFlight.clear()
+      for (const slot of due) this.inFlight.delete(slot.write.id)
     }
     this.metrics.counters.progress_writes += committed.length
     // All of them at once: one Redis write for the statement now; the local fan-out after the acks below.

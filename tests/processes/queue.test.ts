@@ -334,6 +334,95 @@ describe('waking', () => {
   })
 })
 
+describe('group commit of terminal frames (src/workers/finish.ts)', () => {
+  async function batch(type: string, n: number): Promise<any[]> {
+    const r = await post('/processes/batch', { processes: Array.from({ length: n }, (_, i) => ({ type, metadata: { i } })) })
+    expect(r.status).toBe(201)
+    return JSON.parse(r.text).processes
+  }
+
+  it('many completes with claim-next from many sockets, sent at once: all acked, each applied once, every claimed process leased to one of them', async () => {
+    const type = freshType()
+    const sockets = 6
+    const each = 5
+    await batch(type, sockets * each * 2)
+    const workers = await Promise.all(Array.from({ length: sockets }, () => TestWorker.connect(base, wtoken)))
+    const held = await Promise.all(workers.map(async (w) => (await w.request({ op: 'claim', types: [type], max: each })).processes))
+    for (const h of held) expect(h).toHaveLength(each)
+    // This file's leases time out after 600 ms: keep these alive however slow the machine is.
+    await sql`update processes set heartbeat_at = now() + interval '1 hour' where id = any(${held.flat().map((p: any) => p.id)}::bigint[])`
+    const { batches: batchesBefore, frames: framesBefore } = server.gateway.finisher
+    // Every frame without awaiting its ack: they reach the server together.
+    const acks = await Promise.all(
+      workers.flatMap((w, k) => held[k]!.map((p: any) => w.request({ op: 'complete', process_id: p.id, attempt: p.attempts, result_summary: { id: p.id }, claim: { types: [type], max: 1 } }))),
+    )
+    for (const ack of acks) {
+      expect(ack.op).toBe('ack')
+      expect(ack.repeated).toBeUndefined()
+    }
+    const frames = server.gateway.finisher.frames - framesBefore
+    expect(frames).toBe(sockets * each)
+    // Grouped: fewer statements than frames.
+    expect(server.gateway.finisher.batches - batchesBefore).toBeLessThan(frames)
+    const completed = held.flat()
+    for (const p of completed) {
+      const now = await get(p.id)
+      expect(now.status).toBe('completed')
+      expect(now.result_summary).toEqual({ id: p.id })
+      expect((await events(p.id)).filter((e) => e.status === 'completed')).toHaveLength(1)
+    }
+    // Every claimed process is running for the socket's worker whose ack named it, and none twice.
+    const next = acks.flatMap((a) => a.processes)
+    expect(new Set(next.map((p: any) => p.id)).size).toBe(next.length)
+    expect(next.length).toBe(sockets * each)
+    for (const p of next) {
+      expect(p.status).toBe('running')
+      const now = await get(p.id)
+      // (running, or already timed out by this file's 600 ms lease sweep)
+      expect(now.worker_id).toBe(p.worker_id)
+      expect(now.attempts).toBe(1)
+      expect((await events(p.id)).filter((e) => e.status === 'running')).toHaveLength(1)
+    }
+    // A repeated complete is acked as repeated, not applied again.
+    const again = await workers[0]!.request({ op: 'complete', process_id: held[0]![0].id, attempt: held[0]![0].attempts })
+    expect(again).toMatchObject({ op: 'ack', repeated: true })
+    for (const w of workers) w.close()
+  })
+
+  it('a cancel racing completes in one batch: each process ends cancelled or completed, never both, and a refused complete claims nothing', async () => {
+    const type = freshType()
+    await batch(type, 20)
+    const worker = await TestWorker.connect(base, wtoken)
+    const held = (await worker.request({ op: 'claim', types: [type], max: 10 })).processes
+    await sql`update processes set heartbeat_at = now() + interval '1 hour' where id = any(${held.map((p: any) => p.id)}::bigint[])`
+    const completes = held.map((p: any) => worker.request({ op: 'complete', process_id: p.id, attempt: p.attempts, claim: { types: [type], max: 1 } }))
+    const cancels = held.filter((_: any, i: number) => i % 2 === 0).map((p: any) => post(`/processes/${p.id}/cancel`, {}))
+    const [acks, cancelled] = await Promise.all([Promise.all(completes), Promise.all(cancels)])
+    let claimed = 0
+    for (const [i, p] of held.entries()) {
+      const now = await get(p.id)
+      const statuses = (await events(p.id)).map((e) => e.status)
+      const ack = acks[i]
+      if (now.status === 'cancelled') {
+        expect(ack).toMatchObject({ op: 'error', code: 'cancelled' })
+        expect(statuses).not.toContain('completed')
+      } else {
+        expect(now.status).toBe('completed')
+        expect(ack.op).toBe('ack')
+        expect(statuses).not.toContain('cancelled')
+        claimed += ack.processes.length
+      }
+      expect(statuses.filter((s) => s === 'cancelled' || s === 'completed')).toHaveLength(1)
+    }
+    for (const c of cancelled) expect([200, 409]).toContain(c.status)
+    // Only the applied completes took a next process: the rest are still pending, nobody's.
+    const all = await sql<{ attempts: number }[]>`select attempts from processes where type = ${type} and id <> all(${held.map((p: any) => p.id)}::bigint[])`
+    expect(all.filter((r) => r.attempts > 0)).toHaveLength(claimed)
+    expect(all.filter((r) => r.attempts === 0)).toHaveLength(10 - claimed)
+    worker.close()
+  })
+})
+
 describe('progress', () => {
   it('writes an awaited progress at once, not after PROGRESS_FLUSH_MS (60 s here)', async () => {
     const type = freshType()
