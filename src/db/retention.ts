@@ -233,7 +233,7 @@ export async function createPartition(sql: Sql, table: PartitionedTable, from: D
  * now's slot when there is none, or when the newest ended in the past — until `aheadMs` past now.
  */
 async function createPartitionsAhead(sql: Sql, table: PartitionedTable, now: Date, widthMs: number, aheadMs: number, log: Logger): Promise<number> {
-  const partitions = await listPartitions(sql, table)
+  const partitions = await replaceWideEmptyPartitions(sql, table, now, widthMs)
   const slot = Math.floor(now.getTime() / widthMs) * widthMs
   let from = Math.max(slot, partitions.at(-1)?.to.getTime() ?? 0)
   let created = 0
@@ -251,6 +251,38 @@ async function createPartitionsAhead(sql: Sql, table: PartitionedTable, now: Dat
   }
   if (created > 0) log.debug('partitions created', { table, created })
   return created
+}
+
+/**
+ * Partitions wider than `widthMs` that have not ended yet and hold no row (the migration's days, three ahead,
+ * when PARTITION_INTERVAL_MS is shorter) are dropped, so the grid of `widthMs` replaces them: otherwise the
+ * first four days' events could only go a whole day at a time. Each is locked first (inserts wait), then
+ * checked empty, and dropped in the same transaction as the creation of its replacements, so no insert lands
+ * in the default partition in between. Returns the partitions left, oldest first.
+ */
+async function replaceWideEmptyPartitions(sql: Sql, table: PartitionedTable, now: Date, widthMs: number): Promise<Partition[]> {
+  const partitions = await listPartitions(sql, table)
+  const wide = partitions.filter((p) => p.to.getTime() > now.getTime() && p.to.getTime() - p.from.getTime() > widthMs)
+  if (wide.length === 0) return partitions
+  await sql.unsafe(`set local lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`)
+  const dropped = new Set<string>()
+  // Newest first: a non-empty one stops it, so what is left stays contiguous up to it.
+  for (const p of [...wide].reverse()) {
+    await sql.unsafe(`lock table ${p.name} in access exclusive mode`)
+    if (await hasRows(sql, table, p.from, p.to)) break
+    await sql.unsafe(`drop table ${p.name}`)
+    dropped.add(p.name)
+  }
+  return partitions.filter((p) => !dropped.has(p.name))
+}
+
+/** Rows in [from, to) of the table (pruning reads just that range's partition). */
+async function hasRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<boolean> {
+  const rows =
+    table === 'audit_log'
+      ? await sql`select 1 from audit_log where created_at >= ${from} and created_at < ${to} limit 1`
+      : await sql`select 1 from process_events where created_at >= ${from} and created_at < ${to} limit 1`
+  return rows.length > 0
 }
 
 async function hasDefaultRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<boolean> {
