@@ -196,7 +196,7 @@ export class RetentionJob {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SQL. Partition names are `<table>_p<YYYYMMDD>_<HHMM>` (UTC start); only names built here reach `unsafe`.
+// SQL. Partition names are `<table>_p<YYYYMMDD>_<HHMM>[SS[_mmm]]` (UTC start); only names built here reach `unsafe`.
 
 /** The table's range partitions (not the default one), oldest first. */
 export async function listPartitions(sql: Sql, table: PartitionedTable): Promise<Partition[]> {
@@ -212,9 +212,12 @@ export async function listPartitions(sql: Sql, table: PartitionedTable): Promise
   return partitions.sort((a, b) => a.from.getTime() - b.from.getTime())
 }
 
+/** Seconds (and milliseconds) are added when not zero: PARTITION_INTERVAL_MS may be under a minute. */
 export function partitionName(table: PartitionedTable, from: Date): string {
   const iso = from.toISOString() // 2026-12-02T13:00:00.000Z
-  return `${table}_p${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}_${iso.slice(11, 13)}${iso.slice(14, 16)}`
+  const seconds = iso.slice(17, 19) === '00' && iso.slice(20, 23) === '000' ? '' : iso.slice(17, 19)
+  const ms = iso.slice(20, 23) === '000' ? '' : `_${iso.slice(20, 23)}`
+  return `${table}_p${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}_${iso.slice(11, 13)}${iso.slice(14, 16)}${seconds}${ms}`
 }
 
 /** One partition [from, to); for process_events with its own truncate guard (statement triggers are not cloned). */

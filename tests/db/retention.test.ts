@@ -5,7 +5,7 @@ import { createTenant, freshDatabaseUrl, waitFor, hasPostgres, listeningServer, 
 import { openDatabase, type Sql } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
 import { MIGRATIONS } from '../../src/db/migrations'
-import { createPartition, listPartitions, RetentionJob, retentionSettings, type RetentionSettings } from '../../src/db/retention'
+import { createPartition, listPartitions, partitionName, RetentionJob, retentionSettings, type RetentionSettings } from '../../src/db/retention'
 
 const DAY_MS = 86_400_000
 const settings = (o: Partial<RetentionSettings> = {}): RetentionSettings => ({
@@ -232,6 +232,19 @@ describe('partitions narrower than the migration\'s days', async () => {
     const after = await job(sql, { partitionMs: minute, aheadMs: 3 * minute, eventDays: 1 / 1440 }).runOnce(later)
     expect(after.partitionsDropped.process_events).toBeGreaterThanOrEqual(1)
     expect(await sql`select 1 from process_events where process_id = ${id}`).toHaveLength(0)
+  })
+
+  it('names partitions under a minute wide apart, and makes them', async () => {
+    expect(partitionName('audit_log', new Date('2026-12-02T14:04:00Z'))).toBe('audit_log_p20261202_1404')
+    expect(partitionName('audit_log', new Date('2026-12-02T14:04:20Z'))).toBe('audit_log_p20261202_140420')
+    expect(partitionName('audit_log', new Date('2026-12-02T14:04:20.500Z'))).toBe('audit_log_p20261202_140420_500')
+    const now = new Date(Date.now() + 20 * DAY_MS)
+    const pass = await job(sql, { partitionMs: 20_000, aheadMs: 120_000 }).runOnce(now)
+    // Past everything made so far: 20-second slots from now's to two minutes ahead (6, or 7 when now is not on one).
+    expect(pass.partitionsCreated.audit_log).toBeGreaterThanOrEqual(6)
+    expect(pass.partitionsCreated.process_events).toBe(pass.partitionsCreated.audit_log)
+    const last = (await listPartitions(sql, 'audit_log')).at(-1)!
+    expect(last.to.getTime() - last.from.getTime()).toBe(20_000)
   })
 })
 
