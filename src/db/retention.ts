@@ -67,7 +67,7 @@ export interface PassResult {
 export interface RetentionTotals {
   partitions_created: Record<PartitionedTable, number>
   partitions_dropped: Record<PartitionedTable, number>
-  /** Rows gone with dropped partitions (their estimate, pg_class.reltuples, before the drop). */
+  /** Rows gone with dropped partitions (their estimate, pg_class.reltuples, before the drop; counted when never analyzed). */
   rows_dropped: Record<PartitionedTable, number>
   processes_deleted: number
   idempotency_keys_deleted: number
@@ -279,6 +279,14 @@ async function replaceWideEmptyPartitions(sql: Sql, table: PartitionedTable, now
   return partitions.filter((p) => !dropped.has(p.name))
 }
 
+async function countRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<number> {
+  const [row] =
+    table === 'audit_log'
+      ? await sql<{ n: number }[]>`select count(*)::float8 as n from audit_log where created_at >= ${from} and created_at < ${to}`
+      : await sql<{ n: number }[]>`select count(*)::float8 as n from process_events where created_at >= ${from} and created_at < ${to}`
+  return Number(row?.n ?? 0)
+}
+
 /** Rows in [from, to) of the table (pruning reads just that range's partition). */
 async function hasRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<boolean> {
   const rows =
@@ -300,11 +308,17 @@ async function hasDefaultRows(sql: Sql, table: PartitionedTable, from: Date, to:
 async function dropPartitionsBefore(sql: Sql, table: PartitionedTable, before: Date): Promise<{ count: number; rows: number }> {
   const old = (await listPartitions(sql, table)).filter((p) => p.to.getTime() <= before.getTime())
   if (old.length === 0) return { count: 0, rows: 0 }
-  const estimates = await sql<{ rows: number }[]>`
-    select coalesce(sum(greatest(reltuples, 0)), 0)::bigint as rows from pg_class where relname = any(${old.map((p) => p.name)}::text[])`
+  const estimates = await sql<{ name: string; rows: number }[]>`
+    select relname as name, reltuples::float8 as rows from pg_class where relname = any(${old.map((p) => p.name)}::text[])`
+  let rows = 0
+  for (const p of old) {
+    const estimate = Number(estimates.find((e) => e.name === p.name)?.rows ?? -1)
+    // -1: never analyzed (a narrow partition often is not before it goes); count it, its range is closed.
+    rows += estimate >= 0 ? estimate : await countRows(sql, table, p.from, p.to)
+  }
   await sql.unsafe(`set local lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`)
   for (const p of old) await sql.unsafe(`drop table ${p.name}`)
-  return { count: old.length, rows: Number(estimates[0]?.rows ?? 0) }
+  return { count: old.length, rows: Math.round(rows) }
 }
 
 /** One batch of finished processes of a status that finished before `before`, with their idempotency keys. */
