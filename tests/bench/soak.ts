@@ -56,6 +56,13 @@ export async function run(): Promise<Report> {
     RETENTION_INTERVAL_MS: String(RETENTION_INTERVAL_MS),
   })
 
+  // The first retention pass replaces the migration's empty days with PARTITION_MS-wide partitions; a row
+  // written before it would keep today's day partition (and everything in it) until tomorrow.
+  const passed = Date.now() + 60_000
+  while ((await scrapeMetrics(server.url)).processes_retention_passes_total! < 1) {
+    if (Date.now() > passed) throw new Error('no retention pass within 60 s')
+    await Bun.sleep(100)
+  }
   const load = spawnChild('soak-load', [BUN, `${BENCH_DIR}load/soak-load.ts`], {
     BENCH_SOAK: JSON.stringify({ url: server.url, token: tenant.token, workerToken: tenant.workerToken, jobs: JOBS, backlog: BACKLOG, concurrency: CONCURRENCY, workers: WORKERS, progressFrames: PROGRESS, readEveryMs: 50 }),
   })
