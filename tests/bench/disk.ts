@@ -2,7 +2,7 @@
 // audit row. A fresh database and server; N processes created in batches, each claimed by the SDK worker,
 // 5 awaited progress updates and one `log`, completed with a small result_summary; each read once by
 // GET /processes/{id}. Then VACUUM (ANALYZE) and exact counts: table bytes (indexes and partitions in) over
-// rows. Not registered in run.ts: `bun tests/bench/disk.ts [N]`.
+// rows; and processes again after VACUUM FULL (compacted). Not registered in run.ts: `bun tests/bench/disk.ts [N]`.
 import { connectWorker } from '../../packages/client/src/worker'
 import { cleanupAll, createBenchTenant, freshDatabase, startProcessesServer } from './lib'
 
@@ -47,6 +47,10 @@ try {
              (select coalesce(sum(pg_total_relation_size(relid)), 0) from (select '${t}'::regclass as relid union select relid from pg_partition_tree('${t}'::regclass)) p)::bigint as bytes`) as any
     out[t] = { rows: Number(r.rows), bytes: Number(r.bytes), bytes_per_row: Number(r.bytes) / Number(r.rows) }
   }
+  // The same rows compacted (VACUUM FULL): what they take once their updates' space is reused.
+  await db.sql.unsafe('vacuum full processes')
+  const [compact] = (await db.sql.unsafe(`select pg_total_relation_size('processes')::bigint as bytes, pg_relation_size('processes')::bigint as heap`)) as any
+  out.processes_compacted = { bytes: Number(compact.bytes), heap: Number(compact.heap), bytes_per_row: Number(compact.bytes) / N }
   const ev = await db.sql`select status, count(*)::int as n from process_events group by 1 order by 1`
   out.events_by_status = ev
   console.log(JSON.stringify(out, null, 2))
