@@ -259,8 +259,8 @@ async function createPartitionsAhead(sql: Sql, table: PartitionedTable, now: Dat
 /**
  * Partitions wider than `widthMs` that have not ended yet and hold no row (the migration's days, three ahead,
  * when PARTITION_INTERVAL_MS is shorter) are dropped, so the grid of `widthMs` replaces them: otherwise the
- * first four days' events could only go a whole day at a time. Each is locked first (inserts wait), then
- * checked empty, and dropped in the same transaction as the creation of its replacements, so no insert lands
+ * first four days' events could only go a whole day at a time. Each found empty is locked (inserts wait),
+ * checked again, and dropped in the same transaction as the creation of its replacements, so no insert lands
  * in the default partition in between. Returns the partitions left, oldest first.
  */
 async function replaceWideEmptyPartitions(sql: Sql, table: PartitionedTable, now: Date, widthMs: number): Promise<Partition[]> {
@@ -271,6 +271,8 @@ async function replaceWideEmptyPartitions(sql: Sql, table: PartitionedTable, now
   const dropped = new Set<string>()
   // Newest first: a non-empty one stops it, so what is left stays contiguous up to it.
   for (const p of [...wide].reverse()) {
+    // Looked at first without the lock, so a day that holds rows is not locked (inserts stopped) every pass.
+    if (await hasRows(sql, table, p.from, p.to)) break
     await sql.unsafe(`lock table ${p.name} in access exclusive mode`)
     if (await hasRows(sql, table, p.from, p.to)) break
     await sql.unsafe(`drop table ${p.name}`)
