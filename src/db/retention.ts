@@ -194,7 +194,7 @@ export class RetentionJob {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SQL. Partition names are `<table>_p<YYYYMMDD>_<HHMM>` (UTC start); only names built here reach `unsafe`.
+// SQL. Partition names are `<table>_p<YYYYMMDD>_<HHMM>[SS[_mmm]]` (UTC start); only names built here reach `unsafe`.
 
 /** The table's range partitions (not the default one), oldest first. */
 export async function listPartitions(sql: Sql, table: PartitionedTable): Promise<Partition[]> {
@@ -210,9 +210,12 @@ export async function listPartitions(sql: Sql, table: PartitionedTable): Promise
   return partitions.sort((a, b) => a.from.getTime() - b.from.getTime())
 }
 
+/** Seconds (and milliseconds) are added when not zero: PARTITION_INTERVAL_MS may be under a minute. */
 export function partitionName(table: PartitionedTable, from: Date): string {
   const iso = from.toISOString() // 2026-12-02T13:00:00.000Z
-  return `${table}_p${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}_${iso.slice(11, 13)}${iso.slice(14, 16)}`
+  const seconds = iso.slice(17, 19) === '00' && iso.slice(20, 23) === '000' ? '' : iso.slice(17, 19)
+  const ms = iso.slice(20, 23) === '000' ? '' : `_${iso.slice(20, 23)}`
+  return `${table}_p${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}_${iso.slice(11, 13)}${iso.slice(14, 16)}${seconds}${ms}`
 }
 
 /** One partition [from, to); for process_events with its own truncate guard (statement triggers are not cloned). */
@@ -231,7 +234,7 @@ export async function createPartition(sql: Sql, table: PartitionedTable, from: D
  * now's slot when there is none, or when the newest ended in the past — until `aheadMs` past now.
  */
 async function createPartitionsAhead(sql: Sql, table: PartitionedTable, now: Date, widthMs: number, aheadMs: number, log: Logger): Promise<number> {
-  const partitions = await listPartitions(sql, table)
+  const partitions = await replaceWideEmptyPartitions(sql, table, now, widthMs)
   const slot = Math.floor(now.getTime() / widthMs) * widthMs
   let from = Math.max(slot, partitions.at(-1)?.to.getTime() ?? 0)
   let created = 0
@@ -251,6 +254,48 @@ async function createPartitionsAhead(sql: Sql, table: PartitionedTable, now: Dat
   return created
 }
 
+/**
+ * Partitions wider than `widthMs` that have not ended yet and hold no row (the migration's days, three ahead,
+ * when PARTITION_INTERVAL_MS is shorter) are dropped, so the grid of `widthMs` replaces them: otherwise the
+ * first four days' events could only go a whole day at a time. Each found empty is locked (inserts wait),
+ * checked again, and dropped in the same transaction as the creation of its replacements, so no insert lands
+ * in the default partition in between. Returns the partitions left, oldest first.
+ */
+async function replaceWideEmptyPartitions(sql: Sql, table: PartitionedTable, now: Date, widthMs: number): Promise<Partition[]> {
+  const partitions = await listPartitions(sql, table)
+  const wide = partitions.filter((p) => p.to.getTime() > now.getTime() && p.to.getTime() - p.from.getTime() > widthMs)
+  if (wide.length === 0) return partitions
+  await sql.unsafe(`set local lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`)
+  const dropped = new Set<string>()
+  // Newest first: a non-empty one stops it, so what is left stays contiguous up to it.
+  for (const p of [...wide].reverse()) {
+    // Looked at first without the lock, so a day that holds rows is not locked (inserts stopped) every pass.
+    if (await hasRows(sql, table, p.from, p.to)) break
+    await sql.unsafe(`lock table ${p.name} in access exclusive mode`)
+    if (await hasRows(sql, table, p.from, p.to)) break
+    await sql.unsafe(`drop table ${p.name}`)
+    dropped.add(p.name)
+  }
+  return partitions.filter((p) => !dropped.has(p.name))
+}
+
+async function countRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<number> {
+  const [row] =
+    table === 'audit_log'
+      ? await sql<{ n: number }[]>`select count(*)::float8 as n from audit_log where created_at >= ${from} and created_at < ${to}`
+      : await sql<{ n: number }[]>`select count(*)::float8 as n from process_events where created_at >= ${from} and created_at < ${to}`
+  return Number(row?.n ?? 0)
+}
+
+/** Rows in [from, to) of the table (pruning reads just that range's partition). */
+async function hasRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<boolean> {
+  const rows =
+    table === 'audit_log'
+      ? await sql`select 1 from audit_log where created_at >= ${from} and created_at < ${to} limit 1`
+      : await sql`select 1 from process_events where created_at >= ${from} and created_at < ${to} limit 1`
+  return rows.length > 0
+}
+
 async function hasDefaultRows(sql: Sql, table: PartitionedTable, from: Date, to: Date): Promise<boolean> {
   const rows =
     table === 'audit_log'
@@ -263,11 +308,17 @@ async function hasDefaultRows(sql: Sql, table: PartitionedTable, from: Date, to:
 async function dropPartitionsBefore(sql: Sql, table: PartitionedTable, before: Date): Promise<{ count: number; rows: number }> {
   const old = (await listPartitions(sql, table)).filter((p) => p.to.getTime() <= before.getTime())
   if (old.length === 0) return { count: 0, rows: 0 }
-  const estimates = await sql<{ rows: number }[]>`
-    select coalesce(sum(greatest(reltuples, 0)), 0)::bigint as rows from pg_class where relname = any(${old.map((p) => p.name)}::text[])`
+  const estimates = await sql<{ name: string; rows: number }[]>`
+    select relname as name, reltuples::float8 as rows from pg_class where relname = any(${old.map((p) => p.name)}::text[])`
+  let rows = 0
+  for (const p of old) {
+    const estimate = Number(estimates.find((e) => e.name === p.name)?.rows ?? -1)
+    // -1: never analyzed (a narrow partition often is not before it goes); count it, its range is closed.
+    rows += estimate >= 0 ? estimate : await countRows(sql, table, p.from, p.to)
+  }
   await sql.unsafe(`set local lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`)
   for (const p of old) await sql.unsafe(`drop table ${p.name}`)
-  return { count: old.length, rows: Number(estimates[0]?.rows ?? 0) }
+  return { count: old.length, rows: Math.round(rows) }
 }
 
 /** One batch of finished processes of a status that finished before `before`, with their idempotency keys. */

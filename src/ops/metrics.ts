@@ -253,7 +253,7 @@ export interface StorageSample {
 export interface RetentionCounts {
   partitions_created: Record<string, number>
   partitions_dropped: Record<string, number>
-  /** Rows gone with dropped partitions (their estimate, pg_class.reltuples, before the drop). */
+  /** Rows gone with dropped partitions (their estimate, pg_class.reltuples, before the drop; counted when never analyzed). */
   rows_dropped: Record<string, number>
   processes_deleted: number
   idempotency_keys_deleted: number

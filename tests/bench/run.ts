@@ -42,6 +42,11 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 240,
     run: async () => (await import('./queue')).run(),
   },
+  soak: {
+    describe: 'N = 1,000,000 jobs (BENCH_SOAK_JOBS) through one server with retention at ~26 s: table bytes and claim round trip, last tenth vs first, rows pruned, partitions dropped',
+    seconds: 1800,
+    run: async () => (await import('./soak')).run(),
+  },
   realtime: {
     describe: "issue 3's figures: 10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest",
     seconds: 140,
