@@ -50,7 +50,15 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
   hub.onPublish = (processes) => metrics.jobs.observe(processes)
   const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
-  const progress = new ProgressCoalescer(db.sql, hub, metrics, config.PROGRESS_FLUSH_MS, Math.min(1000, Math.floor(config.JOB_TIMEOUT_MS / 20)))
+  const progress = new ProgressCoalescer(
+    db.sql,
+    hub,
+    metrics,
+    config.PROGRESS_FLUSH_MS,
+    Math.min(1000, Math.floor(config.JOB_TIMEOUT_MS / 20)),
+    2,
+    config.PROGRESS_SYNC_COMMIT === 'off' && db.kind === 'postgres',
+  )
   const queue = new QueuePolicy(config)
   const credentials = new CredentialWatch(db.sql, log, config.AUTH_CACHE_MS)
   const limits = {

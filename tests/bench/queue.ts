@@ -42,10 +42,11 @@ async function reference(lib: Exclude<Lib, 'processes'>, jobs: number, progress:
 }
 
 export async function run(): Promise<Report> {
-  const report = new Report('queue', { jobs: JOBS, rounds: ROUNDS, concurrency: CONCURRENCY, pg_boss_jobs: PG_BOSS_JOBS, finished_rows: FINISHED, backlog: BACKLOG })
+  const report = new Report('queue', { progress_sync_commit: env.PROGRESS_SYNC_COMMIT ?? 'on', jobs: JOBS, rounds: ROUNDS, concurrency: CONCURRENCY, pg_boss_jobs: PG_BOSS_JOBS, finished_rows: FINISHED, backlog: BACKLOG })
   const { url, db } = await freshDatabase(4)
   const tenant = await createBenchTenant(db)
-  const server = await startProcessesServer('processes', { DATABASE_URL: url, DB_POOL_MAX: '20' })
+  // PROGRESS_SYNC_COMMIT=off in the benchmark's environment measures the opt-in (progress commits without the WAL flush).
+  const server = await startProcessesServer('processes', { DATABASE_URL: url, DB_POOL_MAX: '20', PROGRESS_SYNC_COMMIT: env.PROGRESS_SYNC_COMMIT ?? 'on' })
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
 
   const enqueueRates: number[] = []

@@ -423,7 +423,9 @@ describe('group commit of terminal frames (src/workers/finish.ts)', () => {
   })
 })
 
-describe('progress', () => {
+describe('progress', async () => {
+  const quick = await listeningServer({ PROGRESS_SYNC_COMMIT: 'off' }, db)
+
   it('writes an awaited progress at once, not after PROGRESS_FLUSH_MS (60 s here)', async () => {
     const type = freshType()
     const p = await create({ type })
@@ -436,6 +438,22 @@ describe('progress', () => {
       expect(ack.version).toBe(++version)
     }
     expect((await get(p.id)).progress).toBe(50)
+    worker.close()
+  })
+
+  it('with PROGRESS_SYNC_COMMIT=off, acks each progress after its (asynchronous) commit, in order, and the status change as before', async () => {
+    const type = freshType()
+    const p = await create({ type })
+    const worker = await TestWorker.connect(quick.url, wtoken)
+    const run = (await worker.request({ op: 'claim', types: [type] })).process
+    let version = run.version
+    for (const progress of [10, 20, 30]) {
+      const ack = await worker.request({ op: 'progress', process_id: p.id, attempt: run.attempts, progress }, 20_000)
+      expect(ack).toMatchObject({ op: 'ack', version: ++version })
+      expect((await get(p.id)).progress).toBe(progress)
+    }
+    expect((await worker.request({ op: 'complete', process_id: p.id, attempt: run.attempts }, 20_000)).op).toBe('ack')
+    expect(await get(p.id)).toMatchObject({ status: 'completed', progress: 100 })
     worker.close()
   })
 })
