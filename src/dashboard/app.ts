@@ -12,6 +12,7 @@ import {
   type Process,
   type ProcessStatus,
 } from '@processes/client'
+import type { WorkersPage } from '../workers/routes'
 
 // ── Types of the extension routes this page reads ─────────────────────────────────────────────────────
 
@@ -25,19 +26,7 @@ interface Stats {
   bucket_seconds: number
   buckets: { start: string; completed: number; failed: number; cancelled: number; wait_p50_s: number | null; wait_p95_s: number | null; run_p50_s: number | null; run_p95_s: number | null }[]
 }
-interface Workers {
-  workers: {
-    worker_id: string
-    connected: boolean
-    connections: number
-    instances: string[]
-    types: string[] | null
-    connected_at: string | null
-    last_frame_at: string | null
-    leases: { process_id: number; type: string; progress: number; attempt: number; heartbeat_at: string | null }[]
-  }[]
-  pending: { type: string; count: number; covered: boolean }[]
-}
+type Workers = WorkersPage
 
 class ApiError extends Error {
   constructor(

@@ -33,16 +33,7 @@ export async function listWorkers(sql: Sql, workspaceId: number) {
        where workspace_id = ${workspaceId} and status = 'pending'
        group by type order by type`,
   ])
-  type Worker = {
-    worker_id: string
-    connected: boolean
-    connections: number
-    instances: string[]
-    types: string[] | null
-    connected_at: string | null
-    last_frame_at: string | null
-    leases: { process_id: number; type: string; progress: number; message: string | null; attempt: number; started_at: string | null; heartbeat_at: string | null }[]
-  }
+  type Worker = WorkersPage['workers'][number]
   const workers = new Map<string, Worker>()
   const entry = (id: string): Worker => {
     let w = workers.get(id)
@@ -74,6 +65,8 @@ export async function listWorkers(sql: Sql, workspaceId: number) {
 }
 
 const Time = t.Union([t.String({ format: 'date-time' }), t.Null()])
+/** GET /workers: the workers page (the dashboard reads it by this type too). */
+export type WorkersPage = typeof WorkersResponse.static
 export const WorkersResponse = t.Object({
   workspace_id: t.Integer(),
   workers: t.Array(
