@@ -281,6 +281,7 @@ export function processes(s: Services) {
       async ({ body, headers, principal, state, request, set }) => {
         const items = body.processes.map((item, i) => newProcess(s, item, `/processes/${i}`))
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
+        requireWriter(principal, workspaceId)
         const { processes, replayed } = await createProcesses(s.sql, s.hub, {
           principal,
           workspaceId,

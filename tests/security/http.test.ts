@@ -104,6 +104,7 @@ describe('roles', () => {
     const viewer = (await createApiToken(db.sql, viewerUser.id, 'viewer', null)).token
     const auth = { authorization: `Bearer ${viewer}`, 'content-type': 'application/json' }
     const p = await createProcess()
+    const viewerType = freshType()
     expect((await fetch(`${base}/processes`, { headers: auth })).status).toBe(200)
     expect((await fetch(`${base}/processes/${p.id}`, { headers: auth })).status).toBe(200)
     const stream = await fetch(`${base}/processes/${p.id}/stream`, { headers: auth })
@@ -111,6 +112,7 @@ describe('roles', () => {
     await stream.body?.cancel()
     const refused = [
       await fetch(`${base}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type: freshType() }) }),
+      await fetch(`${base}/processes/batch`, { method: 'POST', headers: auth, body: JSON.stringify({ processes: [{ type: viewerType }] }) }),
       await fetch(`${base}/processes/${p.id}/cancel`, { method: 'POST', headers: auth }),
       await fetch(`${base}/processes/${p.id}/retry`, { method: 'POST', headers: auth }),
       await fetch(`${base}/processes/${p.id}/review`, { method: 'POST', headers: auth, body: JSON.stringify({ decision: 'approve' }) }),
@@ -120,6 +122,7 @@ describe('roles', () => {
       expect(((await response.json()) as any).error.code).toBe('forbidden')
     }
     expect(await statusOf(p.id)).toBe('pending')
+    expect(await db.sql`select id from processes where type = ${viewerType}`).toHaveLength(0)
     // A process of a workspace it is not in is still 404 for it, never 403.
     const stranger = await createTenant(db.sql)
     const theirs = await createProcess(stranger.token)
