@@ -495,18 +495,29 @@ export interface ProgressWrite {
  * that leaves it alone can be a HOT update (no index entry written), which most progress writes are.
  */
 export async function writeProgress(sql: Sql, writes: ProgressWrite[], heartbeatSlackMs = 0): Promise<Process[]> {
-  const rows = await sql`
+  const rows = await progressStatement(sql, writes, heartbeatSlackMs)
+  return rows.map(toProcess)
+}
+
+/**
+ * writeProgress's statement, unawaited (a test EXPLAINs it). `p.id = any(ids)` beside the join gives the
+ * planner the row count: with the join alone it estimated 100 rows from the record set and merged on
+ * worker_id, reading every running row of that worker (one worker id holding 5,000 leases: 3.9 ms a statement
+ * instead of 0.5 ms).
+ */
+export function progressStatement(sql: Sql, writes: ProgressWrite[], heartbeatSlackMs = 0) {
+  return sql`
     update processes p
        set progress = x.progress, message = coalesce(x.message, p.message), version = p.version + 1,
            updated_at = now(),
            heartbeat_at = case when p.heartbeat_at > now() - ${heartbeatSlackMs} * interval '1 millisecond' then p.heartbeat_at else now() end
       from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
            as x(id bigint, progress int, message text, worker_id text, attempt int, worker_token_id bigint)
-     where p.id = x.id and p.status = 'running' and p.worker_id = x.worker_id
+     where p.id = x.id and p.id = any(${writes.map((w) => w.id)}::bigint[])
+       and p.status = 'running' and p.worker_id = x.worker_id
        and (x.attempt is null or p.attempts = x.attempt)
        and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
     returning p.*`
-  return rows.map(toProcess)
 }
 
 export async function touchHeartbeat(sql: Sql, id: number, workerId: string, attempt: number | undefined, tokenId?: number): Promise<boolean> {
@@ -576,9 +587,15 @@ export interface CompleteWrite {
  */
 export async function completeProcesses(sql: Sql, writes: CompleteWrite[]): Promise<Process[]> {
   if (writes.length === 0) return []
+  const rows = await completeStatement(sql, writes)
+  return rows.map(toProcess)
+}
+
+/** completeProcesses's statement, unawaited (a test EXPLAINs it); `p.id = any(ids)` as in progressStatement. */
+export function completeStatement(sql: Sql, writes: CompleteWrite[]) {
   const fromComplete = sourcesOf('completed', ['running'])
   const fromReview = sourcesOf('waiting_review', ['running'])
-  const rows = await sql`
+  return sql`
     with p as (
       update processes p
          set status = case when x.review then 'waiting_review' else 'completed' end,
@@ -587,7 +604,7 @@ export async function completeProcesses(sql: Sql, writes: CompleteWrite[]): Prom
              progress = 100, result_summary = x.result_summary, finished_at = now()
         from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
              as x(id bigint, worker_id text, attempt int, worker_token_id bigint, review boolean, result_summary jsonb)
-       where p.id = x.id
+       where p.id = x.id and p.id = any(${writes.map((w) => w.id)}::bigint[])
          and p.status = any(case when x.review then ${fromReview}::text[] else ${fromComplete}::text[] end)
          and p.worker_id = x.worker_id
          and (x.attempt is null or p.attempts = x.attempt)
@@ -597,5 +614,4 @@ export async function completeProcesses(sql: Sql, writes: CompleteWrite[]): Prom
       insert into process_events (process_id, status, message) select id, status, message from p
     )
     select * from p`
-  return rows.map(toProcess)
 }

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'bun:test'
 import { loadConfig } from '../../src/config'
 import { openDatabase } from '../../src/db/client'
 import { Hub } from '../../src/hub/hub'
-import { capLock, claimNext, claimStatement, insertProcess } from '../../src/processes/queries'
+import { capLock, claimNext, claimStatement, completeStatement, insertProcess, progressStatement } from '../../src/processes/queries'
 import { QueuePolicy } from '../../src/workers/queue'
 import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { readFrames } from '../sse-client'
@@ -468,6 +468,9 @@ describe('claim cost', () => {
     await sql`
       insert into processes (workspace_id, type, status, progress, message, attempts, started_at, finished_at)
       select ${t.workspaceId}, 'history', 'completed', 100, 'Completed', 1, now(), now() from generate_series(1, ${FINISHED})`
+    // And another workspace's backlog in the index's way (whatever earlier tests in this file left pending).
+    const other = await createTenant(sql)
+    await sql`insert into processes (workspace_id, type) select ${other.workspaceId}, 'backlog' from generate_series(1, 5000)`
     await sql`analyze processes`
     for (let i = 0; i < 3; i++) await insertProcess(sql, { workspaceId: t.workspaceId, createdBy: null, type: 'history', metadata: {} })
     const plan = await sql.begin(async (tx) => {
@@ -475,18 +478,56 @@ describe('claim cost', () => {
       await tx`rollback` // never keep the claim
       return row
     }).catch((e) => e)
-    const root = (plan?.['QUERY PLAN'] ?? plan)?.[0]?.Plan
-    expect(root).toBeDefined()
-    const nodes: any[] = []
-    const walk = (n: any) => {
-      nodes.push(n)
-      for (const c of n.Plans ?? []) walk(c)
-    }
-    walk(root)
-    const onProcesses = nodes.filter((n) => n['Relation Name'] === 'processes')
+    const onProcesses = planNodesOn(plan, 'processes')
     expect(onProcesses.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([])
-    const read = onProcesses.reduce((sum, n) => sum + (n['Actual Rows'] + (n['Rows Removed by Filter'] ?? 0)) * n['Actual Loops'], 0)
-    expect(read).toBeLessThan(100)
+    expect(rowsRead(onProcesses)).toBeLessThan(100)
     expect(onProcesses.some((n) => n['Index Name'] === 'processes_claim_idx')).toBe(true)
   }, 300_000)
+
+  // One worker id holding many leases (a fleet sharing an id, or concurrency in the thousands): the batched
+  // progress and complete statements must find their rows by id, not walk that worker's leases.
+  const LEASES = 5_000
+  it(`writes a batch of progress, and of completes, reading only its own rows while one worker holds ${LEASES.toLocaleString('en')} leases (EXPLAIN)`, async () => {
+    const t = await createTenant(sql)
+    const ids = (
+      await sql`
+        insert into processes (workspace_id, type, status, worker_id, attempts, started_at, heartbeat_at)
+        select ${t.workspaceId}, 'fleet', 'running', 'fleet-worker', 1, now(), now() from generate_series(1, ${LEASES})
+        returning id`
+    ).map((r) => Number(r.id))
+    await sql`analyze processes`
+    const mine = ids.slice(100, 103)
+    const explain = (statement: (tx: any) => any) =>
+      sql.begin(async (tx) => {
+        const [row] = await tx`explain (analyze, format json) ${statement(tx)}`
+        await tx`rollback` // never keep the writes
+        return row
+      })
+    const progress = mine.map((id) => ({ id, progress: 40, message: null, worker_id: 'fleet-worker', attempt: 1, worker_token_id: null }))
+    const completes = mine.map((id) => ({ id, worker_id: 'fleet-worker', attempt: 1, worker_token_id: null, review: false }))
+    for (const plan of [await explain((tx) => progressStatement(tx, progress)), await explain((tx) => completeStatement(tx, completes))]) {
+      const onProcesses = planNodesOn(plan, 'processes').filter((n) => n['Node Type'] !== 'ModifyTable')
+      expect(onProcesses.length).toBeGreaterThan(0)
+      expect(onProcesses.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([])
+      expect(rowsRead(onProcesses)).toBeLessThan(20)
+    }
+    // And the writes themselves land on exactly those rows.
+    expect((await sql.begin((tx) => progressStatement(tx, progress))).map((r: any) => Number(r.id)).sort()).toEqual([...mine].sort())
+  }, 120_000)
 })
+
+/** The plan nodes of an EXPLAIN (format json) result that read the given table. */
+function planNodesOn(plan: any, table: string): any[] {
+  const root = (plan?.['QUERY PLAN'] ?? plan)?.[0]?.Plan
+  expect(root).toBeDefined()
+  const nodes: any[] = []
+  const walk = (n: any) => {
+    nodes.push(n)
+    for (const c of n.Plans ?? []) walk(c)
+  }
+  walk(root)
+  return nodes.filter((n) => n['Relation Name'] === table)
+}
+
+/** Rows the nodes read: those they returned and those their filters dropped, over every loop. */
+const rowsRead = (nodes: any[]) => nodes.reduce((sum, n) => sum + (n['Actual Rows'] + (n['Rows Removed by Filter'] ?? 0) + (n['Rows Removed by Join Filter'] ?? 0)) * n['Actual Loops'], 0)
