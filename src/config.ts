@@ -48,6 +48,8 @@ export const ConfigSchema = T.Object({
   RATE_LIMIT_PER_WORKSPACE_PER_S: Int(1000, 0, 10_000_000),
   /** Open SSE streams per credential on this instance (0 = no cap). */
   MAX_STREAMS_PER_TOKEN: Int(100, 0, 10_000_000),
+  /** Open worker sockets per worker token on this instance (0 = no cap): a leaked token cannot open sockets without bound. */
+  MAX_SOCKETS_PER_WORKER_TOKEN: Int(1000, 0, 10_000_000),
   /** `claim`s waiting for work on one worker socket at once (0 = no cap). */
   MAX_WAITING_CLAIMS_PER_SOCKET: Int(100, 0, 10_000_000),
   /** Frames one worker socket may have in hand (received, not yet answered); beyond it they are refused at once. */

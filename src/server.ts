@@ -161,7 +161,11 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
       if (services.draining.value) throw new HttpError(503, 'unavailable', 'Server is shutting down')
       const worker = await services.auth.authenticateWorker(token)
       workerTokenId = worker.tokenId
+      if (!gateway.admitSocket(worker.tokenId)) {
+        throw new HttpError(429, 'rate_limited', `This worker token has ${config.MAX_SOCKETS_PER_WORKER_TOKEN} sockets open here (MAX_SOCKETS_PER_WORKER_TOKEN); close one first`, undefined, { 'Retry-After': '1' })
+      }
       if (!server.upgrade(request, { data: gateway.newSocketData(worker) })) {
+        gateway.releaseSocket(worker.tokenId)
         status = 426
         return errorResponse(426, 'bad_request', 'Expected a WebSocket upgrade', undefined, { Upgrade: 'websocket' })
       }

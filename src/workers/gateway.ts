@@ -111,6 +111,25 @@ export class WorkerGateway {
     return n
   }
 
+  /** Sockets per worker token, admitted (before the upgrade) and not yet closed: MAX_SOCKETS_PER_WORKER_TOKEN. */
+  private readonly socketsPerToken = new Map<number, number>()
+
+  /** Takes a place for one more socket of this token; false when it holds MAX_SOCKETS_PER_WORKER_TOKEN already. */
+  admitSocket(tokenId: number): boolean {
+    const cap = this.s.config.MAX_SOCKETS_PER_WORKER_TOKEN
+    const n = this.socketsPerToken.get(tokenId) ?? 0
+    if (cap > 0 && n >= cap) return false
+    this.socketsPerToken.set(tokenId, n + 1)
+    return true
+  }
+
+  /** Gives back a place taken by admitSocket (the socket closed, or its upgrade failed). */
+  releaseSocket(tokenId: number) {
+    const n = (this.socketsPerToken.get(tokenId) ?? 1) - 1
+    if (n > 0) this.socketsPerToken.set(tokenId, n)
+    else this.socketsPerToken.delete(tokenId)
+  }
+
   newSocketData(token: WorkerPrincipal): WorkerSocketData {
     const connId = crypto.randomUUID()
     const now = Date.now()
@@ -144,6 +163,7 @@ export class WorkerGateway {
   }
 
   close(ws: Socket) {
+    this.releaseSocket(ws.data.tokenId)
     ws.data.untrack()
     this.all.delete(ws)
     ws.data.closed.abort()

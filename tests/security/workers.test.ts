@@ -10,7 +10,7 @@ import { TestWorker } from '../worker-client'
 const AUTH_CACHE_MS = 1000
 const { db } = await testDatabase()
 const server = await listeningServer(
-  { AUTH_CACHE_MS: String(AUTH_CACHE_MS), MAX_WAITING_CLAIMS_PER_SOCKET: '5', MAX_WORKER_BUFFERED_BYTES: String(64 * 1024) },
+  { AUTH_CACHE_MS: String(AUTH_CACHE_MS), MAX_WAITING_CLAIMS_PER_SOCKET: '5', MAX_WORKER_BUFFERED_BYTES: String(64 * 1024), MAX_SOCKETS_PER_WORKER_TOKEN: '3' },
   db,
 )
 const base = server.url
@@ -145,6 +145,31 @@ describe('scoped worker tokens', () => {
     expect((await restAs(base, other.token).get(foreignWs.id)).status).toBe('pending')
     expect((await get(foreignType.id)).status).toBe('pending')
     worker.close()
+  })
+})
+
+describe('limits on one token', () => {
+  it('refuses a socket beyond MAX_SOCKETS_PER_WORKER_TOKEN with 429 before the upgrade; a closed one frees its place; another token is not touched', async () => {
+    const token = await workerToken(db.sql)
+    const upgrade = (t: string) =>
+      fetch(`${base}/workers/ws`, { headers: { authorization: `Bearer ${t}`, upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+    const open = await Promise.all([1, 2, 3].map(() => TestWorker.connect(base, token)))
+    const refused = await upgrade(token)
+    expect(refused.status).toBe(429)
+    expect(refused.headers.get('retry-after')).toBe('1')
+    expect(((await refused.json()) as any).error.code).toBe('rate_limited')
+    // The three open ones still work.
+    for (const w of open) expect((await w.request({ op: 'claim', types: [freshType()], wait_ms: 0 })).op).toBe('claimed')
+    // Another token has places of its own.
+    const other = await TestWorker.connect(base, await workerToken(db.sql))
+    expect((await other.request({ op: 'claim', types: [freshType()], wait_ms: 0 })).op).toBe('claimed')
+    other.close()
+    // Closing one frees its place (the server sees the close a moment later).
+    open[0]!.close()
+    let again: TestWorker | null = null
+    await waitFor(async () => (again = await TestWorker.connect(base, token).catch(() => null)) !== null, 10_000, 'a place freed by the closed socket')
+    expect((await again!.request({ op: 'claim', types: [freshType()], wait_ms: 0 })).op).toBe('claimed')
+    for (const w of [again!, open[1]!, open[2]!]) w.close()
   })
 })
 
