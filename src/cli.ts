@@ -1,7 +1,7 @@
 // The admin CLI (README: Admin CLI): `bun run cli <command>`, also the compiled executable's subcommands.
 // Each command prints one JSON object on stdout and nothing else there; errors go to stderr with exit 1.
 import { parseArgs } from 'node:util'
-import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, revokeToken } from './auth/queries'
+import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, listSessions, revokeSessions, revokeToken } from './auth/queries'
 import { ROLES } from './auth/authenticator'
 import { loadConfig } from './config'
 import { TypePattern } from './processes/model'
@@ -17,6 +17,8 @@ export const CLI_COMMANDS = [
   'create-token',
   'create-worker-token',
   'revoke-token',
+  'list-sessions',
+  'revoke-sessions',
 ] as const
 type Command = (typeof CLI_COMMANDS)[number]
 
@@ -32,6 +34,8 @@ const USAGE = `usage: cli <command> [options]
   create-token --user ID [--name N] [--ttl-days D]
   create-worker-token [--name N] [--workspace ID]... [--type T]...
   revoke-token --id ID [--worker]
+  list-sessions --user ID
+  revoke-sessions --user ID | --id SESSION_ID
 roles: owner, admin, member (default), viewer`
 
 const OPTIONS = {
@@ -144,6 +148,16 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
         if (missing.length > 0) throw new UsageError(`no workspace with id ${missing.join(', ')}`)
         return createWorkerToken(sql, name, { workspaceIds, types })
       }
+    }
+    case 'list-sessions': {
+      const userId = id(values, 'user')
+      return async (sql) => ({ user_id: userId, sessions: await listSessions(sql, userId) })
+    }
+    case 'revoke-sessions': {
+      // One session (--id) or every open one of a user (--user): a browser signed in with a stolen token.
+      if ((values.id === undefined) === (values.user === undefined)) throw new UsageError('give --user ID (all of its sessions) or --id SESSION_ID, one of them')
+      const target = values.id !== undefined ? { id: id(values, 'id') } : { userId: id(values, 'user') }
+      return async (sql) => ({ revoked: await revokeSessions(sql, target) })
     }
     case 'revoke-token': {
       const tokenId = id(values, 'id')

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Authenticator } from '../../src/auth/authenticator'
+import { createSession } from '../../src/auth/queries'
 import { openDatabase } from '../../src/db/client'
 import { BUN, ROOT } from '../helpers'
 
@@ -41,6 +42,45 @@ describe('cli: scoped worker tokens and roles', () => {
       await db.close()
     }
   })
+
+  it('lists a user’s open sessions and revokes one, or all of them; a revoked session no longer authenticates', async () => {
+    const ws = (await cli('create-workspace', '--name', 'S')).json
+    const user = (await cli('create-user', '--email', 'signed-in@example.com', '--workspace', String(ws.id))).json
+    const other = (await cli('create-user', '--email', 'bystander@example.com', '--workspace', String(ws.id))).json
+    const token = (await cli('create-token', '--user', String(user.id))).json
+    const otherToken = (await cli('create-token', '--user', String(other.id))).json
+    // Sessions as POST /auth/session makes them (its route is tested in http.test.ts).
+    const db = await openDatabase({ dataDir: dir, poolMax: 1 })
+    const day = new Date(Date.now() + 86_400_000)
+    const [s1, s2, s3] = [await createSession(db.sql, user.id, token.id, day), await createSession(db.sql, user.id, token.id, day), await createSession(db.sql, other.id, otherToken.id, day)]
+    await db.close()
+
+    const listed = await cli('list-sessions', '--user', String(user.id))
+    expect(listed.code).toBe(0)
+    expect(listed.json.sessions.map((x: any) => x.id)).toEqual([s2.id, s1.id])
+    expect(listed.json.sessions[0]).toMatchObject({ api_token_id: token.id })
+    expect(JSON.stringify(listed.json)).not.toContain(s1.secret) // never the secret
+
+    expect((await cli('revoke-sessions', '--id', String(s1.id))).json).toEqual({ revoked: [s1.id] })
+    expect((await cli('list-sessions', '--user', String(user.id))).json.sessions.map((x: any) => x.id)).toEqual([s2.id])
+    expect((await cli('revoke-sessions', '--user', String(user.id))).json).toEqual({ revoked: [s2.id] })
+    expect((await cli('revoke-sessions', '--user', String(user.id))).json).toEqual({ revoked: [] })
+    // Exactly one of --id and --user.
+    expect((await cli('revoke-sessions')).code).toBe(1)
+    expect((await cli('revoke-sessions', '--id', '1', '--user', '1')).stderr).toContain('one of them')
+
+    const check = await openDatabase({ dataDir: dir, poolMax: 1 })
+    try {
+      const auth = new Authenticator(check.sql, 0)
+      const refused = (secret: string) => auth.authenticate(secret).then(() => false, () => true)
+      expect(await refused(s1.secret)).toBe(true)
+      expect(await refused(s2.secret)).toBe(true)
+      // Another user's session is untouched.
+      expect((await auth.authenticate(s3.secret)).sessionId).toBe(s3.id)
+    } finally {
+      await check.close()
+    }
+  }, 120_000)
 
   it('accepts the four roles and refuses any other', async () => {
     const ws = (await cli('create-workspace', '--name', 'R')).json
