@@ -7,7 +7,7 @@
 // - a reader: GET /processes/{id} of a recent process every `readEveryMs` (audit rows, as a dashboard makes).
 // Config: JSON in BENCH_SOAK. Output: a JSON line a second `{t, created, done, probe_ms: [...], errors}`,
 // then `{final: true, …}`.
-import { connectWorker } from '../../../packages/client/src/worker'
+import { connectWorker } from '../../packages/client/src/worker'
 
 interface Config {
   url: string

@@ -4,12 +4,12 @@
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../../src/auth/queries'
-import { openDatabase, type Database } from '../../src/db/client'
-import { migrate } from '../../src/db/migrate'
-import { freePort, waitFor } from '../net'
+import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
+import { openDatabase, type Database } from '../src/db/client'
+import { migrate } from '../src/db/migrate'
+import { freePort, waitFor } from '../tests/net'
 
-export const ROOT = new URL('../..', import.meta.url).pathname
+export const ROOT = new URL('..', import.meta.url).pathname
 export const BENCH_DIR = new URL('.', import.meta.url).pathname
 export const BUN = process.execPath
 export const BASE_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
