@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
 import { openDatabase, type Database } from '../src/db/client'
 import { migrate } from '../src/db/migrate'
-import { freePort, waitFor } from '../tests/net'
+import { freePort } from '../tests/support/net'
+import { sleep, waitFor, within } from '../tests/support/wait'
 
 export const ROOT = new URL('..', import.meta.url).pathname
 export const BENCH_DIR = new URL('.', import.meta.url).pathname
@@ -18,7 +19,7 @@ export const BASE_REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const CLOCK_TICKS_PER_S = 100
 
 const suffix = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
-export const sleep = (ms: number) => Bun.sleep(ms)
+export { sleep }
 export { Histogram, now } from './histogram'
 
 // ---------------------------------------------------------------------------------------------
@@ -233,26 +234,24 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
       stdin.flush()
     },
     async nextMessage(match, timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs
-      for (;;) {
+      let found: any
+      const answered = () => {
         for (let i = consumed; i < messages.length; i++) {
           if (match(messages[i])) {
             consumed = i + 1
-            return messages[i]
+            found = messages[i]
+            return true
           }
         }
         if (proc.exitCode !== null) throw new Error(`${label} exited (${proc.exitCode}) before answering:\n${tail().slice(-3000)}`)
-        const left = deadline - Date.now()
-        if (left <= 0) throw new Error(`${label} did not answer within ${timeoutMs} ms:\n${tail().slice(-3000)}`)
-        await new Promise<void>((resolve) => {
-          waiters.push(resolve)
-          setTimeout(resolve, Math.min(left, 500))
-        })
+        return false
       }
+      await waitFor(answered, timeoutMs, () => `${label} to answer within ${timeoutMs} ms:\n${tail().slice(-3000)}`, { pollMs: 500, wake: (resume) => waiters.push(resume) })
+      return found
     },
     async stop(signal = 'SIGTERM') {
       if (proc.exitCode === null && !proc.killed) proc.kill(signal)
-      const exited = await Promise.race([proc.exited.then(() => true), sleep(12_000).then(() => false)])
+      const exited = await within(proc.exited.then(() => true), 12_000, false)
       if (!exited) {
         proc.kill('SIGKILL')
         await proc.exited

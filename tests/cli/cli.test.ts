@@ -9,26 +9,9 @@ import { buildServices } from '../../src/server'
 import { createHandler } from '../../src/app'
 import { openDatabase } from '../../src/db/client'
 import { MIGRATIONS } from '../../src/db/migrations'
-import { BUN, freshDatabaseUrl, hasPostgres, quietLogger, requester, ROOT, testConfig } from '../helpers'
+import { BUN, freshDatabaseUrl, hasPostgres, quietLogger, requester, type Run, runToEnd, testConfig } from '../helpers'
 
-interface Run {
-  code: number
-  stdout: string
-  stderr: string
-}
-
-/** The environment without any database or Redis of the parent's: each backend says its own. */
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {}
-  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !['DATABASE_URL', 'DATA_DIR', 'REDIS_URL'].includes(key)) env[key] = value
-  return env
-}
-
-async function cli(env: Record<string, string>, ...args: string[]): Promise<Run> {
-  const proc = Bun.spawn([BUN, 'src/cli.ts', ...args], { cwd: ROOT, env: { ...baseEnv(), ...env }, stdout: 'pipe', stderr: 'pipe' })
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
-  return { code, stdout, stderr }
-}
+const cli = (env: Record<string, string>, ...args: string[]): Promise<Run> => runToEnd([BUN, 'src/cli.ts', ...args], env)
 
 /** Exit 0 and exactly one JSON object on one stdout line, with exactly these keys. */
 function expectOutput(run: Run, keys: string[]): Record<string, any> {

@@ -3,6 +3,7 @@ import WS from 'ws'
 import { connectWorker, JobStoppedError, type WorkerEvent, type WebSocketConstructor } from '@processes/client/worker'
 import type { Process } from '@processes/client'
 import type { ServerWebSocket } from 'bun'
+import { waitFor } from '../support/wait'
 
 type P = Process
 function fakeGateway() {
@@ -55,7 +56,7 @@ function fakeGateway() {
 }
 let cleanup: (() => unknown)[] = []
 afterEach(async () => { for (const c of cleanup.reverse()) await c(); cleanup = [] })
-const until = async (cond: () => boolean, ms = 8000) => { const t = Date.now(); while (!cond()) { if (Date.now() - t > ms) throw new Error('timeout'); await Bun.sleep(10) } }
+const until = (cond: () => boolean) => waitFor(cond, 8000)
 const setup = () => { const g = fakeGateway(); cleanup.push(() => g.server.stop(true)); return g }
 
 describe('connectWorker', () => {

@@ -6,8 +6,9 @@ import { connect, type Socket } from 'node:net'
 import { readFileSync } from 'node:fs'
 import { migrate } from '../../src/db/migrate'
 import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
-import { TestWorker } from '../worker-client'
-import { openStream, Traffic, versionsIncrease } from './clients'
+import { TestWorker } from '../support/worker-client'
+import { openStream, versionsIncrease } from '../support/sse-client'
+import { Traffic } from './clients'
 import { reportAfterAll, scenario, skipped } from './report'
 
 const SLOW_READERS = 500
@@ -68,7 +69,7 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
       ),
     )
     expect(responded).toBe(SLOW_READERS)
-    const fast = openStream(traffic, () => [server.url], `/processes/${p.id}/stream`, tenant.token)
+    const fast = openStream(`${server.url}/processes/${p.id}/stream`, tenant.token, { onResponse: traffic.record })
     await waitFor(() => fast.messages.length >= 1, DELIVERY_DEADLINE_MS, 'the fast reader to connect')
     const metrics = await (await fetch(`${server.url}/metrics`)).text()
     expect(Number(/^processes_sse_streams_open (\d+)/m.exec(metrics)?.[1])).toBe(SLOW_READERS + 1)

@@ -3,7 +3,7 @@
 // server with a real worker.
 import { describe, expect, it } from 'bun:test'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({}, db)

@@ -7,8 +7,8 @@ import { Hub } from '../../src/hub/hub'
 import { capLock, claimNext, claimStatement, insertProcess } from '../../src/processes/queries'
 import { QueuePolicy } from '../../src/workers/queue'
 import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { readFrames } from '../sse-client'
-import { TestWorker } from '../worker-client'
+import { readFrames } from '../support/sse-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db, url } = await testDatabase()
 const sql = db.sql

@@ -5,7 +5,7 @@ import type { Process } from '../../src/processes/model'
 import { claimNext, EDGES, listActive, sweepExpired, transitionProcess, workerTransition } from '../../src/processes/queries'
 import { edge, FINAL, NOT_FINAL, STATUSES, TRANSITIONS, type Status } from '../../src/processes/states'
 import { createTenant, inProcessApp, listeningServer, waitFor, workerToken, type Tenant } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 import { eventsOf, processIn, WORKER_ID } from './drive'
 
 const { s, request, db } = await inProcessApp()

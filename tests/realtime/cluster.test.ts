@@ -2,8 +2,8 @@
 import { describe, expect, it } from 'bun:test'
 import { migrate } from '../../src/db/migrate'
 import { hasPostgres, hasRedis, ownRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
-import { openEventSource } from '../sse-client'
-import { TestWorker } from '../worker-client'
+import { openEventSource } from '../support/sse-client'
+import { TestWorker } from '../support/worker-client'
 
 const enabled = hasPostgres && hasRedis
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
 import { BUN, createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({ PROGRESS_FLUSH_MS: '100', JOB_TIMEOUT_MS: '600', SWEEP_INTERVAL_MS: '100' }, db)

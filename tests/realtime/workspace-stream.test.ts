@@ -8,7 +8,7 @@ import type { Sql } from '../../src/db/client'
 import { getProcesses } from '../../src/processes/queries'
 import { streamStats } from '../../src/processes/sse-session'
 import { createTenant, listeningServer, testDatabase, waitFor, type Tenant } from '../helpers'
-import { openEventSource } from '../sse-client'
+import { openEventSource } from '../support/sse-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({ SSE_MAX_MS: '30000', SSE_KEEPALIVE_MS: '1000' }, db)
