@@ -14,7 +14,7 @@ import { ops } from './ops/routes'
 import { processes } from './processes/index'
 import { stats } from './processes/stats'
 import { beginRequest, newRequestId, requestState, shareState } from './request-state'
-import type { Services } from './services'
+import type { Services } from './wiring'
 import { workers } from './workers/routes'
 
 export const MAX_BODY_BYTES = 1024 * 1024

@@ -11,7 +11,7 @@ import { openDatabase, type Database, type Sql } from '../src/db/client'
 import { migrate } from '../src/db/migrate'
 import { Logger } from '../src/ops/log'
 import { buildServices, startServer, type Running } from '../src/server'
-import type { Services } from '../src/services'
+import type { Services } from '../src/wiring'
 
 export const ROOT = new URL('..', import.meta.url).pathname
 export const BUN = process.execPath

@@ -9,7 +9,7 @@ import { badRequest, HttpError, unauthenticated } from '../errors'
 import { requestState } from '../request-state'
 import { PUBLIC, documented } from '../ops/docs'
 import { ErrorSchema } from '../processes/model'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 
 export const SESSION_COOKIE = 'ps_session'
 

@@ -4,7 +4,7 @@ import { Elysia, t } from 'elysia'
 import type { Principal } from '../auth/authenticator'
 import { activeWorkspace, auditRowFor, authPlugin, requireWriter } from '../auth/plugin'
 import { JSON_CONTENT_TYPE, badRequest, HttpError, invalidRequest, notFound, unavailable } from '../errors'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 import {
   BatchBody,
   type BatchItem,

@@ -1,4 +1,4 @@
-// Everything a feature needs, built once in main.ts (or a test) and handed to each feature.
+// The wiring: everything a feature needs (Services), built once by server.ts buildServices (or a test) and handed to each feature.
 import type { AuditLog } from './auth/audit'
 import type { Authenticator } from './auth/authenticator'
 import type { RateLimiter } from './auth/limits'
