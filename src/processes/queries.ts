@@ -414,7 +414,7 @@ function backoffMs(sql: Sql, b: Backoff) {
  * A worker's fail, or the sweep's time-out: with attempts left (attempts < max_attempts), back to pending
  * with run_at after a backoff (an extension of the state machine: running → pending, "retry 2 of 5 at …");
  * otherwise failed. The worker id stays on the row until the next claim: the lease holder hears that its
- * lease ended (Hub leaseEnded), and its late frames are refused by the attempt and the status.
+ * lease ended (leaseEnded, src/processes/hub-rules.ts), and its late frames are refused by the attempt and the status.
  */
 function failOrRetrySet(sql: Sql, error: string) {
   return sql`

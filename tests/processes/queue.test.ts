@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'bun:test'
 import { loadConfig } from '../../src/config'
 import { openDatabase } from '../../src/db/client'
-import { Hub } from '../../src/hub/hub'
+import { createProcessHub } from '../../src/processes/hub-rules'
 import { capLock, claimNext, claimStatement, insertProcess } from '../../src/processes/queries'
 import { QueuePolicy } from '../../src/workers/queue'
 import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
@@ -304,7 +304,7 @@ describe('fairness and caps', () => {
 
 describe('waking', () => {
   it('wakes one waiting claim per new process, oldest first, and a claim taking several counts for several', () => {
-    const hub = new Hub()
+    const hub = createProcessHub()
     const woken: string[] = []
     const listen = (name: string, types: string[] | null, max: number) =>
       hub.onWork((type) => (type !== '*' && types && !types.includes(type) ? 0 : (woken.push(name), max)))
