@@ -171,7 +171,7 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
   const logFile = keepMessages ? null : join(scratchDir(), `${label.replace(/[^\w-]+/g, '_')}-${suffix()}.log`)
   let output = ''
   const messages: any[] = []
-  let waiters: Array<() => void> = []
+  const waiters: Array<() => void> = []
   const logFd = logFile ? openSync(logFile, 'a') : null
   const proc = Bun.spawn(['/bin/sh', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...cmd], {
     cwd: ROOT,
@@ -230,7 +230,7 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
     send(line) {
       if (proc.exitCode !== null) return
       const stdin = proc.stdin as import('bun').FileSink
-      stdin.write(line + '\n')
+      stdin.write(`${line}\n`)
       stdin.flush()
     },
     async nextMessage(match, timeoutMs = 60_000) {
@@ -447,7 +447,7 @@ export function wrkLua(o: { path: string; token?: string; headers?: Record<strin
     const [before, after] = o.path.split('{id}')
     lines.push(`request = function() return wrk.format("GET", ${JSON.stringify(before)} .. math.random(${o.idRange[0]}, ${o.idRange[1]}) .. ${JSON.stringify(after ?? '')}) end`)
   } else lines.push(`request = function() return wrk.format("GET", ${JSON.stringify(o.path)}) end`)
-  return lines.join('\n') + '\n'
+  return `${lines.join('\n')}\n`
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,7 +493,7 @@ export class Report {
   }
 
   print() {
-    const fmt = (n: number | undefined, unit = '') => (n === undefined || Number.isNaN(n) ? '' : `${formatNumber(n)}${unit ? ' ' + unit : ''}`)
+    const fmt = (n: number | undefined, unit = '') => (n === undefined || Number.isNaN(n) ? '' : `${formatNumber(n)}${unit ? ` ${unit}` : ''}`)
     const table = [
       ['figure', 'value', 'ceiling', 'ratio', 'goal', 'result'],
       ...this.rows.map((r) => [
@@ -521,7 +521,7 @@ export class Report {
     const file = join(dir, `${this.name}-${stamp}.json`)
     writeFileSync(
       file,
-      JSON.stringify(
+      `${JSON.stringify(
         {
           name: this.name,
           started_at: this.startedAt.toISOString(),
@@ -535,7 +535,7 @@ export class Report {
         },
         null,
         2,
-      ) + '\n',
+      )}\n`,
     )
     return file
   }

@@ -210,7 +210,7 @@ function withRoutableUrl(request: Request): Request {
     return request
   }
   const path = pathStart === -1 ? '/' : url.slice(pathStart)
-  return new Request('http://localhost' + path, request)
+  return new Request(`http://localhost${path}`, request)
 }
 
 /** Refuses bodies over 1 MiB with the API's 413 error body, whether or not they declare a length. */

@@ -22,7 +22,7 @@ interface Config {
 }
 
 const c = JSON.parse(process.env.BENCH_SOAK!) as Config
-const emit = (message: object) => process.stdout.write(JSON.stringify(message) + '\n')
+const emit = (message: object) => process.stdout.write(`${JSON.stringify(message)}\n`)
 const auth = { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' }
 const TYPE = 'soak'
 

@@ -102,8 +102,11 @@ function announceNew(hub: ProcessHub, processes: readonly Process[]) {
     const byType = new Map<string, { type: string; atMs: number; count: number }>()
     for (const g of groups.values()) {
       const t = byType.get(g.type)
-      if (t) (t.count += g.count), (t.atMs = Math.min(t.atMs, g.atMs))
-      else byType.set(g.type, { ...g })
+      if (!t) byType.set(g.type, { ...g })
+      else {
+        t.count += g.count
+        t.atMs = Math.min(t.atMs, g.atMs)
+      }
     }
     for (const g of byType.values()) hub.announceWork(g.type, g.count, g.atMs)
     return

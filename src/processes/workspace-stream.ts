@@ -69,7 +69,10 @@ class SnapshotLedger {
   }
 
   private resize(capacity: number) {
-    const grow = <T extends Float64Array | Uint8Array>(from: T, to: T): T => (to.set(from.subarray(0, this.size)), to)
+    const grow = <T extends Float64Array | Uint8Array>(from: T, to: T): T => {
+      to.set(from.subarray(0, this.size))
+      return to
+    }
     this.ids = grow(this.ids, new Float64Array(capacity))
     this.versions = grow(this.versions, new Float64Array(capacity))
     if (this.shownFlags) this.shownFlags = grow(this.shownFlags, new Uint8Array(capacity))

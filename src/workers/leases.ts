@@ -111,7 +111,7 @@ export class LeaseSweeper {
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly timeoutMs: number,
-    private readonly intervalMs: number,
+    intervalMs: number,
     private readonly queue?: QueuePolicy,
   ) {
     this.loop = new BackgroundLoop('lease sweep', log, intervalMs, () => this.sweep())

@@ -94,7 +94,7 @@ describe('usage errors', () => {
     // 1e9 days used to pass the check and fail later as "error: Invalid Date".
     const bad = ['1e9', '36501', '1e3', '0', '0.0', '-1', '-0.5', 'Infinity', 'NaN', '0x10', ' 5', '5 days', '']
     const runs = await inTurn(bad.map((ttl) => () => run('create-token', '--user', '1', '--ttl-days', ttl)))
-    runs.forEach((r, i) => expectExactFailure(r, `--ttl-days must be a positive number of days, at most 36500 (got ${JSON.stringify(bad[i])})`))
+    for (const [i, r] of runs.entries()) expectExactFailure(r, `--ttl-days must be a positive number of days, at most 36500 (got ${JSON.stringify(bad[i])})`)
   })
 
   it('fails with exit 1 and a clear message for an id flag that is not a positive integer', async () => {
@@ -109,7 +109,7 @@ describe('usage errors', () => {
       ]),
     ]
     const runs = await inTurn(cases.map((c) => () => run(...c.args)))
-    runs.forEach((r, i) => expectExactFailure(r, `--${cases[i]!.flag} must be a positive integer id (got ${JSON.stringify(cases[i]!.value)})`))
+    for (const [i, r] of runs.entries()) expectExactFailure(r, `--${cases[i]!.flag} must be a positive integer id (got ${JSON.stringify(cases[i]!.value)})`)
   })
 
   it('fails with exit 1 and a clear message for a flag with no value', async () => {

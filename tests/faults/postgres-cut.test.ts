@@ -2,7 +2,6 @@
 // refuses, new connections), while API clients and a worker keep working. The API answers 503 `unavailable` quickly, the worker's frames are refused
 // and not acked, nothing acked is lost, nothing refused is applied later, and everything recovers by itself.
 import { afterAll, describe, expect } from 'bun:test'
-import { migrate } from '../../src/db/migrate'
 import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
 import { TestWorker } from '../support/worker-client'
 import { type CutMode, TcpProxy } from './proxy'

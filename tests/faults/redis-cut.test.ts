@@ -2,7 +2,6 @@
 // while a worker on instance A reports progress to streams on A and on B. Local delivery on A goes on,
 // /ready says degraded on both, B's streams get the final state once Redis is back, and nothing answers 5xx.
 import { afterAll, describe, expect } from 'bun:test'
-import { migrate } from '../../src/db/migrate'
 import { hasPostgres, hasRedis, ownRedis, seededDatabase, spawnServer, waitFor } from '../helpers'
 import { TestWorker } from '../support/worker-client'
 import { openStream, versionsIncrease } from '../support/sse-client'
@@ -26,7 +25,7 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
   const redis = await ownRedis()
   const proxy = await TcpProxy.start({ host: '127.0.0.1', port: redis.port })
   afterAll(() => proxy.close())
-  const { url, db, tenant, wtoken } = await seededDatabase()
+  const { url, tenant, wtoken } = await seededDatabase()
   const env = { DATABASE_URL: url, REDIS_URL: proxy.rewrite(redis.url), PROGRESS_FLUSH_MS: '20', SSE_MAX_MS: '60000' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const traffic = new Traffic()

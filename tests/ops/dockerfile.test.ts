@@ -6,7 +6,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/config'
 import { ROOT, collectOutput, freePort, freshDatabaseUrl, hasPostgres, waitFor, within } from '../helpers'
-import { DOCKER_STOP_TIMEOUT_MS, REPO_BUN, asUser, at, buildTime, canSwitchUser, children, containerArgv, containerCwd, containerEnv, dockerignore, durationMs, hostPath, image, mapExecutable, parseEnv, parsed, stageNamed, userIds } from '../support/docker-emulator'
+import { DOCKER_STOP_TIMEOUT_MS, REPO_BUN, asUser, buildTime, canSwitchUser, children, containerArgv, containerCwd, containerEnv, durationMs, hostPath, image, mapExecutable, parseEnv, parsed, stageNamed, userIds } from '../support/docker-emulator'
 
 describe('the Dockerfile', () => {
   it('parses, and uses only instructions this emulation runs', () => {

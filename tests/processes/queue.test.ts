@@ -307,7 +307,11 @@ describe('waking', () => {
     const hub = createProcessHub()
     const woken: string[] = []
     const listen = (name: string, types: string[] | null, max: number) =>
-      hub.onWork((type) => (type !== '*' && types && !types.includes(type) ? 0 : (woken.push(name), max)))
+      hub.onWork((type) => {
+        if (type !== '*' && types && !types.includes(type)) return 0
+        woken.push(name)
+        return max
+      })
     listen('a', ['x'], 1)
     listen('b', ['y'], 1)
     listen('c', ['x'], 1)

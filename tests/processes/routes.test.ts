@@ -296,7 +296,7 @@ describe('errors', () => {
         { type: 'ok', metadata: { note: 'a\u0000b' } },
         { type: 'ok', metadata: { 'key\u0000': 1 } },
         { type: 'ok', metadata: { list: [{ deep: '\ud800' }] } },
-        { type: 'ok', metadata: { ['\udc00']: true } },
+        { type: 'ok', metadata: { '\udc00': true } },
       ]) {
         expectError(await request('POST', '/processes', { token: a.token, body }), 422, 'invalid_request')
       }

@@ -39,7 +39,11 @@ const post = (path: string, token: string, body?: unknown) =>
 /** Ids that arrived more than once, for a readable failure. */
 function repeated(ids: number[]): number[] {
   const seen = new Set<number>()
-  return ids.filter((id) => (seen.has(id) ? true : (seen.add(id), false)))
+  return ids.filter((id) => {
+    if (seen.has(id)) return true
+    seen.add(id)
+    return false
+  })
 }
 
 /**

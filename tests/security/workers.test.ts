@@ -119,7 +119,13 @@ describe('revocation reaches open sockets', () => {
     await waitFor(() => worker.closeCode !== null, AUTH_CACHE_MS + 15_000, 'the revoked socket to close')
     expect(worker.closeCode).toBe(1008)
     // New connects are refused too, once the look-up cache (AUTH_CACHE_MS) has let go of it.
-    await waitFor(async () => (await TestWorker.connect(base, token).then((w) => (w.close(), 101), (e) => e.status)) === 401, AUTH_CACHE_MS + 15_000, 'a refused connect')
+    await waitFor(async () => (await TestWorker.connect(base, token).then(
+            (w) => {
+              w.close()
+              return 101
+            },
+            (e) => e.status,
+          )) === 401, AUTH_CACHE_MS + 15_000, 'a refused connect')
   })
 })
 

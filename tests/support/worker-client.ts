@@ -35,7 +35,7 @@ export class TestWorker {
   }
 
   static connect(baseUrl: string, token: string, o: { via?: 'header' | 'query' } = {}): Promise<TestWorker> {
-    const url = baseUrl.replace(/^http/, 'ws') + '/workers/ws' + (o.via === 'query' ? `?token=${encodeURIComponent(token)}` : '')
+    const url = `${baseUrl.replace(/^http/, 'ws')}/workers/ws${o.via === 'query' ? `?token=${encodeURIComponent(token)}` : ''}`
     const ws = new WebSocket(url, o.via === 'query' ? {} : { headers: { authorization: `Bearer ${token}` } })
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(new TestWorker(ws)))

@@ -1,7 +1,7 @@
 // The worker: claim loops over free slots, one job per claimed process, terminal frames kept until acked, close.
 import type { Process } from './shapes.ts'
 import { abortableSleep, asError } from './util.ts'
-import { type CloseOptions, type JobContext, JobStoppedError, type WebSocketConstructor, WorkerAuthError, type WorkerEvent, type WorkerOptions, WorkerProtocolError } from './worker-api.ts'
+import { type CloseOptions, type JobContext, JobStoppedError, type WebSocketConstructor, type WorkerAuthError, type WorkerEvent, type WorkerOptions, WorkerProtocolError } from './worker-api.ts'
 import { ABANDON_ACK_MS, CLAIM_ERROR_DELAY_MS, type Frame, LOSING_CODES, REPLY_TIMEOUT_MS, TRANSIENT_CODES, WorkerConnection } from './worker-connection.ts'
 
 interface RunningJob {
@@ -38,7 +38,7 @@ export class Worker {
 
   constructor(
     url: string,
-    private readonly workerId: string,
+    workerId: string,
     WebSocketImpl: WebSocketConstructor,
     private readonly options: WorkerOptions,
   ) {
