@@ -190,8 +190,13 @@ describe('errors', () => {
       })
       const res = await parsed(
         await handle(
-          // @ts-expect-error Bun accepts duplex for streamed request bodies
-          new Request('http://test.local/processes', { method: 'POST', headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' }, body, duplex: 'half' }),
+          new Request('http://test.local/processes', {
+            method: 'POST',
+            headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
+            body,
+            // @ts-expect-error Bun accepts duplex for streamed request bodies
+            duplex: 'half',
+          }),
         ),
       )
       expect(res.status).toBe(201)
