@@ -14,7 +14,7 @@ import { ops } from './ops/routes'
 import { processes } from './processes/index'
 import { stats } from './processes/stats'
 import { beginRequest, newRequestId, requestState, shareState } from './request-state'
-import type { Services } from './services'
+import type { Services } from './wiring'
 import { workers } from './workers/routes'
 
 export const MAX_BODY_BYTES = 1024 * 1024
@@ -210,7 +210,7 @@ function withRoutableUrl(request: Request): Request {
     return request
   }
   const path = pathStart === -1 ? '/' : url.slice(pathStart)
-  return new Request('http://localhost' + path, request)
+  return new Request(`http://localhost${path}`, request)
 }
 
 /** Refuses bodies over 1 MiB with the API's 413 error body, whether or not they declare a length. */

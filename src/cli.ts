@@ -235,7 +235,7 @@ const wantsHelp = (argv: string[]) => ['--help', '-h', 'help'].includes(argv[0] 
 /** Runs one command; returns the exit code. Output: one JSON line on stdout, or an error on stderr. */
 export async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
   if (wantsHelp(argv)) {
-    process.stdout.write(USAGE + '\n')
+    process.stdout.write(`${USAGE}\n`)
     return 0
   }
   let db: Awaited<ReturnType<typeof openDatabase>> | null = null
@@ -250,7 +250,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       const result = await sendToAdminChannel(config.DATA_DIR, parsed).catch((reason) => {
         throw reason instanceof AdminChannelError ? reason : error
       })
-      process.stdout.write(JSON.stringify(result) + '\n')
+      process.stdout.write(`${JSON.stringify(result)}\n`)
       return 0
     }
     const result = await (async () => {
@@ -261,7 +261,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
         throw explainDatabaseError(error, config.DATABASE_URL)
       }
     })()
-    process.stdout.write(JSON.stringify(result) + '\n')
+    process.stdout.write(`${JSON.stringify(result)}\n`)
     return 0
   } catch (error) {
     console.error(error instanceof UnknownCommand ? error.message : `error: ${describeError(error)}`)

@@ -4,7 +4,7 @@ import { authPlugin } from './auth/plugin'
 import { findUser, listWorkspacesOf } from './auth/queries'
 import { documented } from './ops/docs'
 import { ErrorSchema } from './processes/model'
-import type { Services } from './services'
+import type { Services } from './wiring'
 
 const Me = t.Object({
   user: t.Union([t.Object({ id: t.Integer(), email: t.String() }), t.Null()]),

@@ -11,14 +11,15 @@ import { explainDatabaseError, openDatabase, SERVER_QUERY_TIMEOUT_MS, type Datab
 import { migrate } from './db/migrate'
 import { RetentionJob, retentionSettings } from './db/retention'
 import { errorResponse, HttpError } from './errors'
-import { Hub } from './hub/hub'
 import { RedisBridge } from './hub/redis'
 import { resyncFromDatabase } from './hub/resync'
 import { Logger } from './ops/log'
 import { Metrics } from './ops/metrics'
+import { createProcessHub } from './processes/hub-rules'
+import type { Process } from './processes/model'
 import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/sse-session'
-import type { Services } from './services'
+import type { Services } from './wiring'
 import { WorkerGateway, type WorkerSocketData } from './workers/gateway'
 import { WorkerSessions } from './workers/sessions'
 import { LeaseSweeper } from './workers/leases'
@@ -29,14 +30,14 @@ export interface Running {
   services: Services
   server: Server<WorkerSocketData>
   gateway: WorkerGateway
-  bridge: RedisBridge | null
+  bridge: RedisBridge<Process> | null
   url: string
   stop(): Promise<void>
 }
 
 const SHUTDOWN_BUDGET_MS = 9000
 
-export async function buildServices(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<{ services: Services; bridge: RedisBridge | null; sweeper: LeaseSweeper }> {
+export async function buildServices(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<{ services: Services; bridge: RedisBridge<Process> | null; sweeper: LeaseSweeper }> {
   const log = o.log ?? new Logger(config.LOG_LEVEL)
   const db = o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
   try {
@@ -46,7 +47,7 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
     throw explainDatabaseError(error, config.DATABASE_URL)
   }
   const metrics = new Metrics()
-  const hub = new Hub()
+  const hub = createProcessHub()
   hub.onPublish = (processes) => metrics.jobs.observe(processes)
   const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
@@ -82,7 +83,7 @@ export async function buildServices(config: Config, o: { db?: Database; log?: Lo
     draining: { value: false },
   }
 
-  let bridge: RedisBridge | null = null
+  let bridge: RedisBridge<Process> | null = null
   if (config.REDIS_URL) {
     bridge = new RedisBridge({
       url: config.REDIS_URL,

@@ -2,7 +2,8 @@
 // an in-memory PGlite otherwise), a Redis prefix per file, tenants with tokens, servers in-process or as
 // real child processes on free ports.
 import { afterAll, expect } from 'bun:test'
-import { freePort, waitFor } from './net'
+import { freePort } from './support/net'
+import { sleep, waitFor, within } from './support/wait'
 import { createHandler, type Handler } from '../src/app'
 import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
 import { loadConfig, type Config } from '../src/config'
@@ -10,7 +11,7 @@ import { openDatabase, type Database, type Sql } from '../src/db/client'
 import { migrate } from '../src/db/migrate'
 import { Logger } from '../src/ops/log'
 import { buildServices, startServer, type Running } from '../src/server'
-import type { Services } from '../src/services'
+import type { Services } from '../src/wiring'
 
 export const ROOT = new URL('..', import.meta.url).pathname
 export const BUN = process.execPath
@@ -147,24 +148,18 @@ export interface Child {
 /** A real server process (`bun src/main.ts`) on a free port; killed when the file's tests end. */
 export async function spawnServer(env: Record<string, string | undefined>, o: { cmd?: string[]; port?: number } = {}): Promise<Child> {
   const port = o.port ?? (await freePort())
-  let output = ''
   const proc = Bun.spawn(o.cmd ?? [BUN, 'src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'warn', ...env, PORT: String(port) } as Record<string, string>,
     stdout: 'pipe',
     stderr: 'pipe',
   })
-  const decoder = new TextDecoder()
-  for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[]) {
-    void (async () => {
-      for await (const chunk of stream) output += decoder.decode(chunk)
-    })()
-  }
+  const output = collectOutput(proc)
   const child: Child = {
     url: `http://127.0.0.1:${port}`,
     port,
     proc,
-    output: () => output,
+    output,
     async kill(signal = 'SIGTERM') {
       if (proc.exitCode === null && !proc.killed) proc.kill(signal)
       return proc.exited
@@ -172,10 +167,47 @@ export async function spawnServer(env: Record<string, string | undefined>, o: { 
   }
   afterAll(() => child.kill('SIGKILL'))
   // A deadline to end a failing run, not a speed expectation: an embedded first start runs PGlite's initdb.
-  await waitFor(async () => (await fetch(`${child.url}/health`).catch(() => null))?.ok === true, 50_000, () => `server on ${port} did not start:\n${output}`)
+  await waitFor(async () => (await fetch(`${child.url}/health`).catch(() => null))?.ok === true, 50_000, () => `server on ${port} did not start:\n${output()}`)
   return child
 }
 
+/** Everything a child writes to stdout and stderr so far, interleaved as it arrives. */
+export function collectOutput(proc: { stdout: unknown; stderr: unknown }): () => string {
+  let output = ''
+  const decoder = new TextDecoder()
+  for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[]) {
+    void (async () => {
+      for await (const chunk of stream) output += decoder.decode(chunk)
+    })()
+  }
+  return () => output
+}
+
+export interface Run {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+/** This process's environment without its database, Redis, port and npm variables (a test names its own), plus `env`. */
+export function ownEnv(env: Record<string, string | undefined> = {}): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value === undefined || ['DATABASE_URL', 'DATA_DIR', 'REDIS_URL', 'PORT'].includes(key) || key.startsWith('npm_')) continue
+    out[key] = value
+  }
+  for (const [key, value] of Object.entries(env)) if (value !== undefined) out[key] = value
+  return out
+}
+
+/** Runs a command in the repository to its end, in ownEnv(env) (killed after 60 s, which fails the test by its exit code). */
+export async function runToEnd(cmd: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
+  const proc = Bun.spawn(cmd, { cwd: ROOT, env: ownEnv(env), stdout: 'pipe', stderr: 'pipe' })
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 60_000)
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  clearTimeout(timer)
+  return { code, stdout, stderr }
+}
 
 export interface OwnRedis {
   url: string
@@ -210,4 +242,4 @@ export async function ownRedis(): Promise<OwnRedis> {
   return self
 }
 
-export { freePort, waitFor }
+export { freePort, sleep, waitFor, within }

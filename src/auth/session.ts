@@ -9,7 +9,7 @@ import { badRequest, HttpError, unauthenticated } from '../errors'
 import { requestState } from '../request-state'
 import { PUBLIC, documented } from '../ops/docs'
 import { ErrorSchema } from '../processes/model'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 
 export const SESSION_COOKIE = 'ps_session'
 
@@ -81,7 +81,7 @@ export function sessions(s: Services) {
         const state = requestState(request)
         state.authenticated = true
         const secret = Authenticator.cookieOf(request)
-        if (secret !== null && secret.startsWith('pss_')) {
+        if (secret?.startsWith('pss_')) {
           checkSameOrigin(request, trusted, false)
           const principal = await s.auth.authenticate(secret).catch(() => null)
           if (principal?.sessionId != null) {

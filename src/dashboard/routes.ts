@@ -1,4 +1,4 @@
-// The dashboard: a static page, its stylesheet and its script (app.ts, bundled by a macro: see bundle.ts),
+// The dashboard: a static page, its stylesheet and its script (browser.ts, bundled by a macro: see bundle.ts),
 // embedded so the compiled executable serves them too.
 import { Elysia } from 'elysia'
 import { dashboardScript } from './bundle' with { type: 'macro' }

@@ -64,7 +64,7 @@ const parseInt8 = (x: string) => Number(x)
  */
 export function parseTimestamp(x: string): string {
   if (x.length >= 22 && x.endsWith('+00') && x[10] === ' ' && (x.length === 22 || x[19] === '.')) {
-    const fraction = x.length === 22 ? '000' : (x.slice(20, -3) + '00').slice(0, 3)
+    const fraction = x.length === 22 ? '000' : (`${x.slice(20, -3)}00`).slice(0, 3)
     return `${x.slice(0, 10)}T${x.slice(11, 19)}.${fraction}Z`
   }
   return new Date(x.includes('T') ? x : x.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString()
@@ -171,6 +171,7 @@ function guarded(pg: postgres.Sql, timeoutMs: number | undefined): Sql {
     if (!timeoutMs) return query
     // The postgres.js query itself, so that it still nests as a fragment; only awaiting it is bounded.
     const run = query.then.bind(query) as () => Promise<never>
+    // biome-ignore lint/suspicious/noThenProperty: the query must stay a thenable postgres.js query (see above)
     query.then = ((onFulfilled, onRejected) => bounded(run()).then(onFulfilled, onRejected)) as typeof query.then
     return query
   }) as unknown as Sql
@@ -286,6 +287,7 @@ class Fragment implements PromiseLike<any> {
     return text
   }
 
+  // biome-ignore lint/suspicious/noThenProperty: a fragment is awaited like a postgres.js query (PromiseLike)
   then<A = any, B = never>(onFulfilled?: ((value: any) => A | PromiseLike<A>) | null, onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<A | B> {
     const params: unknown[] = []
     const text = this.build(params)

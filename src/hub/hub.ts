@@ -1,18 +1,37 @@
-// The in-memory hub: committed process states, keyed by process id (and by workspace, for dashboards, and by
-// worker, for the gateway's leases), delivered to this instance's streams and workers. With a Bridge (Redis),
-// every change also goes out to the other instances, and this instance listens only to the ids, workspaces
-// and workers its own clients watch.
-import type { Process } from '../processes/model'
+// The in-memory hub: committed states, keyed by id (and by workspace, for dashboards, and by worker, for the
+// gateway's leases), delivered to this instance's streams and workers. With a Bridge (Redis), every change
+// also goes out to the other instances, and this instance listens only to the ids, workspaces and workers its
+// own clients watch. It knows nothing of what a state is beyond HubState: its creator gives it the rules
+// (HubRules: the wire text, and which worker hears a state); src/processes/hub-rules.ts has the processes'.
 
-export type Listener = (process: Process) => void
+/** What the hub reads of a state: its id, its version (a newer one replaces an older), its workspace. */
+export interface HubState {
+  id: number
+  version: number
+  workspace_id: number
+}
+
+/** What the hub's creator tells it about its states. */
+export interface HubRules<T extends HubState> {
+  /** The state's wire text (the bridge's payload); called for each group of channels, so cache it if costly. */
+  serialise(state: T): string
+  /** A state from its wire text (a Redis message). */
+  parse(text: string): T
+  /** The worker whose channel hears this state, or null (for processes: the holder of a lease it ends). */
+  workerOf(state: T): string | null
+  /** When the state was committed (ms since the epoch), for the hub lag metric of states from Redis. */
+  committedAtMs?(state: T): number
+}
+
+export type Listener<T> = (state: T) => void
 /** A waiting claim: how many processes of `type` it takes from a wake-up (0 when not its type). */
 export type WorkListener = (type: string) => number
 
 /** What the hub needs from a cross-instance transport; the Redis bridge implements it. */
-export interface Bridge {
+export interface Bridge<T extends HubState> {
   readonly healthy: boolean
   /** Sends these states to the other instances now, in one write. */
-  publish(processes: readonly Process[]): void
+  publish(states: readonly T[]): void
   /** New work on the other instances: `count` processes of `type`, due at `atMs` (now when absent). */
   publishWork(type: string, count: number, atMs?: number): void
   subscribe(channel: string): Promise<void>
@@ -20,55 +39,32 @@ export interface Bridge {
   close(): Promise<void>
 }
 
-/**
- * A state's JSON, made once however many streams and Redis channels carry it: the hub hands every listener
- * the same Process object, so the text is cached on it (weakly: it goes when the state does).
- */
-const jsonOfState = new WeakMap<Process, string>()
-export function processJson(process: Process): string {
-  let json = jsonOfState.get(process)
-  if (json === undefined) jsonOfState.set(process, (json = JSON.stringify(process)))
-  return json
-}
-
-/** A state parsed from JSON (a Redis message) keeps that text, so it is not serialised again for its streams. */
-export function parsedProcess(json: string): Process {
-  const process = JSON.parse(json) as Process
-  jsonOfState.set(process, json)
-  return process
-}
-
 export const processChannel = (id: number) => `process:${id}`
 export const workspaceChannel = (id: number) => `workspace:${id}`
 export const workerChannel = (workerId: string) => `worker:${workerId}`
 export const WORK_CHANNEL = 'work'
 
-/**
- * Whether a state goes to its worker's channel: the lease holder must hear that the process is no longer
- * running for it (cancelled, failed by a sweep, finished), and only that, so an instance holding a worker's
- * leases is not sent every progress change of its own processes back from Redis.
- */
-export const leaseEnded = (process: Process): process is Process & { worker_id: string } => process.worker_id !== null && process.status !== 'running'
-
-export class Hub {
-  private readonly byProcess = new Map<number, Set<Listener>>()
-  private readonly byWorkspace = new Map<number, Set<Listener>>()
-  private readonly byWorker = new Map<string, Set<Listener>>()
+export class Hub<T extends HubState = HubState> {
+  private readonly byProcess = new Map<number, Set<Listener<T>>>()
+  private readonly byWorkspace = new Map<number, Set<Listener<T>>>()
+  private readonly byWorker = new Map<string, Set<Listener<T>>>()
   // The newest version seen per watched id: a late or echoed copy of an older state is dropped here.
   private readonly newest = new Map<number, number>()
   /** Waiting claims, oldest first; each takes a wake-up meant for its types and says how many it can take. */
   private readonly workListeners = new Set<WorkListener>()
   /** Wake-ups for work due later (a delayed process, a retry's backoff): one timer per due time. */
   private readonly dueTimers = new Map<number, { timer: Timer; wakes: Map<string, number> }>()
-  private bridge: Bridge | null = null
+  private bridge: Bridge<T> | null = null
   /** publishAll's batches whose local fan-out waits for the turn's replies (afterReplies). */
-  private deferred: Array<readonly Process[]> = []
+  private deferred: Array<readonly T[]> = []
   private deferredScheduled = false
   published = 0
   /** Sees every state committed on this instance, as it is published (job metrics). */
-  onPublish: ((processes: readonly Process[]) => void) | null = null
+  onPublish: ((states: readonly T[]) => void) | null = null
 
-  attach(bridge: Bridge) {
+  constructor(readonly rules: HubRules<T>) {}
+
+  attach(bridge: Bridge<T>) {
     this.bridge = bridge
   }
 
@@ -77,20 +73,20 @@ export class Hub {
   }
 
   /** Watches one process; resolves once changes are guaranteed to arrive (the Redis subscription is active). */
-  async watch(id: number, listener: Listener): Promise<() => void> {
+  async watch(id: number, listener: Listener<T>): Promise<() => void> {
     return this.add(this.byProcess, id, listener, processChannel)
   }
 
-  async watchWorkspace(workspaceId: number, listener: Listener): Promise<() => void> {
+  async watchWorkspace(workspaceId: number, listener: Listener<T>): Promise<() => void> {
     return this.add(this.byWorkspace, workspaceId, listener, workspaceChannel)
   }
 
-  /** Watches the processes leased to a worker: the listener hears each state that ends a lease (leaseEnded). */
-  async watchWorker(workerId: string, listener: Listener): Promise<() => void> {
+  /** Watches a worker's channel: the listener hears each state the rules send to it (HubRules.workerOf). */
+  async watchWorker(workerId: string, listener: Listener<T>): Promise<() => void> {
     return this.add(this.byWorker, workerId, listener, workerChannel)
   }
 
-  private async add<K extends number | string>(map: Map<K, Set<Listener>>, key: K, listener: Listener, channel: (k: K) => string) {
+  private async add<K extends number | string>(map: Map<K, Set<Listener<T>>>, key: K, listener: Listener<T>, channel: (k: K) => string) {
     let set = map.get(key)
     if (!set) map.set(key, (set = new Set()))
     set.add(listener)
@@ -118,8 +114,8 @@ export class Hub {
   }
 
   /** A state was committed on this instance: deliver it here and to every other instance. */
-  publish(process: Process) {
-    this.publishAll([process])
+  publish(state: T) {
+    this.publishAll([state])
   }
 
   /**
@@ -132,27 +128,27 @@ export class Hub {
    * to thousands of streams do (bun run bench cluster: acks 112 ms after their frames at 5,000 local streams,
    * when they waited). Anything delivered meanwhile runs the waiting fan-out first: order is kept.
    */
-  publishAll(processes: readonly Process[], o: { afterReplies?: boolean } = {}) {
-    if (processes.length === 0) return
+  publishAll(states: readonly T[], o: { afterReplies?: boolean } = {}) {
+    if (states.length === 0) return
     this.deliverDeferred()
-    this.published += processes.length
-    this.onPublish?.(processes)
-    this.bridge?.publish(processes)
+    this.published += states.length
+    this.onPublish?.(states)
+    this.bridge?.publish(states)
     if (o.afterReplies) {
-      this.deferred.push(processes)
+      this.deferred.push(states)
       if (!this.deferredScheduled) {
         this.deferredScheduled = true
         setImmediate(() => this.deliverDeferred())
       }
       return
     }
-    for (const process of processes) this.deliverOne(process)
+    for (const state of states) this.deliverOne(state)
   }
 
   /** A state arrived (locally, from Redis, or from a resync read): deliver it if it is newer than what we had. */
-  deliver(process: Process) {
+  deliver(state: T) {
     this.deliverDeferred()
-    this.deliverOne(process)
+    this.deliverOne(state)
   }
 
   private deliverDeferred() {
@@ -160,23 +156,24 @@ export class Hub {
     if (this.deferred.length === 0) return
     const batches = this.deferred
     this.deferred = []
-    for (const batch of batches) for (const process of batch) this.deliverOne(process)
+    for (const batch of batches) for (const state of batch) this.deliverOne(state)
   }
 
-  private deliverOne(process: Process) {
-    const listeners = this.byProcess.get(process.id)
+  private deliverOne(state: T) {
+    const listeners = this.byProcess.get(state.id)
     if (listeners) {
-      const seen = this.newest.get(process.id) ?? 0
-      if (process.version > seen) {
-        this.newest.set(process.id, process.version)
-        for (const listener of listeners) listener(process)
+      const seen = this.newest.get(state.id) ?? 0
+      if (state.version > seen) {
+        this.newest.set(state.id, state.version)
+        for (const listener of listeners) listener(state)
       }
     }
-    const workspace = this.byWorkspace.get(process.workspace_id)
-    if (workspace) for (const listener of workspace) listener(process)
-    if (leaseEnded(process)) {
-      const worker = this.byWorker.get(process.worker_id)
-      if (worker) for (const listener of worker) listener(process)
+    const workspace = this.byWorkspace.get(state.workspace_id)
+    if (workspace) for (const listener of workspace) listener(state)
+    if (this.byWorker.size > 0) {
+      const workerId = this.rules.workerOf(state)
+      const worker = workerId === null ? undefined : this.byWorker.get(workerId)
+      if (worker) for (const listener of worker) listener(state)
     }
   }
 

@@ -15,20 +15,19 @@
 import Redis from 'ioredis'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
-import type { Process } from '../processes/model'
-import { type Bridge, type Hub, WORK_CHANNEL, leaseEnded, parsedProcess, processChannel, processJson, workerChannel, workspaceChannel } from './hub'
+import { type Bridge, type Hub, type HubState, WORK_CHANNEL, processChannel, workerChannel, workspaceChannel } from './hub'
 
-export interface RedisBridgeOptions {
+export interface RedisBridgeOptions<T extends HubState> {
   url: string
   prefix: string
-  hub: Hub
+  hub: Hub<T>
   log: Logger
   metrics: Metrics
   /** Called after a reconnect, with the moment the link was lost: re-read what may have been missed. */
   onResync: (since: Date) => Promise<void>
 }
 
-export class RedisBridge implements Bridge {
+export class RedisBridge<T extends HubState> implements Bridge<T> {
   private readonly pub: Redis
   private readonly sub: Redis
   private readonly channels = new Set<string>()
@@ -40,7 +39,7 @@ export class RedisBridge implements Bridge {
   /** This instance, on the work channel. */
   private readonly origin = crypto.randomUUID().slice(0, 8)
 
-  constructor(private readonly o: RedisBridgeOptions) {
+  constructor(private readonly o: RedisBridgeOptions<T>) {
     const common = {
       lazyConnect: true,
       enableOfflineQueue: false,
@@ -77,7 +76,7 @@ export class RedisBridge implements Bridge {
     return this.o.prefix + channel
   }
 
-  publish(processes: readonly Process[]) {
+  publish(processes: readonly T[]) {
     if (this.pub.status !== 'ready') return
     // Two writes: the process channels first, which the other instances' streams wait on, then the
     // workspace and worker channels. The first goes out before the second is even built (measured on an
@@ -86,7 +85,7 @@ export class RedisBridge implements Bridge {
     const streams = this.pub.pipeline()
     for (const process of processes) {
       const channel = this.key(processChannel(process.id))
-      const payload = processJson(process)
+      const payload = this.o.hub.rules.serialise(process)
       if (this.channels.has(channel)) this.echoes.set(channel, payload)
       streams.publish(channel, payload)
       this.o.metrics.counters.redis_publishes++
@@ -95,9 +94,10 @@ export class RedisBridge implements Bridge {
     const rest = this.pub.pipeline()
     for (const process of processes) {
       // Per workspace (dashboards); per worker too when the lease ends (the gateway holding that worker).
-      const payload = processJson(process)
+      const payload = this.o.hub.rules.serialise(process)
       const channels = [this.key(workspaceChannel(process.workspace_id))]
-      if (leaseEnded(process)) channels.push(this.key(workerChannel(process.worker_id)))
+      const workerId = this.o.hub.rules.workerOf(process)
+      if (workerId !== null) channels.push(this.key(workerChannel(workerId)))
       for (const channel of channels) {
         if (this.channels.has(channel)) this.echoes.set(channel, payload)
         rest.publish(channel, payload)
@@ -153,8 +153,9 @@ export class RedisBridge implements Bridge {
       return
     }
     try {
-      const process = parsedProcess(message)
-      this.o.metrics.hubLagMs = Math.max(0, Date.now() - Date.parse(process.updated_at))
+      const process = this.o.hub.rules.parse(message)
+      const committedAt = this.o.hub.rules.committedAtMs?.(process)
+      if (committedAt !== undefined) this.o.metrics.hubLagMs = Math.max(0, Date.now() - committedAt)
       this.o.hub.deliver(process)
     } catch (error) {
       this.o.log.warn('ignored a malformed hub message', { channel, error: String(error) })

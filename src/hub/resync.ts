@@ -3,9 +3,9 @@
 // worker that ended meanwhile (so its worker still hears `cancel`).
 import type { Sql } from '../db/client'
 import { getProcesses, listChangedSince, listLeasesEndedSince } from '../processes/queries'
-import type { Hub } from './hub'
+import type { ProcessHub } from '../processes/hub-rules'
 
-export async function resyncFromDatabase(sql: Sql, hub: Hub, since: Date): Promise<void> {
+export async function resyncFromDatabase(sql: Sql, hub: ProcessHub, since: Date): Promise<void> {
   for (const process of await getProcesses(sql, hub.watchedProcessIds())) hub.deliver(process)
   for (const process of await listChangedSince(sql, hub.watchedWorkspaceIds(), since)) hub.deliver(process)
   for (const process of await listLeasesEndedSince(sql, hub.watchedWorkerIds(), since)) hub.deliver(process)

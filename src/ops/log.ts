@@ -72,7 +72,7 @@ export class Logger {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     if (this.lines.length === 0) return
-    const text = this.lines.join('\n') + '\n'
+    const text = `${this.lines.join('\n')}\n`
     this.lines = []
     this.write(text)
   }

@@ -40,7 +40,7 @@ export class Metrics {
   }
 
   request(method: string, route: string, status: number, ms: number) {
-    const key = method + ' ' + route
+    const key = `${method} ${route}`
     let byStatus = this.requests.get(key)
     if (byStatus === undefined) this.requests.set(key, (byStatus = new Map()))
     let sample = byStatus.get(status)
@@ -93,7 +93,7 @@ export class Metrics {
     }
     this.jobs.render(out)
     this.storage.render(out)
-    return out.join('\n') + '\n'
+    return `${out.join('\n')}\n`
   }
 }
 

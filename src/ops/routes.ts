@@ -5,7 +5,7 @@ import { sampleStorage } from '../db/retention'
 import { unauthenticated } from '../errors'
 import { queueDepth } from '../processes/stats'
 import { PUBLIC, documented } from './docs'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 
 /** METRICS_TOKEN set: /metrics needs it as a bearer token (compared in constant time). */
 function metricsAllowed(expected: string | undefined, header: string | null): boolean {

@@ -4,7 +4,7 @@ import { Elysia, t } from 'elysia'
 import type { Principal } from '../auth/authenticator'
 import { activeWorkspace, auditRowFor, authPlugin, requireWriter } from '../auth/plugin'
 import { JSON_CONTENT_TYPE, badRequest, HttpError, invalidRequest, notFound, unavailable } from '../errors'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 import {
   BatchBody,
   type BatchItem,
@@ -147,7 +147,7 @@ export function processes(s: Services) {
         if (more) {
           const url = new URL(request.url)
           url.searchParams.set('before', String(rows[rows.length - 1]!.id))
-          set.headers['link'] = `<${url.pathname}${url.search}>; rel="next"`
+          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
         }
         return rows
       },
@@ -261,7 +261,7 @@ export function processes(s: Services) {
         })
         state.audited = !replayed
         set.status = 201
-        set.headers['location'] = `/processes/${process.id}`
+        set.headers.location = `/processes/${process.id}`
         if (replayed) set.headers['idempotent-replayed'] = 'true'
         return process
       },

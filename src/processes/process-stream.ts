@@ -1,5 +1,5 @@
 // Server-Sent Events for one process, `GET /processes/{id}/stream`.
-import type { Hub } from '../hub/hub'
+import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import { SseSession, type StreamSettings } from './sse-session'
 import { isDone } from './states'
@@ -13,7 +13,7 @@ export function parseLastEventId(header: string | null, query: string | undefine
 
 /** `/processes/{id}/stream`: subscribe first, then read, then drop what the snapshot covers. */
 export async function openProcessStream(o: {
-  hub: Hub
+  hub: ProcessHub
   settings: StreamSettings
   id: number
   lastEventId: number | null

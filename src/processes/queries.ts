@@ -2,7 +2,7 @@
 // The transition functions here are the only code that writes `processes.status`.
 import type { Row, Sql } from '../db/client'
 import type { Process, ProcessSummary } from './model'
-import { sourcesOf, type Status } from './states'
+import { edge, NOT_FINAL, sourcesOf, type Status } from './states'
 
 /**
  * A row as the API shows it, in the API's one key order (the same as sql/003_queue.sql's process_json, so
@@ -95,13 +95,13 @@ export interface ActiveFilter {
   limit: number
 }
 
-/** A page of the processes a workspace stream starts with: everything not final that matches, by id. */
+/** A page of the processes a workspace stream starts with: everything not final (states.ts) that matches, by id. */
 export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> {
   const rows = await sql`
     select * from processes
      where workspace_id = ${f.workspaceId}
        and id > ${f.after}
-       and status in ('pending', 'running', 'failed', 'waiting_review')
+       and status = any(${NOT_FINAL}::text[])
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
      order by id
@@ -180,6 +180,25 @@ export async function insertProcesses(sql: Sql, o: { workspaceId: number; create
 // Transitions. Each is one statement: the guarded update (status = any(allowed) — a racing
 // transition finds no row and loses cleanly), the version bump, and the event, together.
 
+/**
+ * Every operation's edge, from the state table (states.ts): an edge the table does not have throws when this
+ * module loads. Status writes and their guards take `to` and `from` from here. Reads that must match a
+ * partial index (`where status = 'pending'` / `'running'`, sql/001_init.sql, sql/003_queue.sql) name the
+ * status as a literal, as the planner matches a partial index only against a constant.
+ */
+export const EDGES = {
+  cancel: edge(['pending', 'running'], 'cancelled'),
+  retry: edge(['failed'], 'pending'),
+  approve: edge(['waiting_review'], 'completed'),
+  discard: edge(['waiting_review'], 'cancelled'),
+  claim: edge(['pending'], 'running'),
+  complete: edge(['running'], 'completed'),
+  review: edge(['running'], 'waiting_review'),
+  fail: edge(['running'], 'failed'),
+  /** The queue's retry after a fail or a lease time-out with attempts left. */
+  retryLater: edge(['running'], 'pending'),
+} as const
+
 export interface Transition {
   to: Status
   /** The statuses this operation starts from; each must be allowed by the state machine. */
@@ -212,20 +231,19 @@ export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' 
   const guard = sql`and workspace_id = any(${workspaceIds}::bigint[])`
   switch (action) {
     case 'cancel':
-      return { to: 'cancelled', from: ['pending', 'running'], message: note ?? 'Cancelled', guard, set: sql`, finished_at = now()` }
+      return { ...EDGES.cancel, message: note ?? 'Cancelled', guard, set: sql`, finished_at = now()` }
     case 'retry':
       return {
-        to: 'pending',
-        from: ['failed'],
+        ...EDGES.retry,
         message: note ?? 'Retry requested',
         guard,
         set: sql`, progress = 0, error = null, result_summary = null, started_at = null, finished_at = null,
                  worker_id = null, worker_token_id = null, heartbeat_at = null, run_at = now()`,
       }
     case 'approve':
-      return { to: 'completed', from: ['waiting_review'], message: note ?? 'Approved', guard, set: sql`, finished_at = now()` }
+      return { ...EDGES.approve, message: note ?? 'Approved', guard, set: sql`, finished_at = now()` }
     case 'discard':
-      return { to: 'cancelled', from: ['waiting_review'], message: note ?? 'Discarded', guard, set: sql`, finished_at = now()` }
+      return { ...EDGES.discard, message: note ?? 'Discarded', guard, set: sql`, finished_at = now()` }
   }
 }
 
@@ -288,13 +306,13 @@ export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
 
 /** claimNext's statement, unawaited: a test EXPLAINs it (tests/processes/queue.test.ts). */
 export function claimStatement(sql: Sql, o: ClaimOptions) {
-  const from = sourcesOf('running', ['pending'])
   const served = o.served ?? { workspaceIds: [], turns: [] }
   const caps = o.caps && (Object.keys(o.caps.types).length > 0 || o.caps.workspace > 0) ? o.caps : null
   const cappedTypes = caps ? Object.keys(caps.types) : []
   const typeCaps = caps ? cappedTypes.map((t) => caps.types[t]!) : []
   return sql`
     with recursive lanes as (
+      -- 'pending': EDGES.claim.from, as a literal for processes_claim_idx (see EDGES).
       (select workspace_id, type from processes where status = 'pending' order by workspace_id, type limit 1)
       union all
       select n.workspace_id, n.type
@@ -347,12 +365,12 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
       }
     ), p as (
       update processes p
-         set status = 'running', worker_id = ${o.workerId}, worker_token_id = ${o.token?.tokenId ?? null},
+         set status = ${EDGES.claim.to}, worker_id = ${o.workerId}, worker_token_id = ${o.token?.tokenId ?? null},
              attempts = attempts + 1, progress = 0,
              message = 'Started', started_at = now(), heartbeat_at = now(), updated_at = now(),
              finished_at = null, version = version + 1
         from next
-       where p.id = next.id and p.status = any(${from}::text[])
+       where p.id = next.id and p.status = any(${EDGES.claim.from}::text[])
       returning p.*, next.rank
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
@@ -396,11 +414,11 @@ function backoffMs(sql: Sql, b: Backoff) {
  * A worker's fail, or the sweep's time-out: with attempts left (attempts < max_attempts), back to pending
  * with run_at after a backoff (an extension of the state machine: running → pending, "retry 2 of 5 at …");
  * otherwise failed. The worker id stays on the row until the next claim: the lease holder hears that its
- * lease ended (Hub leaseEnded), and its late frames are refused by the attempt and the status.
+ * lease ended (leaseEnded, src/processes/hub-rules.ts), and its late frames are refused by the attempt and the status.
  */
 function failOrRetrySet(sql: Sql, error: string) {
   return sql`
-         status = case when d.retry then 'pending' else 'failed' end,
+         status = case when d.retry then ${EDGES.retryLater.to}::text else ${EDGES.fail.to}::text end,
          error = ${error},
          message = case when d.retry
                         then 'retry ' || (p.attempts + 1) || ' of ' || p.max_attempts || ' at '
@@ -412,11 +430,8 @@ function failOrRetrySet(sql: Sql, error: string) {
          updated_at = now(), version = p.version + 1`
 }
 
-/** The statuses a fail may leave: running only, as both its outcomes (failed, pending) allow (states.ts). */
-function failSources(): Status[] {
-  const toFailed = sourcesOf('failed', ['running'])
-  return sourcesOf('pending', ['running']).filter((s) => toFailed.includes(s))
-}
+/** The statuses a fail (or a time-out) may leave: those both its outcomes, failed and the retry's pending, allow. */
+const FAIL_FROM: readonly Status[] = EDGES.fail.from.filter((s) => EDGES.retryLater.from.includes(s))
 
 export async function failProcess(sql: Sql, id: number, o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff; tokenId?: number }): Promise<Process | null> {
   const [row] = await sql`
@@ -426,7 +441,7 @@ export async function failProcess(sql: Sql, id: number, o: { workerId: string; a
     ), p as (
       update processes p set ${failOrRetrySet(sql, o.error)}
         from d
-       where p.id = d.id and p.status = any(${failSources()}::text[]) ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)}
+       where p.id = d.id and p.status = any(${FAIL_FROM}::text[]) ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)}
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
@@ -451,8 +466,7 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
     case 'start':
       // A pending process has no lease to fence yet: start opens the next attempt.
       return {
-        to: 'running',
-        from: ['pending'],
+        ...EDGES.claim,
         message: 'Started',
         set: sql`, worker_id = ${workerId}, worker_token_id = ${token?.tokenId ?? null}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
         guard: scopeGuard(sql, token),
@@ -461,8 +475,7 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
     case 'review': {
       const summary = extra.result_summary === undefined ? null : JSON.stringify(extra.result_summary)
       return {
-        to: op === 'complete' ? 'completed' : 'waiting_review',
-        from: ['running'],
+        ...(op === 'complete' ? EDGES.complete : EDGES.review),
         message: op === 'complete' ? 'Completed' : 'Waiting for review',
         set: sql`, progress = 100, result_summary = ${summary}::text::jsonb, finished_at = now()`,
         guard: ownerGuard(sql, workerId, attempt, token?.tokenId),
@@ -470,8 +483,7 @@ export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' |
     }
     case 'fail':
       return {
-        to: 'failed',
-        from: ['running'],
+        ...EDGES.fail,
         message: extra.error ?? 'Failed',
         set: sql`, error = ${extra.error ?? 'failed'}, finished_at = now()`,
         guard: ownerGuard(sql, workerId, attempt, token?.tokenId),
@@ -551,6 +563,7 @@ export async function sweepExpired(sql: Sql, timeoutMs: number, backoff: Backoff
     with d as (
       select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, backoff)} * interval '1 millisecond' as at
         from processes p
+       -- 'running': FAIL_FROM, as a literal for processes_running_idx (see EDGES).
        where p.status = 'running' and p.heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'
        order by p.heartbeat_at
        limit 500
@@ -558,7 +571,7 @@ export async function sweepExpired(sql: Sql, timeoutMs: number, backoff: Backoff
     ), p as (
       update processes p set ${failOrRetrySet(sql, 'timed out')}
         from d
-       where p.id = d.id and p.status = any(${failSources()}::text[])
+       where p.id = d.id and p.status = any(${FAIL_FROM}::text[])
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
@@ -593,19 +606,17 @@ export async function completeProcesses(sql: Sql, writes: CompleteWrite[]): Prom
 
 /** completeProcesses's statement, unawaited (a test EXPLAINs it); `p.id = any(ids)` as in progressStatement. */
 export function completeStatement(sql: Sql, writes: CompleteWrite[]) {
-  const fromComplete = sourcesOf('completed', ['running'])
-  const fromReview = sourcesOf('waiting_review', ['running'])
   return sql`
     with p as (
       update processes p
-         set status = case when x.review then 'waiting_review' else 'completed' end,
+         set status = case when x.review then ${EDGES.review.to}::text else ${EDGES.complete.to}::text end,
              message = case when x.review then 'Waiting for review' else 'Completed' end,
              version = p.version + 1, updated_at = now(),
              progress = 100, result_summary = x.result_summary, finished_at = now()
         from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
              as x(id bigint, worker_id text, attempt int, worker_token_id bigint, review boolean, result_summary jsonb)
        where p.id = x.id and p.id = any(${writes.map((w) => w.id)}::bigint[])
-         and p.status = any(case when x.review then ${fromReview}::text[] else ${fromComplete}::text[] end)
+         and p.status = any(case when x.review then ${EDGES.review.from}::text[] else ${EDGES.complete.from}::text[] end)
          and p.worker_id = x.worker_id
          and (x.attempt is null or p.attempts = x.attempt)
          and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)

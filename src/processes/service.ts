@@ -4,7 +4,7 @@ import type { Principal } from '../auth/authenticator'
 import { type AuditRow, writeAuditRows } from '../auth/audit'
 import type { Sql } from '../db/client'
 import { forbidden, invalidRequest, invalidTransition, notFound } from '../errors'
-import type { Hub } from '../hub/hub'
+import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import type { Status } from './states'
 import { findState, insertProcesses, type NewProcess, toProcess, transitionProcess, type Transition, userTransition } from './queries'
@@ -20,7 +20,7 @@ export interface CreateResult {
 
 export async function createProcess(
   sql: Sql,
-  hub: Hub,
+  hub: ProcessHub,
   input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow },
 ): Promise<CreateResult> {
   const { processes, replayed } = await createMany(sql, hub, { ...input, items: [input.item], keyPrefix: '', single: true })
@@ -30,7 +30,7 @@ export async function createProcess(
 /** POST /processes/batch: all in one transaction with one audit row; its idempotency keys are its own. */
 export async function createProcesses(
   sql: Sql,
-  hub: Hub,
+  hub: ProcessHub,
   input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow },
 ): Promise<{ processes: Process[]; replayed: boolean }> {
   return createMany(sql, hub, { ...input, keyPrefix: 'batch:', single: false })
@@ -38,7 +38,7 @@ export async function createProcesses(
 
 async function createMany(
   sql: Sql,
-  hub: Hub,
+  hub: ProcessHub,
   input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; keyPrefix: string; single: boolean },
 ): Promise<{ processes: Process[]; replayed: boolean }> {
   const { principal } = input
@@ -88,7 +88,7 @@ async function createMany(
 }
 
 /** Wakes one waiting claim per new process, now or when it comes due: grouped by type and due time. */
-function announceNew(hub: Hub, processes: readonly Process[]) {
+function announceNew(hub: ProcessHub, processes: readonly Process[]) {
   const groups = new Map<string, { type: string; atMs: number; count: number }>()
   for (const p of processes) {
     const atMs = Date.parse(p.run_at)
@@ -102,8 +102,11 @@ function announceNew(hub: Hub, processes: readonly Process[]) {
     const byType = new Map<string, { type: string; atMs: number; count: number }>()
     for (const g of groups.values()) {
       const t = byType.get(g.type)
-      if (t) (t.count += g.count), (t.atMs = Math.min(t.atMs, g.atMs))
-      else byType.set(g.type, { ...g })
+      if (!t) byType.set(g.type, { ...g })
+      else {
+        t.count += g.count
+        t.atMs = Math.min(t.atMs, g.atMs)
+      }
     }
     for (const g of byType.values()) hub.announceWork(g.type, g.count, g.atMs)
     return
@@ -159,7 +162,7 @@ export async function applyTransition(
 
 export async function userAction(
   sql: Sql,
-  hub: Hub,
+  hub: ProcessHub,
   input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow },
 ): Promise<Process> {
   const { principal, id } = input

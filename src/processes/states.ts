@@ -26,3 +26,22 @@ export function canTransition(from: Status, to: Status): boolean {
 export function sourcesOf(to: Status, among: readonly Status[] = STATUSES): Status[] {
   return among.filter((from) => canTransition(from, to))
 }
+
+/** Statuses nothing leaves (completed, cancelled): a row in one of them never changes again. */
+export const FINAL: readonly Status[] = STATUSES.filter((s) => TRANSITIONS[s].length === 0)
+
+/** Statuses that may still change (pending, running, waiting_review, failed — failed by a retry). */
+export const NOT_FINAL: readonly Status[] = STATUSES.filter((s) => TRANSITIONS[s].length > 0)
+
+/** One operation's edge: where it goes and the statuses it leaves (`among`, narrowed by the table). */
+export interface Edge {
+  to: Status
+  from: readonly Status[]
+}
+
+/** An operation's edge into `to` from `among`; throws (at load, where edges are module constants) if the table has none. */
+export function edge(among: readonly Status[], to: Status): Edge {
+  const from = sourcesOf(to, among)
+  if (from.length === 0) throw new Error(`the state machine has no edge ${among.join(' | ')} → ${to}`)
+  return { to, from }
+}

@@ -5,7 +5,7 @@ import { activeWorkspace, authPlugin } from '../auth/plugin'
 import type { Sql } from '../db/client'
 import { documented } from '../ops/docs'
 import type { DepthRow } from '../ops/metrics'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 import { ErrorSchema, StatusSchema } from './model'
 
 /** Non-final processes by type and status, all workspaces: the Prometheus queue-depth gauge. */

@@ -6,7 +6,7 @@
 // page, and a reader that stops reading stops the reads. Live changes are written as they come meanwhile; the
 // dedup by version per process drops a page row the client already has newer, and a late copy of a state
 // the snapshot already sent (what the snapshot sent is kept in two typed arrays, not a Map entry per row).
-import type { Hub } from '../hub/hub'
+import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import { type Filter, SseSession, type StreamSettings, streamStats } from './sse-session'
 
@@ -69,7 +69,10 @@ class SnapshotLedger {
   }
 
   private resize(capacity: number) {
-    const grow = <T extends Float64Array | Uint8Array>(from: T, to: T): T => (to.set(from.subarray(0, this.size)), to)
+    const grow = <T extends Float64Array | Uint8Array>(from: T, to: T): T => {
+      to.set(from.subarray(0, this.size))
+      return to
+    }
     this.ids = grow(this.ids, new Float64Array(capacity))
     this.versions = grow(this.versions, new Float64Array(capacity))
     if (this.shownFlags) this.shownFlags = grow(this.shownFlags, new Uint8Array(capacity))
@@ -81,7 +84,7 @@ class SnapshotLedger {
  * each change of a matching one. Changes arriving while the snapshot goes out are sent at once.
  */
 export async function openWorkspaceStream(o: {
-  hub: Hub
+  hub: ProcessHub
   settings: StreamSettings
   workspaceId: number
   statuses?: string[]

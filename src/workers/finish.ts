@@ -6,7 +6,7 @@
 // batch instead of a statement plus a claim transaction per job. Nothing is acked before the commit; what is
 // refused (a racing cancel won, a stale attempt) is explained to its frame alone by the caller.
 import { SERVER_QUERY_TIMEOUT_MS, type Sql, withDeadline } from '../db/client'
-import type { Hub } from '../hub/hub'
+import type { ProcessHub } from '../processes/hub-rules'
 import type { Process } from '../processes/model'
 import { capLock, claimNext, type CompleteWrite, completeProcesses, type LeaseToken } from '../processes/queries'
 import type { QueuePolicy } from './queue'
@@ -54,7 +54,7 @@ export class FinishBatcher {
 
   constructor(
     private readonly sql: Sql,
-    private readonly hub: Hub,
+    private readonly hub: ProcessHub,
     private readonly queue: QueuePolicy,
   ) {}
 

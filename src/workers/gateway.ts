@@ -15,7 +15,7 @@ import { MAX_METADATA_DEPTH, type Process, unstorableJson } from '../processes/m
 import { appendLog, failProcess, findState, getProcesses, touchHeartbeat, transitionProcess, workerTransition } from '../processes/queries'
 import type { Status } from '../processes/states'
 import type { WorkerPrincipal } from '../auth/authenticator'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 import { FinishBatcher } from './finish'
 import { claim } from './leases'
 import { type Frame, MAX_FRAME_BYTES, OPS, type WorkerErrorCode, checkByOp, checkFrame } from './model'

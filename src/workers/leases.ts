@@ -1,7 +1,7 @@
 // Claims that wait for work, and the lease sweep. Both are small loops with an explicit state and an
 // abortable sleep (pg-boss's worker is the model); neither holds a transaction while it waits.
 import { SERVER_QUERY_TIMEOUT_MS, type Sql, withDeadline } from '../db/client'
-import type { Hub } from '../hub/hub'
+import type { ProcessHub } from '../processes/hub-rules'
 import type { Logger } from '../ops/log'
 import { BackgroundLoop } from '../ops/loop'
 import type { Metrics } from '../ops/metrics'
@@ -29,7 +29,7 @@ export interface ClaimRequest {
  * A wake-up goes to one waiting claim per new process (Hub.wakeWork); one this claim took but did not use
  * (it returned with what it had found already) is passed on.
  */
-export async function claim(sql: Sql, hub: Hub, queue: QueuePolicy, o: ClaimRequest): Promise<Process[]> {
+export async function claim(sql: Sql, hub: ProcessHub, queue: QueuePolicy, o: ClaimRequest): Promise<Process[]> {
   const deadline = Date.now() + Math.min(o.waitMs, MAX_WAIT_MS)
   for (;;) {
     const taken: string[] = []
@@ -107,11 +107,11 @@ export class LeaseSweeper {
 
   constructor(
     private readonly sql: Sql,
-    private readonly hub: Hub,
+    private readonly hub: ProcessHub,
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly timeoutMs: number,
-    private readonly intervalMs: number,
+    intervalMs: number,
     private readonly queue?: QueuePolicy,
   ) {
     this.loop = new BackgroundLoop('lease sweep', log, intervalMs, () => this.sweep())

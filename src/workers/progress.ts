@@ -5,7 +5,7 @@
 // process can never commit out of order). A frame is acked when the
 // write that carries it commits; only then is the state published.
 import type { Sql } from '../db/client'
-import type { Hub } from '../hub/hub'
+import type { ProcessHub } from '../processes/hub-rules'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
 import { type ProgressWrite, writeProgress } from '../processes/queries'
@@ -31,7 +31,7 @@ export class ProgressCoalescer {
 
   constructor(
     private readonly sql: Sql,
-    private readonly hub: Hub,
+    private readonly hub: ProcessHub,
     private readonly metrics: Metrics,
     private readonly flushMs: number,
     /** A write renews the lease's heartbeat only when it is older than this (see writeProgress). */

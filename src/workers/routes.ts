@@ -11,7 +11,7 @@ import { activeWorkspace, authPlugin } from '../auth/plugin'
 import type { Sql } from '../db/client'
 import { documented } from '../ops/docs'
 import { ErrorSchema } from '../processes/model'
-import type { Services } from '../services'
+import type { Services } from '../wiring'
 import { STALE_MS } from './sessions'
 
 const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString())

@@ -9,26 +9,9 @@ import { buildServices } from '../../src/server'
 import { createHandler } from '../../src/app'
 import { openDatabase } from '../../src/db/client'
 import { MIGRATIONS } from '../../src/db/migrations'
-import { BUN, freshDatabaseUrl, hasPostgres, quietLogger, requester, ROOT, testConfig } from '../helpers'
+import { BUN, freshDatabaseUrl, hasPostgres, quietLogger, requester, type Run, runToEnd, testConfig } from '../helpers'
 
-interface Run {
-  code: number
-  stdout: string
-  stderr: string
-}
-
-/** The environment without any database or Redis of the parent's: each backend says its own. */
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {}
-  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !['DATABASE_URL', 'DATA_DIR', 'REDIS_URL'].includes(key)) env[key] = value
-  return env
-}
-
-async function cli(env: Record<string, string>, ...args: string[]): Promise<Run> {
-  const proc = Bun.spawn([BUN, 'src/cli.ts', ...args], { cwd: ROOT, env: { ...baseEnv(), ...env }, stdout: 'pipe', stderr: 'pipe' })
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
-  return { code, stdout, stderr }
-}
+const cli = (env: Record<string, string>, ...args: string[]): Promise<Run> => runToEnd([BUN, 'src/cli.ts', ...args], env)
 
 /** Exit 0 and exactly one JSON object on one stdout line, with exactly these keys. */
 function expectOutput(run: Run, keys: string[]): Record<string, any> {
@@ -111,7 +94,7 @@ describe('usage errors', () => {
     // 1e9 days used to pass the check and fail later as "error: Invalid Date".
     const bad = ['1e9', '36501', '1e3', '0', '0.0', '-1', '-0.5', 'Infinity', 'NaN', '0x10', ' 5', '5 days', '']
     const runs = await inTurn(bad.map((ttl) => () => run('create-token', '--user', '1', '--ttl-days', ttl)))
-    runs.forEach((r, i) => expectExactFailure(r, `--ttl-days must be a positive number of days, at most 36500 (got ${JSON.stringify(bad[i])})`))
+    for (const [i, r] of runs.entries()) expectExactFailure(r, `--ttl-days must be a positive number of days, at most 36500 (got ${JSON.stringify(bad[i])})`)
   })
 
   it('fails with exit 1 and a clear message for an id flag that is not a positive integer', async () => {
@@ -126,7 +109,7 @@ describe('usage errors', () => {
       ]),
     ]
     const runs = await inTurn(cases.map((c) => () => run(...c.args)))
-    runs.forEach((r, i) => expectExactFailure(r, `--${cases[i]!.flag} must be a positive integer id (got ${JSON.stringify(cases[i]!.value)})`))
+    for (const [i, r] of runs.entries()) expectExactFailure(r, `--${cases[i]!.flag} must be a positive integer id (got ${JSON.stringify(cases[i]!.value)})`)
   })
 
   it('fails with exit 1 and a clear message for a flag with no value', async () => {

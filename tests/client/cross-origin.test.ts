@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { type Browser, chromium } from 'playwright-core'
 import { ROOT, createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 const CHROMIUM = '/usr/bin/chromium'
 

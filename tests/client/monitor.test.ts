@@ -1,5 +1,6 @@
 import { describe, expect, it, afterEach } from 'bun:test'
 import { EventSource as NpmEventSource } from 'eventsource'
+import { waitFor as until } from '../support/wait'
 import { monitorProcess, monitorWorkspace, SseParser, MonitorError, type Process, type SseEvent } from '@processes/client'
 
 const proc = (version: number, status: Process['status'] = 'running', id = 1): Process => ({
@@ -17,7 +18,6 @@ const streamResponse = (body: ReadableStream) => new Response(body, { headers: {
 let servers: ReturnType<typeof Bun.serve>[] = []
 const serve = (fetch: (req: Request) => Response | Promise<Response>) => { const s = Bun.serve({ port: 0, fetch, idleTimeout: 0 }); servers.push(s); return `http://localhost:${s.port}` }
 afterEach(() => { for (const s of servers) s.stop(true); servers = [] })
-const until = async (cond: () => boolean, ms = 5000) => { const t = Date.now(); while (!cond()) { if (Date.now() - t > ms) throw new Error('timeout'); await Bun.sleep(10) } }
 
 describe('SseParser', () => {
   it('parses CRLF, LF, CR, multi-line data, comments, id, retry across arbitrary chunk splits', () => {

@@ -83,7 +83,7 @@ describe.skipIf(!node || !npm)('the @processes/client package', () => {
     ].join('\n')
     const files = blocks.map(([, lang, code], i) => {
       const name = `example${i}.${lang}`
-      writeFileSync(join(app, name), prelude + code + '\nexport {}\n')
+      writeFileSync(join(app, name), `${prelude + code}\nexport {}\n`)
       return name
     })
     writeFileSync(

@@ -10,7 +10,7 @@ import { createRoot } from 'react-dom/client'
 import type { FetchLike, Process } from '@processes/client'
 import { useProcessMonitor, type ProcessMonitorState, type UseProcessMonitorOptions } from '@processes/client/react'
 import { createTenant, listeningServer, testDatabase, waitFor, workerToken, type Tenant } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 // Short windows, so a monitor that failed to stop would be seen reconnecting within a test.
 const SSE_MAX_MS = 1000

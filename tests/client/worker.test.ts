@@ -3,6 +3,7 @@ import WS from 'ws'
 import { connectWorker, JobStoppedError, type WorkerEvent, type WebSocketConstructor } from '@processes/client/worker'
 import type { Process } from '@processes/client'
 import type { ServerWebSocket } from 'bun'
+import { waitFor } from '../support/wait'
 
 type P = Process
 function fakeGateway() {
@@ -14,7 +15,7 @@ function fakeGateway() {
   let nextId = 1
   const add = (type = 'csv_import', metadata = {}) => {
     const p: P = { id: nextId++, workspace_id: 1, type, status: 'pending', progress: 0, message: null, metadata, result_summary: null, error: null, attempts: 0, version: 1, worker_id: null, created_by: 1, created_at: '', updated_at: '', started_at: null, finished_at: null, priority: 0, run_at: '', max_attempts: 1 }
-    processes.set(p.id, p); waiting.splice(0).forEach(w => w()); return p
+    processes.set(p.id, p); for (const w of waiting.splice(0)) w(); return p
   }
   const server = Bun.serve<{ workerId: string | null }>({
     port: 0,
@@ -55,7 +56,7 @@ function fakeGateway() {
 }
 let cleanup: (() => unknown)[] = []
 afterEach(async () => { for (const c of cleanup.reverse()) await c(); cleanup = [] })
-const until = async (cond: () => boolean, ms = 8000) => { const t = Date.now(); while (!cond()) { if (Date.now() - t > ms) throw new Error('timeout'); await Bun.sleep(10) } }
+const until = (cond: () => boolean) => waitFor(cond, 8000)
 const setup = () => { const g = fakeGateway(); cleanup.push(() => g.server.stop(true)); return g }
 
 describe('connectWorker', () => {
@@ -170,6 +171,7 @@ describe('connectWorker', () => {
     const errors: Error[] = []
     const w = connectWorker(`http://localhost:${broken.port}`, 'wt', { reconnectMinMs: 20, reconnectMaxMs: 100, onError: e => errors.push(e), handler() {} })
     await until(() => errors.length >= 3)
+    expect(attempts).toBeGreaterThanOrEqual(3)
     expect(errors.every(e => e.name === 'Error' && /close code/.test(e.message))).toBe(true)
     await w.close()
     expect(await w.stopped).toEqual({ reason: 'closed' })

@@ -1,7 +1,5 @@
-// Real clients for the fault scenarios, each recording every HTTP status it sees (a 5xx anywhere fails a
-// scenario): a JSON API client, and EventSources (the `eventsource` package) that can fail over to another
-// instance the way a load balancer would.
-import { EventSource } from 'eventsource'
+// Every HTTP status the fault scenarios' clients see (a 5xx anywhere fails a scenario): a JSON API client here;
+// their EventSources are tests/support/sse-client.ts openStream, told `traffic.record` as onResponse.
 
 export interface Seen {
   url: string
@@ -13,7 +11,7 @@ export interface Seen {
 export class Traffic {
   readonly seen: Seen[] = []
 
-  record(url: string, status: number) {
+  readonly record = (url: string, status: number) => {
     this.seen.push({ url, status, at: Date.now() })
   }
 
@@ -30,55 +28,4 @@ export class Traffic {
     const text = await response.text()
     return { status: response.status, body: text ? JSON.parse(text) : null }
   }
-}
-
-export interface StreamLog {
-  messages: Array<{ at: number; id: string; data: any }>
-  done: Array<{ at: number; id: string; data: any }>
-  /** Versions in the order they arrived, `done` included. */
-  versions: number[]
-  opens: number
-  errors: number
-  /** The Last-Event-ID sent on each (re)connect, as the server saw it. */
-  lastEventIds: Array<string | null>
-  source: EventSource
-}
-
-/**
- * An EventSource on `path`, sent with the bearer token to `bases()[0]`: when the instance it was on goes
- * away, the next reconnect goes to whichever instance `bases()` lists first then, with Last-Event-ID.
- */
-export function openStream(traffic: Traffic, bases: () => string[], path: string, token: string): StreamLog {
-  const log = { messages: [], done: [], versions: [], opens: 0, errors: 0, lastEventIds: [] } as unknown as StreamLog
-  const source = new EventSource(`${bases()[0]}${path}`, {
-    fetch: async (input, init) => {
-      const headers: Record<string, string> = { ...(init?.headers as Record<string, string>), authorization: `Bearer ${token}` }
-      log.lastEventIds.push(headers['Last-Event-ID'] ?? null)
-      const url = `${bases()[0]}${path}`
-      const response = await fetch(url, { ...init, headers })
-      traffic.record(url, response.status)
-      return response
-    },
-  })
-  source.onopen = () => log.opens++
-  source.onerror = () => log.errors++
-  source.onmessage = (event) => {
-    const data = JSON.parse(event.data)
-    log.messages.push({ at: Date.now(), id: event.lastEventId, data })
-    log.versions.push(data.version)
-  }
-  source.addEventListener('done', (event) => {
-    const e = event as MessageEvent
-    const data = JSON.parse(e.data)
-    log.done.push({ at: Date.now(), id: e.lastEventId, data })
-    log.versions.push(data.version)
-    source.close()
-  })
-  log.source = source
-  return log
-}
-
-/** Versions on one stream strictly increase and none is sent twice (§6). */
-export function versionsIncrease(log: StreamLog): boolean {
-  return log.versions.every((v, i) => i === 0 || v > log.versions[i - 1]!)
 }

@@ -9,7 +9,7 @@ import { claimNext, insertProcess, transitionProcess, userTransition, workerTran
 import { STATUSES } from '../../src/processes/states'
 import { OPS } from '../../src/workers/model'
 import { createTenant, inProcessApp, listeningServer, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 import { reportAfterAll, scenario } from './report'
 
 const HTTP_RUNS = 2000

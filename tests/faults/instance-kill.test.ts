@@ -2,10 +2,10 @@
 // reconnects to the other instance with the same worker_id, keeps its lease and completes; the streams that
 // were on the dead instance reconnect to the other one (Last-Event-ID) and, like the rest, end with `done`.
 import { describe, expect } from 'bun:test'
-import { migrate } from '../../src/db/migrate'
 import { hasPostgres, hasRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
-import { TestWorker } from '../worker-client'
-import { openStream, Traffic, versionsIncrease } from './clients'
+import { TestWorker } from '../support/worker-client'
+import { openStream, versionsIncrease } from '../support/sse-client'
+import { Traffic } from './clients'
 import { reportAfterAll, scenario, skipped } from './report'
 
 const enabled = hasPostgres && hasRedis
@@ -42,8 +42,8 @@ describe.skipIf(!enabled)('SIGKILL of the instance holding a worker', async () =
 
   scenario(row, async () => {
     const p = (await traffic.json(`${a.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'kill_test' }) })).body
-    const streamsA = [0, 1].map(() => openStream(traffic, bases, `/processes/${p.id}/stream`, tenant.token))
-    const streamsB = [0, 1].map(() => openStream(traffic, () => [b.url], `/processes/${p.id}/stream`, tenant.token))
+    const streamsA = [0, 1].map(() => openStream(() => `${bases()[0]}/processes/${p.id}/stream`, tenant.token, { onResponse: traffic.record }))
+    const streamsB = [0, 1].map(() => openStream(`${b.url}/processes/${p.id}/stream`, tenant.token, { onResponse: traffic.record }))
     const streams = [...streamsA, ...streamsB]
     await waitFor(() => streams.every((s) => s.messages.length >= 1), 5000, 'every stream to get its snapshot')
 

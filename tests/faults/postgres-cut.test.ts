@@ -2,9 +2,8 @@
 // refuses, new connections), while API clients and a worker keep working. The API answers 503 `unavailable` quickly, the worker's frames are refused
 // and not acked, nothing acked is lost, nothing refused is applied later, and everything recovers by itself.
 import { afterAll, describe, expect } from 'bun:test'
-import { migrate } from '../../src/db/migrate'
 import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 import { type CutMode, TcpProxy } from './proxy'
 import { reportAfterAll, scenario, skipped } from './report'
 
@@ -145,11 +144,15 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
       // As a worker would: `unavailable` means "not applied, try again"; under load a pooled connection may
       // still be coming back. Anything else (or no ack within 10 s) fails the test.
       let completeAfter: Record<string, any> = {}
-      const deadline = Date.now() + 10_000
-      do {
-        completeAfter = await worker.request({ op: 'complete', process_id: finishing, attempt: runs.get(finishing), result_summary: { ok: true } })
-        if (completeAfter.code === 'unavailable') await Bun.sleep(200)
-      } while (completeAfter.code === 'unavailable' && Date.now() < deadline)
+      await waitFor(
+        async () => {
+          completeAfter = await worker.request({ op: 'complete', process_id: finishing, attempt: runs.get(finishing), result_summary: { ok: true } })
+          return completeAfter.code !== 'unavailable'
+        },
+        10_000,
+        'a complete that is not unavailable',
+        { pollMs: 200 },
+      ).catch(() => {}) // still unavailable after 10 s: the expectation on completeAfter below fails
       cuts.push({ mode, cutAt, restoredAt, recoveredMs, completeDuring, completeAfter })
     }
     await Bun.sleep(500)

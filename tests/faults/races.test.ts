@@ -4,7 +4,7 @@
 import { describe, expect } from 'bun:test'
 import { TRANSITIONS, type Status } from '../../src/processes/states'
 import { createTenant, listeningServer, testDatabase, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 import { Traffic } from './clients'
 import { reportAfterAll, scenario } from './report'
 
@@ -130,7 +130,9 @@ describe('racing transitions', async () => {
       }
       for (const w of workers) w.close()
       const applied = outcomes.filter((o) => o.applied).length
-      const finals = Object.entries(report.reduce<Record<string, number>>((acc, s) => ((acc[s] = (acc[s] ?? 0) + 1), acc), {}))
+      const byStatus: Record<string, number> = {}
+      for (const s of report) byStatus[s] = (byStatus[s] ?? 0) + 1
+      const finals = Object.entries(byStatus)
       return `seed ${seed}: ${outcomes.length} ops, ${applied} applied, ${outcomes.length - applied} refused cleanly; finals ${finals.map(([s, n]) => `${n} ${s}`).join(', ')}`
     },
   )

@@ -2,10 +2,10 @@
 // while a worker on instance A reports progress to streams on A and on B. Local delivery on A goes on,
 // /ready says degraded on both, B's streams get the final state once Redis is back, and nothing answers 5xx.
 import { afterAll, describe, expect } from 'bun:test'
-import { migrate } from '../../src/db/migrate'
 import { hasPostgres, hasRedis, ownRedis, seededDatabase, spawnServer, waitFor } from '../helpers'
-import { TestWorker } from '../worker-client'
-import { openStream, Traffic, versionsIncrease } from './clients'
+import { TestWorker } from '../support/worker-client'
+import { openStream, versionsIncrease } from '../support/sse-client'
+import { Traffic } from './clients'
 import { TcpProxy } from './proxy'
 import { reportAfterAll, scenario, skipped } from './report'
 
@@ -25,7 +25,7 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
   const redis = await ownRedis()
   const proxy = await TcpProxy.start({ host: '127.0.0.1', port: redis.port })
   afterAll(() => proxy.close())
-  const { url, db, tenant, wtoken } = await seededDatabase()
+  const { url, tenant, wtoken } = await seededDatabase()
   const env = { DATABASE_URL: url, REDIS_URL: proxy.rewrite(redis.url), PROGRESS_FLUSH_MS: '20', SSE_MAX_MS: '60000' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const traffic = new Traffic()
@@ -36,10 +36,10 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
     const create = async () => (await traffic.json(`${a.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'redis_cut' }) })).body
     // P1 finishes during the cut, P2 after it.
     const [p1, p2] = [await create(), await create()]
-    const streams = (base: string, id: number) => [0, 1].map(() => openStream(traffic, () => [base], `/processes/${id}/stream`, tenant.token))
+    const streams = (base: string, id: number) => [0, 1].map(() => openStream(`${base}/processes/${id}/stream`, tenant.token, { onResponse: traffic.record }))
     const onA = { [p1.id]: streams(a.url, p1.id), [p2.id]: streams(a.url, p2.id) }
     const onB = { [p1.id]: streams(b.url, p1.id), [p2.id]: streams(b.url, p2.id) }
-    const dashboardB = openStream(traffic, () => [b.url], '/processes/stream', tenant.token)
+    const dashboardB = openStream(`${b.url}/processes/stream`, tenant.token, { onResponse: traffic.record })
     const all = [...Object.values(onA).flat(), ...Object.values(onB).flat()]
     await waitFor(() => all.every((s) => s.messages.length >= 1) && dashboardB.messages.length >= 2, 5000, 'every stream to get its snapshot')
 

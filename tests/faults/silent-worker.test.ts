@@ -3,7 +3,7 @@
 // old attempt is refused with `not_owner`, whatever it says, and the new run completes.
 import { describe, expect } from 'bun:test'
 import { createTenant, hasRedis, listeningServer, redisPrefix, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 import { Traffic } from './clients'
 import { reportAfterAll, scenario } from './report'
 

@@ -4,10 +4,10 @@
 import { describe, expect } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import { readFileSync } from 'node:fs'
-import { migrate } from '../../src/db/migrate'
 import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
-import { TestWorker } from '../worker-client'
-import { openStream, Traffic, versionsIncrease } from './clients'
+import { TestWorker } from '../support/worker-client'
+import { openStream, versionsIncrease } from '../support/sse-client'
+import { Traffic } from './clients'
 import { reportAfterAll, scenario, skipped } from './report'
 
 const SLOW_READERS = 500
@@ -36,7 +36,7 @@ const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/pr
 
 describe.skipIf(!hasPostgres)('slow readers', async () => {
   if (!hasPostgres) return
-  const { url, db, tenant, wtoken } = await seededDatabase()
+  const { url, tenant, wtoken } = await seededDatabase()
   // 500 streams of one token on purpose: the per-token stream cap (#12, default 100) is lifted for this fault.
   const server = await spawnServer({ DATABASE_URL: url, REDIS_URL: '', PROGRESS_FLUSH_MS: '10', SSE_MAX_MS: '120000', LOG_LEVEL: 'error', MAX_STREAMS_PER_TOKEN: '0' })
   const traffic = new Traffic()
@@ -68,7 +68,7 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
       ),
     )
     expect(responded).toBe(SLOW_READERS)
-    const fast = openStream(traffic, () => [server.url], `/processes/${p.id}/stream`, tenant.token)
+    const fast = openStream(`${server.url}/processes/${p.id}/stream`, tenant.token, { onResponse: traffic.record })
     await waitFor(() => fast.messages.length >= 1, DELIVERY_DEADLINE_MS, 'the fast reader to connect')
     const metrics = await (await fetch(`${server.url}/metrics`)).text()
     expect(Number(/^processes_sse_streams_open (\d+)/m.exec(metrics)?.[1])).toBe(SLOW_READERS + 1)

@@ -5,8 +5,8 @@ import { describe, expect, it } from 'bun:test'
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/config'
-import { ROOT, freePort, freshDatabaseUrl, hasPostgres, waitFor } from '../helpers'
-import { DOCKER_STOP_TIMEOUT_MS, REPO_BUN, asUser, at, buildTime, canSwitchUser, children, containerArgv, containerCwd, containerEnv, dockerignore, durationMs, hostPath, image, mapExecutable, parseEnv, parsed, stageNamed, userIds } from '../support/docker-emulator'
+import { ROOT, collectOutput, freePort, freshDatabaseUrl, hasPostgres, waitFor, within } from '../helpers'
+import { DOCKER_STOP_TIMEOUT_MS, REPO_BUN, asUser, buildTime, canSwitchUser, children, containerArgv, containerCwd, containerEnv, durationMs, hostPath, image, mapExecutable, parseEnv, parsed, stageNamed, userIds } from '../support/docker-emulator'
 
 describe('the Dockerfile', () => {
   it('parses, and uses only instructions this emulation runs', () => {
@@ -118,19 +118,13 @@ describe('the Dockerfile', () => {
       const cwd = containerCwd(final)
       const before = readdirSync(cwd).sort()
 
-      let output = ''
       const started = performance.now()
       const proc = Bun.spawn(asUser(final, mapExecutable(final, containerArgv(final))), { cwd, env, stdout: 'pipe', stderr: 'pipe' })
       children.push(proc)
-      const decoder = new TextDecoder()
-      for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[]) {
-        void (async () => {
-          for await (const chunk of stream) output += decoder.decode(chunk)
-        })()
-      }
+      const output = collectOutput(proc)
       const url = `http://127.0.0.1:${port}`
-      await waitFor(async () => proc.exitCode !== null || (await fetch(`${url}/health`).catch(() => null))?.ok === true, 30_000, () => `the container did not serve:\n${output}`)
-      if (proc.exitCode !== null) throw new Error(`the container exited with ${proc.exitCode}:\n${output}`)
+      await waitFor(async () => proc.exitCode !== null || (await fetch(`${url}/health`).catch(() => null))?.ok === true, 30_000, () => `the container did not serve:\n${output()}`)
+      if (proc.exitCode !== null) throw new Error(`the container exited with ${proc.exitCode}:\n${output()}`)
       const startupMs = performance.now() - started
       if (startPeriod > 0) expect(startupMs).toBeLessThan(startPeriod)
 
@@ -156,7 +150,7 @@ describe('the Dockerfile', () => {
       const signal = (final.stopsignal ?? 'SIGTERM') as NodeJS.Signals
       const stopAt = performance.now()
       process.kill(proc.pid, signal)
-      const code = await Promise.race([proc.exited, Bun.sleep(DOCKER_STOP_TIMEOUT_MS).then(() => 'still running after docker stop timeout')])
+      const code = await within(proc.exited, DOCKER_STOP_TIMEOUT_MS, 'still running after docker stop timeout')
       expect(code).toBe(0)
       console.log(`dockerfile emulation: served after ${Math.round(startupMs)} ms, healthcheck ${Math.round(healthy.ms)} ms, stopped by ${signal} in ${Math.round(performance.now() - stopAt)} ms`)
       expect(check().exitCode).toBe(1) // unhealthy once it is down

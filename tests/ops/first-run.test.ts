@@ -6,40 +6,15 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PortInUseError, startServer } from '../../src/server'
-import { BUN, freePort, freshDatabaseUrl, hasPostgres, quietLogger, ROOT, spawnServer, testConfig, waitFor } from '../helpers'
-import { TestWorker } from '../worker-client'
-
-interface Run {
-  code: number
-  stdout: string
-  stderr: string
-}
+import { BUN, freePort, freshDatabaseUrl, hasPostgres, quietLogger, type Run, runToEnd, spawnServer, testConfig, waitFor } from '../helpers'
+import { TestWorker } from '../support/worker-client'
 
 const tmp = mkdtempSync(join(tmpdir(), 'ps-first-run-'))
 afterAll(() => rmSync(tmp, { recursive: true, force: true }))
 let dirs = 0
 const dataDir = () => join(tmp, `data-${++dirs}`)
 
-/** The environment without the parent's database and Redis (each test says its own), nor npm's variables. */
-function cleanEnv(env: Record<string, string | undefined>): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value === undefined || ['DATABASE_URL', 'DATA_DIR', 'REDIS_URL', 'PORT'].includes(key) || key.startsWith('npm_')) continue
-    out[key] = value
-  }
-  for (const [key, value] of Object.entries(env)) if (value !== undefined) out[key] = value
-  return out
-}
-
-/** Runs a command to its end (killed after 60 s, which fails the test by its exit code). */
-async function run(cmd: string[], env: Record<string, string | undefined>): Promise<Run> {
-  const proc = Bun.spawn(cmd, { cwd: ROOT, env: cleanEnv(env), stdout: 'pipe', stderr: 'pipe' })
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 60_000)
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
-  clearTimeout(timer)
-  return { code, stdout, stderr }
-}
-
+const run = runToEnd
 const main = (env: Record<string, string | undefined>, ...args: string[]) => run([BUN, 'src/main.ts', ...args], { LOG_LEVEL: 'info', ...env })
 const cli = (env: Record<string, string | undefined>, ...args: string[]) => run([BUN, 'src/cli.ts', ...args], env)
 /** `npm run --silent cli <args>`: npm as a user runs it, with node_modules/.bin (bun) put on PATH by npm. */

@@ -3,7 +3,7 @@
 // server with a real worker.
 import { describe, expect, it } from 'bun:test'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({}, db)
@@ -11,7 +11,7 @@ const tenant = await createTenant(db.sql)
 const other = await createTenant(db.sql)
 const rest = restAs(server.url, tenant.token)
 const metric = (text: string, line: string) => {
-  const found = text.split('\n').find((l) => l.startsWith(line + ' '))
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `))
   return found === undefined ? undefined : Number(found.slice(line.length + 1))
 }
 

@@ -1,6 +1,6 @@
 import { expect, it } from 'bun:test'
 import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 it('exposes Prometheus metrics: requests by route and status, streams, workers, events, coalescing, lag', async () => {
   const { db } = await testDatabase()

@@ -6,8 +6,8 @@ import { join } from 'node:path'
 import { openDatabase } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
 import { createTenant, freshDatabaseUrl, hasPostgres, redisPrefix, spawnServer, waitFor, workerToken } from '../helpers'
-import { openEventSource, readFrames } from '../sse-client'
-import { TestWorker } from '../worker-client'
+import { openEventSource, readFrames } from '../support/sse-client'
+import { TestWorker } from '../support/worker-client'
 
 describe('graceful shutdown', () => {
   it('ends streams cleanly, closes worker sockets with 1012, keeps every committed change and exits 0 within 10 s', async () => {

@@ -54,7 +54,7 @@ describe('deeply nested JSON', () => {
 
   it('counts arrays and objects alike: 64 levels of metadata are stored, 65 are refused', async () => {
     // metadata is level 1, as in the rule for metadata itself: {"a": …} puts `a`'s value at level 2.
-    const mixed = (levels: number) => '[{"k":'.repeat(levels / 2) + '1' + '}]'.repeat(levels / 2)
+    const mixed = (levels: number) => `${'[{"k":'.repeat(levels / 2)}1${'}]'.repeat(levels / 2)}`
     const ok = await request('POST', '/processes', { token: a.token, body: `{"type":"nest_ok","metadata":{"a":${mixed(62)},"b":${arrays(63)}}}` })
     expect(ok.status).toBe(201)
     const refused = await request('POST', '/processes', { token: a.token, body: `{"type":"nest_no","metadata":{"a":${mixed(64)}}}` })

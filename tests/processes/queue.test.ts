@@ -3,12 +3,12 @@
 import { describe, expect, it } from 'bun:test'
 import { loadConfig } from '../../src/config'
 import { openDatabase } from '../../src/db/client'
-import { Hub } from '../../src/hub/hub'
+import { createProcessHub } from '../../src/processes/hub-rules'
 import { capLock, claimNext, claimStatement, completeStatement, insertProcess, progressStatement } from '../../src/processes/queries'
 import { QueuePolicy } from '../../src/workers/queue'
 import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { readFrames } from '../sse-client'
-import { TestWorker } from '../worker-client'
+import { readFrames } from '../support/sse-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db, url } = await testDatabase()
 const sql = db.sql
@@ -304,10 +304,14 @@ describe('fairness and caps', () => {
 
 describe('waking', () => {
   it('wakes one waiting claim per new process, oldest first, and a claim taking several counts for several', () => {
-    const hub = new Hub()
+    const hub = createProcessHub()
     const woken: string[] = []
     const listen = (name: string, types: string[] | null, max: number) =>
-      hub.onWork((type) => (type !== '*' && types && !types.includes(type) ? 0 : (woken.push(name), max)))
+      hub.onWork((type) => {
+        if (type !== '*' && types && !types.includes(type)) return 0
+        woken.push(name)
+        return max
+      })
     listen('a', ['x'], 1)
     listen('b', ['y'], 1)
     listen('c', ['x'], 1)
@@ -515,7 +519,8 @@ describe('claim cost', () => {
       expect(rowsRead(onProcesses)).toBeLessThan(20)
     }
     // And the writes themselves land on exactly those rows.
-    expect((await sql.begin((tx) => progressStatement(tx, progress))).map((r: any) => Number(r.id)).sort()).toEqual([...mine].sort())
+    const written: any[] = await sql.begin(async (tx) => await progressStatement(tx, progress))
+    expect(written.map((r) => Number(r.id)).sort()).toEqual([...mine].sort())
   }, 120_000)
 })
 

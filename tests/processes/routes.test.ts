@@ -190,8 +190,13 @@ describe('errors', () => {
       })
       const res = await parsed(
         await handle(
-          // @ts-expect-error Bun accepts duplex for streamed request bodies
-          new Request('http://test.local/processes', { method: 'POST', headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' }, body, duplex: 'half' }),
+          new Request('http://test.local/processes', {
+            method: 'POST',
+            headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
+            body,
+            // @ts-expect-error Bun accepts duplex for streamed request bodies
+            duplex: 'half',
+          }),
         ),
       )
       expect(res.status).toBe(201)
@@ -296,7 +301,7 @@ describe('errors', () => {
         { type: 'ok', metadata: { note: 'a\u0000b' } },
         { type: 'ok', metadata: { 'key\u0000': 1 } },
         { type: 'ok', metadata: { list: [{ deep: '\ud800' }] } },
-        { type: 'ok', metadata: { ['\udc00']: true } },
+        { type: 'ok', metadata: { '\udc00': true } },
       ]) {
         expectError(await request('POST', '/processes', { token: a.token, body }), 422, 'invalid_request')
       }

@@ -2,10 +2,10 @@
 // one event per change in the same transaction, and racing transitions with exactly one winner per step.
 import { beforeAll, describe, expect, it } from 'bun:test'
 import type { Process } from '../../src/processes/model'
-import { claimNext, sweepExpired, transitionProcess, workerTransition } from '../../src/processes/queries'
-import { STATUSES, TRANSITIONS, type Status } from '../../src/processes/states'
+import { claimNext, EDGES, listActive, sweepExpired, transitionProcess, workerTransition } from '../../src/processes/queries'
+import { edge, FINAL, NOT_FINAL, STATUSES, TRANSITIONS, type Status } from '../../src/processes/states'
 import { createTenant, inProcessApp, listeningServer, waitFor, workerToken, type Tenant } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 import { eventsOf, processIn, WORKER_ID } from './drive'
 
 const { s, request, db } = await inProcessApp()
@@ -82,6 +82,31 @@ describe('the state machine', () => {
       const reachable = new Set(Object.values(ACTIONS).filter((a) => a.from.includes(from)).map((a) => a.to))
       expect([...reachable].sort()).toEqual([...CONTRACT[from]].sort())
     }
+  })
+
+  it('builds every operation\'s edge from the table: the operations\' edges are the ones above, and an edge not in the table throws', () => {
+    for (const [action, spec] of Object.entries(ACTIONS)) {
+      const name = action === 'start' ? 'claim' : action
+      expect({ action, ...EDGES[name as keyof typeof EDGES] }).toEqual({ action, to: spec.to, from: spec.from })
+    }
+    expect(EDGES.retryLater).toEqual({ to: 'pending', from: ['running'] })
+    expect(() => edge(['completed'], 'pending')).toThrow('no edge completed → pending')
+    // A status no operation allows is dropped from an edge's sources.
+    expect(edge(['pending', 'waiting_review'], 'running')).toEqual({ to: 'running', from: ['pending'] })
+  })
+
+  it('derives the final statuses (no way out) and the rest', () => {
+    expect([...FINAL].sort()).toEqual(['cancelled', 'completed'])
+    expect([...NOT_FINAL].sort()).toEqual(['failed', 'pending', 'running', 'waiting_review'])
+  })
+
+  it('lists exactly the processes that are not final as a workspace stream\'s start', async () => {
+    const tenant = await createTenant(sql)
+    const byStatus = new Map<number, Status>()
+    for (const status of STATUSES) byStatus.set((await processIn(sql, request, tenant.token, status)).id, status)
+    const active = await listActive(sql, { workspaceId: tenant.workspaceId, after: 0, limit: 100 })
+    expect(active.map((p) => p.status).sort()).toEqual([...NOT_FINAL].sort())
+    for (const p of active) expect(byStatus.get(p.id)).toBe(p.status)
   })
 
   for (const from of STATUSES) {

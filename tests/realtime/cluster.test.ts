@@ -1,15 +1,14 @@
 // Two real server processes sharing one Postgres and one Redis, real clients on each.
 import { describe, expect, it } from 'bun:test'
-import { migrate } from '../../src/db/migrate'
 import { hasPostgres, hasRedis, ownRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
-import { openEventSource } from '../sse-client'
-import { TestWorker } from '../worker-client'
+import { openEventSource } from '../support/sse-client'
+import { TestWorker } from '../support/worker-client'
 
 const enabled = hasPostgres && hasRedis
 
 describe.skipIf(!enabled)('two instances, one Postgres, one Redis', async () => {
   if (!enabled) return
-  const { url, db, tenant, wtoken } = await seededDatabase()
+  const { url, tenant, wtoken } = await seededDatabase()
   const env = { DATABASE_URL: url, REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), PROGRESS_FLUSH_MS: '20' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
@@ -74,7 +73,7 @@ describe.skipIf(!enabled)('two instances, one Postgres, one Redis', async () => 
 describe.skipIf(!hasPostgres)('a Redis restart', async () => {
   if (!hasPostgres) return
   const redis = await ownRedis()
-  const { url, db, tenant, wtoken } = await seededDatabase()
+  const { url, tenant, wtoken } = await seededDatabase()
   const env = { DATABASE_URL: url, REDIS_URL: redis.url, PROGRESS_FLUSH_MS: '20', SSE_MAX_MS: '60000' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }

@@ -1,9 +1,10 @@
 // The hub over a real Redis: what a change committed on this instance does, seen from another process
 // subscribed to the same Redis (standing in for another instance).
 import { afterAll, describe, expect, it } from 'bun:test'
-import { Hub, processChannel, workerChannel, workspaceChannel } from '../../src/hub/hub'
+import { processChannel, workerChannel, workspaceChannel } from '../../src/hub/hub'
 import { RedisBridge } from '../../src/hub/redis'
 import { Metrics } from '../../src/ops/metrics'
+import { createProcessHub } from '../../src/processes/hub-rules'
 import type { Process } from '../../src/processes/model'
 import { BUN, hasRedis, quietLogger, redisPrefix, waitFor } from '../helpers'
 
@@ -57,7 +58,7 @@ function otherInstance(url: string, channels: string[]) {
 
 describe('the hub on its own', () => {
   it('runs a fan-out left for after the replies once the turn is over, or first when anything else arrives', async () => {
-    const hub = new Hub()
+    const hub = createProcessHub()
     const heard: string[] = []
     await hub.watchWorkspace(7, (p) => heard.push(`${p.id}@${p.version}`))
     hub.publishAll([state(501, 2), state(502, 2)], { afterReplies: true })
@@ -80,7 +81,7 @@ describe('the hub on its own', () => {
 describe.skipIf(!hasRedis)('the hub with a Redis bridge', async () => {
   if (!hasRedis) return
   const prefix = redisPrefix()
-  const hub = new Hub()
+  const hub = createProcessHub()
   const metrics = new Metrics()
   const bridge = new RedisBridge({ url: process.env.REDIS_URL!, prefix, hub, log: quietLogger(), metrics, onResync: async () => {} })
   hub.attach(bridge)

@@ -3,7 +3,7 @@
 // 20 s and must then carry on to its 25-second end.
 import { expect, it } from 'bun:test'
 import { createTenant, listeningServer, testDatabase } from '../helpers'
-import { readFrames } from '../sse-client'
+import { readFrames } from '../support/sse-client'
 
 it('keeps a stream with no updates open for the full 25-second window, then ends it cleanly', async () => {
   const { db } = await testDatabase()

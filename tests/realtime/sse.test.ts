@@ -2,8 +2,8 @@ import { describe, expect, it } from 'bun:test'
 import { connect } from 'node:net'
 import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
 import { streamStats } from '../../src/processes/sse-session'
-import { openEventSource, readFrames } from '../sse-client'
-import { TestWorker } from '../worker-client'
+import { openEventSource, readFrames } from '../support/sse-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({ SSE_MAX_MS: '3000', SSE_KEEPALIVE_MS: '400', PROGRESS_FLUSH_MS: '20' }, db)

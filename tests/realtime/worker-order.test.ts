@@ -2,7 +2,7 @@
 // worker does not wait for each ack — while progress frames still coalesce and other processes never wait.
 import { describe, expect, it } from 'bun:test'
 import { createTenant, listeningServer, restAs, testDatabase, workerToken } from '../helpers'
-import { type Frame, TestWorker } from '../worker-client'
+import { type Frame, TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 // Every order is checked with the default coalescing window and with none: with PROGRESS_FLUSH_MS=0 a progress

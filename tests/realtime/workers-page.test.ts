@@ -4,7 +4,7 @@
 // the second.
 import { describe, expect, it } from 'bun:test'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 const one = await listeningServer({}, db)

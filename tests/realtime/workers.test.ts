@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
 import { BUN, createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({ PROGRESS_FLUSH_MS: '100', JOB_TIMEOUT_MS: '600', SWEEP_INTERVAL_MS: '100' }, db)
@@ -201,7 +201,7 @@ describe('worker gateway: reporting', () => {
     })
     // The worker is another process, so it reads its ack while this one is still busy with the stream.
     const script = `
-      const ws = new WebSocket(${JSON.stringify(base.replace(/^http/, 'ws') + '/workers/ws?token=' + encodeURIComponent(wtoken))})
+      const ws = new WebSocket(${JSON.stringify(`${base.replace(/^http/, 'ws')}/workers/ws?token=${encodeURIComponent(wtoken)}`)})
       ws.onopen = () => ws.send(JSON.stringify({ op: 'claim', ref: 'c', types: [${JSON.stringify(type)}] }))
       ws.onmessage = (event) => {
         const frame = JSON.parse(String(event.data))

@@ -8,7 +8,7 @@ import type { Sql } from '../../src/db/client'
 import { getProcesses } from '../../src/processes/queries'
 import { streamStats } from '../../src/processes/sse-session'
 import { createTenant, listeningServer, testDatabase, waitFor, type Tenant } from '../helpers'
-import { openEventSource } from '../sse-client'
+import { openEventSource } from '../support/sse-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({ SSE_MAX_MS: '30000', SSE_KEEPALIVE_MS: '1000' }, db)
@@ -39,7 +39,11 @@ const post = (path: string, token: string, body?: unknown) =>
 /** Ids that arrived more than once, for a readable failure. */
 function repeated(ids: number[]): number[] {
   const seen = new Set<number>()
-  return ids.filter((id) => (seen.has(id) ? true : (seen.add(id), false)))
+  return ids.filter((id) => {
+    if (seen.has(id)) return true
+    seen.add(id)
+    return false
+  })
 }
 
 /**

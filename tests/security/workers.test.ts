@@ -4,8 +4,8 @@
 import { describe, expect, it } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import { createWorkerToken, revokeToken } from '../../src/auth/queries'
-import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../worker-client'
+import { createTenant, listeningServer, restAs, testDatabase, waitFor, within, workerToken } from '../helpers'
+import { TestWorker } from '../support/worker-client'
 
 const AUTH_CACHE_MS = 1000
 const { db } = await testDatabase()
@@ -119,7 +119,13 @@ describe('revocation reaches open sockets', () => {
     await waitFor(() => worker.closeCode !== null, AUTH_CACHE_MS + 15_000, 'the revoked socket to close')
     expect(worker.closeCode).toBe(1008)
     // New connects are refused too, once the look-up cache (AUTH_CACHE_MS) has let go of it.
-    await waitFor(async () => (await TestWorker.connect(base, token).then((w) => (w.close(), 101), (e) => e.status)) === 401, AUTH_CACHE_MS + 15_000, 'a refused connect')
+    await waitFor(async () => (await TestWorker.connect(base, token).then(
+            (w) => {
+              w.close()
+              return 101
+            },
+            (e) => e.status,
+          )) === 401, AUTH_CACHE_MS + 15_000, 'a refused connect')
   })
 })
 
@@ -183,7 +189,7 @@ describe('limits on one socket', () => {
     // A claim that does not wait is not capped.
     expect((await worker.request({ op: 'claim', types: [type], wait_ms: 0 })).op).toBe('claimed')
     const p = await create(type)
-    const replies = await Promise.race([Promise.any(waiting), Bun.sleep(15_000).then(() => null)])
+    const replies = await within(Promise.any(waiting), 15_000, null)
     expect(replies?.process?.id).toBe(p.id)
     worker.close()
   })

@@ -11,11 +11,10 @@
 // Not emulated: the base images' contents (debian:bookworm-slim's libraries are this host's), PID 1 and
 // the network namespace.
 import { afterAll } from 'bun:test'
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync } from 'node:fs'
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix } from 'node:path'
-import { loadConfig } from '../../src/config'
-import { ROOT, freePort, freshDatabaseUrl, hasPostgres, waitFor } from '../helpers'
+import { ROOT } from '../helpers'
 
 export const REPO_BUN = join(ROOT, 'node_modules', '.bin', 'bun')
 /** Docker's PATH when an image sets none (debian:bookworm-slim sets none). */

@@ -11,7 +11,8 @@
  * locations and asks for review; any other type runs ten generic steps.
  * Every one honours cancel. Prints one line per event.
  */
-import { abortableSleep as sleep, type Process } from './monitor.ts'
+import type { Process } from './shapes.ts'
+import { abortableSleep as sleep } from './util.ts'
 import { connectWorker, type JobContext, type JobResult, type WorkerEvent } from './worker.ts'
 
 const ROW_MS = 50 // 200 rows ≈ 10 s: long enough to watch, cancel or restart the server

@@ -3,12 +3,12 @@
 // concurrency 50 times from its start to the last job done — with 5 progress updates per job (awaited: this
 // server and BullMQ, the two that have progress) and without (all four). Also: bulk enqueue through
 // POST /processes/batch, the claim's cost at 0 and at 1M finished rows, and a noisy neighbour (workspace B's
-// pickup while A holds 50,000 pending). The reference queues run under Node (tests/bench/queue/reference.mjs),
+// pickup while A holds 50,000 pending). The reference queues run under Node (bench/queue/reference.mjs),
 // each on a database of its own; BullMQ on the shared Redis under a prefix of its own, removed after.
 // Smaller runs: BENCH_QUEUE_JOBS (default 10000), BENCH_QUEUE_ROUNDS (2), BENCH_QUEUE_FINISHED (1000000),
 // BENCH_QUEUE_BACKLOG (50000).
-import { connectWorker } from '../../packages/client/src/worker'
-import { insertProcess, claimNext } from '../../src/processes/queries'
+import { connectWorker } from '../packages/client/src/worker'
+import { insertProcess, claimNext } from '../src/processes/queries'
 import { BASE_REDIS_URL, BENCH_DIR, Report, createBenchTenant, freshDatabase, redisPrefix, startProcessesServer, cleanRedisPrefix } from './lib'
 
 const env = process.env

@@ -1,5 +1,6 @@
 // A worker for tests, on the `ws` client: request/reply by `ref`, plus a queue of server pushes (cancel).
 import WebSocket from 'ws'
+import { waitFor } from './wait'
 
 export type Frame = Record<string, any>
 
@@ -34,7 +35,7 @@ export class TestWorker {
   }
 
   static connect(baseUrl: string, token: string, o: { via?: 'header' | 'query' } = {}): Promise<TestWorker> {
-    const url = baseUrl.replace(/^http/, 'ws') + '/workers/ws' + (o.via === 'query' ? `?token=${encodeURIComponent(token)}` : '')
+    const url = `${baseUrl.replace(/^http/, 'ws')}/workers/ws${o.via === 'query' ? `?token=${encodeURIComponent(token)}` : ''}`
     const ws = new WebSocket(url, o.via === 'query' ? {} : { headers: { authorization: `Bearer ${token}` } })
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(new TestWorker(ws)))
@@ -67,15 +68,9 @@ export class TestWorker {
     return this.unmatched[before]!
   }
 
-  async until(check: () => boolean, timeoutMs = 10_000) {
-    const deadline = Date.now() + timeoutMs
-    while (!check()) {
-      if (Date.now() > deadline) throw new Error('timed out waiting for a worker frame')
-      await new Promise<void>((resolve) => {
-        this.pushWaiters.push(resolve)
-        setTimeout(resolve, 50)
-      })
-    }
+  /** Waits for `check`, looking again as each frame (or the close) arrives. */
+  until(check: () => boolean, timeoutMs = 10_000) {
+    return waitFor(check, timeoutMs, 'a worker frame', { pollMs: 50, wake: (resume) => this.pushWaiters.push(resume) })
   }
 
   async nextCancel(processId: number, timeoutMs = 10_000): Promise<Frame> {

@@ -33,7 +33,7 @@ interface Config {
 
 const config = JSON.parse(process.env.BENCH_WORKER!) as Config
 const attempt = config.attempt === undefined ? '' : `,"attempt":${config.attempt}`
-const emit = (message: object) => process.stdout.write(JSON.stringify(message) + '\n')
+const emit = (message: object) => process.stdout.write(`${JSON.stringify(message)}\n`)
 
 const ackMs = new Histogram()
 /** Per target (alternate): the ack time of its frames, i.e. frame → commit on that target's instance. */

@@ -186,7 +186,7 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
     rssSeries.push([Date.now() - t0, procStat(server.pid).rssBytes])
     const lag = (await scrapeMetrics(server.url).catch(() => null))?.processes_event_loop_lag_ms
     if (lag !== undefined) lagMaxMs = Math.max(lagMaxMs ?? 0, lag)
-    ;(o.alsoWatch ?? []).forEach((s, i) => (othersMax[i] = Math.max(othersMax[i]!, procStat(s.pid).rssBytes)))
+    for (const [i, s] of (o.alsoWatch ?? []).entries()) othersMax[i] = Math.max(othersMax[i]!, procStat(s.pid).rssBytes)
     await sleep(Math.min(1000, o.measureMs - (Date.now() - t0)))
   }
   await quiesce()

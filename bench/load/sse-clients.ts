@@ -263,7 +263,7 @@ const ramp = setInterval(() => {
   if (next >= streams.length) clearInterval(ramp)
 }, 10)
 
-const emit = (message: object) => process.stdout.write(JSON.stringify(message) + '\n')
+const emit = (message: object) => process.stdout.write(`${JSON.stringify(message)}\n`)
 const status = () => ({ type: 'status', open, ready, opened: next, ...counters })
 const statusTimer = setInterval(() => emit(status()), config.statusEveryMs)
 

@@ -229,7 +229,8 @@ function switchWorkspace(id: number) {
 
 let countsTimer: ReturnType<typeof setTimeout> | null = null
 function refreshCountsSoon() {
-  countsTimer ??= setTimeout(() => {
+  if (countsTimer) return
+  countsTimer = setTimeout(() => {
     countsTimer = null
     void refreshCounts()
   }, 800)

@@ -7,7 +7,7 @@
 // - a reader: GET /processes/{id} of a recent process every `readEveryMs` (audit rows, as a dashboard makes).
 // Config: JSON in BENCH_SOAK. Output: a JSON line a second `{t, created, done, probe_ms: [...], errors}`,
 // then `{final: true, …}`.
-import { connectWorker } from '../../../packages/client/src/worker'
+import { connectWorker } from '../../packages/client/src/worker'
 
 interface Config {
   url: string
@@ -22,7 +22,7 @@ interface Config {
 }
 
 const c = JSON.parse(process.env.BENCH_SOAK!) as Config
-const emit = (message: object) => process.stdout.write(JSON.stringify(message) + '\n')
+const emit = (message: object) => process.stdout.write(`${JSON.stringify(message)}\n`)
 const auth = { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' }
 const TYPE = 'soak'
 

@@ -1,11 +1,11 @@
-// Everything a feature needs, built once in main.ts (or a test) and handed to each feature.
+// The wiring: everything a feature needs (Services), built once by server.ts buildServices (or a test) and handed to each feature.
 import type { AuditLog } from './auth/audit'
 import type { Authenticator } from './auth/authenticator'
 import type { RateLimiter } from './auth/limits'
 import type { CredentialWatch } from './auth/revocation'
 import type { Config } from './config'
 import type { Database, Sql } from './db/client'
-import type { Hub } from './hub/hub'
+import type { ProcessHub } from './processes/hub-rules'
 import type { Logger } from './ops/log'
 import type { Metrics } from './ops/metrics'
 import type { ProcessReader } from './processes/reader'
@@ -16,7 +16,7 @@ export interface Services {
   config: Config
   db: Database
   sql: Sql
-  hub: Hub
+  hub: ProcessHub
   auth: Authenticator
   audit: AuditLog
   log: Logger

@@ -1,6 +1,6 @@
 // bench soak (issue #13): N jobs through the real server with retention set very short, to show storage and
 // claim latency stay flat while finished processes, events and audit rows are pruned during the run.
-// The load (tests/bench/load/soak-load.ts, a process of its own): bulk create, 1,000 a request, kept at most
+// The load (bench/load/soak-load.ts, a process of its own): bulk create, 1,000 a request, kept at most
 // BENCH_SOAK_BACKLOG ahead of the workers; SDK workers (batch claim, claim-next), a few awaited progress
 // updates each; a probe worker timing one `claim {max:1, wait_ms:0}` round trip a second; a reader making
 // audit rows. This process samples the catalog every few seconds (sampleStorage: partitions summed into
@@ -9,8 +9,8 @@
 // Sizes: BENCH_SOAK_JOBS (default 1,000,000), BENCH_SOAK_BACKLOG (20,000), BENCH_SOAK_RETENTION_DAYS (0.0003
 // ≈ 26 s, for processes, events and audit), BENCH_SOAK_PARTITION_MS (60,000), BENCH_SOAK_PROGRESS (3);
 // BENCH_SOAK_VACUUM=0: no vacuum of processes by the benchmark when the Postgres has autovacuum off.
-import { sampleStorage } from '../../src/db/retention'
-import type { StorageSample } from '../../src/ops/metrics'
+import { sampleStorage } from '../src/db/retention'
+import type { StorageSample } from '../src/ops/metrics'
 import { BENCH_DIR, BUN, Report, createBenchTenant, freshDatabase, postgresCpuSeconds, procStat, scrapeMetrics, spawnChild, startProcessesServer } from './lib'
 
 const env = process.env

@@ -4,12 +4,13 @@
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../../src/auth/queries'
-import { openDatabase, type Database } from '../../src/db/client'
-import { migrate } from '../../src/db/migrate'
-import { freePort, waitFor } from '../net'
+import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
+import { openDatabase, type Database } from '../src/db/client'
+import { migrate } from '../src/db/migrate'
+import { freePort } from '../tests/support/net'
+import { sleep, waitFor, within } from '../tests/support/wait'
 
-export const ROOT = new URL('../..', import.meta.url).pathname
+export const ROOT = new URL('..', import.meta.url).pathname
 export const BENCH_DIR = new URL('.', import.meta.url).pathname
 export const BUN = process.execPath
 export const BASE_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -18,7 +19,7 @@ export const BASE_REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const CLOCK_TICKS_PER_S = 100
 
 const suffix = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
-export const sleep = (ms: number) => Bun.sleep(ms)
+export { sleep }
 export { Histogram, now } from './histogram'
 
 // ---------------------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
   const logFile = keepMessages ? null : join(scratchDir(), `${label.replace(/[^\w-]+/g, '_')}-${suffix()}.log`)
   let output = ''
   const messages: any[] = []
-  let waiters: Array<() => void> = []
+  const waiters: Array<() => void> = []
   const logFd = logFile ? openSync(logFile, 'a') : null
   const proc = Bun.spawn(['/bin/sh', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...cmd], {
     cwd: ROOT,
@@ -229,30 +230,28 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
     send(line) {
       if (proc.exitCode !== null) return
       const stdin = proc.stdin as import('bun').FileSink
-      stdin.write(line + '\n')
+      stdin.write(`${line}\n`)
       stdin.flush()
     },
     async nextMessage(match, timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs
-      for (;;) {
+      let found: any
+      const answered = () => {
         for (let i = consumed; i < messages.length; i++) {
           if (match(messages[i])) {
             consumed = i + 1
-            return messages[i]
+            found = messages[i]
+            return true
           }
         }
         if (proc.exitCode !== null) throw new Error(`${label} exited (${proc.exitCode}) before answering:\n${tail().slice(-3000)}`)
-        const left = deadline - Date.now()
-        if (left <= 0) throw new Error(`${label} did not answer within ${timeoutMs} ms:\n${tail().slice(-3000)}`)
-        await new Promise<void>((resolve) => {
-          waiters.push(resolve)
-          setTimeout(resolve, Math.min(left, 500))
-        })
+        return false
       }
+      await waitFor(answered, timeoutMs, () => `${label} to answer within ${timeoutMs} ms:\n${tail().slice(-3000)}`, { pollMs: 500, wake: (resume) => waiters.push(resume) })
+      return found
     },
     async stop(signal = 'SIGTERM') {
       if (proc.exitCode === null && !proc.killed) proc.kill(signal)
-      const exited = await Promise.race([proc.exited.then(() => true), sleep(12_000).then(() => false)])
+      const exited = await within(proc.exited.then(() => true), 12_000, false)
       if (!exited) {
         proc.kill('SIGKILL')
         await proc.exited
@@ -449,7 +448,7 @@ export function wrkLua(o: { path: string; token?: string; headers?: Record<strin
     const [before, after] = o.path.split('{id}')
     lines.push(`request = function() return wrk.format("GET", ${JSON.stringify(before)} .. math.random(${o.idRange[0]}, ${o.idRange[1]}) .. ${JSON.stringify(after ?? '')}) end`)
   } else lines.push(`request = function() return wrk.format("GET", ${JSON.stringify(o.path)}) end`)
-  return lines.join('\n') + '\n'
+  return `${lines.join('\n')}\n`
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +494,7 @@ export class Report {
   }
 
   print() {
-    const fmt = (n: number | undefined, unit = '') => (n === undefined || Number.isNaN(n) ? '' : `${formatNumber(n)}${unit ? ' ' + unit : ''}`)
+    const fmt = (n: number | undefined, unit = '') => (n === undefined || Number.isNaN(n) ? '' : `${formatNumber(n)}${unit ? ` ${unit}` : ''}`)
     const table = [
       ['figure', 'value', 'ceiling', 'ratio', 'goal', 'result'],
       ...this.rows.map((r) => [
@@ -523,7 +522,7 @@ export class Report {
     const file = join(dir, `${this.name}-${stamp}.json`)
     writeFileSync(
       file,
-      JSON.stringify(
+      `${JSON.stringify(
         {
           name: this.name,
           started_at: this.startedAt.toISOString(),
@@ -537,7 +536,7 @@ export class Report {
         },
         null,
         2,
-      ) + '\n',
+      )}\n`,
     )
     return file
   }

@@ -1,0 +1,51 @@
+// The API's shapes (contract §2): what the server's routes and streams send.
+
+/** Every status, in the server's order (src/processes/states.ts STATUSES; tests/client/shapes.test.ts checks it). */
+export const PROCESS_STATUSES = ['pending', 'running', 'waiting_review', 'completed', 'failed', 'cancelled'] as const
+export type ProcessStatus = (typeof PROCESS_STATUSES)[number]
+
+/** A process as `GET /processes/{id}` and the streams return it. Ids and versions are JSON numbers. */
+export interface Process {
+  id: number
+  workspace_id: number
+  type: string
+  status: ProcessStatus
+  /** Integer 0–100. */
+  progress: number
+  /** The latest human-readable line. */
+  message: string | null
+  metadata: Record<string, unknown>
+  result_summary: Record<string, unknown> | null
+  error: string | null
+  attempts: number
+  /** +1 on every change, progress included: what "newer" means. */
+  version: number
+  worker_id: string | null
+  created_by: number | null
+  created_at: string
+  updated_at: string
+  started_at: string | null
+  finished_at: string | null
+  /** Queue fields: higher first; not claimed before `run_at`; `failed` only once `attempts` reaches `max_attempts`. */
+  priority: number
+  run_at: string
+  max_attempts: number
+}
+
+/** The fields of a Process, as the server's schema has them (src/processes/model.ts; checked by tests/client/shapes.test.ts). */
+export const PROCESS_FIELDS = [
+  'id', 'workspace_id', 'type', 'status', 'progress', 'message', 'metadata', 'result_summary', 'error', 'attempts',
+  'version', 'worker_id', 'created_by', 'created_at', 'updated_at', 'started_at', 'finished_at', 'priority', 'run_at',
+  'max_attempts',
+] as const satisfies readonly (keyof Process)[]
+// Compile-time: PROCESS_FIELDS names every key of Process (and, by `satisfies`, nothing else).
+const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extends never ? true : false = true
+void everyField
+
+/** The worker's part is over: the stream sends `event: done` and ends (contract §6). */
+export const DONE_STATUSES: ReadonlySet<ProcessStatus> = new Set<ProcessStatus>([
+  'completed',
+  'failed',
+  'cancelled',
+  'waiting_review',
+])

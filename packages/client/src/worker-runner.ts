@@ -1,0 +1,344 @@
+// The worker: claim loops over free slots, one job per claimed process, terminal frames kept until acked, close.
+import type { Process } from './shapes.ts'
+import { abortableSleep, asError } from './util.ts'
+import { type CloseOptions, type JobContext, JobStoppedError, type WebSocketConstructor, type WorkerAuthError, type WorkerEvent, type WorkerOptions, WorkerProtocolError } from './worker-api.ts'
+import { ABANDON_ACK_MS, CLAIM_ERROR_DELAY_MS, type Frame, LOSING_CODES, REPLY_TIMEOUT_MS, TRANSIENT_CODES, WorkerConnection } from './worker-connection.ts'
+
+interface RunningJob {
+  process: Process
+  controller: AbortController
+  context: JobContext
+  /** The server's code when it stopped the job (`cancelled`, `not_owner`, …). */
+  stopCode?: string
+}
+
+type Outcome =
+  | { op: 'complete'; result_summary?: Record<string, unknown>; review: boolean }
+  | { op: 'fail'; error: string }
+
+export class Worker {
+  private readonly connection: WorkerConnection
+  private readonly jobs = new Map<number, RunningJob>()
+  /** Running jobs including their final frame, for close() to wait on. */
+  private readonly running = new Set<Promise<void>>()
+  private readonly slots: Promise<void>[] = []
+  /** Jobs holding a slot (running, or sending their final frame). */
+  private busy = 0
+  /** Slots that claims in flight ask for. */
+  private claiming = 0
+  private readonly concurrency: number
+  private slotChanged: (() => void) | null = null
+  /** Aborted by close(): cuts claim-error sleeps short. */
+  private readonly closing = new AbortController()
+  private closed: Promise<void> | undefined
+  private stop!: (outcome: { reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }) => void
+  readonly stopped = new Promise<{ reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }>((resolve) => {
+    this.stop = resolve
+  })
+
+  constructor(
+    url: string,
+    workerId: string,
+    WebSocketImpl: WebSocketConstructor,
+    private readonly options: WorkerOptions,
+  ) {
+    this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
+    this.connection = new WorkerConnection({
+      url,
+      workerId,
+      WebSocket: WebSocketImpl,
+      reconnectMinMs: options.reconnectMinMs ?? 500,
+      reconnectMaxMs: options.reconnectMaxMs ?? 30_000,
+      onReady: () => this.heartbeatAll(),
+      onPush: (frame) => this.onPush(frame),
+      onError: (error) => this.report(error),
+      onEvent: (event) => this.emit(event),
+      onRefused: (error) => this.refused(error),
+    })
+  }
+
+  /** The token was refused: report it once and stop; running jobs are abandoned (nothing can report for them). */
+  private refused(error: WorkerAuthError): void {
+    this.report(error)
+    this.emit({ type: 'stopped', reason: 'unauthenticated', error })
+    this.stop({ reason: 'unauthenticated', error })
+    void this.close({ timeoutMs: 0 })
+  }
+
+  start(): void {
+    this.connection.open()
+    this.slots.push(this.claimLoop())
+  }
+
+  close(options: CloseOptions = {}): Promise<void> {
+    this.closed ??= this.shutDown(options.timeoutMs ?? Infinity).then(() => {
+      this.emit({ type: 'stopped', reason: 'closed' })
+      this.stop({ reason: 'closed' })
+    })
+    return this.closed
+  }
+
+  private async shutDown(timeoutMs: number): Promise<void> {
+    this.closing.abort()
+    const drained = await withTimeout(this.drain(), timeoutMs)
+    if (!drained) await this.abandonJobs()
+    // A claim still waiting on the server is dropped with the socket.
+    this.connection.close()
+    // Slots are awaited only when their jobs finished: an aborted handler that
+    // ignores its signal must not hold close() forever.
+    if (drained) await Promise.all(this.slots)
+  }
+
+  /** Keeps every free slot covered by a claim in flight: one claim for all the slots free at once. */
+  private async claimLoop(): Promise<void> {
+    while (!this.closing.signal.aborted) {
+      await this.connection.whenReady()
+      if (this.closing.signal.aborted) return
+      const changed = new Promise<void>((resolve) => (this.slotChanged = resolve))
+      const free = this.concurrency - this.busy - this.claiming
+      if (free > 0) void this.claimInto(free)
+      await changed
+    }
+  }
+
+  private notifySlots(): void {
+    const wake = this.slotChanged
+    this.slotChanged = null
+    wake?.()
+  }
+
+  private async claimInto(slots: number): Promise<void> {
+    this.claiming += slots
+    try {
+      // A process claimed while closing is still ours: run it rather than leave it leased.
+      for (const process of await this.claim(slots)) this.launch(process)
+    } finally {
+      this.claiming -= slots
+      this.notifySlots()
+    }
+  }
+
+  /** Runs a claimed process in a slot; the processes its final frame claimed take the slot next. */
+  private launch(process: Process): void {
+    this.busy += 1
+    void this.track(
+      this.runJob(process).then((next) => {
+        this.busy -= 1
+        for (const p of next) this.launch(p)
+        this.notifySlots()
+      }),
+    )
+  }
+
+  private async claim(max: number): Promise<Process[]> {
+    const waitMs = Math.min(30_000, this.options.claimWaitMs ?? 25_000)
+    try {
+      const reply = await this.connection.request(
+        { op: 'claim', types: this.options.types, wait_ms: waitMs, ...(max > 1 ? { max } : {}) },
+        { timeoutMs: waitMs + REPLY_TIMEOUT_MS },
+      )
+      if (reply.op !== 'claimed') return []
+      // `processes` from a server with batch claims; `process` alone from an older one.
+      if (Array.isArray(reply.processes)) return reply.processes as Process[]
+      return reply.process ? [reply.process as Process] : []
+    } catch (error) {
+      if (error instanceof WorkerProtocolError) {
+        this.report(error)
+        await abortableSleep(CLAIM_ERROR_DELAY_MS, this.closing.signal)
+      }
+      return [] // a lost connection: the loop waits for the next one
+    }
+  }
+
+  /** Resolves with the processes the final frame claimed for this slot (complete-and-claim-next). */
+  private async runJob(process: Process): Promise<Process[]> {
+    const controller = new AbortController()
+    const job: RunningJob = {
+      process,
+      controller,
+      context: {
+        signal: controller.signal,
+        attempt: process.attempts,
+        progress: (percent, message) =>
+          this.sendForJob(job, { op: 'progress', progress: clampPercent(percent), message }),
+        log: (message) => this.sendForJob(job, { op: 'log', message }),
+      },
+    }
+    this.jobs.set(process.id, job)
+    this.emit({ type: 'claimed', process })
+    const heartbeat = setInterval(
+      () => void this.sendForJob(job, { op: 'heartbeat' }),
+      this.options.heartbeatIntervalMs ?? 10_000,
+    )
+    let outcome: Outcome
+    try {
+      outcome = await this.invokeHandler(job)
+    } finally {
+      clearInterval(heartbeat)
+      this.jobs.delete(process.id)
+    }
+    if (controller.signal.aborted) {
+      this.reportStopped(job)
+      return []
+    }
+    return this.finish(job, outcome)
+  }
+
+  private async invokeHandler(job: RunningJob): Promise<Outcome> {
+    try {
+      const result = await this.options.handler(job.process, job.context)
+      return { op: 'complete', result_summary: result?.result_summary, review: result?.review === true }
+    } catch (error) {
+      return { op: 'fail', error: asError(error).message || 'failed' }
+    }
+  }
+
+  /**
+   * Send the terminal frame: kept across reconnects until the server answers,
+   * and re-sent while the server says its database is unavailable.
+   */
+  private async finish(job: RunningJob, outcome: Outcome): Promise<Process[]> {
+    const { process } = job
+    // The slot's next process comes with the ack, unless the worker is closing.
+    const next = this.closing.signal.aborted ? {} : { claim: { types: this.options.types, max: 1, wait_ms: 0 } }
+    const frame: Frame =
+      outcome.op === 'complete'
+        ? {
+            op: 'complete',
+            process_id: process.id,
+            attempt: process.attempts,
+            result_summary: outcome.result_summary,
+            review: outcome.review || undefined,
+            ...next,
+          }
+        : { op: 'fail', process_id: process.id, attempt: process.attempts, error: outcome.error, ...next }
+    for (let refusals = 0; ; refusals++) {
+      try {
+        const ack = await this.connection.request(frame, { retry: true })
+        if (outcome.op === 'complete') this.emit({ type: 'completed', process, review: outcome.review })
+        else this.emit({ type: 'failed', process, error: outcome.error })
+        return Array.isArray(ack.processes) ? (ack.processes as Process[]) : []
+      } catch (error) {
+        if (!(error instanceof WorkerProtocolError)) return [] // closed for good meanwhile
+        if (TRANSIENT_CODES.has(error.code)) {
+          this.report(error)
+          await abortableSleep(Math.min(30_000, 1000 * 2 ** refusals))
+          continue
+        }
+        // A result the server will not take (over 64 KiB, say) must not leave the process running.
+        if (outcome.op === 'complete' && error.code === 'invalid_message') {
+          return this.finish(job, { op: 'fail', error: `result refused: ${error.message}` })
+        }
+        if (error.code === 'cancelled') this.emit({ type: 'cancelled', process })
+        else this.emit({ type: 'lost', process, code: error.code })
+        return []
+      }
+    }
+  }
+
+  /** progress/heartbeat/log: best effort; an answer that we lost the job aborts it. */
+  private async sendForJob(job: RunningJob, frame: Frame): Promise<boolean> {
+    if (job.controller.signal.aborted || !this.jobs.has(job.process.id)) return false
+    try {
+      await this.connection.request({ ...frame, process_id: job.process.id, attempt: job.process.attempts })
+      return true
+    } catch (error) {
+      if (error instanceof WorkerProtocolError) {
+        if (LOSING_CODES.has(error.code)) this.stopJob(job, error.code === 'cancelled' ? 'cancelled' : 'lost', error.code)
+        else this.report(error)
+      }
+      return false
+    }
+  }
+
+  private onPush(frame: Frame): void {
+    if (frame.op === 'cancel') {
+      const job = this.jobs.get(Number(frame.process_id))
+      // The server also says `cancel` when the lease sweep failed the process (`status: failed`).
+      const cancelled = frame.status === undefined || frame.status === 'cancelled'
+      if (job) this.stopJob(job, cancelled ? 'cancelled' : 'lost', cancelled ? 'cancelled' : String(frame.status))
+    } else if (frame.op === 'error') {
+      this.report(new WorkerProtocolError(String(frame.code ?? 'error'), String(frame.message ?? '')))
+    }
+  }
+
+  private stopJob(job: RunningJob, reason: JobStoppedError['reason'], code: string): void {
+    if (job.controller.signal.aborted) return
+    job.stopCode = code
+    job.controller.abort(new JobStoppedError(reason))
+  }
+
+  private reportStopped(job: RunningJob): void {
+    const { reason } = job.controller.signal.reason as JobStoppedError
+    if (reason === 'cancelled') this.emit({ type: 'cancelled', process: job.process })
+    else if (reason === 'lost') {
+      this.emit({ type: 'lost', process: job.process, code: job.stopCode ?? 'not_owner' })
+    }
+    // 'closing': abandonJobs() already failed it.
+  }
+
+  /** After a reconnect: tell the server at once we are alive, and learn of cancels we missed. */
+  private heartbeatAll(): void {
+    for (const job of this.jobs.values()) void this.sendForJob(job, { op: 'heartbeat' })
+  }
+
+  private async drain(): Promise<void> {
+    // Loop: a claim answered during close starts one more job.
+    while (this.running.size > 0) await Promise.all(this.running)
+  }
+
+  private async abandonJobs(): Promise<void> {
+    const failures = [...this.jobs.values()].map((job) => {
+      this.stopJob(job, 'closing', 'closing')
+      const error = 'worker shut down before the job finished'
+      const frame = { op: 'fail', process_id: job.process.id, attempt: job.process.attempts, error }
+      return this.connection.request(frame).then(
+        () => this.emit({ type: 'failed', process: job.process, error }),
+        () => {}, // not connected: the server's lease timeout will fail it
+      )
+    })
+    await withTimeout(Promise.all(failures), ABANDON_ACK_MS)
+  }
+
+  private track(job: Promise<void>): Promise<void> {
+    this.running.add(job)
+    return job.finally(() => this.running.delete(job))
+  }
+
+  private emit(event: WorkerEvent): void {
+    try {
+      this.options.onEvent?.(event)
+    } catch (error) {
+      console.error('worker: onEvent threw', error)
+    }
+  }
+
+  private report(error: Error): void {
+    try {
+      this.options.onError?.(error)
+    } catch (callbackError) {
+      console.error('worker: onError threw', callbackError)
+    }
+  }
+}
+
+function clampPercent(percent: number): number {
+  return Number.isFinite(percent) ? Math.min(100, Math.max(0, Math.round(percent))) : 0
+}
+
+/** True when the promise settled first; clears its timer either way (no lingering handle). */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  if (!Number.isFinite(ms)) {
+    await promise
+    return true
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms)
+  })
+  try {
+    return await Promise.race([promise.then(() => true), timedOut])
+  } finally {
+    clearTimeout(timer)
+  }
+}
