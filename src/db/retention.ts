@@ -90,6 +90,7 @@ export class RetentionJob {
     passes: 0,
     errors: 0,
     vacuums: 0,
+    vacuum_seconds: 0,
   }
 
   constructor(
@@ -182,9 +183,11 @@ export class RetentionJob {
     this.vacuuming ??= (async () => {
       for (const due of await vacuumDue(this.sql)) {
         if (due.autovacuum || due.dead <= due.threshold) continue
+        const started = performance.now()
         try {
           await this.sql.unsafe(`vacuum (skip_locked, analyze) ${due.table === 'processes' ? 'processes' : 'idempotency_keys'}`)
           this.totals.vacuums++
+          this.totals.vacuum_seconds += (performance.now() - started) / 1000
         } catch (error) {
           this.log.warn('retention vacuum failed', { table: due.table, error: String(error) })
         }

@@ -146,7 +146,7 @@ export async function run(): Promise<Report> {
   report.add({ figure: 'load generator errors', value: final.errors, unit: '', goal: '0', pass: final.errors === 0 })
   const end = samples.at(-1)!
   const maxDead = Math.max(...samples.map((s) => s.tables.processes!.dead_rows))
-  report.note(`${autovacuum ? 'autovacuum is on' : `autovacuum is off on this Postgres: the server's retention vacuumed processes and idempotency_keys itself ${metrics.processes_retention_vacuums_total ?? NaN} times`}; processes' dead rows peaked at ${maxDead.toLocaleString('en')}`)
+  report.note(`${autovacuum ? 'autovacuum is on' : `autovacuum is off on this Postgres: the server's retention vacuumed processes and idempotency_keys itself ${metrics.processes_retention_vacuums_total ?? NaN} times, ${(metrics.processes_retention_vacuum_seconds_total ?? NaN).toFixed(0)} s in all`}; processes' dead rows peaked at ${maxDead.toLocaleString('en')}`)
   report.note(`claim round trip: a probe worker's \`claim {max:1, wait_ms:0}\` on its own socket, send → \`claimed\`, once a second (${probes.length} probes)`)
   report.note(`at the end: ${TABLES.map((n) => `${n} ${(end.tables[n]!.bytes / 2 ** 20).toFixed(1)} MiB, ${end.tables[n]!.live_rows.toLocaleString('en')} live / ${end.tables[n]!.dead_rows.toLocaleString('en')} dead rows`).join('; ')}`)
   report.note(`CPU over the run: server ${(cpu.server / seconds).toFixed(2)} cores, Postgres (all of it, shared machine) ${(cpu.postgres / seconds).toFixed(2)} cores; ${seconds.toFixed(0)} s`)

@@ -99,6 +99,7 @@ describe('processes on the test database', async () => {
       await retention.stop()
     }
     expect(retention.totals.vacuums).toBeGreaterThanOrEqual(1)
+    expect(retention.totals.vacuum_seconds).toBeGreaterThan(0)
     expect(now.autovacuums).toBe(0)
   })
 
