@@ -7,8 +7,8 @@
 // their table) and the server's /metrics (retention totals). The comparison (first tenth vs last tenth)
 // starts after a warm-up long enough for retention to reach its steady state.
 // Sizes: BENCH_SOAK_JOBS (default 1,000,000), BENCH_SOAK_BACKLOG (20,000), BENCH_SOAK_RETENTION_DAYS (0.0003
-// ≈ 26 s, for processes, events and audit), BENCH_SOAK_PARTITION_MS (60,000), BENCH_SOAK_PROGRESS (3);
-// BENCH_SOAK_VACUUM=0: no vacuum of processes by the benchmark when the Postgres has autovacuum off.
+// ≈ 26 s, for processes, events and audit), BENCH_SOAK_PARTITION_MS (60,000), BENCH_SOAK_PROGRESS (3).
+// Vacuum is the server's own business (autovacuum, or retention's vacuum where none runs): the benchmark does none.
 import { sampleStorage } from '../src/db/retention'
 import type { StorageSample } from '../src/ops/metrics'
 import { BENCH_DIR, BUN, Report, createBenchTenant, freshDatabase, postgresCpuSeconds, procStat, scrapeMetrics, spawnChild, startProcessesServer } from './lib'
@@ -21,7 +21,6 @@ const PARTITION_MS = Number(env.BENCH_SOAK_PARTITION_MS ?? 60_000)
 const RETENTION_INTERVAL_MS = Number(env.BENCH_SOAK_RETENTION_INTERVAL_MS ?? 5000)
 const PROGRESS = Number(env.BENCH_SOAK_PROGRESS ?? 3)
 const SAMPLE_MS = 3000
-const VACUUM_MS = 15_000
 const WORKERS = 2
 const CONCURRENCY = 100
 const TABLES = ['processes', 'process_events', 'audit_log'] as const
@@ -68,17 +67,7 @@ export async function run(): Promise<Report> {
   const load = spawnChild('soak-load', [BUN, `${BENCH_DIR}load/soak-load.ts`], {
     BENCH_SOAK: JSON.stringify({ url: server.url, token: tenant.token, workerToken: tenant.workerToken, jobs: JOBS, backlog: BACKLOG, concurrency: CONCURRENCY, workers: WORKERS, progressFrames: PROGRESS, readEveryMs: 50 }),
   })
-  // A Postgres with autovacuum off (the shared one on the team's machine is) never reclaims the dead rows of
-  // processes' updates and deletes: the table would grow without end, whatever retention does. Then this
-  // process vacuums processes itself every VACUUM_MS, as autovacuum would at its default thresholds.
   const autovacuum = (await db.sql<{ autovacuum: string }[]>`show autovacuum`)[0]!.autovacuum === 'on'
-  const vacuuming = !autovacuum && env.BENCH_SOAK_VACUUM !== '0'
-  let vacuums = 0
-  const vacuumer = vacuuming
-    ? setInterval(() => {
-        void db.sql.unsafe('vacuum (analyze) processes').then(() => vacuums++, () => {})
-      }, VACUUM_MS)
-    : null
   const cpu0 = { server: procStat(server.pid).cpuSeconds, postgres: postgresCpuSeconds() }
   const started = performance.now()
   const samples: Sample[] = []
@@ -106,7 +95,6 @@ export async function run(): Promise<Report> {
     }
   }
   const seconds = (performance.now() - started) / 1000
-  if (vacuumer) clearInterval(vacuumer)
   const cpu = { server: procStat(server.pid).cpuSeconds - cpu0.server, postgres: postgresCpuSeconds() - cpu0.postgres }
   const metrics = await scrapeMetrics(server.url)
   const metricsText = await (await fetch(`${server.url}/metrics`)).text()
@@ -140,7 +128,9 @@ export async function run(): Promise<Report> {
     }
     report.note(`tenths of the measured span: ${span.toFixed(0)} s after a ${warmupS.toFixed(0)} s warm-up (retention window + one partition width + two passes), until the last batch was created; first tenth ${pf.length} probes, last tenth ${pl.length}; table bytes are the peak of the tenth's samples (they saw-tooth with each partition drop)`)
     const jobsIn = (xs: Sample[]) => (xs.at(-1)!.done - xs[0]!.done) / Math.max(1, xs.at(-1)!.t - xs[0]!.t)
-    report.note(`jobs/s in the first tenth ${jobsIn(first).toFixed(0)}, in the last ${jobsIn(last).toFixed(0)}`)
+    // Rows kept for the retention window grow with the rate: bytes per live row tells bloat from a faster run.
+    const perRow = (xs: Sample[], name: string) => xs.reduce((n, s) => n + s.tables[name]!.bytes, 0) / Math.max(1, xs.reduce((n, s) => n + s.tables[name]!.live_rows, 0))
+    report.note(`jobs/s in the first tenth ${jobsIn(first).toFixed(0)}, in the last ${jobsIn(last).toFixed(0)}; bytes per live row (mean over the tenth) first / last: ${TABLES.map((n) => `${n} ${perRow(first, n).toFixed(0)} / ${perRow(last, n).toFixed(0)}`).join(', ')}`)
   }
   const pruned = {
     processes: metrics.processes_retention_rows_pruned_total === undefined ? NaN : labelled('processes_retention_rows_pruned_total', 'processes'),
@@ -155,7 +145,8 @@ export async function run(): Promise<Report> {
   report.add({ figure: 'retention errors', value: metrics.processes_retention_errors_total ?? NaN, unit: '', goal: '0', pass: metrics.processes_retention_errors_total === 0 })
   report.add({ figure: 'load generator errors', value: final.errors, unit: '', goal: '0', pass: final.errors === 0 })
   const end = samples.at(-1)!
-  report.note(autovacuum ? 'autovacuum is on' : vacuuming ? `autovacuum is off on this Postgres: the benchmark ran \`vacuum (analyze) processes\` every ${VACUUM_MS / 1000} s itself (${vacuums} times), as autovacuum would` : 'autovacuum is off on this Postgres and BENCH_SOAK_VACUUM=0: nothing reclaimed the dead rows of processes')
+  const maxDead = Math.max(...samples.map((s) => s.tables.processes!.dead_rows))
+  report.note(`${autovacuum ? 'autovacuum is on' : `autovacuum is off on this Postgres: the server's retention vacuumed processes and idempotency_keys itself ${metrics.processes_retention_vacuums_total ?? NaN} times, ${(metrics.processes_retention_vacuum_seconds_total ?? NaN).toFixed(0)} s in all`}; processes' dead rows peaked at ${maxDead.toLocaleString('en')}`)
   report.note(`claim round trip: a probe worker's \`claim {max:1, wait_ms:0}\` on its own socket, send → \`claimed\`, once a second (${probes.length} probes)`)
   report.note(`at the end: ${TABLES.map((n) => `${n} ${(end.tables[n]!.bytes / 2 ** 20).toFixed(1)} MiB, ${end.tables[n]!.live_rows.toLocaleString('en')} live / ${end.tables[n]!.dead_rows.toLocaleString('en')} dead rows`).join('; ')}`)
   report.note(`CPU over the run: server ${(cpu.server / seconds).toFixed(2)} cores, Postgres (all of it, shared machine) ${(cpu.postgres / seconds).toFixed(2)} cores; ${seconds.toFixed(0)} s`)

@@ -6,6 +6,7 @@ import queue from '../../sql/003_queue.sql' with { type: 'text' }
 import security from '../../sql/004_security.sql' with { type: 'text' }
 import storage from '../../sql/005_storage.sql' with { type: 'text' }
 import workers from '../../sql/006_workers.sql' with { type: 'text' }
+import processesVacuum from '../../sql/007_processes_vacuum.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -19,4 +20,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '004_security.sql', text: security },
   { name: '005_storage.sql', text: storage },
   { name: '006_workers.sql', text: workers },
+  { name: '007_processes_vacuum.sql', text: processesVacuum },
 ]
