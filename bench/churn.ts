@@ -57,13 +57,18 @@ export async function run(): Promise<Report> {
   const series = result.rssSeries
   const at = (fraction: number) => series[Math.min(series.length - 1, Math.round((series.length - 1) * fraction))]![1] / 2 ** 20
   const [start, middle, end] = [at(0), at(0.5), at(1)]
-  const half = (second: boolean) => series.filter(([t]) => (t >= result.measureS * 500) === second).map(([, rss]) => rss)
+  const half = (second: boolean) => series.filter(([t]) => t >= result.measureS * 500 === second).map(([, rss]) => rss)
   const [first, second] = [half(false), half(true)]
   const [firstPeak, secondPeak] = [Math.max(...first) / 2 ** 20, Math.max(...second) / 2 ** 20]
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length / 2 ** 20
   const [firstMean, secondMean] = [mean(first), mean(second)]
   const growth = (secondMean - firstMean) / firstMean
-  report.add({ figure: 'reconnects per second (server-ended windows)', value: c.windowsEnded! / result.measureS, unit: '/s', goal: `≈ ${Math.round(STREAMS / (WINDOW_MS / 1000))}/s` })
+  report.add({
+    figure: 'reconnects per second (server-ended windows)',
+    value: c.windowsEnded! / result.measureS,
+    unit: '/s',
+    goal: `≈ ${Math.round(STREAMS / (WINDOW_MS / 1000))}/s`,
+  })
   report.add({ figure: 'connects in the window', value: c.attempts!, unit: '' })
   report.add({ figure: 'failed connects (+ dropped streams)', value: failed, unit: '', goal: '= 0', pass: failed === 0 })
   report.add({ figure: 'connect → response head p50', value: result.connect.quantile(0.5), unit: 'ms' })
@@ -71,7 +76,14 @@ export async function run(): Promise<Report> {
   report.add({ figure: 'server RSS at start of the minute', value: start, unit: 'MiB' })
   report.add({ figure: 'server RSS at middle', value: middle, unit: 'MiB' })
   report.add({ figure: 'server RSS at end', value: end, unit: 'MiB', ceiling: start, ceilingLabel: 'start', ratio: end / start })
-  report.add({ figure: 'server RSS peak, second half vs first half', value: secondPeak, unit: 'MiB', ceiling: firstPeak, ceilingLabel: 'first half', ratio: secondPeak / firstPeak })
+  report.add({
+    figure: 'server RSS peak, second half vs first half',
+    value: secondPeak,
+    unit: 'MiB',
+    ceiling: firstPeak,
+    ceilingLabel: 'first half',
+    ratio: secondPeak / firstPeak,
+  })
   report.add({
     figure: 'server RSS mean, second half vs first half',
     value: secondMean,

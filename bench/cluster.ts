@@ -33,10 +33,21 @@ const REMOTE = 1
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 /** The q-quantile of values already sorted ascending. */
 const atQuantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN
-const quantile = (xs: number[], q: number) => atQuantile([...xs].sort((a, b) => a - b), q)
+const quantile = (xs: number[], q: number) =>
+  atQuantile(
+    [...xs].sort((a, b) => a - b),
+    q,
+  )
 
 export async function run(): Promise<Report> {
-  const report = new Report('cluster', { streams_per_set: STREAMS, watched_processes_per_set: WATCHED, broadcast_ms: BROADCAST_MS, turn_ms: TURN_MS, measure_ms: MEASURE_MS, rounds: ROUNDS })
+  const report = new Report('cluster', {
+    streams_per_set: STREAMS,
+    watched_processes_per_set: WATCHED,
+    broadcast_ms: BROADCAST_MS,
+    turn_ms: TURN_MS,
+    measure_ms: MEASURE_MS,
+    rounds: ROUNDS,
+  })
   const { url, db } = await freshDatabase()
   const tenant = await createBenchTenant(db)
   const local = await insertRunning(db, tenant.workspaceId, WATCHED, () => 'bench-local')
@@ -44,7 +55,10 @@ export async function run(): Promise<Report> {
   const redis = await ownRedis()
   const setup = { url, tenant, ids: [...local, ...remote], workerId: 'bench-local' }
   const serverEnv = { REDIS_URL: redis.url, REDIS_PREFIX: 'bench:', SSE_MAX_MS: '3600000' }
-  const [a, b] = await Promise.all([startStreamServer('instance A (remote worker)', setup, serverEnv), startStreamServer('instance B (streams, local worker)', setup, serverEnv)])
+  const [a, b] = await Promise.all([
+    startStreamServer('instance A (remote worker)', setup, serverEnv),
+    startStreamServer('instance B (streams, local worker)', setup, serverEnv),
+  ])
 
   const rounds: StreamsResult[] = []
   let changes = 0
@@ -97,7 +111,17 @@ export async function run(): Promise<Report> {
   await Promise.all([a.stop(), b.stop()])
 
   /** Every latency a group's streams received in a round (its bursts together), sorted once per round. */
-  const sortedByGroup = new Map(rounds.map((r) => [r, [LOCAL, REMOTE].map((g) => [...r.bursts.values()].filter((b) => b.group === g).flatMap((b) => b.ms).sort((x, y) => x - y))]))
+  const sortedByGroup = new Map(
+    rounds.map((r) => [
+      r,
+      [LOCAL, REMOTE].map((g) =>
+        [...r.bursts.values()]
+          .filter((b) => b.group === g)
+          .flatMap((b) => b.ms)
+          .sort((x, y) => x - y),
+      ),
+    ]),
+  )
   const groupMs = (r: StreamsResult, group: number) => sortedByGroup.get(r)![group]!
   const p = (r: StreamsResult, group: number, q: number) => atQuantile(groupMs(r, group), q)
   // Paired by burst: each remote burst's p50 against the mean p50 of the local bursts just before and after it
@@ -112,7 +136,12 @@ export async function run(): Promise<Report> {
     }
   }
   const added = (q: number) => median(rounds.map((r) => p(r, REMOTE, q) - p(r, LOCAL, q)))
-  const [local50, local99, remote50, remote99] = [median(rounds.map((r) => p(r, LOCAL, 0.5))), median(rounds.map((r) => p(r, LOCAL, 0.99))), median(rounds.map((r) => p(r, REMOTE, 0.5))), median(rounds.map((r) => p(r, REMOTE, 0.99)))]
+  const [local50, local99, remote50, remote99] = [
+    median(rounds.map((r) => p(r, LOCAL, 0.5))),
+    median(rounds.map((r) => p(r, LOCAL, 0.99))),
+    median(rounds.map((r) => p(r, REMOTE, 0.5))),
+    median(rounds.map((r) => p(r, REMOTE, 0.99))),
+  ]
   const added50 = pairs.length > 0 ? median(pairs) : NaN
   const perChange = publishes / changes
   const streamsPerProcess = STREAMS / WATCHED
@@ -124,8 +153,20 @@ export async function run(): Promise<Report> {
   report.add({ figure: 'single instance (worker on B) latency p99', value: local99, unit: 'ms' })
   report.add({ figure: 'A → Redis → B latency p50', value: remote50, unit: 'ms', ceiling: local50, ceilingLabel: 'single', ratio: remote50 / local50 })
   report.add({ figure: 'A → Redis → B latency p99', value: remote99, unit: 'ms', ceiling: local99, ceilingLabel: 'single', ratio: remote99 / local99 })
-  report.add({ figure: 'added p50 latency (A→B − single, median of burst pairs)', value: added50, unit: 'ms', goal: `≤ ${MAX_ADDED_P50_MS} ms`, pass: counted && added50 <= MAX_ADDED_P50_MS })
-  report.add({ figure: 'burst pairs: 25th / 75th percentile of the difference', value: quantile(pairs, 0.25), unit: 'ms', ceiling: quantile(pairs, 0.75), ceilingLabel: '75th' })
+  report.add({
+    figure: 'added p50 latency (A→B − single, median of burst pairs)',
+    value: added50,
+    unit: 'ms',
+    goal: `≤ ${MAX_ADDED_P50_MS} ms`,
+    pass: counted && added50 <= MAX_ADDED_P50_MS,
+  })
+  report.add({
+    figure: 'burst pairs: 25th / 75th percentile of the difference',
+    value: quantile(pairs, 0.25),
+    unit: 'ms',
+    ceiling: quantile(pairs, 0.75),
+    ceilingLabel: '75th',
+  })
   report.add({ figure: 'burst pairs', value: pairs.length, unit: '' })
   report.add({ figure: 'added p50 latency (median of rounds)', value: added(0.5), unit: 'ms' })
   report.add({ figure: 'added p99 latency (median of rounds)', value: added(0.99), unit: 'ms' })
@@ -134,22 +175,50 @@ export async function run(): Promise<Report> {
   report.add({ figure: 'worker frame → ack p50, local set (commit on B)', value: ackP50(LOCAL), unit: 'ms' })
   report.add({ figure: 'worker frame → ack p50, remote set (commit on A)', value: ackP50(REMOTE), unit: 'ms' })
   report.add({ figure: 'changes committed on A and B (windows)', value: changes, unit: '' })
-  report.add({ figure: 'Redis PUBLISH calls per change', value: perChange, unit: '', goal: `constant (2 channels), ≪ ${streamsPerProcess} streams/process`, pass: changes > 0 && perChange <= 2.01 })
-  report.add({ figure: 'server publish calls per change (metric)', value: publishCalls / changes, unit: '', goal: '= 1', pass: Math.abs(publishCalls - changes) <= ROUNDS * 2 })
+  report.add({
+    figure: 'Redis PUBLISH calls per change',
+    value: perChange,
+    unit: '',
+    goal: `constant (2 channels), ≪ ${streamsPerProcess} streams/process`,
+    pass: changes > 0 && perChange <= 2.01,
+  })
+  report.add({
+    figure: 'server publish calls per change (metric)',
+    value: publishCalls / changes,
+    unit: '',
+    goal: '= 1',
+    pass: Math.abs(publishCalls - changes) <= ROUNDS * 2,
+  })
   const subscriptions = bAfter.processes_hub_subscriptions ?? NaN
-  report.add({ figure: 'Redis subscriptions held by B', value: subscriptions, unit: '', goal: `≤ ${2 * WATCHED} processes + work, workspace and worker channels, not ${2 * STREAMS} streams`, pass: subscriptions <= 2 * WATCHED + 3 })
-  report.add({ figure: 'events delivered / expected on B (worst round)', value: delivery, unit: '', goal: '≈ 1 (no loss)', pass: delivery >= 0.97 && failures === 0 })
+  report.add({
+    figure: 'Redis subscriptions held by B',
+    value: subscriptions,
+    unit: '',
+    goal: `≤ ${2 * WATCHED} processes + work, workspace and worker channels, not ${2 * STREAMS} streams`,
+    pass: subscriptions <= 2 * WATCHED + 3,
+  })
+  report.add({
+    figure: 'events delivered / expected on B (worst round)',
+    value: delivery,
+    unit: '',
+    goal: '≈ 1 (no loss)',
+    pass: delivery >= 0.97 && failures === 0,
+  })
   report.add({ figure: 'instance B RSS per stream (round 1)', value: rounds[0]!.rssPerStreamBytes / 1024, unit: 'KiB' })
   report.note(
     `each round: ${2 * STREAMS} streams on B (${STREAMS} per set, ${streamsPerProcess} per process), ${MEASURE_MS / 1000} s measured; the local and remote sets take turns every ${TURN_MS} ms, each broadcast every ${2 * TURN_MS} ms (local first in odd rounds); per round p50 single / A→B: ` +
       rounds.map((r) => `${p(r, LOCAL, 0.5).toFixed(1)} / ${p(r, REMOTE, 0.5).toFixed(1)} ms`).join(', '),
   )
-  report.note(`PUBLISH counted by the benchmark's own redis-server (INFO commandstats, reset at each window start); each change goes to process:<id> and workspace:<id> (and worker:<id> when it ends a lease), two pipelines per committed batch (the process channels first)`)
+  report.note(
+    `PUBLISH counted by the benchmark's own redis-server (INFO commandstats, reset at each window start); each change goes to process:<id> and workspace:<id> (and worker:<id> when it ends a lease), two pipelines per committed batch (the process channels first)`,
+  )
   report.note(`a per-subscriber design would have made ${streamsPerProcess}× more publishes`)
   report.data.rounds = rounds.map((r) => ({ ...summarize(r), local_latency_ms: pctOf(r, LOCAL), remote_latency_ms: pctOf(r, REMOTE) }))
   report.data.burst_pair_differences_ms = pairs.map((d) => Math.round(d * 100) / 100)
   // Per round, each burst in order: [burst, group, min, p10, p50, p90] of its latencies (ms).
-  report.data.bursts = rounds.map((r) => [...r.bursts].sort((x, y) => x[0] - y[0]).map(([k, b]) => [k, b.group, ...[0, 0.1, 0.5, 0.9].map((q) => Math.round(quantile(b.ms, q) * 100) / 100)]))
+  report.data.bursts = rounds.map((r) =>
+    [...r.bursts].sort((x, y) => x[0] - y[0]).map(([k, b]) => [k, b.group, ...[0, 0.1, 0.5, 0.9].map((q) => Math.round(quantile(b.ms, q) * 100) / 100)]),
+  )
   report.data.redis = { publish_calls: publishes, changes, server_publish_calls: publishCalls, b_metrics: bAfter }
   return report
 

@@ -42,9 +42,9 @@ try {
   for (const t of ['processes', 'process_events', 'audit_log', 'idempotency_keys']) await db.sql.unsafe(`vacuum (analyze) ${t}`)
   const out: Record<string, unknown> = { processes: N }
   for (const t of ['processes', 'process_events', 'audit_log']) {
-    const [r] = await db.sql.unsafe(`
+    const [r] = (await db.sql.unsafe(`
       select (select count(*) from ${t})::bigint as rows,
-             (select coalesce(sum(pg_total_relation_size(relid)), 0) from (select '${t}'::regclass as relid union select relid from pg_partition_tree('${t}'::regclass)) p)::bigint as bytes`) as any
+             (select coalesce(sum(pg_total_relation_size(relid)), 0) from (select '${t}'::regclass as relid union select relid from pg_partition_tree('${t}'::regclass)) p)::bigint as bytes`)) as any
     out[t] = { rows: Number(r.rows), bytes: Number(r.bytes), bytes_per_row: Number(r.bytes) / Number(r.rows) }
   }
   // The same rows compacted (VACUUM FULL): what they take once their updates' space is reused.

@@ -59,7 +59,9 @@ export async function run(): Promise<Report> {
     addFanoutRows(report, `N=${n}`, real, trivial)
     report.data[`n_${n}`] = { server: summarize(real), trivial: summarize(trivial) }
   }
-  report.note('latency: worker frame sent (its message carries the send time) → event parsed by the stream client; real server path = WebSocket → coalesced UPDATE … RETURNING → hub → SSE')
+  report.note(
+    'latency: worker frame sent (its message carries the send time) → event parsed by the stream client; real server path = WebSocket → coalesced UPDATE … RETURNING → hub → SSE',
+  )
   report.note('RSS per stream: (max RSS while measuring − RSS before any stream) / N; KiB = 1024 bytes')
   report.note('server runs with REDIS_URL set (its own prefix), as deployed; SSE_MAX_MS=3600000 so no stream ends during the run')
   return report
@@ -73,9 +75,34 @@ export function addFanoutRows(report: Report, tag: string, real: StreamsResult, 
   const kib = real.rssPerStreamBytes / 1024
   const tkib = trivial.rssPerStreamBytes / 1024
   report.add({ figure: `${tag} latency p50`, value: p50, unit: 'ms', ceiling: t50, ceilingLabel: 'trivial', ratio: p50 / t50 })
-  report.add({ figure: `${tag} latency p99`, value: p99, unit: 'ms', ceiling: t99, ceilingLabel: 'trivial', ratio: p99 / t99, goal: `≤ ${MAX_P99_RATIO}× trivial`, pass: p99 <= MAX_P99_RATIO * t99 })
-  report.add({ figure: `${tag} RSS per stream`, value: kib, unit: 'KiB', ceiling: tkib, ceilingLabel: 'trivial', ratio: kib / tkib, goal: `≤ ${MAX_KIB_PER_STREAM} KiB`, pass: kib <= MAX_KIB_PER_STREAM })
-  report.add({ figure: `${tag} server RSS (max)`, value: real.rssMaxBytes / 2 ** 20, unit: 'MiB', ceiling: trivial.rssMaxBytes / 2 ** 20, ceilingLabel: 'trivial', ratio: real.rssMaxBytes / trivial.rssMaxBytes })
+  report.add({
+    figure: `${tag} latency p99`,
+    value: p99,
+    unit: 'ms',
+    ceiling: t99,
+    ceilingLabel: 'trivial',
+    ratio: p99 / t99,
+    goal: `≤ ${MAX_P99_RATIO}× trivial`,
+    pass: p99 <= MAX_P99_RATIO * t99,
+  })
+  report.add({
+    figure: `${tag} RSS per stream`,
+    value: kib,
+    unit: 'KiB',
+    ceiling: tkib,
+    ceilingLabel: 'trivial',
+    ratio: kib / tkib,
+    goal: `≤ ${MAX_KIB_PER_STREAM} KiB`,
+    pass: kib <= MAX_KIB_PER_STREAM,
+  })
+  report.add({
+    figure: `${tag} server RSS (max)`,
+    value: real.rssMaxBytes / 2 ** 20,
+    unit: 'MiB',
+    ceiling: trivial.rssMaxBytes / 2 ** 20,
+    ceilingLabel: 'trivial',
+    ratio: real.rssMaxBytes / trivial.rssMaxBytes,
+  })
   report.add({
     figure: `${tag} server CPU (${real.measureS.toFixed(0)} s window)`,
     value: real.cpuSeconds,
@@ -85,6 +112,12 @@ export function addFanoutRows(report: Report, tag: string, real: StreamsResult, 
     ratio: real.cpuSeconds / trivial.cpuSeconds,
   })
   if (real.deliveryRatio !== null) {
-    report.add({ figure: `${tag} events delivered / expected`, value: real.deliveryRatio, unit: '', goal: '≈ 1 (no loss)', pass: real.deliveryRatio >= 0.97 && real.counters.failures === 0 })
+    report.add({
+      figure: `${tag} events delivered / expected`,
+      value: real.deliveryRatio,
+      unit: '',
+      goal: '≈ 1 (no loss)',
+      pass: real.deliveryRatio >= 0.97 && real.counters.failures === 0,
+    })
   }
 }

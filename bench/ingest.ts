@@ -3,7 +3,23 @@
 // running processes, and the Postgres row writes and statements that costs (the server's own counters:
 // processes_progress_frames_total / _writes_total / _statements_total). Ceiling: the same workers against a
 // trivial Bun WebSocket server that parses each frame and acks it at once (no database).
-import { BASE_REDIS_URL, BENCH_DIR, BUN, type Child, type ServerChild, Report, cleanRedisPrefix, createBenchTenant, freshDatabase, insertRunning, procStat, redisPrefix, scrapeMetrics, sleep, spawnChild } from './lib'
+import {
+  BASE_REDIS_URL,
+  BENCH_DIR,
+  BUN,
+  type Child,
+  type ServerChild,
+  Report,
+  cleanRedisPrefix,
+  createBenchTenant,
+  freshDatabase,
+  insertRunning,
+  procStat,
+  redisPrefix,
+  scrapeMetrics,
+  sleep,
+  spawnChild,
+} from './lib'
 import { startStreamServer, startTrivialSseServer } from './scenario'
 
 const env = process.env
@@ -123,16 +139,30 @@ export async function ingestInto(report: Report, tag = '') {
   report.add({ figure: `${p}Postgres row writes`, value: writes / real.measureS, unit: 'rows/s' })
   report.add({ figure: `${p}UPDATE statements`, value: (real.statements ?? NaN) / real.measureS, unit: 'stmts/s' })
   report.add({ figure: `${p}frames per row written`, value: coalescing, unit: '', goal: `≥ ${GOAL_COALESCING}×`, pass: coalescing >= GOAL_COALESCING })
-  report.add({ figure: `${p}server CPU while ingesting`, value: (real.cpuSeconds / real.measureS) * 100, unit: '% of a core', ceiling: (trivial.cpuSeconds / trivial.measureS) * 100, ceilingLabel: 'trivial' })
+  report.add({
+    figure: `${p}server CPU while ingesting`,
+    value: (real.cpuSeconds / real.measureS) * 100,
+    unit: '% of a core',
+    ceiling: (trivial.cpuSeconds / trivial.measureS) * 100,
+    ceilingLabel: 'trivial',
+  })
   report.add({ figure: `${p}frames refused (errors)`, value: real.errors, unit: '', goal: '= 0', pass: real.errors === 0 })
   if (real.errors > 0) report.note(`${p}errors: ${JSON.stringify(real.errorCodes)} ${real.errorSamples.join(' | ')}`)
   report.data[tag || 'ingest'] = { real, trivial }
 }
 
 export async function run(): Promise<Report> {
-  const report = new Report('ingest', { worker_connections: INGEST_WORKERS, processes: INGEST_PROCESSES, window_per_connection: WINDOW, progress_flush_ms: 100, measure_ms: MEASURE_MS })
+  const report = new Report('ingest', {
+    worker_connections: INGEST_WORKERS,
+    processes: INGEST_PROCESSES,
+    window_per_connection: WINDOW,
+    progress_flush_ms: 100,
+    measure_ms: MEASURE_MS,
+  })
   await ingestInto(report)
-  report.note(`${INGEST_WORKERS} worker processes, one WebSocket each, each sending progress (with message and attempt) round-robin over its ${INGEST_PROCESSES / INGEST_WORKERS} processes, ≤ ${WINDOW} unacked`)
+  report.note(
+    `${INGEST_WORKERS} worker processes, one WebSocket each, each sending progress (with message and attempt) round-robin over its ${INGEST_PROCESSES / INGEST_WORKERS} processes, ≤ ${WINDOW} unacked`,
+  )
   report.note('frames accepted = acks received by the workers (an ack follows the commit of the coalesced write that carries the frame)')
   return report
 }

@@ -117,7 +117,10 @@ export const redisPrefix = () => `bench:${suffix()}:`
 export function cleanRedisPrefix(redisUrl: string, prefix: string) {
   defer(() => {
     const u = new URL(redisUrl)
-    const keys = Bun.spawnSync(['redis-cli', '-h', u.hostname, '-p', u.port || '6379', '--scan', '--pattern', `${prefix}*`]).stdout.toString().split('\n').filter(Boolean)
+    const keys = Bun.spawnSync(['redis-cli', '-h', u.hostname, '-p', u.port || '6379', '--scan', '--pattern', `${prefix}*`])
+      .stdout.toString()
+      .split('\n')
+      .filter(Boolean)
     if (keys.length > 0) Bun.spawnSync(['redis-cli', '-h', u.hostname, '-p', u.port || '6379', 'del', ...keys])
   })
 }
@@ -126,7 +129,10 @@ export function cleanRedisPrefix(redisUrl: string, prefix: string) {
 export async function ownRedis(): Promise<{ url: string; port: number; cli: (...args: string[]) => string }> {
   if (!Bun.which('redis-server')) throw new Error('redis-server is not installed (apt-get install -y redis-server)')
   const port = await freePort()
-  const proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxclients', '1000'], { stdout: 'ignore', stderr: 'ignore' })
+  const proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxclients', '1000'], {
+    stdout: 'ignore',
+    stderr: 'ignore',
+  })
   defer(async () => {
     proc.kill('SIGKILL')
     await proc.exited
@@ -144,7 +150,6 @@ export function redisCommandCalls(info: string, command: string): number {
 
 // ---------------------------------------------------------------------------------------------
 // Child processes.
-
 
 export interface Child {
   label: string
@@ -246,12 +251,19 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
         if (proc.exitCode !== null) throw new Error(`${label} exited (${proc.exitCode}) before answering:\n${tail().slice(-3000)}`)
         return false
       }
-      await waitFor(answered, timeoutMs, () => `${label} to answer within ${timeoutMs} ms:\n${tail().slice(-3000)}`, { pollMs: 500, wake: (resume) => waiters.push(resume) })
+      await waitFor(answered, timeoutMs, () => `${label} to answer within ${timeoutMs} ms:\n${tail().slice(-3000)}`, {
+        pollMs: 500,
+        wake: (resume) => waiters.push(resume),
+      })
       return found
     },
     async stop(signal = 'SIGTERM') {
       if (proc.exitCode === null && !proc.killed) proc.kill(signal)
-      const exited = await within(proc.exited.then(() => true), 12_000, false)
+      const exited = await within(
+        proc.exited.then(() => true),
+        12_000,
+        false,
+      )
       if (!exited) {
         proc.kill('SIGKILL')
         await proc.exited
@@ -272,7 +284,11 @@ export async function startServer(label: string, cmd: string[], env: Record<stri
   const port = await freePort()
   const child = spawnChild(label, cmd, { LOG_LEVEL: 'warn', ...env, PORT: String(port) }, { messages: false })
   const url = `http://127.0.0.1:${port}`
-  await waitFor(async () => (await fetch(`${url}/health`).catch(() => null))?.ok === true, 30_000, () => `${label} to start:\n${child.output()}`)
+  await waitFor(
+    async () => (await fetch(`${url}/health`).catch(() => null))?.ok === true,
+    30_000,
+    () => `${label} to start:\n${child.output()}`,
+  )
   return Object.assign(child, { url, port })
 }
 
@@ -299,7 +315,6 @@ export function startProcessesServer(label: string, env: Record<string, string |
   const flags = (process.env.BENCH_SERVER_BUN_ARGS ?? '').split(' ').filter(Boolean)
   return startServer(label, [BUN, ...flags, process.env.BENCH_SERVER_MAIN ?? 'src/main.ts'], { ...BENCH_LIMITS_OFF, ...env })
 }
-
 
 export interface ProcStat {
   rssBytes: number
@@ -417,7 +432,16 @@ export function scratchDir(): string {
  * Runs wrk against a URL; `lua` is a script body (headers, a request() that picks ids). wrk runs in its own
  * process; a short warm-up run first (JIT, pool, caches), whose figures are discarded.
  */
-export async function runWrk(o: { url: string; lua?: string; threads: number; connections: number; durationS: number; warmupS: number; serverPid?: number; postgres?: boolean }): Promise<WrkResult> {
+export async function runWrk(o: {
+  url: string
+  lua?: string
+  threads: number
+  connections: number
+  durationS: number
+  warmupS: number
+  serverPid?: number
+  postgres?: boolean
+}): Promise<WrkResult> {
   const args = [`-t${o.threads}`, `-c${o.connections}`, '--latency']
   if (o.lua) {
     const file = join(scratchDir(), `wrk-${suffix()}.lua`)
@@ -446,7 +470,9 @@ export function wrkLua(o: { path: string; token?: string; headers?: Record<strin
   for (const [k, v] of Object.entries(o.headers ?? {})) lines.push(`wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`)
   if (o.idRange) {
     const [before, after] = o.path.split('{id}')
-    lines.push(`request = function() return wrk.format("GET", ${JSON.stringify(before)} .. math.random(${o.idRange[0]}, ${o.idRange[1]}) .. ${JSON.stringify(after ?? '')}) end`)
+    lines.push(
+      `request = function() return wrk.format("GET", ${JSON.stringify(before)} .. math.random(${o.idRange[0]}, ${o.idRange[1]}) .. ${JSON.stringify(after ?? '')}) end`,
+    )
   } else lines.push(`request = function() return wrk.format("GET", ${JSON.stringify(o.path)}) end`)
   return `${lines.join('\n')}\n`
 }
@@ -473,10 +499,15 @@ export class Report {
   readonly startedAt = new Date()
   readonly loadAtStart = loadavg()
 
-  constructor(readonly name: string, readonly params: Record<string, unknown> = {}) {
+  constructor(
+    readonly name: string,
+    readonly params: Record<string, unknown> = {},
+  ) {
     // Ceilings are measured in the same run for this reason, but a busy machine still widens the spread.
     if (this.loadAtStart[0]! > cpus().length * 0.5) {
-      this.note(`the machine was busy when this started (load average ${this.loadAtStart.map((l) => l.toFixed(2)).join(' ')} on ${cpus().length} cores): figures are noisier than usual`)
+      this.note(
+        `the machine was busy when this started (load average ${this.loadAtStart.map((l) => l.toFixed(2)).join(' ')} on ${cpus().length} cores): figures are noisier than usual`,
+      )
     }
   }
 
@@ -507,8 +538,16 @@ export class Report {
       ]),
     ]
     const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)))
-    const line = (row: string[]) => row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()
-    console.log(`\n== bench ${this.name} ==  ${Object.entries(this.params).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`).join('  ')}`)
+    const line = (row: string[]) =>
+      row
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd()
+    console.log(
+      `\n== bench ${this.name} ==  ${Object.entries(this.params)
+        .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`)
+        .join('  ')}`,
+    )
     console.log(line(table[0]!))
     console.log(widths.map((w) => '-'.repeat(w)).join('  '))
     for (const row of table.slice(1)) console.log(line(row))

@@ -42,7 +42,15 @@ async function reference(lib: Exclude<Lib, 'processes'>, jobs: number, progress:
 }
 
 export async function run(): Promise<Report> {
-  const report = new Report('queue', { progress_sync_commit: env.PROGRESS_SYNC_COMMIT ?? 'on', jobs: JOBS, rounds: ROUNDS, concurrency: CONCURRENCY, pg_boss_jobs: PG_BOSS_JOBS, finished_rows: FINISHED, backlog: BACKLOG })
+  const report = new Report('queue', {
+    progress_sync_commit: env.PROGRESS_SYNC_COMMIT ?? 'on',
+    jobs: JOBS,
+    rounds: ROUNDS,
+    concurrency: CONCURRENCY,
+    pg_boss_jobs: PG_BOSS_JOBS,
+    finished_rows: FINISHED,
+    backlog: BACKLOG,
+  })
   const { url, db } = await freshDatabase(4)
   const tenant = await createBenchTenant(db)
   // PROGRESS_SYNC_COMMIT=off in the benchmark's environment measures the opt-in (progress commits without the WAL flush).
@@ -93,7 +101,11 @@ export async function run(): Promise<Report> {
     record('graphile-worker without progress', await reference('graphile-worker', JOBS, false))
     record('bullmq without progress', await reference('bullmq', JOBS, false))
     record('pg-boss without progress', await reference('pg-boss', PG_BOSS_JOBS, false))
-    console.log(`  round ${round + 1}/${ROUNDS}: ${Object.entries(results).map(([k, v]) => `${k} ${Math.round(v.at(-1)!)}`).join(', ')}`)
+    console.log(
+      `  round ${round + 1}/${ROUNDS}: ${Object.entries(results)
+        .map(([k, v]) => `${k} ${Math.round(v.at(-1)!)}`)
+        .join(', ')}`,
+    )
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
   const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)]))
@@ -101,12 +113,50 @@ export async function run(): Promise<Report> {
 
   const withP = m['processes with progress']!
   const withoutP = m['processes without progress']!
-  report.add({ figure: 'jobs/s with 5 progress updates (vs BullMQ)', value: withP, unit: 'jobs/s', ceiling: m['bullmq with progress'], ceilingLabel: 'BullMQ', ratio: withP / m['bullmq with progress']!, goal: '≥ 1.0×', pass: withP >= m['bullmq with progress']! })
-  report.add({ figure: 'jobs/s without progress (vs graphile-worker)', value: withoutP, unit: 'jobs/s', ceiling: m['graphile-worker without progress'], ceilingLabel: 'graphile-worker', ratio: withoutP / m['graphile-worker without progress']!, goal: '≥ 1.0×', pass: withoutP >= m['graphile-worker without progress']! })
-  report.add({ figure: 'jobs/s without progress (vs BullMQ)', value: withoutP, unit: 'jobs/s', ceiling: m['bullmq without progress'], ceilingLabel: 'BullMQ', ratio: withoutP / m['bullmq without progress']! })
-  report.add({ figure: 'jobs/s without progress (vs pg-boss)', value: withoutP, unit: 'jobs/s', ceiling: m['pg-boss without progress'], ceilingLabel: 'pg-boss', ratio: withoutP / m['pg-boss without progress']! })
+  report.add({
+    figure: 'jobs/s with 5 progress updates (vs BullMQ)',
+    value: withP,
+    unit: 'jobs/s',
+    ceiling: m['bullmq with progress'],
+    ceilingLabel: 'BullMQ',
+    ratio: withP / m['bullmq with progress']!,
+    goal: '≥ 1.0×',
+    pass: withP >= m['bullmq with progress']!,
+  })
+  report.add({
+    figure: 'jobs/s without progress (vs graphile-worker)',
+    value: withoutP,
+    unit: 'jobs/s',
+    ceiling: m['graphile-worker without progress'],
+    ceilingLabel: 'graphile-worker',
+    ratio: withoutP / m['graphile-worker without progress']!,
+    goal: '≥ 1.0×',
+    pass: withoutP >= m['graphile-worker without progress']!,
+  })
+  report.add({
+    figure: 'jobs/s without progress (vs BullMQ)',
+    value: withoutP,
+    unit: 'jobs/s',
+    ceiling: m['bullmq without progress'],
+    ceilingLabel: 'BullMQ',
+    ratio: withoutP / m['bullmq without progress']!,
+  })
+  report.add({
+    figure: 'jobs/s without progress (vs pg-boss)',
+    value: withoutP,
+    unit: 'jobs/s',
+    ceiling: m['pg-boss without progress'],
+    ceilingLabel: 'pg-boss',
+    ratio: withoutP / m['pg-boss without progress']!,
+  })
   const enqueueRate = median(enqueueRates)
-  report.add({ figure: 'bulk enqueue (POST /processes/batch, 1,000 a request)', value: enqueueRate, unit: 'jobs/s', goal: '≥ 10,000', pass: enqueueRate >= 10_000 })
+  report.add({
+    figure: 'bulk enqueue (POST /processes/batch, 1,000 a request)',
+    value: enqueueRate,
+    unit: 'jobs/s',
+    goal: '≥ 10,000',
+    pass: enqueueRate >= 10_000,
+  })
 
   // Claim cost at 0 and at FINISHED finished rows: one pending process claimed at a time, in a transaction each.
   {
@@ -125,7 +175,16 @@ export async function run(): Promise<Report> {
       select ${t.workspaceId}, 'cost', 'completed', 100, 'Completed', 1, now(), now() from generate_series(1, ${FINISHED})`
     await cdb.sql`analyze processes`
     const atMany = await time()
-    report.add({ figure: `claim cost at ${FINISHED.toLocaleString('en')} finished rows (vs 0)`, value: atMany, unit: 'ms', ceiling: atZero, ceilingLabel: '0 finished', ratio: atMany / atZero, goal: '≤ 1.2×', pass: atMany / atZero <= 1.2 })
+    report.add({
+      figure: `claim cost at ${FINISHED.toLocaleString('en')} finished rows (vs 0)`,
+      value: atMany,
+      unit: 'ms',
+      ceiling: atZero,
+      ceilingLabel: '0 finished',
+      ratio: atMany / atZero,
+      goal: '≤ 1.2×',
+      pass: atMany / atZero <= 1.2,
+    })
   }
 
   // Noisy neighbour: A holds BACKLOG pending; B creates one process every 100 ms while a worker drains.
@@ -135,7 +194,11 @@ export async function run(): Promise<Report> {
     const worker = connectWorker(server.url, tenant.workerToken, { types: ['noisy'], concurrency: CONCURRENCY, claimWaitMs: 1000, handler: async () => {} })
     const ids: number[] = []
     for (let i = 0; i < 80; i++) {
-      const response = await fetch(`${server.url}/processes`, { method: 'POST', headers: { authorization: `Bearer ${b.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'noisy' }) })
+      const response = await fetch(`${server.url}/processes`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${b.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'noisy' }),
+      })
       ids.push(((await response.json()) as { id: number }).id)
       await Bun.sleep(100)
     }
@@ -150,11 +213,27 @@ export async function run(): Promise<Report> {
     await worker.close({ timeoutMs: 5000 })
     const pickups = rows.map((r) => (r.ms === null ? Infinity : Number(r.ms))).sort((x, y) => x - y)
     const p99 = pickups[Math.min(pickups.length - 1, Math.ceil(pickups.length * 0.99) - 1)]!
-    const left = (await db.sql<{ n: number }[]>`select count(*)::int as n from processes where type = 'noisy' and status = 'pending' and workspace_id = ${tenant.workspaceId}`)[0]!.n
-    report.add({ figure: `noisy neighbour: B's pickup p99 while A holds ${BACKLOG.toLocaleString('en')} pending`, value: p99, unit: 'ms', goal: '≤ 1,000', pass: p99 <= 1000 })
-    report.note(`noisy neighbour: B's pickup p50 ${Math.round(pickups[Math.floor(pickups.length / 2)]!)} ms; A still had ${left.toLocaleString('en')} pending at the end`)
+    const left = (
+      await db.sql<
+        { n: number }[]
+      >`select count(*)::int as n from processes where type = 'noisy' and status = 'pending' and workspace_id = ${tenant.workspaceId}`
+    )[0]!.n
+    report.add({
+      figure: `noisy neighbour: B's pickup p99 while A holds ${BACKLOG.toLocaleString('en')} pending`,
+      value: p99,
+      unit: 'ms',
+      goal: '≤ 1,000',
+      pass: p99 <= 1000,
+    })
+    report.note(
+      `noisy neighbour: B's pickup p50 ${Math.round(pickups[Math.floor(pickups.length / 2)]!)} ms; A still had ${left.toLocaleString('en')} pending at the end`,
+    )
   }
-  report.note(`medians of ${ROUNDS} interleaved rounds; every queue gets one worker with concurrency ${CONCURRENCY} (graphile-worker and pg-boss otherwise at their defaults; pg-boss batchSize ${CONCURRENCY}, pollingIntervalSeconds 0.5, its minimum, and ${PG_BOSS_JOBS.toLocaleString('en')} jobs — it takes one batch per polling interval)`)
-  report.note('this server: the worker SDK (packages/client/src/worker.ts) in the benchmark process, awaiting each ctx.progress; BullMQ awaits each job.updateProgress')
+  report.note(
+    `medians of ${ROUNDS} interleaved rounds; every queue gets one worker with concurrency ${CONCURRENCY} (graphile-worker and pg-boss otherwise at their defaults; pg-boss batchSize ${CONCURRENCY}, pollingIntervalSeconds 0.5, its minimum, and ${PG_BOSS_JOBS.toLocaleString('en')} jobs — it takes one batch per polling interval)`,
+  )
+  report.note(
+    'this server: the worker SDK (packages/client/src/worker.ts) in the benchmark process, awaiting each ctx.progress; BullMQ awaits each job.updateProgress',
+  )
   return report
 }

@@ -13,12 +13,14 @@ interface Benchmark {
 
 const BENCHMARKS: Record<string, Benchmark> = {
   rest: {
-    describe: 'GET /processes/{id} (200 and 304) and GET /processes?limit=50 over 100,000 processes with auth and audit, vs Bun hello-world and a bare Bun + postgres.js select (wrk)',
+    describe:
+      'GET /processes/{id} (200 and 304) and GET /processes?limit=50 over 100,000 processes with auth and audit, vs Bun hello-world and a bare Bun + postgres.js select (wrk)',
     seconds: 85,
     run: async () => (await import('./rest')).run(),
   },
   fanout: {
-    describe: 'N = 5,000 and 15,000 SSE streams on one instance, a worker broadcast every 500 ms: latency p50/p99, RSS per stream, CPU, vs a trivial Bun SSE server',
+    describe:
+      'N = 5,000 and 15,000 SSE streams on one instance, a worker broadcast every 500 ms: latency p50/p99, RSS per stream, CPU, vs a trivial Bun SSE server',
     seconds: 95,
     run: async () => (await import('./fanout')).run(),
   },
@@ -28,7 +30,8 @@ const BENCHMARKS: Record<string, Benchmark> = {
     run: async () => (await import('./churn')).run(),
   },
   ingest: {
-    describe: 'worker progress frames per second one instance accepts with coalescing on, and the Postgres row writes that costs, vs a trivial Bun WebSocket ack server',
+    describe:
+      'worker progress frames per second one instance accepts with coalescing on, and the Postgres row writes that costs, vs a trivial Bun WebSocket ack server',
     seconds: 30,
     run: async () => (await import('./ingest')).run(),
   },
@@ -38,12 +41,14 @@ const BENCHMARKS: Record<string, Benchmark> = {
     run: async () => (await import('./cluster')).run(),
   },
   queue: {
-    describe: 'jobs/s with and without progress vs pg-boss, graphile-worker and BullMQ (interleaved rounds), bulk enqueue, claim cost at 0 vs 1M finished rows, noisy-neighbour pickup p99',
+    describe:
+      'jobs/s with and without progress vs pg-boss, graphile-worker and BullMQ (interleaved rounds), bulk enqueue, claim cost at 0 vs 1M finished rows, noisy-neighbour pickup p99',
     seconds: 240,
     run: async () => (await import('./queue')).run(),
   },
   soak: {
-    describe: 'N = 1,000,000 jobs (BENCH_SOAK_JOBS) through one server with retention at ~26 s: table bytes and claim round trip, last tenth vs first, rows pruned, partitions dropped',
+    describe:
+      'N = 1,000,000 jobs (BENCH_SOAK_JOBS) through one server with retention at ~26 s: table bytes and claim round trip, last tenth vs first, rows pruned, partitions dropped',
     seconds: 1800,
     run: async () => (await import('./soak')).run(),
   },

@@ -69,7 +69,16 @@ export interface StreamsResult {
   connect: Histogram
   counters: Record<string, number>
   failureSamples: string[]
-  worker: { sent: number; acked: number; errors: number; ticks: number; lateTicks: number; errorCodes: Record<string, number>; ack: Histogram; targetAcks: Histogram[] } | null
+  worker: {
+    sent: number
+    acked: number
+    errors: number
+    ticks: number
+    lateTicks: number
+    errorCodes: Record<string, number>
+    ack: Histogram
+    targetAcks: Histogram[]
+  } | null
   baseline: ProcStat
   /** RSS samples (bytes) during the measured window, about one a second, with their offsets in ms. */
   rssSeries: Array<[number, number]>
@@ -252,7 +261,11 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
     rampS,
     // Each frame sent should reach every stream of its process (streams / ids of them).
     deliveryRatio: workerReport && workerReport.sent > 0 ? counters.events! / ((workerReport.sent * o.streams) / o.ids.length) : null,
-    others: (o.alsoWatch ?? []).map((s, i) => ({ label: s.label, rssMaxBytes: othersMax[i]!, cpuSeconds: othersEnd[i]!.cpuSeconds - othersStart[i]!.cpuSeconds })),
+    others: (o.alsoWatch ?? []).map((s, i) => ({
+      label: s.label,
+      rssMaxBytes: othersMax[i]!,
+      cpuSeconds: othersEnd[i]!.cpuSeconds - othersStart[i]!.cpuSeconds,
+    })),
     eventLoopLagMaxMs: lagMaxMs,
     listenOverflows: overflows0 === null || overflows1 === null ? null : overflows1 - overflows0,
   }
@@ -279,7 +292,16 @@ export function summarize(r: StreamsResult) {
     latency_ms: pct(r.latency),
     connect_ms: pct(r.connect),
     worker_ack_ms: r.worker ? pct(r.worker.ack) : null,
-    worker: r.worker ? { sent: r.worker.sent, acked: r.worker.acked, errors: r.worker.errors, ticks: r.worker.ticks, late_ticks: r.worker.lateTicks, error_codes: r.worker.errorCodes } : null,
+    worker: r.worker
+      ? {
+          sent: r.worker.sent,
+          acked: r.worker.acked,
+          errors: r.worker.errors,
+          ticks: r.worker.ticks,
+          late_ticks: r.worker.lateTicks,
+          error_codes: r.worker.errorCodes,
+        }
+      : null,
     counters: r.counters,
     failure_samples: r.failureSamples,
     delivery_ratio: r.deliveryRatio,

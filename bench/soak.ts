@@ -43,7 +43,17 @@ export async function run(): Promise<Report> {
   // Partitions go only when their whole range is past retention: the first drop comes up to one partition
   // width (plus a pass) after the retention window; after that the tables only saw-tooth.
   const warmupS = (retentionMs + PARTITION_MS + 2 * RETENTION_INTERVAL_MS) / 1000
-  const report = new Report('soak', { jobs: JOBS, backlog: BACKLOG, retention_days: RETENTION_DAYS, partition_ms: PARTITION_MS, retention_interval_ms: RETENTION_INTERVAL_MS, progress_per_job: PROGRESS, workers: WORKERS, concurrency: CONCURRENCY, warmup_s: warmupS })
+  const report = new Report('soak', {
+    jobs: JOBS,
+    backlog: BACKLOG,
+    retention_days: RETENTION_DAYS,
+    partition_ms: PARTITION_MS,
+    retention_interval_ms: RETENTION_INTERVAL_MS,
+    progress_per_job: PROGRESS,
+    workers: WORKERS,
+    concurrency: CONCURRENCY,
+    warmup_s: warmupS,
+  })
   const { url, db } = await freshDatabase(2)
   const tenant = await createBenchTenant(db)
   const days = String(RETENTION_DAYS)
@@ -65,7 +75,17 @@ export async function run(): Promise<Report> {
     await Bun.sleep(100)
   }
   const load = spawnChild('soak-load', [BUN, `${BENCH_DIR}load/soak-load.ts`], {
-    BENCH_SOAK: JSON.stringify({ url: server.url, token: tenant.token, workerToken: tenant.workerToken, jobs: JOBS, backlog: BACKLOG, concurrency: CONCURRENCY, workers: WORKERS, progressFrames: PROGRESS, readEveryMs: 50 }),
+    BENCH_SOAK: JSON.stringify({
+      url: server.url,
+      token: tenant.token,
+      workerToken: tenant.workerToken,
+      jobs: JOBS,
+      backlog: BACKLOG,
+      concurrency: CONCURRENCY,
+      workers: WORKERS,
+      progressFrames: PROGRESS,
+      readEveryMs: 50,
+    }),
   })
   const autovacuum = (await db.sql<{ autovacuum: string }[]>`show autovacuum`)[0]!.autovacuum === 'on'
   const cpu0 = { server: procStat(server.pid).cpuSeconds, postgres: postgresCpuSeconds() }
@@ -77,7 +97,8 @@ export async function run(): Promise<Report> {
   let lastPrint = 0
   while (!final) {
     await Bun.sleep(SAMPLE_MS)
-    if (load.proc.exitCode !== null && !load.messages.some((m) => m.final)) throw new Error(`soak-load exited (${load.proc.exitCode}):\n${load.output().slice(-3000)}`)
+    if (load.proc.exitCode !== null && !load.messages.some((m) => m.final))
+      throw new Error(`soak-load exited (${load.proc.exitCode}):\n${load.output().slice(-3000)}`)
     let latest: any = null
     for (; consumed < load.messages.length; consumed++) {
       const m = load.messages[consumed]
@@ -87,11 +108,18 @@ export async function run(): Promise<Report> {
     }
     const s: StorageSample = await sampleStorage(db.sql)
     const t = (performance.now() - started) / 1000
-    samples.push({ t, done: latest?.done ?? samples.at(-1)?.done ?? 0, created: latest?.created ?? samples.at(-1)?.created ?? 0, tables: Object.fromEntries(s.tables.map((x) => [x.name, { bytes: Number(x.bytes), live_rows: Number(x.live_rows), dead_rows: Number(x.dead_rows) }])) })
+    samples.push({
+      t,
+      done: latest?.done ?? samples.at(-1)?.done ?? 0,
+      created: latest?.created ?? samples.at(-1)?.created ?? 0,
+      tables: Object.fromEntries(s.tables.map((x) => [x.name, { bytes: Number(x.bytes), live_rows: Number(x.live_rows), dead_rows: Number(x.dead_rows) }])),
+    })
     if (t - lastPrint >= 30) {
       lastPrint = t
       const last = samples.at(-1)!
-      console.log(`  ${t.toFixed(0)} s: done ${last.done.toLocaleString('en')} / ${JOBS.toLocaleString('en')}, pending ${(last.created - last.done).toLocaleString('en')}, ${TABLES.map((n) => `${n} ${(last.tables[n]!.bytes / 2 ** 20).toFixed(1)} MiB (${last.tables[n]!.live_rows} live, ${last.tables[n]!.dead_rows} dead)`).join(', ')}`)
+      console.log(
+        `  ${t.toFixed(0)} s: done ${last.done.toLocaleString('en')} / ${JOBS.toLocaleString('en')}, pending ${(last.created - last.done).toLocaleString('en')}, ${TABLES.map((n) => `${n} ${(last.tables[n]!.bytes / 2 ** 20).toFixed(1)} MiB (${last.tables[n]!.live_rows} live, ${last.tables[n]!.dead_rows} dead)`).join(', ')}`,
+      )
     }
   }
   const seconds = (performance.now() - started) / 1000
@@ -105,7 +133,9 @@ export async function run(): Promise<Report> {
   const createdAll = samples.find((s) => s.created >= JOBS)?.t ?? Infinity
   const measured = samples.filter((s) => s.t >= warmupS && s.t <= createdAll)
   if (measured.length < 20) {
-    report.note(`the run (${seconds.toFixed(0)} s) was too short for a comparison after the ${warmupS.toFixed(0)} s warm-up: ${measured.length} samples; run more jobs`)
+    report.note(
+      `the run (${seconds.toFixed(0)} s) was too short for a comparison after the ${warmupS.toFixed(0)} s warm-up: ${measured.length} samples; run more jobs`,
+    )
   } else {
     const span = measured.at(-1)!.t - measured[0]!.t
     const firstEnd = measured[0]!.t + span / 10
@@ -116,40 +146,85 @@ export async function run(): Promise<Report> {
       const peak = (xs: Sample[]) => Math.max(...xs.map((s) => s.tables[name]!.bytes))
       const a = peak(first)
       const b = peak(last)
-      report.add({ figure: `${name} bytes, peak in last tenth (vs first)`, value: b / 2 ** 20, unit: 'MiB', ceiling: a / 2 ** 20, ceilingLabel: 'first tenth', ratio: b / a, goal: '≤ 1.2×', pass: b / a <= 1.2 })
+      report.add({
+        figure: `${name} bytes, peak in last tenth (vs first)`,
+        value: b / 2 ** 20,
+        unit: 'MiB',
+        ceiling: a / 2 ** 20,
+        ceilingLabel: 'first tenth',
+        ratio: b / a,
+        goal: '≤ 1.2×',
+        pass: b / a <= 1.2,
+      })
     }
     const probeIn = (from: number, to: number) => probes.filter((p) => p.t >= from && p.t <= to).map((p) => p.ms)
     const pf = probeIn(measured[0]!.t, firstEnd)
     const pl = probeIn(lastStart, measured.at(-1)!.t)
-    for (const [q, label] of [[0.5, 'p50'], [0.99, 'p99']] as const) {
+    for (const [q, label] of [
+      [0.5, 'p50'],
+      [0.99, 'p99'],
+    ] as const) {
       const a = quantile(pf, q)
       const b = quantile(pl, q)
-      report.add({ figure: `claim round trip ${label}, last tenth (vs first)`, value: b, unit: 'ms', ceiling: a, ceilingLabel: 'first tenth', ratio: b / a, goal: '≤ 1.2×', pass: b / a <= 1.2 })
+      report.add({
+        figure: `claim round trip ${label}, last tenth (vs first)`,
+        value: b,
+        unit: 'ms',
+        ceiling: a,
+        ceilingLabel: 'first tenth',
+        ratio: b / a,
+        goal: '≤ 1.2×',
+        pass: b / a <= 1.2,
+      })
     }
-    report.note(`tenths of the measured span: ${span.toFixed(0)} s after a ${warmupS.toFixed(0)} s warm-up (retention window + one partition width + two passes), until the last batch was created; first tenth ${pf.length} probes, last tenth ${pl.length}; table bytes are the peak of the tenth's samples (they saw-tooth with each partition drop)`)
+    report.note(
+      `tenths of the measured span: ${span.toFixed(0)} s after a ${warmupS.toFixed(0)} s warm-up (retention window + one partition width + two passes), until the last batch was created; first tenth ${pf.length} probes, last tenth ${pl.length}; table bytes are the peak of the tenth's samples (they saw-tooth with each partition drop)`,
+    )
     const jobsIn = (xs: Sample[]) => (xs.at(-1)!.done - xs[0]!.done) / Math.max(1, xs.at(-1)!.t - xs[0]!.t)
     // Rows kept for the retention window grow with the rate: bytes per live row tells bloat from a faster run.
-    const perRow = (xs: Sample[], name: string) => xs.reduce((n, s) => n + s.tables[name]!.bytes, 0) / Math.max(1, xs.reduce((n, s) => n + s.tables[name]!.live_rows, 0))
-    report.note(`jobs/s in the first tenth ${jobsIn(first).toFixed(0)}, in the last ${jobsIn(last).toFixed(0)}; bytes per live row (mean over the tenth) first / last: ${TABLES.map((n) => `${n} ${perRow(first, n).toFixed(0)} / ${perRow(last, n).toFixed(0)}`).join(', ')}`)
+    const perRow = (xs: Sample[], name: string) =>
+      xs.reduce((n, s) => n + s.tables[name]!.bytes, 0) /
+      Math.max(
+        1,
+        xs.reduce((n, s) => n + s.tables[name]!.live_rows, 0),
+      )
+    report.note(
+      `jobs/s in the first tenth ${jobsIn(first).toFixed(0)}, in the last ${jobsIn(last).toFixed(0)}; bytes per live row (mean over the tenth) first / last: ${TABLES.map((n) => `${n} ${perRow(first, n).toFixed(0)} / ${perRow(last, n).toFixed(0)}`).join(', ')}`,
+    )
   }
   const pruned = {
     processes: metrics.processes_retention_rows_pruned_total === undefined ? NaN : labelled('processes_retention_rows_pruned_total', 'processes'),
     process_events: labelled('processes_retention_rows_pruned_total', 'process_events'),
     audit_log: labelled('processes_retention_rows_pruned_total', 'audit_log'),
   }
-  const dropped = { process_events: labelled('processes_retention_partitions_dropped_total', 'process_events'), audit_log: labelled('processes_retention_partitions_dropped_total', 'audit_log') }
+  const dropped = {
+    process_events: labelled('processes_retention_partitions_dropped_total', 'process_events'),
+    audit_log: labelled('processes_retention_partitions_dropped_total', 'audit_log'),
+  }
   report.add({ figure: 'processes pruned (rows)', value: pruned.processes, unit: 'rows' })
   report.add({ figure: 'process_events pruned (rows, estimate of dropped partitions)', value: pruned.process_events, unit: 'rows' })
   report.add({ figure: 'audit_log pruned (rows, estimate of dropped partitions)', value: pruned.audit_log, unit: 'rows' })
   report.add({ figure: 'partitions dropped (process_events + audit_log)', value: dropped.process_events + dropped.audit_log, unit: '' })
-  report.add({ figure: 'retention errors', value: metrics.processes_retention_errors_total ?? NaN, unit: '', goal: '0', pass: metrics.processes_retention_errors_total === 0 })
+  report.add({
+    figure: 'retention errors',
+    value: metrics.processes_retention_errors_total ?? NaN,
+    unit: '',
+    goal: '0',
+    pass: metrics.processes_retention_errors_total === 0,
+  })
   report.add({ figure: 'load generator errors', value: final.errors, unit: '', goal: '0', pass: final.errors === 0 })
   const end = samples.at(-1)!
   const maxDead = Math.max(...samples.map((s) => s.tables.processes!.dead_rows))
-  report.note(`${autovacuum ? 'autovacuum is on' : `autovacuum is off on this Postgres: the server's retention vacuumed processes and idempotency_keys itself ${metrics.processes_retention_vacuums_total ?? NaN} times, ${(metrics.processes_retention_vacuum_seconds_total ?? NaN).toFixed(0)} s in all`}; processes' dead rows peaked at ${maxDead.toLocaleString('en')}`)
+  report.note(
+    `${autovacuum ? 'autovacuum is on' : `autovacuum is off on this Postgres: the server's retention vacuumed processes and idempotency_keys itself ${metrics.processes_retention_vacuums_total ?? NaN} times, ${(metrics.processes_retention_vacuum_seconds_total ?? NaN).toFixed(0)} s in all`}; processes' dead rows peaked at ${maxDead.toLocaleString('en')}`,
+  )
   report.note(`claim round trip: a probe worker's \`claim {max:1, wait_ms:0}\` on its own socket, send → \`claimed\`, once a second (${probes.length} probes)`)
-  report.note(`at the end: ${TABLES.map((n) => `${n} ${(end.tables[n]!.bytes / 2 ** 20).toFixed(1)} MiB, ${end.tables[n]!.live_rows.toLocaleString('en')} live / ${end.tables[n]!.dead_rows.toLocaleString('en')} dead rows`).join('; ')}`)
-  report.note(`CPU over the run: server ${(cpu.server / seconds).toFixed(2)} cores, Postgres (all of it, shared machine) ${(cpu.postgres / seconds).toFixed(2)} cores; ${seconds.toFixed(0)} s`)
+  report.note(
+    `at the end: ${TABLES.map((n) => `${n} ${(end.tables[n]!.bytes / 2 ** 20).toFixed(1)} MiB, ${end.tables[n]!.live_rows.toLocaleString('en')} live / ${end.tables[n]!.dead_rows.toLocaleString('en')} dead rows`).join('; ')}`,
+  )
+  report.note(
+    `CPU over the run: server ${(cpu.server / seconds).toFixed(2)} cores, Postgres (all of it, shared machine) ${(cpu.postgres / seconds).toFixed(2)} cores; ${seconds.toFixed(0)} s`,
+  )
   if (final.error_samples?.length) report.note(`load errors: ${final.error_samples.join(' | ')}`)
   report.data.samples = samples
   report.data.probes = probes

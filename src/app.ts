@@ -30,14 +30,15 @@ export function createApp(s: Services) {
       const cause = code === 'PARSE' ? (raised as Error).cause : undefined
       const error = cause instanceof HttpError || isUnavailable(cause) ? cause : raised
       if (error instanceof HttpError) return errorResponse(error.status, error.code, error.message, error.details, error.headers)
-      if (error === raised) switch (code) {
-        case 'VALIDATION':
-          return errorResponse(422, 'invalid_request', validationMessage(error), validationDetails(error))
-        case 'PARSE':
-          return errorResponse(400, 'bad_request', 'Request body is not valid JSON')
-        case 'NOT_FOUND':
-          return errorResponse(404, 'not_found', 'No such route')
-      }
+      if (error === raised)
+        switch (code) {
+          case 'VALIDATION':
+            return errorResponse(422, 'invalid_request', validationMessage(error), validationDetails(error))
+          case 'PARSE':
+            return errorResponse(400, 'bad_request', 'Request body is not valid JSON')
+          case 'NOT_FOUND':
+            return errorResponse(404, 'not_found', 'No such route')
+        }
       if (isUnavailable(error)) return errorResponse(503, 'unavailable', 'Database unavailable', undefined, { 'Retry-After': '1' })
       s.log.error('unhandled error', { request_id: state.requestId, route: state.route, error: String(error), stack: (error as Error)?.stack })
       return errorResponse(500, 'internal', 'Internal server error', undefined, undefined, state.requestId)
@@ -82,7 +83,8 @@ function validationMessage(error: unknown) {
   const type = (error as { type?: string }).type
   // Elysia reports a failed transform (its own t.Numeric's bounds) as type 'property' with no path: don't blame the
   // body. The process routes' numbers (DecimalInteger in processes/model.ts) fail as params or query, with a path.
-  const where = type === 'params' ? 'path parameter' : type === 'query' ? 'query parameter' : type === 'headers' ? 'header' : type === 'body' ? 'body' : 'parameter'
+  const where =
+    type === 'params' ? 'path parameter' : type === 'query' ? 'query parameter' : type === 'headers' ? 'header' : type === 'body' ? 'body' : 'parameter'
   const first = validationDetails(error)?.[0]
   const path = first && first.path !== '/' ? ` ${first.path}` : ''
   return first ? `Invalid ${where}${path}: ${first.message}` : `Invalid ${where}`
@@ -96,7 +98,11 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/
 /** The whole request path around the Elysia app; used by the listening server and by in-process tests. */
 export function createHandler(s: Services, app = createApp(s)): Handler {
   app.compile()
-  const origins = new Set(s.config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean))
+  const origins = new Set(
+    s.config.CORS_ORIGINS.split(',')
+      .map((o) => o.trim())
+      .filter(Boolean),
+  )
   // `*` lets any origin read, never with credentials: it is answered as the literal `*` (a browser then sends
   // no cookie). Credentials go only to origins listed by name.
   const anyOrigin = origins.delete('*')
@@ -123,7 +129,10 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
         response = await app.handle(routed)
         if (method === 'HEAD') response = headersOnly(response)
       } catch (error) {
-        response = error instanceof HttpError ? errorResponse(error.status, error.code, error.message) : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
+        response =
+          error instanceof HttpError
+            ? errorResponse(error.status, error.code, error.message)
+            : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
         // A refused body is audited like any request that carries a credential (its principal if it has a valid one).
         if (error instanceof HttpError && error.status === 413) await audit413(s, request, state)
       }

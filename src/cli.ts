@@ -155,7 +155,8 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
     }
     case 'revoke-sessions': {
       // One session (--id) or every open one of a user (--user): a browser signed in with a stolen token.
-      if ((values.id === undefined) === (values.user === undefined)) throw new UsageError('give --user ID (all of its sessions) or --id SESSION_ID, one of them')
+      if ((values.id === undefined) === (values.user === undefined))
+        throw new UsageError('give --user ID (all of its sessions) or --id SESSION_ID, one of them')
       const target = values.id !== undefined ? { id: id(values, 'id') } : { userId: id(values, 'user') }
       return async (sql) => ({ revoked: await revokeSessions(sql, target) })
     }
@@ -173,7 +174,8 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
 /** A command's work from its argv (command first): usage errors are thrown before anything is opened. */
 function parseCommand(argv: string[], env: Record<string, string | undefined>): { command: Command; work: Work; argv: string[] } {
   const [command, ...rest] = argv
-  if (!command || !(CLI_COMMANDS as readonly string[]).includes(command)) throw new UnknownCommand(command ? `unknown command ${JSON.stringify(command)}\n${USAGE}` : USAGE)
+  if (!command || !(CLI_COMMANDS as readonly string[]).includes(command))
+    throw new UnknownCommand(command ? `unknown command ${JSON.stringify(command)}\n${USAGE}` : USAGE)
   const args = joinValues(recoverNpmFlags(command, rest, env))
   const { values } = parseArgs({ args, options: OPTIONS, strict: true, allowPositionals: false })
   return { command: command as Command, work: prepare(command as Command, values), argv: [command, ...args] }
@@ -210,7 +212,9 @@ function recoverNpmFlags(command: string, args: string[], env: Record<string, st
   }
   if (recovered.length === 0 && lostValue.length === 0) return args
   if (lostValue.length > 1 || (lostValue.length === 1 && bare.length !== 1)) {
-    throw new UsageError(`npm took ${lostValue.map((f) => `--${f}`).join(', ')} as its own option${lostValue.length > 1 ? 's' : ''}; put -- before the command: npm run cli -- ${command} …`)
+    throw new UsageError(
+      `npm took ${lostValue.map((f) => `--${f}`).join(', ')} as its own option${lostValue.length > 1 ? 's' : ''}; put -- before the command: npm run cli -- ${command} …`,
+    )
   }
   if (lostValue.length === 1) return [...args.filter((_, i) => i !== bare[0]), ...recovered, `--${lostValue[0]}=${args[bare[0]!]}`]
   return [...args, ...recovered]
@@ -226,7 +230,13 @@ export async function runCommand(sql: Sql, argv: string[]): Promise<object> {
 /** What went wrong, in the CLI's words. */
 export function describeError(error: unknown): string {
   const code = (error as { code?: string }).code
-  return code === '23503' ? 'referenced user or workspace does not exist' : code === '23505' ? 'already exists' : error instanceof Error ? error.message : String(error)
+  return code === '23503'
+    ? 'referenced user or workspace does not exist'
+    : code === '23505'
+      ? 'already exists'
+      : error instanceof Error
+        ? error.message
+        : String(error)
 }
 
 /** `cli --help`, `cli help`, `cli create-token --help` (a flag's value can never be `--help`). */

@@ -48,7 +48,11 @@ async function serve() {
   services.log.info('listening', {
     port: running.server.port,
     database: services.db.kind,
-    redis: !config.REDIS_URL ? 'off (in-process hub, one instance)' : running.bridge?.healthy ? 'on' : 'degraded: not reachable; retrying (changes reach only this instance until it is back)',
+    redis: !config.REDIS_URL
+      ? 'off (in-process hub, one instance)'
+      : running.bridge?.healthy
+        ? 'on'
+        : 'degraded: not reachable; retrying (changes reach only this instance until it is back)',
   })
   services.log.flush()
   const shutdown = (signal: string) => {
@@ -71,7 +75,13 @@ async function healthcheck() {
   } catch (error) {
     const { name, code } = error as { name?: string; code?: string }
     const reason =
-      name === 'TimeoutError' ? 'no answer within 3 s' : /refused/i.test(String(code)) ? 'connection refused' : error instanceof Error ? error.message : String(error)
+      name === 'TimeoutError'
+        ? 'no answer within 3 s'
+        : /refused/i.test(String(code))
+          ? 'connection refused'
+          : error instanceof Error
+            ? error.message
+            : String(error)
     console.error(`unhealthy: GET ${url} failed: ${reason} (is the server running on PORT=${config.PORT}?)`)
   }
   process.exit(1)

@@ -37,9 +37,13 @@ export interface Running {
 
 const SHUTDOWN_BUDGET_MS = 9000
 
-export async function buildServices(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<{ services: Services; bridge: RedisBridge<Process> | null; sweeper: LeaseSweeper }> {
+export async function buildServices(
+  config: Config,
+  o: { db?: Database; log?: Logger } = {},
+): Promise<{ services: Services; bridge: RedisBridge<Process> | null; sweeper: LeaseSweeper }> {
   const log = o.log ?? new Logger(config.LOG_LEVEL)
-  const db = o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
+  const db =
+    o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
   try {
     await migrate(db.sql)
   } catch (error) {
@@ -123,7 +127,11 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   metrics.gauge('worker_frames_in_flight', () => gateway.framesInFlight)
   metrics.counter('worker_sockets_closed_slow', 'Worker sockets closed because the worker did not read its replies.', () => gateway.closedSlow)
   metrics.counter('worker_frames_refused_busy', 'Worker frames refused at once: too many in hand or too many claims waiting.', () => gateway.refusedBusy)
-  metrics.counter('connections_closed_revoked', 'Streams and worker sockets closed because their credential was revoked or expired.', () => services.credentials.closed)
+  metrics.counter(
+    'connections_closed_revoked',
+    'Streams and worker sockets closed because their credential was revoked or expired.',
+    () => services.credentials.closed,
+  )
 
   const server = await listen(config.PORT, () => Promise.all([bridge?.close(), services.db.close()]), {
     // SSE streams are quiet between keepalives; Bun's default (10 s) would cut them before 25 s.
@@ -163,7 +171,13 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
       const worker = await services.auth.authenticateWorker(token)
       workerTokenId = worker.tokenId
       if (!gateway.admitSocket(worker.tokenId)) {
-        throw new HttpError(429, 'rate_limited', `This worker token has ${config.MAX_SOCKETS_PER_WORKER_TOKEN} sockets open here (MAX_SOCKETS_PER_WORKER_TOKEN); close one first`, undefined, { 'Retry-After': '1' })
+        throw new HttpError(
+          429,
+          'rate_limited',
+          `This worker token has ${config.MAX_SOCKETS_PER_WORKER_TOKEN} sockets open here (MAX_SOCKETS_PER_WORKER_TOKEN); close one first`,
+          undefined,
+          { 'Retry-After': '1' },
+        )
       }
       if (!server.upgrade(request, { data: gateway.newSocketData(worker) })) {
         gateway.releaseSocket(worker.tokenId)

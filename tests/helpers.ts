@@ -63,7 +63,6 @@ export function testConfig(env: Record<string, string | undefined> = {}): Config
   return loadConfig({ LOG_LEVEL: 'silent', PORT: '0', DATA_DIR: 'memory://', REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), ...env })
 }
 
-
 export interface Tenant {
   workspaceId: number
   userId: number
@@ -93,7 +92,11 @@ export async function inProcessApp(env: Record<string, string> = {}): Promise<{ 
   return { s: services, handle, db, request: requester(handle) }
 }
 
-export type Requester = (method: string, path: string, o?: { token?: string | null; body?: unknown; headers?: Record<string, string> }) => Promise<{ status: number; body: any; headers: Headers }>
+export type Requester = (
+  method: string,
+  path: string,
+  o?: { token?: string | null; body?: unknown; headers?: Record<string, string> },
+) => Promise<{ status: number; body: any; headers: Headers }>
 
 export function requester(handle: Handler): Requester {
   return async (method, path, o = {}) => {
@@ -136,7 +139,6 @@ export async function listeningServer(env: Record<string, string | undefined> = 
   return running
 }
 
-
 export interface Child {
   url: string
   port: number
@@ -167,7 +169,11 @@ export async function spawnServer(env: Record<string, string | undefined>, o: { 
   }
   afterAll(() => child.kill('SIGKILL'))
   // A deadline to end a failing run, not a speed expectation: an embedded first start runs PGlite's initdb.
-  await waitFor(async () => (await fetch(`${child.url}/health`).catch(() => null))?.ok === true, 50_000, () => `server on ${port} did not start:\n${output()}`)
+  await waitFor(
+    async () => (await fetch(`${child.url}/health`).catch(() => null))?.ok === true,
+    50_000,
+    () => `server on ${port} did not start:\n${output()}`,
+  )
   return child
 }
 
@@ -224,11 +230,18 @@ export async function ownRedis(): Promise<OwnRedis> {
     url: `redis://127.0.0.1:${port}`,
     port,
     async start() {
-      proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
-      await waitFor(async () => {
-        const probe = Bun.spawnSync(['redis-cli', '-p', String(port), 'ping'])
-        return probe.stdout.toString().trim() === 'PONG'
-      }, 10_000, `redis-server on ${port}`)
+      proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+        stdout: 'ignore',
+        stderr: 'ignore',
+      })
+      await waitFor(
+        async () => {
+          const probe = Bun.spawnSync(['redis-cli', '-p', String(port), 'ping'])
+          return probe.stdout.toString().trim() === 'PONG'
+        },
+        10_000,
+        `redis-server on ${port}`,
+      )
     },
     async stop() {
       if (!proc) return

@@ -85,7 +85,9 @@ class Stream {
     this.attemptDone = false
     this.startedAt = now()
     counters.attempts++
-    Bun.connect<Stream>({ hostname: config.host, port: config.port, data: this, socket: handlers }).catch((error) => this.fail(`connect: ${String(error?.code ?? error)}`))
+    Bun.connect<Stream>({ hostname: config.host, port: config.port, data: this, socket: handlers }).catch((error) =>
+      this.fail(`connect: ${String(error?.code ?? error)}`),
+    )
   }
 
   request(): string {
@@ -281,7 +283,14 @@ for await (const line of console) {
     reset()
     emit({ type: 'reset-ok' })
   } else if (command === 'report') {
-    emit({ ...status(), type: 'report', latency: latency.toJSON(), bursts: [...bursts].map(([burst, e]) => [burst, e.group, e.ms.map((x) => Math.round(x * 100) / 100)]), connect: connectMs.toJSON(), failureSamples })
+    emit({
+      ...status(),
+      type: 'report',
+      latency: latency.toJSON(),
+      bursts: [...bursts].map(([burst, e]) => [burst, e.group, e.ms.map((x) => Math.round(x * 100) / 100)]),
+      connect: connectMs.toJSON(),
+      failureSamples,
+    })
   } else if (command === 'stop') break
 }
 stopping = true

@@ -46,5 +46,7 @@ export class RateLimiter {
 }
 
 export function rateLimited(retryAfterS: number, what: string) {
-  return new HttpError(429, 'rate_limited', `Too many requests for this ${what}; retry after ${retryAfterS} s`, undefined, { 'Retry-After': String(retryAfterS) })
+  return new HttpError(429, 'rate_limited', `Too many requests for this ${what}; retry after ${retryAfterS} s`, undefined, {
+    'Retry-After': String(retryAfterS),
+  })
 }

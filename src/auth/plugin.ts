@@ -61,7 +61,12 @@ export function requireWriter(principal: Principal, workspaceId: number) {
 
 /** CORS_ORIGINS as a set, without `*` (which never grants credentials, nor trust for a cookie's change). */
 export function trustedOrigins(corsOrigins: string): Set<string> {
-  return new Set(corsOrigins.split(',').map((o) => o.trim()).filter((o) => o && o !== '*'))
+  return new Set(
+    corsOrigins
+      .split(',')
+      .map((o) => o.trim())
+      .filter((o) => o && o !== '*'),
+  )
 }
 
 /**

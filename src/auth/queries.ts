@@ -62,7 +62,12 @@ export async function listSessions(sql: Sql, userId: number) {
     select id, api_token_id, created_at, expires_at from sessions
      where user_id = ${userId} and revoked_at is null and expires_at > now()
      order by id desc`
-  return rows.map((r) => ({ id: Number(r.id), api_token_id: Number(r.api_token_id), created_at: new Date(r.created_at).toISOString(), expires_at: new Date(r.expires_at).toISOString() }))
+  return rows.map((r) => ({
+    id: Number(r.id),
+    api_token_id: Number(r.api_token_id),
+    created_at: new Date(r.created_at).toISOString(),
+    expires_at: new Date(r.expires_at).toISOString(),
+  }))
 }
 
 /** Revokes one session (`id`) or all of a user's open ones (`userId`); returns the ids it revoked. */

@@ -44,7 +44,8 @@ export function sessions(s: Services) {
           throw badRequest('Request body is not valid JSON')
         }
         const token = (body as { token?: unknown })?.token
-        if (typeof token !== 'string' || token.length === 0) throw new HttpError(422, 'invalid_request', 'Invalid body /token: expected a string', [{ path: '/token', message: 'Expected string' }])
+        if (typeof token !== 'string' || token.length === 0)
+          throw new HttpError(422, 'invalid_request', 'Invalid body /token: expected a string', [{ path: '/token', message: 'Expected string' }])
         // Only an API token opens a session (not a session secret: a session cannot extend itself).
         if (token.startsWith('pss_')) throw unauthenticated('Sign in with an API token')
         const principal = await s.auth.authenticate(token)
@@ -64,7 +65,10 @@ export function sessions(s: Services) {
           tags: ['auth'],
           requestBody: { content: { 'application/json': { schema: t.Object({ token: t.String() }) } } },
           responses: documented({
-            200: ['Signed in; Set-Cookie: ps_session (HttpOnly, SameSite=Lax)', t.Object({ user: t.Object({ id: t.Integer(), email: t.String() }), expires_at: t.String({ format: 'date-time' }) })],
+            200: [
+              'Signed in; Set-Cookie: ps_session (HttpOnly, SameSite=Lax)',
+              t.Object({ user: t.Object({ id: t.Integer(), email: t.String() }), expires_at: t.String({ format: 'date-time' }) }),
+            ],
             400: ['Body is not JSON', ErrorSchema],
             401: ['Unknown, expired or revoked API token', ErrorSchema],
             403: ['From another origin', ErrorSchema],

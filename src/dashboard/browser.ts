@@ -24,7 +24,16 @@ type Summary = Pick<Process, 'id' | 'type' | 'status' | 'progress' | 'created_at
 interface Stats {
   counts: { type: string; status: ProcessStatus; count: number }[]
   bucket_seconds: number
-  buckets: { start: string; completed: number; failed: number; cancelled: number; wait_p50_s: number | null; wait_p95_s: number | null; run_p50_s: number | null; run_p95_s: number | null }[]
+  buckets: {
+    start: string
+    completed: number
+    failed: number
+    cancelled: number
+    wait_p50_s: number | null
+    wait_p95_s: number | null
+    run_p50_s: number | null
+    run_p95_s: number | null
+  }[]
 }
 type Workers = WorkersPage
 
@@ -42,7 +51,11 @@ class ApiError extends Error {
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T
 
-function h<K extends keyof HTMLElementTagNameMap>(tag: K, props: Record<string, string | number | boolean | undefined> = {}, ...children: (Node | string | null)[]): HTMLElementTagNameMap[K] {
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: Record<string, string | number | boolean | undefined> = {},
+  ...children: (Node | string | null)[]
+): HTMLElementTagNameMap[K] {
   const el = document.createElement(tag)
   for (const [key, value] of Object.entries(props)) {
     if (value === undefined || value === false) continue
@@ -301,13 +314,20 @@ async function refreshCounts() {
 
 function renderTabs(route: Route) {
   const type = route.type
-  const count = (status?: ProcessStatus) => state.counts.filter((c) => (!status || c.status === status) && (!type || c.type === type)).reduce((n, c) => n + c.count, 0)
+  const count = (status?: ProcessStatus) =>
+    state.counts.filter((c) => (!status || c.status === status) && (!type || c.type === type)).reduce((n, c) => n + c.count, 0)
   const tabs: (ProcessStatus | undefined)[] = [undefined, ...PROCESS_STATUSES]
   $('status-tabs').replaceChildren(
     ...tabs.map((status) =>
       h(
         'a',
-        { href: listHash({ status, type }), role: 'tab', 'aria-selected': String(route.status === status), class: `tab${route.status === status ? ' active' : ''}`, 'data-testid': `tab-${status ?? 'all'}` },
+        {
+          href: listHash({ status, type }),
+          role: 'tab',
+          'aria-selected': String(route.status === status),
+          class: `tab${route.status === status ? ' active' : ''}`,
+          'data-testid': `tab-${status ?? 'all'}`,
+        },
         (status ?? 'all').replace('_', ' '),
         h('span', { class: 'count', 'data-testid': 'count', text: count(status) }),
       ),
@@ -321,7 +341,11 @@ function renderTabs(route: Route) {
 }
 
 function processRow(p: Summary): HTMLTableRowElement {
-  const bar = h('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': p.progress, 'data-testid': 'progress-bar' }, h('div', { class: `fill ${p.status}` }))
+  const bar = h(
+    'div',
+    { class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': p.progress, 'data-testid': 'progress-bar' },
+    h('div', { class: `fill ${p.status}` }),
+  )
   ;(bar.firstChild as HTMLElement).style.width = `${p.progress}%`
   const check =
     p.status === 'failed' && canChange()
@@ -427,7 +451,12 @@ function confirmAction(text: string): Promise<boolean> {
 }
 
 async function act(p: Process, action: 'cancel' | 'retry' | 'approve' | 'discard') {
-  const confirmText = action === 'cancel' ? `Cancel #${p.id} (${p.type})? Its worker is told to stop at once.` : action === 'discard' ? `Discard the result of #${p.id}? It ends cancelled.` : null
+  const confirmText =
+    action === 'cancel'
+      ? `Cancel #${p.id} (${p.type})? Its worker is told to stop at once.`
+      : action === 'discard'
+        ? `Discard the result of #${p.id}? It ends cancelled.`
+        : null
   if (confirmText && !(await confirmAction(confirmText))) return
   try {
     const path = action === 'approve' || action === 'discard' ? `/processes/${p.id}/review` : `/processes/${p.id}/${action}`
@@ -447,11 +476,22 @@ function field(name: string, value: Node | string) {
 
 function renderDetail(p: Process) {
   const panel = $('process-detail')
-  const bar = h('div', { class: 'bar wide', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': p.progress, 'data-testid': 'progress-bar' }, h('div', { class: `fill ${p.status}` }))
+  const bar = h(
+    'div',
+    { class: 'bar wide', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': p.progress, 'data-testid': 'progress-bar' },
+    h('div', { class: `fill ${p.status}` }),
+  )
   ;(bar.firstChild as HTMLElement).style.width = `${p.progress}%`
   const buttons: HTMLButtonElement[] = []
   const button = (label: string, action: 'cancel' | 'retry' | 'approve' | 'discard', cls = '') => {
-    const b = h('button', { type: 'button', class: cls, 'data-testid': action, text: label, disabled: !canChange(), title: canChange() ? undefined : 'Viewers cannot change processes' })
+    const b = h('button', {
+      type: 'button',
+      class: cls,
+      'data-testid': action,
+      text: label,
+      disabled: !canChange(),
+      title: canChange() ? undefined : 'Viewers cannot change processes',
+    })
     b.addEventListener('click', () => void act(p, action))
     buttons.push(b)
   }
@@ -463,7 +503,13 @@ function renderDetail(p: Process) {
   }
   const json = (value: unknown) => h('pre', { text: JSON.stringify(value, null, 2) })
   panel.replaceChildren(
-    h('div', { class: 'detail-head' }, h('h2', { text: `#${p.id} ${p.type}` }), h('span', { class: `badge ${p.status}`, 'data-testid': 'status', text: p.status }), h('div', { class: 'actions' }, ...buttons)),
+    h(
+      'div',
+      { class: 'detail-head' },
+      h('h2', { text: `#${p.id} ${p.type}` }),
+      h('span', { class: `badge ${p.status}`, 'data-testid': 'status', text: p.status }),
+      h('div', { class: 'actions' }, ...buttons),
+    ),
     h('div', { class: 'progress-line' }, bar, h('span', { class: 'pct', text: `${p.progress}%` }), h('span', { class: 'muted', text: p.message ?? '' })),
     h(
       'dl',
@@ -477,7 +523,12 @@ function renderDetail(p: Process) {
       ...field('Version', String(p.version)),
       ...(p.error ? field('Error', h('span', { class: 'error-text', text: p.error })) : []),
     ),
-    h('div', { class: 'columns' }, h('div', {}, h('h3', { text: 'Metadata' }), json(p.metadata)), h('div', {}, h('h3', { text: 'Result' }), json(p.result_summary))),
+    h(
+      'div',
+      { class: 'columns' },
+      h('div', {}, h('h3', { text: 'Metadata' }), json(p.metadata)),
+      h('div', {}, h('h3', { text: 'Result' }), json(p.result_summary)),
+    ),
     h('h3', { text: 'Events' }),
     h('ol', { class: 'events', id: 'event-log', 'data-testid': 'event-log' }),
   )
@@ -487,7 +538,17 @@ async function loadEvents(id: number) {
   try {
     const events = await api<{ id: number; status: string; message: string | null; created_at: string }[]>(`/processes/${id}/events`)
     const list = document.getElementById('event-log')
-    list?.replaceChildren(...events.map((e) => h('li', {}, h('time', { text: new Date(e.created_at).toLocaleTimeString() }), h('span', { class: `badge ${e.status}`, text: e.status }), h('span', { text: e.message ?? '' }))))
+    list?.replaceChildren(
+      ...events.map((e) =>
+        h(
+          'li',
+          {},
+          h('time', { text: new Date(e.created_at).toLocaleTimeString() }),
+          h('span', { class: `badge ${e.status}`, text: e.status }),
+          h('span', { text: e.message ?? '' }),
+        ),
+      ),
+    )
   } catch (e) {
     showError(e)
   }
@@ -508,7 +569,10 @@ function followDetail(id: number) {
       void loadEvents(id)
     },
     onError: (error) => {
-      if (error.status === 404) $('process-detail').replaceChildren(h('p', { class: 'muted', 'data-testid': 'not-found', text: `Process #${id} is not in this workspace, or does not exist.` }))
+      if (error.status === 404)
+        $('process-detail').replaceChildren(
+          h('p', { class: 'muted', 'data-testid': 'not-found', text: `Process #${id} is not in this workspace, or does not exist.` }),
+        )
       else showError(error)
     },
   })
@@ -527,7 +591,9 @@ async function refreshWorkers(render: boolean) {
   const uncovered = page.pending.filter((p) => !p.covered)
   const warning = $('no-worker-warning')
   warning.hidden = uncovered.length === 0
-  warning.textContent = uncovered.length ? `No connected worker claims ${uncovered.map((p) => `${p.type} (${p.count} pending)`).join(', ')}: that work will wait until one does.` : ''
+  warning.textContent = uncovered.length
+    ? `No connected worker claims ${uncovered.map((p) => `${p.type} (${p.count} pending)`).join(', ')}: that work will wait until one does.`
+    : ''
   if (!render && parseRoute().view !== 'workers') return
   const connected = page.workers.filter((w) => w.connected)
   $('workers-summary').textContent = `${connected.length} connected, ${page.workers.reduce((n, w) => n + w.leases.length, 0)} leases in this workspace`
@@ -538,7 +604,14 @@ async function refreshWorkers(render: boolean) {
         'tr',
         { 'data-testid': 'worker-row', 'data-worker': w.worker_id },
         h('td', { class: 'mono', text: w.worker_id }),
-        h('td', {}, h('span', { class: `badge ${w.connected ? 'running' : 'failed'}`, text: w.connected ? `connected${w.connections > 1 ? ` ×${w.connections}` : ''}` : 'disconnected' })),
+        h(
+          'td',
+          {},
+          h('span', {
+            class: `badge ${w.connected ? 'running' : 'failed'}`,
+            text: w.connected ? `connected${w.connections > 1 ? ` ×${w.connections}` : ''}` : 'disconnected',
+          }),
+        ),
         h('td', { text: w.types === null ? 'any type' : w.types.join(', ') }),
         h('td', { class: 'num', text: w.connected_at ? ago(w.connected_at) : '—' }),
         h('td', { class: 'num', 'data-testid': 'last-frame', text: w.last_frame_at ? `${ago(w.last_frame_at)} ago` : '—' }),
@@ -547,7 +620,18 @@ async function refreshWorkers(render: boolean) {
           {},
           w.leases.length === 0
             ? h('span', { class: 'muted', text: 'none' })
-            : h('ul', { class: 'leases' }, ...w.leases.map((l) => h('li', { 'data-testid': 'lease' }, h('a', { href: `#/processes/${l.process_id}`, text: `#${l.process_id}` }), ` ${l.type} ${l.progress}% · heartbeat ${ago(l.heartbeat_at)} ago`))),
+            : h(
+                'ul',
+                { class: 'leases' },
+                ...w.leases.map((l) =>
+                  h(
+                    'li',
+                    { 'data-testid': 'lease' },
+                    h('a', { href: `#/processes/${l.process_id}`, text: `#${l.process_id}` }),
+                    ` ${l.type} ${l.progress}% · heartbeat ${ago(l.heartbeat_at)} ago`,
+                  ),
+                ),
+              ),
         ),
       ),
     ),
@@ -582,7 +666,11 @@ function barChart(buckets: Stats['buckets']): SVGElement {
   const scale = (H - PAD.top - PAD.bottom) / max
   buckets.forEach((b, i) => {
     let y = H - PAD.bottom
-    for (const [key, value] of [['completed', b.completed], ['failed', b.failed], ['cancelled', b.cancelled]] as const) {
+    for (const [key, value] of [
+      ['completed', b.completed],
+      ['failed', b.failed],
+      ['cancelled', b.cancelled],
+    ] as const) {
       if (value === 0) continue
       const height = value * scale
       y -= height
@@ -594,13 +682,20 @@ function barChart(buckets: Stats['buckets']): SVGElement {
   return svg
 }
 
-function lineChart(buckets: Stats['buckets'], p50: (b: Stats['buckets'][number]) => number | null, p95: (b: Stats['buckets'][number]) => number | null): SVGElement {
+function lineChart(
+  buckets: Stats['buckets'],
+  p50: (b: Stats['buckets'][number]) => number | null,
+  p95: (b: Stats['buckets'][number]) => number | null,
+): SVGElement {
   const values = buckets.flatMap((b) => [p50(b), p95(b)]).filter((v): v is number => v !== null)
   const max = Math.max(0.001, ...values)
   const svg = frame(max, seconds, buckets)
   const step = (W - PAD.left - PAD.right) / Math.max(1, buckets.length)
   const scale = (H - PAD.top - PAD.bottom) / max
-  for (const [cls, pick] of [['p95', p95], ['p50', p50]] as const) {
+  for (const [cls, pick] of [
+    ['p95', p95],
+    ['p50', p50],
+  ] as const) {
     const points = buckets.flatMap((b, i) => {
       const v = pick(b)
       return v === null ? [] : [[PAD.left + (i + 0.5) * step, H - PAD.bottom - v * scale] as const]
@@ -617,8 +712,20 @@ async function renderCharts() {
   try {
     const stats = await api<Stats>(`/processes/stats?${wsQuery()}&window=${window}`)
     $('chart-throughput').replaceChildren(barChart(stats.buckets))
-    $('chart-wait').replaceChildren(lineChart(stats.buckets, (b) => b.wait_p50_s, (b) => b.wait_p95_s))
-    $('chart-run').replaceChildren(lineChart(stats.buckets, (b) => b.run_p50_s, (b) => b.run_p95_s))
+    $('chart-wait').replaceChildren(
+      lineChart(
+        stats.buckets,
+        (b) => b.wait_p50_s,
+        (b) => b.wait_p95_s,
+      ),
+    )
+    $('chart-run').replaceChildren(
+      lineChart(
+        stats.buckets,
+        (b) => b.run_p50_s,
+        (b) => b.run_p95_s,
+      ),
+    )
   } catch (e) {
     showError(e)
   }
@@ -629,8 +736,15 @@ async function renderCharts() {
 async function render() {
   if (!state.me || !state.workspaceId) return
   const route = parseRoute()
-  for (const [id, view] of [['processes-view', 'processes'], ['detail-view', 'detail'], ['workers-view', 'workers'], ['charts-view', 'charts']] as const) $(id).hidden = route.view !== view
-  for (const link of document.querySelectorAll<HTMLElement>('#nav a')) link.classList.toggle('active', link.dataset.view === (route.view === 'detail' ? 'processes' : route.view))
+  for (const [id, view] of [
+    ['processes-view', 'processes'],
+    ['detail-view', 'detail'],
+    ['workers-view', 'workers'],
+    ['charts-view', 'charts'],
+  ] as const)
+    $(id).hidden = route.view !== view
+  for (const link of document.querySelectorAll<HTMLElement>('#nav a'))
+    link.classList.toggle('active', link.dataset.view === (route.view === 'detail' ? 'processes' : route.view))
   if (route.view !== 'detail') {
     state.detail?.stop()
     state.detail = null

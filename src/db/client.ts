@@ -64,7 +64,7 @@ const parseInt8 = (x: string) => Number(x)
  */
 export function parseTimestamp(x: string): string {
   if (x.length >= 22 && x.endsWith('+00') && x[10] === ' ' && (x.length === 22 || x[19] === '.')) {
-    const fraction = x.length === 22 ? '000' : (`${x.slice(20, -3)}00`).slice(0, 3)
+    const fraction = x.length === 22 ? '000' : `${x.slice(20, -3)}00`.slice(0, 3)
     return `${x.slice(0, 10)}T${x.slice(11, 19)}.${fraction}Z`
   }
   return new Date(x.includes('T') ? x : x.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString()
@@ -133,7 +133,12 @@ function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number): Da
     connection: { TimeZone: 'UTC' },
     types: {
       int8: { to: INT8_OID, from: [INT8_OID], serialize: (x: number) => String(x), parse: parseInt8 },
-      timestamptz: { to: TIMESTAMPTZ_OID, from: [TIMESTAMPTZ_OID], serialize: (x: Date | string) => (x instanceof Date ? x.toISOString() : x), parse: parseTimestamp },
+      timestamptz: {
+        to: TIMESTAMPTZ_OID,
+        from: [TIMESTAMPTZ_OID],
+        serialize: (x: Date | string) => (x instanceof Date ? x.toISOString() : x),
+        parse: parseTimestamp,
+      },
     },
   })
   return {
@@ -288,7 +293,10 @@ class Fragment implements PromiseLike<any> {
   }
 
   // biome-ignore lint/suspicious/noThenProperty: a fragment is awaited like a postgres.js query (PromiseLike)
-  then<A = any, B = never>(onFulfilled?: ((value: any) => A | PromiseLike<A>) | null, onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<A | B> {
+  then<A = any, B = never>(
+    onFulfilled?: ((value: any) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
     const params: unknown[] = []
     const text = this.build(params)
     return this.run(text, params).then(onFulfilled, onRejected)

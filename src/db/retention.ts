@@ -100,8 +100,20 @@ export class RetentionJob {
     private readonly log: Logger,
     intervalMs: number,
   ) {
-    this.loop = new BackgroundLoop('retention pass', log, intervalMs, () => this.pass(), () => this.totals.errors++)
-    this.vacuumLoop = new BackgroundLoop('retention vacuum', log, Math.min(intervalMs, VACUUM_CHECK_MS), () => this.vacuumWhereDue(), () => this.totals.errors++)
+    this.loop = new BackgroundLoop(
+      'retention pass',
+      log,
+      intervalMs,
+      () => this.pass(),
+      () => this.totals.errors++,
+    )
+    this.vacuumLoop = new BackgroundLoop(
+      'retention vacuum',
+      log,
+      Math.min(intervalMs, VACUUM_CHECK_MS),
+      () => this.vacuumWhereDue(),
+      () => this.totals.errors++,
+    )
   }
 
   start() {
@@ -262,7 +274,8 @@ async function createPartitionsAhead(sql: Sql, table: PartitionedTable, now: Dat
     const to = (Math.floor(from / widthMs) + 1) * widthMs
     // Rows already in the default partition for this range would make the create fail (and the append-only
     // rule forbids moving them): leave that slot to the default partition.
-    if (await hasDefaultRows(sql, table, new Date(from), new Date(to))) log.warn('rows in the default partition; that range stays there', { table, from: new Date(from).toISOString() })
+    if (await hasDefaultRows(sql, table, new Date(from), new Date(to)))
+      log.warn('rows in the default partition; that range stays there', { table, from: new Date(from).toISOString() })
     else {
       await createPartition(sql, table, new Date(from), new Date(to))
       created++

@@ -209,10 +209,13 @@ export class Hub<T extends HubState = HubState> {
     let due = this.dueTimers.get(atMs)
     if (!due) {
       const wakes = new Map<string, number>()
-      const timer = setTimeout(() => {
-        this.dueTimers.delete(atMs)
-        for (const [t, n] of wakes) this.wakeWork(t, n)
-      }, Math.max(0, atMs - Date.now()) + 5) // a few ms late rather than early: the row must be due when claimed
+      const timer = setTimeout(
+        () => {
+          this.dueTimers.delete(atMs)
+          for (const [t, n] of wakes) this.wakeWork(t, n)
+        },
+        Math.max(0, atMs - Date.now()) + 5,
+      ) // a few ms late rather than early: the row must be due when claimed
       timer.unref?.()
       this.dueTimers.set(atMs, (due = { timer, wakes }))
     }

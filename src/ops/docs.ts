@@ -51,10 +51,12 @@ const asset = (body: string, type: string, cache: string) => () =>
 
 export function docs() {
   const hidden = { detail: { hide: true } }
-  return new Elysia({ name: 'docs' })
-    .get('/openapi', asset(PAGE, 'text/html', 'no-cache'), hidden)
-    .get('/openapi/assets/init.js', asset(INIT, 'text/javascript', 'no-cache'), hidden)
-    // The package's version is in the lock file; a day's cache is plenty and survives an upgrade's restart.
-    .get('/openapi/assets/swagger-ui-bundle.js', asset(bundle, 'text/javascript', 'public, max-age=86400'), hidden)
-    .get('/openapi/assets/swagger-ui.css', asset(styles, 'text/css', 'public, max-age=86400'), hidden)
+  return (
+    new Elysia({ name: 'docs' })
+      .get('/openapi', asset(PAGE, 'text/html', 'no-cache'), hidden)
+      .get('/openapi/assets/init.js', asset(INIT, 'text/javascript', 'no-cache'), hidden)
+      // The package's version is in the lock file; a day's cache is plenty and survives an upgrade's restart.
+      .get('/openapi/assets/swagger-ui-bundle.js', asset(bundle, 'text/javascript', 'public, max-age=86400'), hidden)
+      .get('/openapi/assets/swagger-ui.css', asset(styles, 'text/css', 'public, max-age=86400'), hidden)
+  )
 }

@@ -194,7 +194,12 @@ export class JobMetrics {
       for (const [status, count] of byStatus) out.push(`processes_queue_depth{type="${type}",status="${status}"} ${count}`)
     }
     this.renderHistogram(out, 'processes_job_wait_seconds', 'Time from creation to start, for starts committed on this instance.', this.wait)
-    this.renderHistogram(out, 'processes_job_run_seconds', 'Time from start to completed, failed or cancelled, for finishes committed on this instance.', this.run)
+    this.renderHistogram(
+      out,
+      'processes_job_run_seconds',
+      'Time from start to completed, failed or cancelled, for finishes committed on this instance.',
+      this.run,
+    )
     out.push('# HELP processes_jobs_completed_total Processes completed, per type (this instance).')
     out.push('# TYPE processes_jobs_completed_total counter')
     for (const [type, n] of this.completed) out.push(`processes_jobs_completed_total{type="${type}"} ${n}`)

@@ -75,7 +75,8 @@ export function ops(s: Services) {
     .get(
       '/metrics',
       async ({ set, request }) => {
-        if (!metricsAllowed(s.config.METRICS_TOKEN, request.headers.get('authorization'))) throw unauthenticated('GET /metrics needs the METRICS_TOKEN bearer token')
+        if (!metricsAllowed(s.config.METRICS_TOKEN, request.headers.get('authorization')))
+          throw unauthenticated('GET /metrics needs the METRICS_TOKEN bearer token')
         set.headers['content-type'] = 'text/plain; version=0.0.4; charset=utf-8'
         // Queue depth is sampled from SQL (at most every 5 s); a database down leaves the last sample.
         await s.metrics.jobs.refreshDepth(() => queueDepth(s.sql)).catch(() => {})

@@ -153,7 +153,11 @@ export function processes(s: Services) {
       },
       {
         query: ListQuery,
-        detail: { summary: 'List processes of the active workspace, newest first', tags: ['processes'], responses: responses({ 200: t.Array(ProcessSummary), ...errors }) },
+        detail: {
+          summary: 'List processes of the active workspace, newest first',
+          tags: ['processes'],
+          responses: responses({ 200: t.Array(ProcessSummary), ...errors }),
+        },
       },
     )
     .get(
@@ -202,7 +206,11 @@ export function processes(s: Services) {
       },
       {
         params: IdParams,
-        detail: { summary: 'Get one process with its full state (ETag / If-None-Match)', tags: ['processes'], responses: responses({ 200: Process, 304: null, ...errors }) },
+        detail: {
+          summary: 'Get one process with its full state (ETag / If-None-Match)',
+          tags: ['processes'],
+          responses: responses({ 200: Process, 304: null, ...errors }),
+        },
       },
     )
     .get(
@@ -243,7 +251,11 @@ export function processes(s: Services) {
       {
         params: IdParams,
         query: ProcessStreamQuery,
-        detail: { summary: 'SSE stream of one process: 25-second windows, `event: done` at the end', tags: ['streams'], responses: responses({ 200: EVENT_STREAM, ...errors }) },
+        detail: {
+          summary: 'SSE stream of one process: 25-second windows, `event: done` at the end',
+          tags: ['streams'],
+          responses: responses({ 200: EVENT_STREAM, ...errors }),
+        },
       },
     )
     .post(
@@ -305,20 +317,20 @@ export function processes(s: Services) {
         },
       },
     )
-    .post(
-      '/:id/retry',
-      ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'retry' }),
-      { parse: noBody, params: IdParams, detail: { summary: 'failed → pending', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, 413: ErrorSchema }) } },
-    )
-    .post(
-      '/:id/cancel',
-      ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'cancel' }),
-      {
-        parse: noBody,
-        params: IdParams,
-        detail: { summary: 'pending | running → cancelled; the worker is told at once', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, 413: ErrorSchema }) },
+    .post('/:id/retry', ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'retry' }), {
+      parse: noBody,
+      params: IdParams,
+      detail: { summary: 'failed → pending', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, 413: ErrorSchema }) },
+    })
+    .post('/:id/cancel', ({ params: { id }, principal, state, request }) => action(s, { id, principal, state, request, action: 'cancel' }), {
+      parse: noBody,
+      params: IdParams,
+      detail: {
+        summary: 'pending | running → cancelled; the worker is told at once',
+        tags: ['processes'],
+        responses: responses({ 200: Process, 409: ErrorSchema, ...errors, 413: ErrorSchema }),
       },
-    )
+    })
     .post(
       '/:id/review',
       ({ params: { id }, body, principal, state, request }) =>
@@ -327,7 +339,11 @@ export function processes(s: Services) {
         parse: JSON_BODY,
         params: IdParams,
         body: ReviewBody,
-        detail: { summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)', tags: ['processes'], responses: responses({ 200: Process, 409: ErrorSchema, ...errors, ...bodyErrors }) },
+        detail: {
+          summary: 'waiting_review → completed (approve) | cancelled (discard) (extension)',
+          tags: ['processes'],
+          responses: responses({ 200: Process, 409: ErrorSchema, ...errors, ...bodyErrors }),
+        },
       },
     )
 }

@@ -65,14 +65,19 @@ interface DecimalBounds {
   maximum: number
 }
 TypeRegistry.Set<DecimalBounds>(DECIMAL_INTEGER, (schema, value) => {
-  const n = typeof value === 'string' ? (DECIMAL.test(value) || value === '0' ? Number(value) : NaN) : typeof value === 'number' && Number.isInteger(value) ? value : NaN
+  const n =
+    typeof value === 'string'
+      ? DECIMAL.test(value) || value === '0'
+        ? Number(value)
+        : NaN
+      : typeof value === 'number' && Number.isInteger(value)
+        ? value
+        : NaN
   return n >= schema.minimum && n <= schema.maximum
 })
 // The message names what is expected; the path (`/limit`) comes with the error.
 SetErrorFunction((error) =>
-  error.schema[Kind] === DECIMAL_INTEGER
-    ? `Expected a decimal integer from ${error.schema.minimum} to ${error.schema.maximum}`
-    : DefaultErrorFunction(error),
+  error.schema[Kind] === DECIMAL_INTEGER ? `Expected a decimal integer from ${error.schema.minimum} to ${error.schema.maximum}` : DefaultErrorFunction(error),
 )
 
 function DecimalInteger(o: DecimalBounds & { default?: number }) {

@@ -147,7 +147,10 @@ export interface NewProcess {
   delay_ms: number | null
 }
 
-export async function insertProcess(sql: Sql, p: { workspaceId: number; createdBy: number | null; type: string; metadata: object } & Partial<NewProcess>): Promise<Process> {
+export async function insertProcess(
+  sql: Sql,
+  p: { workspaceId: number; createdBy: number | null; type: string; metadata: object } & Partial<NewProcess>,
+): Promise<Process> {
   const item: NewProcess = { priority: 0, max_attempts: 1, run_at: null, delay_ms: null, ...p }
   const [process] = await insertProcesses(sql, { workspaceId: p.workspaceId, createdBy: p.createdBy, items: [item] })
   return process!
@@ -433,7 +436,11 @@ function failOrRetrySet(sql: Sql, error: string) {
 /** The statuses a fail (or a time-out) may leave: those both its outcomes, failed and the retry's pending, allow. */
 const FAIL_FROM: readonly Status[] = EDGES.fail.from.filter((s) => EDGES.retryLater.from.includes(s))
 
-export async function failProcess(sql: Sql, id: number, o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff; tokenId?: number }): Promise<Process | null> {
+export async function failProcess(
+  sql: Sql,
+  id: number,
+  o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff; tokenId?: number },
+): Promise<Process | null> {
   const [row] = await sql`
     with d as (
       select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, o.backoff)} * interval '1 millisecond' as at
@@ -456,12 +463,17 @@ export async function failProcess(sql: Sql, id: number, o: { workerId: string; a
  */
 export function ownerGuard(sql: Sql, workerId: string, attempt: number | undefined, tokenId?: number) {
   const token = tokenId === undefined ? sql`` : sql`and (worker_token_id is null or worker_token_id = ${tokenId})`
-  return attempt === undefined
-    ? sql`and worker_id = ${workerId} ${token}`
-    : sql`and worker_id = ${workerId} and attempts = ${attempt} ${token}`
+  return attempt === undefined ? sql`and worker_id = ${workerId} ${token}` : sql`and worker_id = ${workerId} and attempts = ${attempt} ${token}`
 }
 
-export function workerTransition(sql: Sql, op: 'start' | 'complete' | 'review' | 'fail', workerId: string, attempt: number | undefined, extra: { result_summary?: unknown; error?: string } = {}, token?: LeaseToken): Transition {
+export function workerTransition(
+  sql: Sql,
+  op: 'start' | 'complete' | 'review' | 'fail',
+  workerId: string,
+  attempt: number | undefined,
+  extra: { result_summary?: unknown; error?: string } = {},
+  token?: LeaseToken,
+): Transition {
   switch (op) {
     case 'start':
       // A pending process has no lease to fence yet: start opens the next attempt.
@@ -541,7 +553,14 @@ export async function touchHeartbeat(sql: Sql, id: number, workerId: string, att
 }
 
 /** A worker's log line: an event with the status unchanged, and the process's latest message. */
-export async function appendLog(sql: Sql, id: number, workerId: string, attempt: number | undefined, message: string, tokenId?: number): Promise<Process | null> {
+export async function appendLog(
+  sql: Sql,
+  id: number,
+  workerId: string,
+  attempt: number | undefined,
+  message: string,
+  tokenId?: number,
+): Promise<Process | null> {
   const [row] = await sql`
     with p as (
       update processes set message = ${message}, version = version + 1, updated_at = now(), heartbeat_at = now()

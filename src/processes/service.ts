@@ -55,7 +55,9 @@ async function createMany(
             select response, request_hash from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
           if (seen) {
             if (seen.request_hash !== null && seen.request_hash !== requestHash) {
-              throw invalidRequest('Idempotency-Key was already used with a different request body', [{ path: '/', message: 'Idempotency-Key reused with a different body' }])
+              throw invalidRequest('Idempotency-Key was already used with a different request body', [
+                { path: '/', message: 'Idempotency-Key reused with a different body' },
+              ])
             }
             // jsonb keeps its own key order: the replay is put back in the API's.
             return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true }
@@ -136,7 +138,9 @@ const ALLOWED_WORDS: Record<UserActionName, string> = {
 
 /** The 409's message: what happened and what is allowed, e.g. "This process is already completed; only failed processes can be retried." */
 function refusal(status: Status, transition: Transition, action?: UserActionName): string {
-  const allowed = action ? ALLOWED_WORDS[action] : `it can become ${transition.to} only when it ${transition.from.map((from) => STATUS_WORDS[from].replace('already ', '')).join(' or ')}`
+  const allowed = action
+    ? ALLOWED_WORDS[action]
+    : `it can become ${transition.to} only when it ${transition.from.map((from) => STATUS_WORDS[from].replace('already ', '')).join(' or ')}`
   return `This process ${STATUS_WORDS[status]}; ${allowed}.`
 }
 

@@ -52,7 +52,6 @@ export const SSE_HEADERS = {
 /** `conflated`: unsent states replaced by a newer one of the same process (a slow reader skipping them). */
 export const streamStats = { open: 0, opened: 0, snapshotRows: 0, conflated: 0 }
 
-
 export type Filter = (process: Process) => boolean
 
 interface SessionOptions {
@@ -223,7 +222,11 @@ export class SseSession {
     // The socket has taken the last page: read the next. (Not after writing a page, which is now queued: a
     // reader that stops reading leaves that page queued and stops the reads. Live updates alone do not
     // hold the snapshot back.)
-    else if (this.readMoreFn !== null && !wroteHead && !this.reading) this.readMore().then(() => this.flush(), () => this.close())
+    else if (this.readMoreFn !== null && !wroteHead && !this.reading)
+      this.readMore().then(
+        () => this.flush(),
+        () => this.close(),
+      )
   }
 
   /** One timer per stream, for its next keepalive or its end; writing an event never touches it. */

@@ -131,7 +131,10 @@ export function stats(s: Services) {
       const window = query.window ?? '24h'
       const [windowS, bucketS] = WINDOWS[window]
       // `buckets=false`: the counts alone (the dashboard's tabs, refreshed as statuses change), one cheap query.
-      const [counts, buckets] = await Promise.all([countByTypeAndStatus(s.sql, workspaceId), query.buckets === 'false' ? [] : timeBuckets(s.sql, workspaceId, windowS, bucketS)])
+      const [counts, buckets] = await Promise.all([
+        countByTypeAndStatus(s.sql, workspaceId),
+        query.buckets === 'false' ? [] : timeBuckets(s.sql, workspaceId, windowS, bucketS),
+      ])
       return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts, buckets }
     },
     {
@@ -146,9 +149,15 @@ export function stats(s: Services) {
       detail: {
         summary: 'Counts by type and status, and throughput / wait / run time per bucket (extension; the dashboard)',
         tags: ['processes'],
-        responses: documented({ 200: ['OK', StatsResponse], 401: ['unauthenticated', ErrorSchema], 403: ['forbidden', ErrorSchema], 422: ['invalid_request', ErrorSchema], 500: ['internal', ErrorSchema], 503: ['unavailable', ErrorSchema] }),
+        responses: documented({
+          200: ['OK', StatsResponse],
+          401: ['unauthenticated', ErrorSchema],
+          403: ['forbidden', ErrorSchema],
+          422: ['invalid_request', ErrorSchema],
+          500: ['internal', ErrorSchema],
+          503: ['unavailable', ErrorSchema],
+        }),
       },
     },
   )
 }
-

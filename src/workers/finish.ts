@@ -153,7 +153,10 @@ export class FinishBatcher {
       }
       if (groups.size > 0 && this.queue.caps) await capLock(tx)
       for (const [key, g] of groups) {
-        claimed.set(key, await claimNext(tx, { workerId: g.workerId, types: g.types, max: g.max, served: this.queue.turns(), caps: this.queue.caps, token: g.token }))
+        claimed.set(
+          key,
+          await claimNext(tx, { workerId: g.workerId, types: g.types, max: g.max, served: this.queue.turns(), caps: this.queue.caps, token: g.token }),
+        )
       }
       const gone = new Set([...groups].filter(([key, g]) => g.signal.aborted && (claimed.get(key)?.length ?? 0) > 0).map(([key]) => key))
       if (gone.size > 0) throw new Gone(gone)

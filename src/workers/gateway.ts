@@ -331,7 +331,14 @@ export class WorkerGateway {
       }
       case 'progress': {
         const outcome = await progress.submit(
-          { id: frame.process_id, progress: frame.progress, message: frame.message ?? null, worker_id: workerId, attempt: frame.attempt ?? null, worker_token_id: ws.data.tokenId },
+          {
+            id: frame.process_id,
+            progress: frame.progress,
+            message: frame.message ?? null,
+            worker_id: workerId,
+            attempt: frame.attempt ?? null,
+            worker_token_id: ws.data.tokenId,
+          },
           queued,
         )
         if (outcome.ok) return { op: 'ack', version: outcome.process.version }
@@ -362,7 +369,13 @@ export class WorkerGateway {
         let claimed: Process[] | null = null
         if (frame.op === 'fail') {
           // With attempts left the process goes back to pending, due after a backoff; else failed.
-          changed = await failProcess(sql, frame.process_id, { workerId, attempt: frame.attempt, error: frame.error, backoff: this.s.queue.backoff, tokenId: ws.data.tokenId })
+          changed = await failProcess(sql, frame.process_id, {
+            workerId,
+            attempt: frame.attempt,
+            error: frame.error,
+            backoff: this.s.queue.backoff,
+            tokenId: ws.data.tokenId,
+          })
           outcome = 'failed'
           if (changed) hub.publish(changed)
         } else {
@@ -379,7 +392,16 @@ export class WorkerGateway {
               review: op === 'review',
               ...(frame.result_summary === undefined || frame.result_summary === null ? {} : { result_summary: frame.result_summary }),
             },
-            claimNow ? { key: `${ws.data.connId} ${workerId} ${JSON.stringify(types)}`, workerId, types, max: frame.claim!.max ?? 1, token: ws.data.token, signal: ws.data.closed.signal } : undefined,
+            claimNow
+              ? {
+                  key: `${ws.data.connId} ${workerId} ${JSON.stringify(types)}`,
+                  workerId,
+                  types,
+                  max: frame.claim!.max ?? 1,
+                  token: ws.data.token,
+                  signal: ws.data.closed.signal,
+                }
+              : undefined,
           )
           changed = done.changed
           claimed = done.claimed

@@ -23,7 +23,18 @@ export async function listWorkers(sql: Sql, workspaceId: number) {
         from worker_sessions
        where refreshed_at >= now() - ${STALE_MS} * interval '1 millisecond'
        order by worker_id, connected_at`,
-    sql<{ id: number; type: string; progress: number; message: string | null; worker_id: string; attempts: number; started_at: Date | null; heartbeat_at: Date | null }[]>`
+    sql<
+      {
+        id: number
+        type: string
+        progress: number
+        message: string | null
+        worker_id: string
+        attempts: number
+        started_at: Date | null
+        heartbeat_at: Date | null
+      }[]
+    >`
       select id::float8 as id, type, progress, message, worker_id, attempts, started_at, heartbeat_at
         from processes
        where workspace_id = ${workspaceId} and status = 'running' and worker_id is not null
@@ -37,7 +48,8 @@ export async function listWorkers(sql: Sql, workspaceId: number) {
   const workers = new Map<string, Worker>()
   const entry = (id: string): Worker => {
     let w = workers.get(id)
-    if (!w) workers.set(id, (w = { worker_id: id, connected: false, connections: 0, instances: [], types: [], connected_at: null, last_frame_at: null, leases: [] }))
+    if (!w)
+      workers.set(id, (w = { worker_id: id, connected: false, connections: 0, instances: [], types: [], connected_at: null, last_frame_at: null, leases: [] }))
     return w
   }
   for (const s of sessions) {
@@ -53,7 +65,15 @@ export async function listWorkers(sql: Sql, workspaceId: number) {
     if (w.last_frame_at === null || lastFrameAt > w.last_frame_at) w.last_frame_at = lastFrameAt
   }
   for (const l of leases) {
-    entry(l.worker_id).leases.push({ process_id: l.id, type: l.type, progress: l.progress, message: l.message, attempt: l.attempts, started_at: iso(l.started_at), heartbeat_at: iso(l.heartbeat_at) })
+    entry(l.worker_id).leases.push({
+      process_id: l.id,
+      type: l.type,
+      progress: l.progress,
+      message: l.message,
+      attempt: l.attempts,
+      started_at: iso(l.started_at),
+      heartbeat_at: iso(l.heartbeat_at),
+    })
   }
   for (const w of workers.values()) if (!w.connected) w.types = null
   const connected = [...workers.values()].filter((w) => w.connected)
@@ -95,16 +115,26 @@ export const WorkersResponse = t.Object({
 })
 
 export function workers(s: Services) {
-  return new Elysia({ prefix: '/workers' }).use(authPlugin(s)).get(
-    '',
-    ({ query, principal, state }) => listWorkers(s.sql, activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))),
-    {
-      query: t.Object({ workspace_id: t.Optional(t.String({ pattern: '^[1-9][0-9]{0,15}$' })) }, { additionalProperties: true }),
-      detail: {
-        summary: 'Connected workers across instances, their leases in this workspace, and pending types no worker claims (extension)',
-        tags: ['workers'],
-        responses: documented({ 200: ['OK', WorkersResponse], 401: ['unauthenticated', ErrorSchema], 403: ['forbidden', ErrorSchema], 422: ['invalid_request', ErrorSchema], 500: ['internal', ErrorSchema], 503: ['unavailable', ErrorSchema] }),
+  return new Elysia({ prefix: '/workers' })
+    .use(authPlugin(s))
+    .get(
+      '',
+      ({ query, principal, state }) =>
+        listWorkers(s.sql, activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))),
+      {
+        query: t.Object({ workspace_id: t.Optional(t.String({ pattern: '^[1-9][0-9]{0,15}$' })) }, { additionalProperties: true }),
+        detail: {
+          summary: 'Connected workers across instances, their leases in this workspace, and pending types no worker claims (extension)',
+          tags: ['workers'],
+          responses: documented({
+            200: ['OK', WorkersResponse],
+            401: ['unauthenticated', ErrorSchema],
+            403: ['forbidden', ErrorSchema],
+            422: ['invalid_request', ErrorSchema],
+            500: ['internal', ErrorSchema],
+            503: ['unavailable', ErrorSchema],
+          }),
+        },
       },
-    },
-  )
+    )
 }

@@ -19,7 +19,16 @@ const requestId = () => `auth-test-${Date.now()}-${rid++}`
 
 async function auditRows(sql: typeof cached.s.sql, id: string) {
   return sql<
-    { user_id: number | null; token_id: number | null; workspace_id: number | null; method: string; route: string; status: number; user_agent: string | null; request_id: string }[]
+    {
+      user_id: number | null
+      token_id: number | null
+      workspace_id: number | null
+      method: string
+      route: string
+      status: number
+      user_agent: string | null
+      request_id: string
+    }[]
   >`select user_id, token_id, workspace_id, method, route, status, user_agent, request_id from audit_log where request_id = ${id}`
 }
 
@@ -169,7 +178,9 @@ describe('audit', () => {
         ['/stream', {}, 200],
       ] as const) {
         const id = requestId()
-        const response = await cached.handle(new Request(`http://test.local${path}${suffix}`, { headers: { authorization: `Bearer ${who.token}`, 'x-request-id': id, ...headers } }))
+        const response = await cached.handle(
+          new Request(`http://test.local${path}${suffix}`, { headers: { authorization: `Bearer ${who.token}`, 'x-request-id': id, ...headers } }),
+        )
         expect(response.status).toBe(status)
         await response.body?.cancel()
         expect(await exactlyOneRow(id)).toMatchObject({ user_id: who.userId, workspace_id: workspaceId, status, method: 'GET' })

@@ -123,7 +123,8 @@ for (const backend of backends) {
   describe.skipIf(backend.skip)(`on ${backend.name}`, () => {
     const run = (...args: string[]) => cli(backend.env, ...args)
     const email = `admin-${Date.now()}@example.com`
-    const made: { workspace?: number; user?: number; token?: string; revoked?: string; revokedId?: number; revokedWorker?: string; revokedWorkerId?: number } = {}
+    const made: { workspace?: number; user?: number; token?: string; revoked?: string; revokedId?: number; revokedWorker?: string; revokedWorkerId?: number } =
+      {}
 
     it('migrates: the first run applies every migration', async () => {
       expect(expectOutput(await run('migrate'), ['applied']).applied).toEqual(MIGRATIONS.map((m) => m.name))
@@ -144,7 +145,11 @@ for (const backend of backends) {
     })
 
     it('adds a member, or changes the role of an existing one', async () => {
-      const out = expectOutput(await run('add-member', '--user', String(made.user), '--workspace', String(made.workspace), '--role', 'admin'), ['user_id', 'workspace_id', 'role'])
+      const out = expectOutput(await run('add-member', '--user', String(made.user), '--workspace', String(made.workspace), '--role', 'admin'), [
+        'user_id',
+        'workspace_id',
+        'role',
+      ])
       expect(out).toEqual({ user_id: made.user, workspace_id: made.workspace, role: 'admin' })
     })
 

@@ -18,7 +18,11 @@ describe('monitor connection state', () => {
       onDone: () => {},
       onConnectionState: (state) => states.push(state),
     })
-    await waitFor(() => states.includes('polling'), 30_000, () => `polling, after ${states.join(' → ')}`)
+    await waitFor(
+      () => states.includes('polling'),
+      30_000,
+      () => `polling, after ${states.join(' → ')}`,
+    )
     expect(states.slice(0, 2)).toEqual(['connecting', 'reconnecting'])
     monitor.stop()
     const count = states.length

@@ -32,7 +32,10 @@ describe.skipIf(!existsSync(CHROMIUM))('monitorProcess from another origin, with
   const wtoken = await workerToken(db.sql)
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
 
-  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] })
+  const browser: Browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  })
   afterAll(() => browser.close())
   const context = await browser.newContext()
   await context.addCookies([{ name: 'ps_session', value: tenant.token, url: server.url }])
@@ -66,7 +69,9 @@ describe.skipIf(!existsSync(CHROMIUM))('monitorProcess from another origin, with
 
   for (const transport of ['EventSource', 'fetch'] as const) {
     it(`follows a process live to done with withCredentials, streaming with ${transport}`, async () => {
-      const p = (await (await fetch(`${server.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type: 'cross_origin' }) })).json()) as any
+      const p = (await (
+        await fetch(`${server.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type: 'cross_origin' }) })
+      ).json()) as any
       const watcher = await monitorInPage(p.id, true, transport)
       await waitFor(async () => (await watcher.seen()).updates.length > 0, 10_000, 'the first state in the page')
 

@@ -65,7 +65,8 @@ describe('client SDK end to end', () => {
     })
     const victim = await create('sdk_cancel')
     const broken = await create('sdk_throw')
-    const get = async (id: number) => (await (await fetch(`${server.url}/processes/${id}`, { headers: { authorization: `Bearer ${tenant.token}` } })).json()) as Process
+    const get = async (id: number) =>
+      (await (await fetch(`${server.url}/processes/${id}`, { headers: { authorization: `Bearer ${tenant.token}` } })).json()) as Process
     await waitFor(async () => (await get(victim.id)).progress === 10, 5000, 'the job to start')
     await fetch(`${server.url}/processes/${victim.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${tenant.token}` } })
     await waitFor(() => aborted, 5000, 'the handler to be aborted')
@@ -88,7 +89,13 @@ describe('client SDK end to end', () => {
       if (response.status === 304) notModified++
       return response
     }
-    const monitor = monitorProcess(server.url, p.id, { token: tenant.token, fetch: noStreams, pollIntervalMs: 200, onUpdate: () => {}, onDone: (d) => (final = d) })
+    const monitor = monitorProcess(server.url, p.id, {
+      token: tenant.token,
+      fetch: noStreams,
+      pollIntervalMs: 200,
+      onUpdate: () => {},
+      onDone: (d) => (final = d),
+    })
     await waitFor(() => polls >= 3, 15_000, 'the monitor to fall back to polling')
     await fetch(`${server.url}/processes/${p.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${tenant.token}` } })
     await waitFor(() => final !== null, 10_000, 'polling to see the final status')

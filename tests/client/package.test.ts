@@ -89,7 +89,16 @@ describe.skipIf(!node || !npm)('the @processes/client package', () => {
     writeFileSync(
       join(app, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022', 'DOM'], jsx: 'react-jsx', strict: true, noEmit: true, types: [] },
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          lib: ['ES2022', 'DOM'],
+          jsx: 'react-jsx',
+          strict: true,
+          noEmit: true,
+          types: [],
+        },
         files,
       }),
     )

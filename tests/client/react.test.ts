@@ -73,11 +73,7 @@ function Probe({ id, options, commits }: { id: Id; options: UseProcessMonitorOpt
     commits.push({ id, ...state })
   })
   const { process, done, error } = state
-  const text = error
-    ? `error ${error.status} ${error.code}`
-    : process
-      ? `#${process.id} ${process.status} ${process.progress}%${done ? ' done' : ''}`
-      : 'idle'
+  const text = error ? `error ${error.status} ${error.code}` : process ? `#${process.id} ${process.status} ${process.progress}%${done ? ' done' : ''}` : 'idle'
   return createElement('output', null, text)
 }
 
@@ -105,8 +101,7 @@ async function mount(id: Id, options: UseProcessMonitorOptions) {
   const container = dom.document.createElement('div')
   const root = createRoot(container as unknown as Element)
   const commits: Commit[] = []
-  const show = (next: Id) =>
-    inAct(() => root.render(createElement(StrictMode, null, createElement(Probe, { id: next, options, commits }))))
+  const show = (next: Id) => inAct(() => root.render(createElement(StrictMode, null, createElement(Probe, { id: next, options, commits }))))
   const unmount = async () => {
     if (!mounted.delete(unmount)) return
     await inAct(() => root.unmount())
@@ -123,7 +118,11 @@ async function mount(id: Id, options: UseProcessMonitorOptions) {
     unmount,
     /** Until the latest commit satisfies `check`; the whole history in the message when it never does. */
     until: (check: (state: Commit) => boolean, what: string, timeoutMs = 5000) =>
-      waitFor(() => commits.length > 0 && check(commits.at(-1)!), timeoutMs, () => `${what}; commits: ${history(commits)}`),
+      waitFor(
+        () => commits.length > 0 && check(commits.at(-1)!),
+        timeoutMs,
+        () => `${what}; commits: ${history(commits)}`,
+      ),
   }
 }
 

@@ -47,7 +47,15 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
 
   const browser: Browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   })
   afterAll(() => browser.close())
 
@@ -58,7 +66,11 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     await page.goto(server.url)
     await page.getByTestId('token-input').fill(token)
     await page.getByTestId('sign-in').click()
-    const exchange = await fetch(`${server.url}/auth/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) })
+    const exchange = await fetch(`${server.url}/auth/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token }),
+    })
     if (exchange.status === 404) {
       // This branch has no POST /auth/session yet (it comes with the security work): the page says so, and the
       // test sets the ps_session cookie the exchange would have set.
@@ -123,7 +135,11 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     // The URL alone, in a fresh tab.
     const direct = await context.newPage()
     await direct.goto(`${server.url}/#/processes/${running.id}`)
-    await waitFor(async () => (await direct.getByTestId('process-detail').getByTestId('status').textContent()) === 'running', 10_000, 'the detail view from its URL')
+    await waitFor(
+      async () => (await direct.getByTestId('process-detail').getByTestId('status').textContent()) === 'running',
+      10_000,
+      'the detail view from its URL',
+    )
     await direct.getByTestId('event-log').locator('li').first().waitFor()
     await direct.screenshot({ path: join(SHOTS, 'dashboard-detail.png') })
 

@@ -25,10 +25,14 @@ async function insert(workspaceId: number, count: number): Promise<number[]> {
 /** The real query, with the id lists it was sent recorded. */
 function recordingBatcher(maxInFlight?: number, maxBatch?: number) {
   const queries: number[][] = []
-  const batcher = new Batcher((ids) => {
-    queries.push([...ids])
-    return getProcesses(sql, ids)
-  }, maxInFlight, maxBatch)
+  const batcher = new Batcher(
+    (ids) => {
+      queries.push([...ids])
+      return getProcesses(sql, ids)
+    },
+    maxInFlight,
+    maxBatch,
+  )
   return { batcher, queries }
 }
 

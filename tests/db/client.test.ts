@@ -41,7 +41,14 @@ describe('the SQL handle', () => {
 it('slices UTC timestamps into the same ISO strings a Date would give', async () => {
   const { parseTimestamp } = await import('../../src/db/client')
   const viaDate = (x: string) => new Date(x.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString()
-  for (const text of ['2026-11-28 13:41:28.197123+00', '2026-11-28 13:41:28+00', '2026-11-28 13:41:28.1+00', '2026-11-28 13:41:28.999999+00', '2026-11-28 15:41:28.5+02', '0999-01-01 00:00:00+00']) {
+  for (const text of [
+    '2026-11-28 13:41:28.197123+00',
+    '2026-11-28 13:41:28+00',
+    '2026-11-28 13:41:28.1+00',
+    '2026-11-28 13:41:28.999999+00',
+    '2026-11-28 15:41:28.5+02',
+    '0999-01-01 00:00:00+00',
+  ]) {
     expect(parseTimestamp(text)).toBe(viaDate(text))
   }
 })

@@ -189,7 +189,7 @@ describe('retention', async () => {
   })
 })
 
-describe('partitions narrower than the migration\'s days', async () => {
+describe("partitions narrower than the migration's days", async () => {
   const { db } = await testDatabase()
   const { sql } = db
   const minute = 60_000

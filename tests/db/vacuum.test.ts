@@ -52,13 +52,18 @@ async function expectHotProgress(sql: Sql, workspaceId: number) {
   await insertProcesses(sql, workspaceId, 200, 'running', null)
   const ids = (await sql<{ id: number }[]>`select id from processes where workspace_id = ${workspaceId} order by id`).map((r) => r.id)
   for (let round = 1; round <= 3; round++) {
-    for (const id of ids) await sql`update processes set progress = ${round * 25}, message = 'Working', version = version + 1, updated_at = now() where id = ${id}`
+    for (const id of ids)
+      await sql`update processes set progress = ${round * 25}, message = 'Working', version = version + 1, updated_at = now() where id = ${id}`
     // Between a job's progress writes the worker works; here, a pause.
     await Bun.sleep(1000)
   }
   // Statistics reach pg_stat_user_tables a second or two after the transactions (the backend flushes them).
   let now = before
-  await waitFor(async () => (now = await stats(sql)).updates - before.updates >= 600, 20_000, () => `600 updates counted (${now.updates - before.updates})`)
+  await waitFor(
+    async () => (now = await stats(sql)).updates - before.updates >= 600,
+    20_000,
+    () => `600 updates counted (${now.updates - before.updates})`,
+  )
   expect(now.hot - before.hot).toBeGreaterThanOrEqual(0.9 * 600)
   await sql`delete from processes where workspace_id = ${workspaceId}`
 }
@@ -83,7 +88,10 @@ describe('processes on the test database', async () => {
   it.skipIf(!autovacuumOff)('vacuums processes itself after a pass that pruned, where no autovacuum runs: its dead rows go down', async () => {
     // Nothing here runs autovacuum, and the detection says so (PGlite: no launcher, though its setting says on).
     expect(await launcherRuns(sql)).toBe(false)
-    expect((await vacuumDue(sql)).map((d) => [d.table, d.autovacuum])).toEqual([['idempotency_keys', false], ['processes', false]])
+    expect((await vacuumDue(sql)).map((d) => [d.table, d.autovacuum])).toEqual([
+      ['idempotency_keys', false],
+      ['processes', false],
+    ])
     await sql.unsafe('vacuum processes')
     const before = await stats(sql)
     await insertProcesses(sql, tenant.workspaceId, 3000, 'completed', longAgo())
@@ -94,7 +102,11 @@ describe('processes on the test database', async () => {
     retention.start()
     let now = before
     try {
-      await waitFor(async () => (now = await stats(sql)).vacuums > before.vacuums && now.dead < 100, 30_000, () => `a vacuum and dead rows gone (${JSON.stringify(now)})`)
+      await waitFor(
+        async () => (now = await stats(sql)).vacuums > before.vacuums && now.dead < 100,
+        30_000,
+        () => `a vacuum and dead rows gone (${JSON.stringify(now)})`,
+      )
     } finally {
       await retention.stop()
     }
@@ -145,9 +157,22 @@ async function ownPostgres(config: string[]) {
     chownSync(dir, uid, gid)
     asPostgres = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--']
   }
-  const init = Bun.spawnSync([...asPostgres, 'initdb', '-D', dir, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8'], { stdout: 'ignore', stderr: 'pipe' })
+  const init = Bun.spawnSync([...asPostgres, 'initdb', '-D', dir, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8'], {
+    stdout: 'ignore',
+    stderr: 'pipe',
+  })
   if (init.exitCode !== 0) throw new Error(`initdb: ${init.stderr.toString()}`)
-  const args = ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${dir}`, '-c', 'fsync=off', '-c', 'max_connections=20', ...config.flatMap((c) => ['-c', c])]
+  const args = [
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    `unix_socket_directories=${dir}`,
+    '-c',
+    'fsync=off',
+    '-c',
+    'max_connections=20',
+    ...config.flatMap((c) => ['-c', c]),
+  ]
   // setpriv execs: the PID is the postmaster's own, stopped by it alone.
   const proc = Bun.spawn([...asPostgres, 'postgres', '-D', dir, '-p', String(port), ...args], { stdout: 'ignore', stderr: 'ignore' })
   await waitFor(() => Bun.spawnSync(['pg_isready', '-h', '127.0.0.1', '-p', String(port)]).exitCode === 0, 30_000, `own postgres on ${port}`)
@@ -171,7 +196,10 @@ describe.skipIf(!hasPostgres || !POSTGRES_BIN)('processes where autovacuum runs'
 
   it('sees the launcher, as a superuser and as a role that cannot see it in pg_stat_activity', async () => {
     expect(await launcherRuns(sql)).toBe(true)
-    expect((await vacuumDue(sql)).map((d) => [d.table, d.autovacuum])).toEqual([['idempotency_keys', true], ['processes', true]])
+    expect((await vacuumDue(sql)).map((d) => [d.table, d.autovacuum])).toEqual([
+      ['idempotency_keys', true],
+      ['processes', true],
+    ])
     // A role without pg_read_all_stats gets no other backend's type from pg_stat_activity: looking for the
     // launcher there would find none, and vacuum behind autovacuum's back. The settings say the same to it.
     await sql.unsafe(`create role ps_app login`)
@@ -192,10 +220,14 @@ describe.skipIf(!hasPostgres || !POSTGRES_BIN)('processes where autovacuum runs'
     await insertProcesses(sql, tenant.workspaceId, 3000, 'completed', longAgo())
     const retention = job(sql)
     expect((await retention.runOnce()).processesDeleted).toBe(3000)
-    await waitFor(async () => {
-      const due = await processesDue(sql)
-      return due.dead > due.threshold
-    }, 20_000, 'the deletes counted as dead rows')
+    await waitFor(
+      async () => {
+        const due = await processesDue(sql)
+        return due.dead > due.threshold
+      },
+      20_000,
+      'the deletes counted as dead rows',
+    )
     await retention.vacuumWhereDue()
     expect(retention.totals.vacuums).toBe(0)
     expect((await stats(sql)).vacuums).toBe(0)

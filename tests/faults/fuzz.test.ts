@@ -50,15 +50,15 @@ describe('fuzzing every route and every worker frame', async () => {
 
   async function snapshot() {
     const processes = await sql`select * from processes where workspace_id = ${victim.workspaceId} order by id`
-    const events = await sql`select e.* from process_events e join processes p on p.id = e.process_id where p.workspace_id = ${victim.workspaceId} order by e.id`
+    const events =
+      await sql`select e.* from process_events e join processes p on p.id = e.process_id where p.workspace_id = ${victim.workspaceId} order by e.id`
     const members = await sql`select * from memberships where workspace_id = ${victim.workspaceId} order by user_id`
     const tokens = await sql`select id, user_id, revoked_at, expires_at from api_tokens where user_id = ${victim.userId} order by id`
     const keys = await sql`select * from idempotency_keys where user_id = ${victim.userId}`
     return JSON.stringify({ processes, events, members, tokens, keys })
   }
   // A victim's workspace or process id in a response body is a leak.
-  const leaks = (text: string) =>
-    new RegExp(`"workspace_id":${victim.workspaceId}[,}]`).test(text) || text.includes(victimHolder) || text.includes(victimType)
+  const leaks = (text: string) => new RegExp(`"workspace_id":${victim.workspaceId}[,}]`).test(text) || text.includes(victimHolder) || text.includes(victimType)
 
   // ---------------------------------------------------------------------------------------------
   // HTTP: the in-process handler, every route, anything in every part of the request.
@@ -71,7 +71,25 @@ describe('fuzzing every route and every worker frame', async () => {
     { weight: 5, arbitrary: fc.constantFrom(...attackerIds).map(String) },
     { weight: 4, arbitrary: fc.constantFrom(...victimIds).map(String) },
     fc.integer({ min: -5, max: 1_000_000 }).map(String),
-    fc.constantFrom('0', '-1', '1.5', '1e3', '0x10', ' 1', '1 ', '+1', '٣', '9007199254740993', '99999999999999999999', 'NaN', 'Infinity', 'null', '%00', '..', 'stream'),
+    fc.constantFrom(
+      '0',
+      '-1',
+      '1.5',
+      '1e3',
+      '0x10',
+      ' 1',
+      '1 ',
+      '+1',
+      '٣',
+      '9007199254740993',
+      '99999999999999999999',
+      'NaN',
+      'Infinity',
+      'null',
+      '%00',
+      '..',
+      'stream',
+    ),
     anyText.map(encodeURIComponent),
   )
   // Every route with its own method most of the time; any method, any path some of the time.
@@ -79,7 +97,9 @@ describe('fuzzing every route and every worker frame', async () => {
     {
       weight: 8,
       arbitrary: fc.oneof(
-        fc.constantFrom(['GET', '/processes'], ['GET', '/processes/stream'], ['POST', '/processes'], ['GET', '/me']).map(([method, path]) => ({ method: method!, path: path! })),
+        fc
+          .constantFrom(['GET', '/processes'], ['GET', '/processes/stream'], ['POST', '/processes'], ['GET', '/me'])
+          .map(([method, path]) => ({ method: method!, path: path! })),
         fc
           .tuple(someId, fc.constantFrom(['GET', ''], ['GET', '/events'], ['GET', '/stream'], ['POST', '/retry'], ['POST', '/cancel'], ['POST', '/review']))
           .map(([id, [method, rest]]) => ({ method: method!, path: `/processes/${id}${rest}` })),
@@ -88,18 +108,56 @@ describe('fuzzing every route and every worker frame', async () => {
     fc.record({
       method: fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD'),
       path: fc.oneof(
-        fc.constantFrom('/processes', '/processes/stream', '/processes/stats', '/workers', '/me', '/health', '/ready', '/metrics', '/openapi/json', '/workers/ws', '/', '/app.js', '//processes', '/processes/', '/PROCESSES'),
-        fc.tuple(someId, fc.constantFrom('', '/events', '/stream', '/retry', '/cancel', '/review', '/events/', '/x')).map(([id, rest]) => `/processes/${id}${rest}`),
+        fc.constantFrom(
+          '/processes',
+          '/processes/stream',
+          '/processes/stats',
+          '/workers',
+          '/me',
+          '/health',
+          '/ready',
+          '/metrics',
+          '/openapi/json',
+          '/workers/ws',
+          '/',
+          '/app.js',
+          '//processes',
+          '/processes/',
+          '/PROCESSES',
+        ),
+        fc
+          .tuple(someId, fc.constantFrom('', '/events', '/stream', '/retry', '/cancel', '/review', '/events/', '/x'))
+          .map(([id, rest]) => `/processes/${id}${rest}`),
         fc.webPath(),
       ),
     }),
   )
   const queryValue = fc.oneof(
-    { weight: 3, arbitrary: fc.constantFrom(String(victim.workspaceId), String(attacker.workspaceId), ...STATUSES, 'running,pending', 'own_job', 'victim_job', '1', '50', '200', '1h', '7d', ...victimIds.map(String), ...attackerIds.map(String)) },
+    {
+      weight: 3,
+      arbitrary: fc.constantFrom(
+        String(victim.workspaceId),
+        String(attacker.workspaceId),
+        ...STATUSES,
+        'running,pending',
+        'own_job',
+        'victim_job',
+        '1',
+        '50',
+        '200',
+        '1h',
+        '7d',
+        ...victimIds.map(String),
+        ...attackerIds.map(String),
+      ),
+    },
     fc.integer({ min: -10, max: 300 }).map(String),
     anyText,
   )
-  const query = fc.array(fc.tuple(fc.constantFrom('workspace_id', 'status', 'type', 'limit', 'before', 'after', 'last_event_id', 'token', 'window', '__proto__'), queryValue), { maxLength: 4 })
+  const query = fc.array(
+    fc.tuple(fc.constantFrom('workspace_id', 'status', 'type', 'limit', 'before', 'after', 'last_event_id', 'token', 'window', '__proto__'), queryValue),
+    { maxLength: 4 },
+  )
   const jsonBody = fc.oneof(
     {
       weight: 6,
@@ -118,7 +176,17 @@ describe('fuzzing every route and every worker frame', async () => {
     },
     { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v)) },
     anyText,
-    fc.constantFrom('{', '{"type":', 'null', '[]', '""', '{"type":"x"}{"type":"y"}', '\u0000', '{"__proto__":{"x":1},"type":"own_job"}', JSON.stringify({ type: 'own_job', metadata: { big: 'x'.repeat(1024 * 1024) } })),
+    fc.constantFrom(
+      '{',
+      '{"type":',
+      'null',
+      '[]',
+      '""',
+      '{"type":"x"}{"type":"y"}',
+      '\u0000',
+      '{"__proto__":{"x":1},"type":"own_job"}',
+      JSON.stringify({ type: 'own_job', metadata: { big: 'x'.repeat(1024 * 1024) } }),
+    ),
   )
   const optional = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined })
   const headers = fc.record(
@@ -126,16 +194,45 @@ describe('fuzzing every route and every worker frame', async () => {
       authorization: fc.option(
         fc.oneof(
           { weight: 20, arbitrary: fc.constant(`Bearer ${attacker.token}`) },
-          fc.constantFrom(`Bearer ${attacker.token}x`, `bearer   ${attacker.token}  `, `Bearer ${wtoken}`, 'Bearer ', 'Basic dXNlcjpwYXNz', `Bearer ${'a'.repeat(600)}`, ''),
+          fc.constantFrom(
+            `Bearer ${attacker.token}x`,
+            `bearer   ${attacker.token}  `,
+            `Bearer ${wtoken}`,
+            'Bearer ',
+            'Basic dXNlcjpwYXNz',
+            `Bearer ${'a'.repeat(600)}`,
+            '',
+          ),
           text.map((t) => `Bearer ${t}`),
         ),
         { nil: undefined, freq: 12 },
       ),
-      cookie: optional(fc.oneof(fc.constant(`ps_session=${encodeURIComponent(attacker.token)}`), fc.constantFrom('ps_session=%E0%A4%A', 'ps_session=', 'a=b; ps_session=zz'), text)),
+      cookie: optional(
+        fc.oneof(
+          fc.constant(`ps_session=${encodeURIComponent(attacker.token)}`),
+          fc.constantFrom('ps_session=%E0%A4%A', 'ps_session=', 'a=b; ps_session=zz'),
+          text,
+        ),
+      ),
       'idempotency-key': optional(fc.oneof(fc.constantFrom('k1', 'k2', 'x'.repeat(300)), text)),
-      'if-none-match': optional(fc.oneof(fc.constantFrom('*', '"1"', '"2", W/"3"', 'W/"1"', '""', '"'), fc.nat(20).map((n) => `"${n}"`), text)),
+      'if-none-match': optional(
+        fc.oneof(
+          fc.constantFrom('*', '"1"', '"2", W/"3"', 'W/"1"', '""', '"'),
+          fc.nat(20).map((n) => `"${n}"`),
+          text,
+        ),
+      ),
       'last-event-id': optional(fc.oneof(fc.nat(50).map(String), fc.constantFrom('-1', '1e3', '9'.repeat(40), ' 3 '), text)),
-      'content-type': optional(fc.constantFrom('application/json', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=latin1', 'garbage')),
+      'content-type': optional(
+        fc.constantFrom(
+          'application/json',
+          'text/plain',
+          'application/x-www-form-urlencoded',
+          'multipart/form-data; boundary=x',
+          'application/json; charset=latin1',
+          'garbage',
+        ),
+      ),
       'x-request-id': optional(text),
       origin: optional(fc.constantFrom('http://evil.example', 'null')),
     },
@@ -149,7 +246,11 @@ describe('fuzzing every route and every worker frame', async () => {
 
   const good = {
     ref: fc.oneof(text, fc.integer()),
-    process_id: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...attackerIds) }, { weight: 3, arbitrary: fc.constantFrom(...victimIds) }, fc.integer({ min: 1, max: 1_000_000 })),
+    process_id: fc.oneof(
+      { weight: 4, arbitrary: fc.constantFrom(...attackerIds) },
+      { weight: 3, arbitrary: fc.constantFrom(...victimIds) },
+      fc.integer({ min: 1, max: 1_000_000 }),
+    ),
     worker_id: fc.constantFrom('fuzz-worker', 'own-holder', 'w:1@x/y', 'other.worker'),
     types: fc.array(fc.constantFrom('own_job', victimType, 'fuzz.job-1'), { maxLength: 2 }),
     // Never a real wait: a claim that finds nothing would hold the fuzzer for wait_ms.
@@ -166,7 +267,12 @@ describe('fuzzing every route and every worker frame', async () => {
     .tuple(
       fc.oneof({ weight: 12, arbitrary: fc.constantFrom(...OPS) }, text),
       fc.record(good, { requiredKeys: ['process_id', 'worker_id', 'progress', 'message', 'error'] }),
-      fc.option(fc.tuple(fc.constantFrom(...fields), fc.oneof(junk, fc.constant(undefined), fc.constantFrom(-1, 1.5, 2 ** 53, 101, 30_001, '1', 'r'.repeat(250), 'm'.repeat(4001))))),
+      fc.option(
+        fc.tuple(
+          fc.constantFrom(...fields),
+          fc.oneof(junk, fc.constant(undefined), fc.constantFrom(-1, 1.5, 2 ** 53, 101, 30_001, '1', 'r'.repeat(250), 'm'.repeat(4001))),
+        ),
+      ),
     )
     .map(([op, values, mutation]) => {
       const f: Record<string, unknown> = { op, ...values }
@@ -196,7 +302,10 @@ describe('fuzzing every route and every worker frame', async () => {
           const { method, path } = r.endpoint
           const url = new URL(`http://test.local${path.startsWith('/') ? path : `/${path}`}`)
           for (const [k, v] of r.query) url.searchParams.append(k, v)
-          const init: RequestInit = { method, headers: Object.fromEntries(Object.entries(r.headers).filter(([, v]) => v !== undefined)) as Record<string, string> }
+          const init: RequestInit = {
+            method,
+            headers: Object.fromEntries(Object.entries(r.headers).filter(([, v]) => v !== undefined)) as Record<string, string>,
+          }
           if (r.body !== undefined && method !== 'GET' && method !== 'HEAD') init.body = r.body
           const response = await handle(new Request(url, init))
           statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
@@ -245,7 +354,10 @@ describe('fuzzing every route and every worker frame', async () => {
       worker.close()
 
       expect(await snapshot()).toBe(before)
-      const httpSummary = [...statuses].sort(([a], [b]) => a - b).map(([s, n]) => `${s}×${n}`).join(' ')
+      const httpSummary = [...statuses]
+        .sort(([a], [b]) => a - b)
+        .map(([s, n]) => `${s}×${n}`)
+        .join(' ')
       return `${HTTP_RUNS + FRAME_RUNS} cases; HTTP ${httpSummary}; frames ${[...codes].map(([c, n]) => `${c}×${n}`).join(', ')}`
     },
   )

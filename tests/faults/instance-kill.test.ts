@@ -13,7 +13,7 @@ const row = {
   n: 3,
   scenario: 'Instance killed',
   injected: 'SIGKILL of instance A while its worker is mid-process (progress frames in flight); streams on A and B',
-  invariant: "worker reconnects to B with the same worker_id, keeps its lease (same attempt, never failed), completes; every stream ends with done",
+  invariant: 'worker reconnects to B with the same worker_id, keeps its lease (same attempt, never failed), completes; every stream ends with done',
 }
 reportAfterAll([3])
 if (!enabled) skipped(row, 'needs DATABASE_URL and REDIS_URL')
@@ -89,7 +89,14 @@ describe.skipIf(!enabled)('SIGKILL of the instance holding a worker', async () =
     // Every stream ends with done on the final state; the ones that were on A got there through B.
     await waitFor(() => streams.every((s) => s.done.length === 1), 10_000, 'done on every stream')
     for (const s of streams) {
-      expect(s.done[0]!.data).toMatchObject({ id: p.id, status: 'completed', progress: 100, attempts: 1, worker_id: WORKER_ID, result_summary: { survived: true } })
+      expect(s.done[0]!.data).toMatchObject({
+        id: p.id,
+        status: 'completed',
+        progress: 100,
+        attempts: 1,
+        worker_id: WORKER_ID,
+        result_summary: { survived: true },
+      })
       expect(versionsIncrease(s)).toBe(true)
     }
     for (const s of streamsA) {

@@ -96,7 +96,8 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
           () => call('GET /processes/:id (etag)', `/processes/${id}`, { headers: { 'if-none-match': '"1"' } }),
           () => call('GET /processes', '/processes?limit=5'),
           () => call('GET /processes/:id/events', `/processes/${id}/events`),
-          () => call('POST /processes', '/processes', { method: 'POST', headers: { 'idempotency-key': `k-${n}` }, body: JSON.stringify({ type: 'pgcut_new' }) }),
+          () =>
+            call('POST /processes', '/processes', { method: 'POST', headers: { 'idempotency-key': `k-${n}` }, body: JSON.stringify({ type: 'pgcut_new' }) }),
           () => call('POST /processes/:id/cancel', `/processes/${created[0]! + 1_000_000}/cancel`, { method: 'POST' }),
           () => call('GET /processes/:id/stream', `/processes/${id}/stream`),
         ][n % 7]!()
@@ -124,8 +125,18 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
     }
     const traffic = Promise.all([apiLane(), apiLane(), apiLane(), ...busy.map(workerLane)])
 
-    const cuts: Array<{ mode: CutMode; cutAt: number; restoredAt: number; recoveredMs: number; completeDuring: Record<string, any>; completeAfter: Record<string, any> }> = []
-    for (const [mode, finishing] of [['blackhole', finishBlackholed], ['refuse', finishRefused]] as const) {
+    const cuts: Array<{
+      mode: CutMode
+      cutAt: number
+      restoredAt: number
+      recoveredMs: number
+      completeDuring: Record<string, any>
+      completeAfter: Record<string, any>
+    }> = []
+    for (const [mode, finishing] of [
+      ['blackhole', finishBlackholed],
+      ['refuse', finishRefused],
+    ] as const) {
       await Bun.sleep(1000)
       const cutAt = Date.now()
       await proxy.cut(mode)
@@ -178,15 +189,19 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
       // worker frames get an `error` (unavailable), never an ack.
       const during = calls.filter((c) => c.startedAt > cut.cutAt + 100 && c.startedAt + c.ms < cut.restoredAt)
       expect(during.length).toBeGreaterThan(2)
-      for (const c of during) expect({ mode: cut.mode, route: c.route, status: c.status, code: c.code }).toEqual({ mode: cut.mode, route: c.route, status: 503, code: 'unavailable' })
+      for (const c of during)
+        expect({ mode: cut.mode, route: c.route, status: c.status, code: c.code }).toEqual({ mode: cut.mode, route: c.route, status: 503, code: 'unavailable' })
       const refusedFrames = frames.filter((f) => f.sentAt > cut.cutAt + 100 && f.sentAt + f.ms < cut.restoredAt)
       expect(refusedFrames.length).toBeGreaterThan(0)
-      for (const f of refusedFrames) expect({ mode: cut.mode, op: f.op, reply: f.reply.op, code: f.reply.code }).toEqual({ mode: cut.mode, op: f.op, reply: 'error', code: 'unavailable' })
+      for (const f of refusedFrames)
+        expect({ mode: cut.mode, op: f.op, reply: f.reply.op, code: f.reply.code }).toEqual({ mode: cut.mode, op: f.op, reply: 'error', code: 'unavailable' })
       expect(cut.completeDuring).toMatchObject({ op: 'error', code: 'unavailable' })
       expect({ mode: cut.mode, reply: cut.completeAfter }).toMatchObject({ mode: cut.mode, reply: { op: 'ack' } })
       callsDuring += during.length
       framesDuring += refusedFrames.length
-      refused.push(...frames.filter((f) => f.op === 'log' && f.reply.op === 'error' && f.sentAt > cut.cutAt + 100 && f.sentAt < cut.restoredAt).map((f) => f.message))
+      refused.push(
+        ...frames.filter((f) => f.op === 'log' && f.reply.op === 'error' && f.sentAt > cut.cutAt + 100 && f.sentAt < cut.restoredAt).map((f) => f.message),
+      )
     }
 
     // 3. Nothing acked is lost, nothing refused is applied later.

@@ -59,12 +59,19 @@ describe('racing transitions', async () => {
         // With the attempt it was claimed with, or without one (the lease holder's id alone).
         const attempt = rand() < 0.5 ? { attempt: attempts.get(id) ?? 1 } : {}
         const f =
-          op === 'complete' ? { op, process_id: id, ...attempt, result_summary: { by: 'race' } }
-          : op === 'review' ? { op: 'complete', process_id: id, review: true, ...attempt }
-          : { op: 'fail', process_id: id, error: 'raced', ...attempt }
+          op === 'complete'
+            ? { op, process_id: id, ...attempt, result_summary: { by: 'race' } }
+            : op === 'review'
+              ? { op: 'complete', process_id: id, review: true, ...attempt }
+              : { op: 'fail', process_id: id, error: 'raced', ...attempt }
         const reply = await w.request(f)
         // `repeated` acks say the outcome was already there: acknowledged, not applied again.
-        outcomes.push({ id, op, applied: reply.op === 'ack' && !reply.repeated, answer: reply.op === 'ack' ? (reply.repeated ? 'ack repeated' : 'ack') : `error ${reply.code}` })
+        outcomes.push({
+          id,
+          op,
+          applied: reply.op === 'ack' && !reply.repeated,
+          answer: reply.op === 'ack' ? (reply.repeated ? 'ack repeated' : 'ack') : `error ${reply.code}`,
+        })
       }
       const claim = async (w: TestWorker, type: string) => {
         const reply = await w.request({ op: 'claim', types: [type] })
@@ -81,15 +88,18 @@ describe('racing transitions', async () => {
         // of those a third wait for review and a third have failed.
         const type = `race_${wave}`
         const waveIds: number[] = []
-        for (let i = 0; i < PROCESSES; i++) waveIds.push((await traffic.json(`${base}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type }) })).body.id)
+        for (let i = 0; i < PROCESSES; i++)
+          waveIds.push((await traffic.json(`${base}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type }) })).body.id)
         const running: number[] = []
         for (let i = 0; i < (PROCESSES * 3) / 4; i++) {
           const run = (await w1.request({ op: 'claim', types: [type] })).process
           attempts.set(run.id, run.attempts)
           running.push(run.id)
         }
-        for (const id of running.slice(0, PROCESSES / 4)) expect((await w1.request({ op: 'complete', process_id: id, review: true, attempt: 1 })).op).toBe('ack')
-        for (const id of running.slice(PROCESSES / 4, PROCESSES / 2)) expect((await w1.request({ op: 'fail', process_id: id, error: 'boom', attempt: 1 })).op).toBe('ack')
+        for (const id of running.slice(0, PROCESSES / 4))
+          expect((await w1.request({ op: 'complete', process_id: id, review: true, attempt: 1 })).op).toBe('ack')
+        for (const id of running.slice(PROCESSES / 4, PROCESSES / 2))
+          expect((await w1.request({ op: 'fail', process_id: id, error: 'boom', attempt: 1 })).op).toBe('ack')
         for (const id of waveIds) eventsBefore.set(id, (await db.sql`select id from process_events where process_id = ${id}`).length)
         ids.push(...waveIds)
 
@@ -107,7 +117,8 @@ describe('racing transitions', async () => {
       // No server error of any kind; every refusal is one the contract names.
       expect(traffic.serverErrors).toEqual([])
       const answers = new Set(outcomes.map((o) => `${o.op}: ${o.answer}`))
-      for (const answer of answers) expect(answer).toMatch(/: (200|409 invalid_transition|ack|ack repeated|claimed|error (not_owner|invalid_transition|cancelled))$/)
+      for (const answer of answers)
+        expect(answer).toMatch(/: (200|409 invalid_transition|ack|ack repeated|claimed|error (not_owner|invalid_transition|cancelled))$/)
 
       const report: string[] = []
       for (const id of ids) {
@@ -118,7 +129,12 @@ describe('racing transitions', async () => {
         expect({ id, seed, first: statuses[0] }).toEqual({ id, seed, first: 'pending' })
         for (let i = 1; i < statuses.length; i++) {
           const step = `${statuses[i - 1]} → ${statuses[i]}`
-          expect({ id, seed, step, allowed: (TRANSITIONS[statuses[i - 1]!] as readonly Status[]).includes(statuses[i]!) }).toEqual({ id, seed, step, allowed: true })
+          expect({ id, seed, step, allowed: (TRANSITIONS[statuses[i - 1]!] as readonly Status[]).includes(statuses[i]!) }).toEqual({
+            id,
+            seed,
+            step,
+            allowed: true,
+          })
         }
         expect({ id, seed, replayed: statuses.at(-1) }).toEqual({ id, seed, replayed: p!.status })
         // One event per transition: the race added exactly as many events as it acknowledged transitions,

@@ -33,7 +33,8 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
   afterAll(() => stopPolling())
 
   scenario(row, async () => {
-    const create = async () => (await traffic.json(`${a.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'redis_cut' }) })).body
+    const create = async () =>
+      (await traffic.json(`${a.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'redis_cut' }) })).body
     // P1 finishes during the cut, P2 after it.
     const [p1, p2] = [await create(), await create()]
     const streams = (base: string, id: number) => [0, 1].map(() => openStream(`${base}/processes/${id}/stream`, tenant.token, { onResponse: traffic.record }))
@@ -67,7 +68,10 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
     stopPolling = () => (polling = false)
     const poll = (async () => {
       while (polling) {
-        for (const [on, base] of [['A', a.url], ['B', b.url]] as const) {
+        for (const [on, base] of [
+          ['A', a.url],
+          ['B', b.url],
+        ] as const) {
           const r = await traffic.json(`${base}/ready`)
           readiness.push({ at: Date.now(), on, status: r.status, redis: r.body.dependencies.redis.status })
         }
@@ -103,9 +107,17 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
     // B re-reads what it watches from Postgres once Redis is back: the final state of P1, P2's latest progress.
     await waitFor(() => onB[p1.id]!.every((s) => s.done.length === 1), 10_000, "done on B's streams after Redis returns")
     await waitFor(() => progressed(onB[p2.id]!, p2.id, n), 10_000, "P2's latest progress on B after Redis returns")
-    await waitFor(() => dashboardB.messages.some((m) => m.data.id === p1.id && m.data.status === 'completed'), 10_000, "P1's final state on B's workspace stream")
+    await waitFor(
+      () => dashboardB.messages.some((m) => m.data.id === p1.id && m.data.status === 'completed'),
+      10_000,
+      "P1's final state on B's workspace stream",
+    )
     const caughtUpMs = Date.now() - restoredAt
-    await waitFor(() => ['A', 'B'].every((on) => readiness.some((r) => r.on === on && r.at > restoredAt && r.redis === 'ok')), 10_000, 'both instances ready again')
+    await waitFor(
+      () => ['A', 'B'].every((on) => readiness.some((r) => r.on === on && r.at > restoredAt && r.redis === 'ok')),
+      10_000,
+      'both instances ready again',
+    )
     polling = false
     await poll
     // After the outage, delivery through Redis works again: P2 finishes on A and B's streams see it at once.

@@ -21,15 +21,24 @@ const rows = (shared.__faultRows ??= new Map())
  */
 export function scenario(row: Omit<ScenarioRow, 'result'>, body: () => Promise<string | void>, timeoutMs?: number) {
   rows.set(row.n, { ...row, result: 'not run' })
-  it(`#${row.n} ${row.scenario}: ${row.invariant}`, async () => {
-    try {
-      const note = await body()
-      rows.set(row.n, { ...row, result: note ? `pass (${note})` : 'pass' })
-    } catch (error) {
-      rows.set(row.n, { ...row, result: `FAIL: ${String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 100)}` })
-      throw error
-    }
-  }, timeoutMs)
+  it(
+    `#${row.n} ${row.scenario}: ${row.invariant}`,
+    async () => {
+      try {
+        const note = await body()
+        rows.set(row.n, { ...row, result: note ? `pass (${note})` : 'pass' })
+      } catch (error) {
+        rows.set(row.n, {
+          ...row,
+          result: `FAIL: ${String((error as Error)?.message ?? error)
+            .split('\n')[0]!
+            .slice(0, 100)}`,
+        })
+        throw error
+      }
+    },
+    timeoutMs,
+  )
 }
 
 export function skipped(row: Omit<ScenarioRow, 'result'>, why: string) {
@@ -39,10 +48,16 @@ export function skipped(row: Omit<ScenarioRow, 'result'>, why: string) {
 /** Registers the per-file printer; call once at the top of each fault file with its scenario numbers. */
 export function reportAfterAll(numbers: number[]) {
   afterAll(() => {
-    printTable(`fault injection: ${numbers.map((n) => `#${n}`).join(', ')}`, numbers.map((n) => rows.get(n)).filter((r) => r !== undefined))
+    printTable(
+      `fault injection: ${numbers.map((n) => `#${n}`).join(', ')}`,
+      numbers.map((n) => rows.get(n)).filter((r) => r !== undefined),
+    )
     if (!shared.__faultPrinted && rows.size >= SCENARIO_COUNT && [...rows.values()].every((r) => r.result !== 'not run')) {
       shared.__faultPrinted = true
-      printTable('fault injection: closing table', [...rows.values()].sort((a, b) => a.n - b.n))
+      printTable(
+        'fault injection: closing table',
+        [...rows.values()].sort((a, b) => a.n - b.n),
+      )
     }
   })
 }

@@ -29,7 +29,8 @@ describe('a worker that stops answering', async () => {
     },
     async () => {
       const ids: number[] = []
-      for (let i = 0; i < 3; i++) ids.push((await traffic.json(`${a.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'silent' }) })).body.id)
+      for (let i = 0; i < 3; i++)
+        ids.push((await traffic.json(`${a.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'silent' }) })).body.id)
       const silent = await TestWorker.connect(a.url, wtoken)
       await silent.request({ op: 'hello', worker_id: 'silent-worker' })
       const runs = []
@@ -50,7 +51,11 @@ describe('a worker that stops answering', async () => {
 
       // Silence. The sweep fails each silent process, once, with "timed out"; the silent worker is told.
       const startedAt = Date.now()
-      await waitFor(async () => (await db.sql`select 1 from processes where id = any(${ids.slice(0, 2)}::bigint[]) and status = 'failed'`).length === 2, 10_000, 'the sweep to fail the silent processes')
+      await waitFor(
+        async () => (await db.sql`select 1 from processes where id = any(${ids.slice(0, 2)}::bigint[]) and status = 'failed'`).length === 2,
+        10_000,
+        'the sweep to fail the silent processes',
+      )
       const failedAfterMs = Date.now() - startedAt
       // Many more sweeps on both instances: nothing more happens to a failed process.
       await Bun.sleep(1000)
@@ -68,7 +73,8 @@ describe('a worker that stops answering', async () => {
 
       // A retry; a new run of the same process, by another worker and by the same worker id alike.
       const [first, second] = runs as [any, any]
-      for (const run of [first, second]) expect((await traffic.json(`${b.url}/processes/${run.id}/retry`, { method: 'POST', token: tenant.token })).status).toBe(200)
+      for (const run of [first, second])
+        expect((await traffic.json(`${b.url}/processes/${run.id}/retry`, { method: 'POST', token: tenant.token })).status).toBe(200)
       const other = await TestWorker.connect(b.url, wtoken)
       await other.request({ op: 'hello', worker_id: 'other-worker' })
       const rerun1 = (await other.request({ op: 'claim', types: ['silent'] })).process
@@ -89,7 +95,11 @@ describe('a worker that stops answering', async () => {
         { op: 'fail', process_id: id, error: 'late failure', attempt: 1 },
       ]
       let refused = 0
-      for (const [worker, run] of [[silent, first], [silent, second], [back, second]] as const) {
+      for (const [worker, run] of [
+        [silent, first],
+        [silent, second],
+        [back, second],
+      ] as const) {
         for (const frame of late(run.id)) {
           expect({ frame, reply: await worker.request(frame) }).toMatchObject({ frame, reply: { op: 'error', code: 'not_owner' } })
           refused++

@@ -38,12 +38,20 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
   if (!hasPostgres) return
   const { url, tenant, wtoken } = await seededDatabase()
   // 500 streams of one token on purpose: the per-token stream cap (#12, default 100) is lifted for this fault.
-  const server = await spawnServer({ DATABASE_URL: url, REDIS_URL: '', PROGRESS_FLUSH_MS: '10', SSE_MAX_MS: '120000', LOG_LEVEL: 'error', MAX_STREAMS_PER_TOKEN: '0' })
+  const server = await spawnServer({
+    DATABASE_URL: url,
+    REDIS_URL: '',
+    PROGRESS_FLUSH_MS: '10',
+    SSE_MAX_MS: '120000',
+    LOG_LEVEL: 'error',
+    MAX_STREAMS_PER_TOKEN: '0',
+  })
   const traffic = new Traffic()
 
   scenario(row, async () => {
     const metadata = { blob: 'x'.repeat(METADATA_BYTES) }
-    const p = (await traffic.json(`${server.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'slow_readers', metadata }) })).body
+    const p = (await traffic.json(`${server.url}/processes`, { method: 'POST', token: tenant.token, body: JSON.stringify({ type: 'slow_readers', metadata }) }))
+      .body
     const worker = await TestWorker.connect(server.url, wtoken)
     const run = (await worker.request({ op: 'claim', types: ['slow_readers'] })).process
 
@@ -51,20 +59,24 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
     const sockets: Socket[] = []
     let responded = 0
     await Promise.all(
-      Array.from({ length: SLOW_READERS }, () =>
-        new Promise<void>((resolve, reject) => {
-          const socket = connect(server.port, '127.0.0.1', () => {
-            socket.write(`GET /processes/${p.id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${tenant.token}\r\nAccept: text/event-stream\r\n\r\n`)
-            // Read just enough to see the response start, then stop reading for good.
-            socket.once('data', (chunk) => {
-              if (chunk.toString().startsWith('HTTP/1.1 200')) responded++
-              socket.pause()
-              resolve()
+      Array.from(
+        { length: SLOW_READERS },
+        () =>
+          new Promise<void>((resolve, reject) => {
+            const socket = connect(server.port, '127.0.0.1', () => {
+              socket.write(
+                `GET /processes/${p.id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${tenant.token}\r\nAccept: text/event-stream\r\n\r\n`,
+              )
+              // Read just enough to see the response start, then stop reading for good.
+              socket.once('data', (chunk) => {
+                if (chunk.toString().startsWith('HTTP/1.1 200')) responded++
+                socket.pause()
+                resolve()
+              })
             })
-          })
-          socket.on('error', reject)
-          sockets.push(socket)
-        }),
+            socket.on('error', reject)
+            sockets.push(socket)
+          }),
       ),
     )
     expect(responded).toBe(SLOW_READERS)
@@ -84,7 +96,11 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
       const reply = await worker.request({ op: 'progress', process_id: p.id, progress: n % 100, message: `update ${n}`, attempt: run.attempts })
       expect(reply.op).toBe('ack')
       ackedAt.set(reply.version, Date.now())
-      await waitFor(() => fast.messages.some((m) => m.data.version === reply.version), DELIVERY_DEADLINE_MS, () => `the fast reader to get update ${n} (version ${reply.version})`)
+      await waitFor(
+        () => fast.messages.some((m) => m.data.version === reply.version),
+        DELIVERY_DEADLINE_MS,
+        () => `the fast reader to get update ${n} (version ${reply.version})`,
+      )
       if (n % 20 === 0) peak = Math.max(peak, rssMb(server.proc.pid))
     }
     // The slow streams were stuck throughout and are still open: the fast reader was served beside them.

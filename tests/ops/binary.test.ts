@@ -12,7 +12,10 @@ const binary = join(dir, 'processes-server')
 
 describe('the compiled executable', () => {
   it('builds with bun build --compile', () => {
-    const build = Bun.spawnSync([BUN, 'build', 'src/main.ts', '--compile', '--external', '@electric-sql/pglite', '--outfile', join(dir, 'build', 'processes-server')], { cwd: ROOT })
+    const build = Bun.spawnSync(
+      [BUN, 'build', 'src/main.ts', '--compile', '--external', '@electric-sql/pglite', '--outfile', join(dir, 'build', 'processes-server')],
+      { cwd: ROOT },
+    )
     expect(build.exitCode).toBe(0)
     // Run from a folder that has no sql/, no src/, no node_modules.
     cpSync(join(dir, 'build', 'processes-server'), binary)
@@ -26,27 +29,31 @@ describe('the compiled executable', () => {
     expect(run.stdout.toString()).toBe('')
   })
 
-  it.skipIf(!hasPostgres)('migrates a fresh database, serves the API and the dashboard, and answers its own healthcheck', async () => {
-    const url = await freshDatabaseUrl()
-    const created = Bun.spawnSync([binary, 'create-workspace', '--name', 'Bin'], { cwd: dir, env: { PATH: process.env.PATH ?? '', DATABASE_URL: url } })
-    expect(created.exitCode).toBe(0)
-    expect(JSON.parse(created.stdout.toString())).toMatchObject({ id: 1, name: 'Bin' })
-    const server = await spawnServer({ DATABASE_URL: url, REDIS_URL: '' }, { cmd: [binary] })
-    const ready = (await (await fetch(`${server.url}/ready`)).json()) as any
-    expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
-    expect((await fetch(`${server.url}/processes`)).status).toBe(401)
-    expect(await (await fetch(`${server.url}/`)).text()).toContain('<html')
-    // The dashboard's script, bundled at build time with the client package inside it.
-    const script = await (await fetch(`${server.url}/app.js`)).text()
-    expect(script).toContain('/processes/stats')
-    expect(script).toContain('text/event-stream')
-    // The API docs' assets are inside the executable too (no CDN).
-    expect((await fetch(`${server.url}/openapi`)).status).toBe(200)
-    expect((await fetch(`${server.url}/openapi/assets/swagger-ui-bundle.js`)).headers.get('content-type')).toContain('javascript')
-    const health = Bun.spawnSync([binary, 'healthcheck'], { cwd: dir, env: { PATH: process.env.PATH ?? '', PORT: String(server.port) } })
-    expect(health.exitCode).toBe(0)
-    expect(await server.kill('SIGTERM')).toBe(0)
-    const down = Bun.spawnSync([binary, 'healthcheck'], { cwd: dir, env: { PATH: process.env.PATH ?? '', PORT: String(server.port) } })
-    expect(down.exitCode).toBe(1)
-  }, 60_000)
+  it.skipIf(!hasPostgres)(
+    'migrates a fresh database, serves the API and the dashboard, and answers its own healthcheck',
+    async () => {
+      const url = await freshDatabaseUrl()
+      const created = Bun.spawnSync([binary, 'create-workspace', '--name', 'Bin'], { cwd: dir, env: { PATH: process.env.PATH ?? '', DATABASE_URL: url } })
+      expect(created.exitCode).toBe(0)
+      expect(JSON.parse(created.stdout.toString())).toMatchObject({ id: 1, name: 'Bin' })
+      const server = await spawnServer({ DATABASE_URL: url, REDIS_URL: '' }, { cmd: [binary] })
+      const ready = (await (await fetch(`${server.url}/ready`)).json()) as any
+      expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
+      expect((await fetch(`${server.url}/processes`)).status).toBe(401)
+      expect(await (await fetch(`${server.url}/`)).text()).toContain('<html')
+      // The dashboard's script, bundled at build time with the client package inside it.
+      const script = await (await fetch(`${server.url}/app.js`)).text()
+      expect(script).toContain('/processes/stats')
+      expect(script).toContain('text/event-stream')
+      // The API docs' assets are inside the executable too (no CDN).
+      expect((await fetch(`${server.url}/openapi`)).status).toBe(200)
+      expect((await fetch(`${server.url}/openapi/assets/swagger-ui-bundle.js`)).headers.get('content-type')).toContain('javascript')
+      const health = Bun.spawnSync([binary, 'healthcheck'], { cwd: dir, env: { PATH: process.env.PATH ?? '', PORT: String(server.port) } })
+      expect(health.exitCode).toBe(0)
+      expect(await server.kill('SIGTERM')).toBe(0)
+      const down = Bun.spawnSync([binary, 'healthcheck'], { cwd: dir, env: { PATH: process.env.PATH ?? '', PORT: String(server.port) } })
+      expect(down.exitCode).toBe(1)
+    },
+    60_000,
+  )
 })

@@ -6,7 +6,25 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/config'
 import { ROOT, collectOutput, freePort, freshDatabaseUrl, hasPostgres, waitFor, within } from '../helpers'
-import { DOCKER_STOP_TIMEOUT_MS, REPO_BUN, asUser, buildTime, canSwitchUser, children, containerArgv, containerCwd, containerEnv, durationMs, hostPath, image, mapExecutable, parseEnv, parsed, stageNamed, userIds } from '../support/docker-emulator'
+import {
+  DOCKER_STOP_TIMEOUT_MS,
+  REPO_BUN,
+  asUser,
+  buildTime,
+  canSwitchUser,
+  children,
+  containerArgv,
+  containerCwd,
+  containerEnv,
+  durationMs,
+  hostPath,
+  image,
+  mapExecutable,
+  parseEnv,
+  parsed,
+  stageNamed,
+  userIds,
+} from '../support/docker-emulator'
 
 describe('the Dockerfile', () => {
   it('parses, and uses only instructions this emulation runs', () => {
@@ -52,7 +70,9 @@ describe('the Dockerfile', () => {
     const { final, stages } = image()
     const build = stageNamed(stages, final.copiedFrom[0]!.stage)!
     const app = hostPath(build, '.')
-    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string; dev?: boolean; optional?: boolean; link?: boolean }> }
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { version?: string; dev?: boolean; optional?: boolean; link?: boolean }>
+    }
     // Every installed package (at any depth) is in the lock at that path, with that version.
     const installed: Record<string, string> = {}
     const walk = (dir: string, rel: string) => {
@@ -99,7 +119,13 @@ describe('the Dockerfile', () => {
     const cwd = containerCwd(final)
     for (const name of ['sql', 'src', 'node_modules', 'package.json']) expect(existsSync(join(cwd, name))).toBe(false)
     const before = readdirSync(cwd).sort()
-    const run = Bun.spawnSync(asUser(final, mapExecutable(final, containerArgv(final))), { cwd, env: containerEnv(final, {}), stdout: 'pipe', stderr: 'pipe', timeout: 30_000 })
+    const run = Bun.spawnSync(asUser(final, mapExecutable(final, containerArgv(final))), {
+      cwd,
+      env: containerEnv(final, {}),
+      stdout: 'pipe',
+      stderr: 'pipe',
+      timeout: 30_000,
+    })
     expect(run.exitCode).toBe(1)
     expect(run.stderr.toString()).toContain('DATABASE_URL')
     expect(run.stdout.toString()).toBe('')
@@ -123,7 +149,11 @@ describe('the Dockerfile', () => {
       children.push(proc)
       const output = collectOutput(proc)
       const url = `http://127.0.0.1:${port}`
-      await waitFor(async () => proc.exitCode !== null || (await fetch(`${url}/health`).catch(() => null))?.ok === true, 30_000, () => `the container did not serve:\n${output()}`)
+      await waitFor(
+        async () => proc.exitCode !== null || (await fetch(`${url}/health`).catch(() => null))?.ok === true,
+        30_000,
+        () => `the container did not serve:\n${output()}`,
+      )
       if (proc.exitCode !== null) throw new Error(`the container exited with ${proc.exitCode}:\n${output()}`)
       const startupMs = performance.now() - started
       if (startPeriod > 0) expect(startupMs).toBeLessThan(startPeriod)
@@ -152,7 +182,9 @@ describe('the Dockerfile', () => {
       process.kill(proc.pid, signal)
       const code = await within(proc.exited, DOCKER_STOP_TIMEOUT_MS, 'still running after docker stop timeout')
       expect(code).toBe(0)
-      console.log(`dockerfile emulation: served after ${Math.round(startupMs)} ms, healthcheck ${Math.round(healthy.ms)} ms, stopped by ${signal} in ${Math.round(performance.now() - stopAt)} ms`)
+      console.log(
+        `dockerfile emulation: served after ${Math.round(startupMs)} ms, healthcheck ${Math.round(healthy.ms)} ms, stopped by ${signal} in ${Math.round(performance.now() - stopAt)} ms`,
+      )
       expect(check().exitCode).toBe(1) // unhealthy once it is down
       expect(readdirSync(cwd).sort()).toEqual(before)
     }, 300_000)

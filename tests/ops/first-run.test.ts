@@ -184,7 +184,10 @@ describe('errors that say what is wrong', () => {
     const database = hasPostgres ? { DATABASE_URL: await freshDatabaseUrl() } : { DATABASE_URL: '', DATA_DIR: dataDir() }
     const server = await spawnServer({ ...database, REDIS_URL: `redis://127.0.0.1:${redisPort}`, LOG_LEVEL: 'info' })
     await waitFor(() => server.output().includes('"msg":"listening"'), 30_000, 'the listening line')
-    const line = server.output().split('\n').find((l) => l.includes('"msg":"listening"'))!
+    const line = server
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"msg":"listening"'))!
     expect(JSON.parse(line).redis).toStartWith('degraded')
   })
 

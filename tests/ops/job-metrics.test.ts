@@ -29,10 +29,14 @@ describe('job metrics', () => {
     worker.close()
 
     let text = ''
-    await waitFor(async () => {
-      text = await (await fetch(`${server.url}/metrics`)).text()
-      return metric(text, 'processes_jobs_failed_total{type="jm_import"}') === 1
-    }, 15_000, 'the failure counted')
+    await waitFor(
+      async () => {
+        text = await (await fetch(`${server.url}/metrics`)).text()
+        return metric(text, 'processes_jobs_failed_total{type="jm_import"}') === 1
+      },
+      15_000,
+      'the failure counted',
+    )
     expect(metric(text, 'processes_jobs_completed_total{type="jm_import"}')).toBe(1)
     expect(metric(text, 'processes_job_wait_seconds_count{type="jm_import"}')).toBe(2)
     expect(metric(text, 'processes_job_wait_seconds_bucket{type="jm_import",le="+Inf"}')).toBe(2)
@@ -40,7 +44,10 @@ describe('job metrics', () => {
     expect(metric(text, 'processes_queue_depth{type="jm_waiting",status="pending"}')).toBe(1)
     expect(text).toContain('# TYPE processes_job_run_seconds histogram')
     // Buckets are cumulative and end at the count.
-    const buckets = text.split('\n').filter((l) => l.startsWith('processes_job_run_seconds_bucket{type="jm_import"')).map((l) => Number(l.split(' ')[1]))
+    const buckets = text
+      .split('\n')
+      .filter((l) => l.startsWith('processes_job_run_seconds_bucket{type="jm_import"'))
+      .map((l) => Number(l.split(' ')[1]))
     expect(buckets).toEqual([...buckets].sort((x, y) => x - y))
     expect(buckets.at(-1)).toBe(2)
   }, 30_000)
@@ -58,7 +65,10 @@ describe('job metrics', () => {
       ]),
     )
     expect(body.buckets.length).toBe(60)
-    const totals = body.buckets.reduce((sum: any, b: any) => ({ created: sum.created + b.created, completed: sum.completed + b.completed, failed: sum.failed + b.failed }), { created: 0, completed: 0, failed: 0 })
+    const totals = body.buckets.reduce(
+      (sum: any, b: any) => ({ created: sum.created + b.created, completed: sum.completed + b.completed, failed: sum.failed + b.failed }),
+      { created: 0, completed: 0, failed: 0 },
+    )
     expect(totals).toEqual({ created: 3, completed: 1, failed: 1 })
     expect(body.buckets.some((b: any) => b.run_p50_s !== null && b.wait_p95_s !== null)).toBe(true)
     // The counts alone, for the dashboard's tabs.

@@ -47,7 +47,11 @@ describe('the OpenAPI document', async () => {
     const refs = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!)
     expect(refs.filter((r) => r !== 'data:,')).toEqual(['/openapi/assets/swagger-ui.css', '/openapi/assets/swagger-ui-bundle.js', '/openapi/assets/init.js'])
     expect(html).not.toMatch(/<script>(?!<\/script>)|<script(?![^>]*src)[^>]*>/) // no inline script
-    for (const [ref, type] of [['/openapi/assets/swagger-ui.css', 'text/css'], ['/openapi/assets/swagger-ui-bundle.js', 'text/javascript'], ['/openapi/assets/init.js', 'text/javascript']] as const) {
+    for (const [ref, type] of [
+      ['/openapi/assets/swagger-ui.css', 'text/css'],
+      ['/openapi/assets/swagger-ui-bundle.js', 'text/javascript'],
+      ['/openapi/assets/init.js', 'text/javascript'],
+    ] as const) {
       const asset = await request('GET', ref)
       expect({ ref, status: asset.status, type: asset.headers.get('content-type')?.split(';')[0] }).toEqual({ ref, status: 200, type })
     }
@@ -60,7 +64,10 @@ describe.skipIf(!existsSync(CHROMIUM))('/openapi in Chromium with no network bey
   if (!existsSync(CHROMIUM)) return
   const { db } = await testDatabase()
   const server = await listeningServer({}, db)
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update'] })
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update'],
+  })
   afterAll(() => browser.close())
 
   it('renders the route list, and asks no other host for anything', async () => {
@@ -75,7 +82,9 @@ describe.skipIf(!existsSync(CHROMIUM))('/openapi in Chromium with no network bey
     await page.goto(`${server.url}/openapi`)
     await page.locator('.opblock-summary-path', { hasText: '/processes/{id}/events' }).first().waitFor({ timeout: 30_000 })
     const paths = await page.locator('.opblock-summary-path').allTextContents()
-    expect(paths.map((p) => p.replace(/\u200b/g, '').trim())).toEqual(expect.arrayContaining(['/health', '/processes', '/processes/{id}', '/processes/{id}/stream']))
+    expect(paths.map((p) => p.replace(/\u200b/g, '').trim())).toEqual(
+      expect.arrayContaining(['/health', '/processes', '/processes/{id}', '/processes/{id}/stream']),
+    )
     const dir = join(tmpdir(), 'ps-screenshots')
     mkdirSync(dir, { recursive: true })
     await page.screenshot({ path: join(dir, 'openapi.png') })

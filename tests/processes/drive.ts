@@ -27,7 +27,11 @@ export async function processIn(sql: Sql, request: Requester, token: string, sta
   expect(running?.id).toBe(pending.id)
   if (status === 'running') return running!
   const op = status === 'completed' ? 'complete' : status === 'waiting_review' ? 'review' : 'fail'
-  const done = await transitionProcess(sql, running!.id, workerTransition(sql, op, WORKER_ID, running!.attempts, { error: 'boom', result_summary: { rows: 3 } }))
+  const done = await transitionProcess(
+    sql,
+    running!.id,
+    workerTransition(sql, op, WORKER_ID, running!.attempts, { error: 'boom', result_summary: { rows: 3 } }),
+  )
   expect(done?.status).toBe(status)
   return done!
 }

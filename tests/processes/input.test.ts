@@ -94,7 +94,15 @@ describe('bodies: JSON whatever the Content-Type', () => {
   const body = (type: string) => JSON.stringify({ type, metadata: { n: 1 } })
 
   it('creates a process from a JSON body sent with any Content-Type or none', async () => {
-    for (const contentType of [null, 'application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'garbage']) {
+    for (const contentType of [
+      null,
+      'application/json',
+      'application/json; charset=utf-8',
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'multipart/form-data; boundary=x',
+      'garbage',
+    ]) {
       const type = `ct_${(contentType ?? 'none').replace(/[^a-z]/g, '_')}`
       const headers = new Headers({ authorization: `Bearer ${a.token}` })
       if (contentType) headers.set('content-type', contentType)
@@ -134,8 +142,20 @@ describe('bodies: JSON whatever the Content-Type', () => {
       expectError(res, 400, 'bad_request')
     }
     const p = await processIn(sql, request, a.token, 'waiting_review')
-    expectError(await request('POST', `/processes/${p.id}/review`, { token: a.token, body: 'decision=approve', headers: { 'content-type': 'application/x-www-form-urlencoded' } }), 400, 'bad_request')
-    expectError(await request('POST', `/processes/${p.id}/review`, { token: a.token, body: '', headers: { 'content-type': 'application/json' } }), 400, 'bad_request')
+    expectError(
+      await request('POST', `/processes/${p.id}/review`, {
+        token: a.token,
+        body: 'decision=approve',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      }),
+      400,
+      'bad_request',
+    )
+    expectError(
+      await request('POST', `/processes/${p.id}/review`, { token: a.token, body: '', headers: { 'content-type': 'application/json' } }),
+      400,
+      'bad_request',
+    )
     expect(await countOfType('bad_form')).toBe(0)
   })
 
@@ -147,10 +167,18 @@ describe('bodies: JSON whatever the Content-Type', () => {
 
   it('ignores any body on retry and cancel', async () => {
     const failed = await processIn(sql, request, a.token, 'failed')
-    const retried = await request('POST', `/processes/${failed.id}/retry`, { token: a.token, body: 'not json', headers: { 'content-type': 'application/json' } })
+    const retried = await request('POST', `/processes/${failed.id}/retry`, {
+      token: a.token,
+      body: 'not json',
+      headers: { 'content-type': 'application/json' },
+    })
     expect(retried.status).toBe(200)
     expect(retried.body.status).toBe('pending')
-    const cancelled = await request('POST', `/processes/${failed.id}/cancel`, { token: a.token, body: arrays(100_000), headers: { 'content-type': 'text/plain' } })
+    const cancelled = await request('POST', `/processes/${failed.id}/cancel`, {
+      token: a.token,
+      body: arrays(100_000),
+      headers: { 'content-type': 'text/plain' },
+    })
     expect(cancelled.status).toBe(200)
     expect(cancelled.body.status).toBe('cancelled')
   })
@@ -163,7 +191,18 @@ describe('numbers in paths, queries and bodies', () => {
   })
 
   /** The same number as Number() would read it, but not as a plain decimal. */
-  const variants = (n: number) => [`0x${n.toString(16)}`, `0b${n.toString(2)}`, `0o${n.toString(8)}`, `${n}e0`, `${n}.0`, `+${n}`, `0${n}`, `%20${n}`, `${n}%20`, `%09${n}`]
+  const variants = (n: number) => [
+    `0x${n.toString(16)}`,
+    `0b${n.toString(2)}`,
+    `0o${n.toString(8)}`,
+    `${n}e0`,
+    `${n}.0`,
+    `+${n}`,
+    `0${n}`,
+    `%20${n}`,
+    `${n}%20`,
+    `%09${n}`,
+  ]
 
   it('answers 422 naming /id to an id that is not a plain decimal, on every id route', async () => {
     expect((await request('GET', `/processes/${id}`, { token: a.token })).status).toBe(200)
@@ -214,7 +253,12 @@ describe('numbers in paths, queries and bodies', () => {
   })
 
   it('accepts plain decimals within the bounds, and 0 where the minimum is 0', async () => {
-    for (const path of ['/processes?limit=1', '/processes?limit=200', `/processes?workspace_id=${a.workspaceId}&before=${id + 1}`, `/processes/${id}/events?after=0&limit=1000`]) {
+    for (const path of [
+      '/processes?limit=1',
+      '/processes?limit=200',
+      `/processes?workspace_id=${a.workspaceId}&before=${id + 1}`,
+      `/processes/${id}/events?after=0&limit=1000`,
+    ]) {
       expect({ path, status: (await request('GET', path, { token: a.token })).status }).toEqual({ path, status: 200 })
     }
     const page = await request('GET', `/processes?limit=1&before=${id + 1}`, { token: a.token })
@@ -265,7 +309,8 @@ describe('query parameters', () => {
     await reader.cancel()
     return text
   }
-  const get = (path: string, headers: Record<string, string> = {}) => handle(new Request(`http://test.local${path}`, { headers: { authorization: `Bearer ${a.token}`, ...headers } }))
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    handle(new Request(`http://test.local${path}`, { headers: { authorization: `Bearer ${a.token}`, ...headers } }))
 
   it('ignores unknown query parameters on every route, like an EventSource cache-buster', async () => {
     const p = await createPending(request, a.token)
@@ -311,7 +356,11 @@ describe('HEAD', () => {
     await waitFor(async () => (await openStreams()) === 0, 5000, 'no stream open before')
     const started = performance.now()
     // SSE_MAX_MS is the default 25 s: a HEAD held for the window would time out here.
-    const res = await fetch(`${server.url}/processes/${p.id}/stream`, { method: 'HEAD', headers: { authorization: `Bearer ${a.token}` }, signal: AbortSignal.timeout(5000) })
+    const res = await fetch(`${server.url}/processes/${p.id}/stream`, {
+      method: 'HEAD',
+      headers: { authorization: `Bearer ${a.token}` },
+      signal: AbortSignal.timeout(5000),
+    })
     expect(performance.now() - started).toBeLessThan(1000)
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toStartWith('text/event-stream')
@@ -420,10 +469,17 @@ describe('odd Host headers, over raw TCP', () => {
 
 describe('CORS', () => {
   it('exposes every response header the README documents to a cross-origin caller', async () => {
-    const res = await request('POST', '/processes', { token: a.token, body: { type: 'cors' }, headers: { origin: ORIGIN, 'idempotency-key': `cors-${Date.now()}` } })
+    const res = await request('POST', '/processes', {
+      token: a.token,
+      body: { type: 'cors' },
+      headers: { origin: ORIGIN, 'idempotency-key': `cors-${Date.now()}` },
+    })
     expect(res.status).toBe(201)
     expect(res.headers.get('access-control-allow-origin')).toBe(ORIGIN)
-    const exposed = res.headers.get('access-control-expose-headers')!.split(',').map((h) => h.trim().toLowerCase())
+    const exposed = res.headers
+      .get('access-control-expose-headers')!
+      .split(',')
+      .map((h) => h.trim().toLowerCase())
     for (const header of ['etag', 'link', 'location', 'x-request-id', 'idempotent-replayed']) expect(exposed).toContain(header)
   })
 })

@@ -50,11 +50,33 @@ describe('one JSON shape', () => {
     expect(gotText).toBe(created.text)
     const stream = await fetch(`${base}/processes/${id}/stream`, { headers: auth })
     const { frames } = await readFrames(stream, { maxMs: 1500 })
-    const data = frames.find((f) => f.data)!.raw.split('\n').find((l) => l.startsWith('data: '))!.slice(6)
+    const data = frames
+      .find((f) => f.data)!
+      .raw.split('\n')
+      .find((l) => l.startsWith('data: '))!
+      .slice(6)
     expect(data).toBe(gotText)
     expect(Object.keys(JSON.parse(gotText))).toEqual([
-      'id', 'workspace_id', 'type', 'status', 'progress', 'message', 'error', 'attempts', 'version', 'worker_id', 'created_by',
-      'created_at', 'updated_at', 'started_at', 'finished_at', 'priority', 'run_at', 'max_attempts', 'metadata', 'result_summary',
+      'id',
+      'workspace_id',
+      'type',
+      'status',
+      'progress',
+      'message',
+      'error',
+      'attempts',
+      'version',
+      'worker_id',
+      'created_by',
+      'created_at',
+      'updated_at',
+      'started_at',
+      'finished_at',
+      'priority',
+      'run_at',
+      'max_attempts',
+      'metadata',
+      'result_summary',
     ])
     const list = await fetch(`${base}/processes`, { headers: auth })
     const missing = await fetch(`${base}/processes/999999999`, { headers: auth })
@@ -207,19 +229,33 @@ describe('retries', () => {
 describe('batch create', () => {
   it('creates up to 1000 in one transaction with one audit row, in request order, and replays an Idempotency-Key', async () => {
     const type = freshType()
-    const body = { processes: [{ type, metadata: { n: 1 } }, { type, priority: 2 }, { type: `${type}b`, delay_ms: 60_000 }] }
+    const body = {
+      processes: [
+        { type, metadata: { n: 1 } },
+        { type, priority: 2 },
+        { type: `${type}b`, delay_ms: 60_000 },
+      ],
+    }
     const auditBefore = (await sql`select count(*)::int as n from audit_log where route = '/processes/batch'`)[0]!.n
     const first = await post('/processes/batch', body, { 'idempotency-key': `k-${type}` })
     expect(first.status).toBe(201)
     const created = JSON.parse(first.text).processes
-    expect(created.map((p: any) => [p.type, p.metadata, p.priority])).toEqual([[type, { n: 1 }, 0], [type, {}, 2], [`${type}b`, {}, 0]])
+    expect(created.map((p: any) => [p.type, p.metadata, p.priority])).toEqual([
+      [type, { n: 1 }, 0],
+      [type, {}, 2],
+      [`${type}b`, {}, 0],
+    ])
     expect(created[0].id).toBeLessThan(created[1].id)
     const again = await post('/processes/batch', body, { 'idempotency-key': `k-${type}` })
     expect(again.status).toBe(201)
     expect(again.text).toBe(first.text)
     expect(again.headers.get('idempotent-replayed')).toBe('true')
     expect((await sql`select count(*)::int as n from processes where type = any(${[type, `${type}b`]})`)[0]!.n).toBe(3)
-    await waitFor(async () => (await sql`select count(*)::int as n from audit_log where route = '/processes/batch'`)[0]!.n >= auditBefore + 2, 10_000, 'audit rows')
+    await waitFor(
+      async () => (await sql`select count(*)::int as n from audit_log where route = '/processes/batch'`)[0]!.n >= auditBefore + 2,
+      10_000,
+      'audit rows',
+    )
     const rows = await sql`select status from audit_log where route = '/processes/batch' order by id`
     expect(rows.length - auditBefore).toBe(2) // the create, and the replay (a read)
   })
@@ -265,9 +301,11 @@ describe('fairness and caps', () => {
     expect(batch.map((p) => p.id)).toContain(fromB2.id)
   })
 
-  it('never runs more than a type\'s concurrency under 8 racing workers claiming several each', async () => {
-    const ids = (await sql`
-      insert into processes (workspace_id, type, message) select ${tenant.workspaceId}, 'capped', 'Queued' from generate_series(1, 20) returning id`).map((r) => r.id)
+  it("never runs more than a type's concurrency under 8 racing workers claiming several each", async () => {
+    const ids = (
+      await sql`
+      insert into processes (workspace_id, type, message) select ${tenant.workspaceId}, 'capped', 'Queued' from generate_series(1, 20) returning id`
+    ).map((r) => r.id)
     const workers = await Promise.all(Array.from({ length: 8 }, () => TestWorker.connect(base, wtoken)))
     const replies = await Promise.all(workers.map((w) => w.request({ op: 'claim', types: ['capped'], max: 3 })))
     const claimed = replies.flatMap((r) => r.processes)
@@ -291,10 +329,12 @@ describe('fairness and caps', () => {
     await sql`insert into processes (workspace_id, type, message) select ${b.workspaceId}, ${type}, 'Queued' from generate_series(1, 2)`
     const caps = { types: {}, workspace: 3 }
     const results = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => sql.begin(async (tx) => {
-        await capLock(tx)
-        return claimNext(tx, { workerId: `cap-${i}`, types: [type], max: 4, caps })
-      })),
+      Array.from({ length: 8 }, (_, i) =>
+        sql.begin(async (tx) => {
+          await capLock(tx)
+          return claimNext(tx, { workerId: `cap-${i}`, types: [type], max: 4, caps })
+        }),
+      ),
     )
     const claimed = results.flat()
     expect(claimed.filter((p) => p.workspace_id === a.workspaceId)).toHaveLength(3)
@@ -359,7 +399,11 @@ describe('group commit of terminal frames (src/workers/finish.ts)', () => {
     const { batches: batchesBefore, frames: framesBefore } = server.gateway.finisher
     // Every frame without awaiting its ack: they reach the server together.
     const acks = await Promise.all(
-      workers.flatMap((w, k) => held[k]!.map((p: any) => w.request({ op: 'complete', process_id: p.id, attempt: p.attempts, result_summary: { id: p.id }, claim: { types: [type], max: 1 } }))),
+      workers.flatMap((w, k) =>
+        held[k]!.map((p: any) =>
+          w.request({ op: 'complete', process_id: p.id, attempt: p.attempts, result_summary: { id: p.id }, claim: { types: [type], max: 1 } }),
+        ),
+      ),
     )
     for (const ack of acks) {
       expect(ack.op).toBe('ack')
@@ -477,11 +521,13 @@ describe('claim cost', () => {
     await sql`insert into processes (workspace_id, type) select ${other.workspaceId}, 'backlog' from generate_series(1, 5000)`
     await sql`analyze processes`
     for (let i = 0; i < 3; i++) await insertProcess(sql, { workspaceId: t.workspaceId, createdBy: null, type: 'history', metadata: {} })
-    const plan = await sql.begin(async (tx) => {
-      const [row] = await tx`explain (analyze, format json) ${claimStatement(tx, { workerId: 'explain', types: ['history'], max: 2 })}`
-      await tx`rollback` // never keep the claim
-      return row
-    }).catch((e) => e)
+    const plan = await sql
+      .begin(async (tx) => {
+        const [row] = await tx`explain (analyze, format json) ${claimStatement(tx, { workerId: 'explain', types: ['history'], max: 2 })}`
+        await tx`rollback` // never keep the claim
+        return row
+      })
+      .catch((e) => e)
     const onProcesses = planNodesOn(plan, 'processes')
     expect(onProcesses.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([])
     expect(rowsRead(onProcesses)).toBeLessThan(100)
@@ -538,4 +584,5 @@ function planNodesOn(plan: any, table: string): any[] {
 }
 
 /** Rows the nodes read: those they returned and those their filters dropped, over every loop. */
-const rowsRead = (nodes: any[]) => nodes.reduce((sum, n) => sum + (n['Actual Rows'] + (n['Rows Removed by Filter'] ?? 0) + (n['Rows Removed by Join Filter'] ?? 0)) * n['Actual Loops'], 0)
+const rowsRead = (nodes: any[]) =>
+  nodes.reduce((sum, n) => sum + (n['Actual Rows'] + (n['Rows Removed by Filter'] ?? 0) + (n['Rows Removed by Join Filter'] ?? 0)) * n['Actual Loops'], 0)

@@ -319,7 +319,11 @@ describe('errors', () => {
 
     it('rejects a review message with U+0000, and stores one with an unpaired surrogate without a 500', async () => {
       const p = await processIn(sql, request, a.token, 'waiting_review')
-      expectError(await request('POST', `/processes/${p.id}/review`, { token: a.token, body: { decision: 'approve', message: 'ok\u0000' } }), 422, 'invalid_request')
+      expectError(
+        await request('POST', `/processes/${p.id}/review`, { token: a.token, body: { decision: 'approve', message: 'ok\u0000' } }),
+        422,
+        'invalid_request',
+      )
       const res = await request('POST', `/processes/${p.id}/review`, { token: a.token, body: '{"decision":"approve","message":"half \\ud800"}' })
       expect(res.status).toBe(200)
       expect(res.body.status).toBe('completed')
@@ -500,7 +504,11 @@ describe('GET /processes/:id', () => {
   })
 
   it('renders the same process as the rest of the API (Postgres writes this JSON), whatever its text holds', async () => {
-    const metadata = { file: 'naïve "quoted" \\ back\\slash\n\t✓ 🚀', nested: { list: [1, 2.5, -3e-7, true, null, { deep: 'x' }], empty: {} }, big: 1234567890123 }
+    const metadata = {
+      file: 'naïve "quoted" \\ back\\slash\n\t✓ 🚀',
+      nested: { list: [1, 2.5, -3e-7, true, null, { deep: 'x' }], empty: {} },
+      big: 1234567890123,
+    }
     const created = await request('POST', '/processes', { token: a.token, body: { type: uniqueType(), metadata } })
     const running = (await claimNext(sql, { workerId: WORKER_ID, types: [created.body.type], max: 1 }))[0] ?? null
     await appendLog(sql, running!.id, WORKER_ID, running!.attempts, 'line "one"\nline <two> & ü')

@@ -75,16 +75,20 @@ const wrap = (process: Process | null) => ({ ok: process !== null, process })
 const current = async (id: number): Promise<Process> => (await request('GET', `/processes/${id}`, { token: t.token })).body
 
 describe('the state machine', () => {
-  it('matches the contract table exactly, plus the queue\'s running → pending', () => {
+  it("matches the contract table exactly, plus the queue's running → pending", () => {
     expect(TRANSITIONS as Record<Status, readonly Status[]>).toEqual(EXTENDED)
     // Every allowed edge is reachable through some operation, and no operation goes anywhere else.
     for (const from of STATUSES) {
-      const reachable = new Set(Object.values(ACTIONS).filter((a) => a.from.includes(from)).map((a) => a.to))
+      const reachable = new Set(
+        Object.values(ACTIONS)
+          .filter((a) => a.from.includes(from))
+          .map((a) => a.to),
+      )
       expect([...reachable].sort()).toEqual([...CONTRACT[from]].sort())
     }
   })
 
-  it('builds every operation\'s edge from the table: the operations\' edges are the ones above, and an edge not in the table throws', () => {
+  it("builds every operation's edge from the table: the operations' edges are the ones above, and an edge not in the table throws", () => {
     for (const [action, spec] of Object.entries(ACTIONS)) {
       const name = action === 'start' ? 'claim' : action
       expect({ action, ...EDGES[name as keyof typeof EDGES] }).toEqual({ action, to: spec.to, from: spec.from })
@@ -100,7 +104,7 @@ describe('the state machine', () => {
     expect([...NOT_FINAL].sort()).toEqual(['failed', 'pending', 'running', 'waiting_review'])
   })
 
-  it('lists exactly the processes that are not final as a workspace stream\'s start', async () => {
+  it("lists exactly the processes that are not final as a workspace stream's start", async () => {
     const tenant = await createTenant(sql)
     const byStatus = new Map<number, Status>()
     for (const status of STATUSES) byStatus.set((await processIn(sql, request, tenant.token, status)).id, status)
@@ -254,7 +258,9 @@ describe('racing transitions', () => {
 
   it('lets exactly one of many racing workers claim a pending process', async () => {
     const p = await processIn(sql, request, t.token, 'pending')
-    const claims = await Promise.all(Array.from({ length: 8 }, (_, i) => claimNext(sql, { workerId: `racer-${i}`, types: [p.type], max: 1 }).then((r) => r[0] ?? null)))
+    const claims = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => claimNext(sql, { workerId: `racer-${i}`, types: [p.type], max: 1 }).then((r) => r[0] ?? null)),
+    )
     expect(claims.filter((c) => c !== null)).toHaveLength(1)
     expect((await eventsOf(sql, p.id)).map((e) => e.status)).toEqual(['pending', 'running'])
   })

@@ -12,7 +12,8 @@ describe.skipIf(!enabled)('two instances, one Postgres, one Redis', async () => 
   const env = { DATABASE_URL: url, REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), PROGRESS_FLUSH_MS: '20' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
-  const create = async (on: string, type: string) => (await (await fetch(`${on}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })).json()) as any
+  const create = async (on: string, type: string) =>
+    (await (await fetch(`${on}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })).json()) as any
 
   it("a worker's progress on instance A reaches an EventSource on instance B, through to done", async () => {
     const p = await create(a.url, 'cluster_progress')
@@ -115,7 +116,8 @@ describe.skipIf(!hasPostgres)("a worker's leases across instances (worker:<id> c
   // Only B sweeps, so a lease held through A can only end on B.
   const [a, b] = await Promise.all([spawnServer({ ...common, SWEEP_INTERVAL_MS: '3600000' }), spawnServer({ ...common, SWEEP_INTERVAL_MS: '100' })])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
-  const create = async (type: string) => (await (await fetch(`${b.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })).json()) as any
+  const create = async (type: string) =>
+    (await (await fetch(`${b.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type }) })).json()) as any
 
   it("instance B's sweep of a silent worker's process reaches that worker on instance A as cancel", async () => {
     const p = await create('lease_swept')

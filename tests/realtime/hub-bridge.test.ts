@@ -90,7 +90,10 @@ describe.skipIf(!hasRedis)('the hub with a Redis bridge', async () => {
 
   it("sends a batch of changes to the other instances before this instance's own (slow) fan-out", async () => {
     const ids = [101, 102, 103]
-    const other = otherInstance(process.env.REDIS_URL!, ids.map((id) => prefix + processChannel(id)))
+    const other = otherInstance(
+      process.env.REDIS_URL!,
+      ids.map((id) => prefix + processChannel(id)),
+    )
     await other.ready()
     // A local stream whose delivery takes 400 ms of this event loop, as a fan-out to thousands of streams does.
     const delivered: number[] = []

@@ -46,7 +46,6 @@ describe('the hub with a payload of its creator', () => {
     expect(byWorkspace).toEqual(['1:a', '2:b', '1:c', '1:older'])
     expect(byWorker).toEqual(['2:b'])
   })
-
 })
 
 describe.skipIf(!hasRedis)('the hub with a payload of its creator, across a Redis bridge', async () => {

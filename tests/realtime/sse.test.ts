@@ -132,7 +132,9 @@ describe('GET /processes/{id}/stream', () => {
 
     // Up to date: no snapshot at all, only the retry line, keepalives and the clean end.
     const p2 = await create('sse_resume_current')
-    const current = await readFrames(await fetch(`${base}/processes/${p2.id}/stream`, { headers: { ...auth, 'last-event-id': String(p2.version) } }), { maxMs: 3500 })
+    const current = await readFrames(await fetch(`${base}/processes/${p2.id}/stream`, { headers: { ...auth, 'last-event-id': String(p2.version) } }), {
+      maxMs: 3500,
+    })
     expect(current.frames.filter((f) => f.data)).toHaveLength(0)
     expect(current.ended).toBe(true)
     worker.close()
@@ -141,7 +143,9 @@ describe('GET /processes/{id}/stream', () => {
   it('answers an unknown, malformed or future Last-Event-ID with the snapshot', async () => {
     const p = await create('sse_bad_last_id')
     for (const lastEventId of ['abc', '-1', '999999', '1.5', '']) {
-      const { frames } = await readFrames(await fetch(`${base}/processes/${p.id}/stream?last_event_id=${encodeURIComponent(lastEventId)}`, { headers: auth }), { maxMs: 250 })
+      const { frames } = await readFrames(await fetch(`${base}/processes/${p.id}/stream?last_event_id=${encodeURIComponent(lastEventId)}`, { headers: auth }), {
+        maxMs: 250,
+      })
       expect(frames.find((f) => f.data)?.data.id).toBe(p.id)
     }
     const { frames } = await readFrames(await fetch(`${base}/processes/${p.id}/stream`, { headers: { ...auth, 'last-event-id': 'garbage' } }), { maxMs: 250 })
@@ -208,7 +212,11 @@ describe('GET /processes/{id}/stream', () => {
     let text = ''
     socket.on('data', (chunk) => (text += chunk.toString()))
     socket.resume()
-    await waitFor(() => text.includes(`line ${n}`), 60_000, () => `the newest state (line ${n}): got ${text.length} bytes, ending ${text.slice(-300)}`)
+    await waitFor(
+      () => text.includes(`line ${n}`),
+      60_000,
+      () => `the newest state (line ${n}): got ${text.length} bytes, ending ${text.slice(-300)}`,
+    )
     socket.destroy()
     expect(text).toStartWith('HTTP/1.1 200')
     // Counted only now: a worker's ack goes out before the fan-out, so the last updates may have been offered

@@ -56,7 +56,12 @@ for (const [name, server] of Object.entries(servers)) {
         { op: 'complete', process_id: id, attempt, result_summary: { id } },
       ])
       for (const [i, { id }] of runs.entries()) {
-        expect(replies[i]!.map((r) => [r.op, r.code])).toEqual([['ack', undefined], ['ack', undefined], ['ack', undefined], ['ack', undefined]])
+        expect(replies[i]!.map((r) => [r.op, r.code])).toEqual([
+          ['ack', undefined],
+          ['ack', undefined],
+          ['ack', undefined],
+          ['ack', undefined],
+        ])
         const versions = replies[i]!.map((r) => r.version as number)
         expect(versions).toEqual([...versions].sort((a, b) => a - b))
         expect(await get(id)).toMatchObject({ status: 'completed', progress: 100, result_summary: { id } })
@@ -234,7 +239,9 @@ describe('worker gateway: frame order and coalescing', () => {
     const worker = await TestWorker.connect(base, wtoken)
     const runs = await runMany(worker, 10)
     const writesBefore = coalescing.services.metrics.counters.progress_writes
-    const replies = await burstEach(worker, runs, ({ id, attempt }) => Array.from({ length: 40 }, (_, i) => ({ op: 'progress', process_id: id, attempt, progress: i + 1 })))
+    const replies = await burstEach(worker, runs, ({ id, attempt }) =>
+      Array.from({ length: 40 }, (_, i) => ({ op: 'progress', process_id: id, attempt, progress: i + 1 })),
+    )
     expect(replies.flat().every((r) => r.op === 'ack')).toBe(true)
     const writes = coalescing.services.metrics.counters.progress_writes - writesBefore
     expect(writes / runs.length).toBeLessThan(5) // 40 frames of a process in ≤ 4 row writes

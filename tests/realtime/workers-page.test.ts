@@ -14,7 +14,7 @@ const globex = await createTenant(db.sql, 'Globex')
 const workersAs = async (token: string) => (await (await fetch(`${two.url}/workers`, { headers: { authorization: `Bearer ${token}` } })).json()) as any
 
 describe('GET /workers', () => {
-  it("lists a worker connected to another instance, its lease here with its heartbeat, and the types nobody claims", async () => {
+  it('lists a worker connected to another instance, its lease here with its heartbeat, and the types nobody claims', async () => {
     const rest = restAs(one.url, acme.token)
     const job = await rest.create('wp_import')
     const orphan = await rest.create('wp_orphan')
@@ -26,10 +26,14 @@ describe('GET /workers', () => {
     expect((await worker.request({ op: 'heartbeat', process_id: job.id, attempt: claimed.attempts })).op).toBe('ack')
 
     let page: any
-    await waitFor(async () => {
-      page = await workersAs(acme.token)
-      return page.workers.some((w: any) => w.worker_id === 'wp-worker-1' && w.types?.includes('wp_import'))
-    }, 20_000, 'the worker on the page of the other instance')
+    await waitFor(
+      async () => {
+        page = await workersAs(acme.token)
+        return page.workers.some((w: any) => w.worker_id === 'wp-worker-1' && w.types?.includes('wp_import'))
+      },
+      20_000,
+      'the worker on the page of the other instance',
+    )
     const listed = page.workers.find((w: any) => w.worker_id === 'wp-worker-1')
     expect(listed).toMatchObject({ connected: true, connections: 1, types: ['wp_import'] })
     expect(listed.instances.length).toBe(1)
@@ -46,7 +50,11 @@ describe('GET /workers', () => {
 
     // Gone: a worker that still holds a lease here stays listed, as not connected.
     worker.close()
-    await waitFor(async () => (await workersAs(acme.token)).workers.find((w: any) => w.worker_id === 'wp-worker-1')?.connected === false, 20_000, 'the worker shown as disconnected')
+    await waitFor(
+      async () => (await workersAs(acme.token)).workers.find((w: any) => w.worker_id === 'wp-worker-1')?.connected === false,
+      20_000,
+      'the worker shown as disconnected',
+    )
     expect((await fetch(`${two.url}/workers`)).status).toBe(401)
     expect((await fetch(`${two.url}/workers?workspace_id=${acme.workspaceId}`, { headers: { authorization: `Bearer ${globex.token}` } })).status).toBe(403)
   }, 60_000)

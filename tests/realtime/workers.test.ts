@@ -29,8 +29,16 @@ describe('worker gateway: connection', () => {
     expect(bad).toMatchObject({ op: 'error', code: 'invalid_message' })
     expect(await worker.raw(JSON.stringify({ op: 'dance', ref: 'x1' }))).toMatchObject({ op: 'error', code: 'invalid_message', ref: 'x1' })
     expect(await worker.raw(JSON.stringify([1, 2]))).toMatchObject({ op: 'error', code: 'invalid_message' })
-    expect(await worker.raw(JSON.stringify({ op: 'progress', ref: 7, process_id: 1, progress: 101 }))).toMatchObject({ op: 'error', code: 'invalid_message', ref: 7 })
-    expect(await worker.raw(JSON.stringify({ op: 'log', ref: 'big', process_id: 1, message: 'x'.repeat(70 * 1024) }))).toMatchObject({ op: 'error', code: 'invalid_message', ref: 'big' })
+    expect(await worker.raw(JSON.stringify({ op: 'progress', ref: 7, process_id: 1, progress: 101 }))).toMatchObject({
+      op: 'error',
+      code: 'invalid_message',
+      ref: 7,
+    })
+    expect(await worker.raw(JSON.stringify({ op: 'log', ref: 'big', process_id: 1, message: 'x'.repeat(70 * 1024) }))).toMatchObject({
+      op: 'error',
+      code: 'invalid_message',
+      ref: 'big',
+    })
     expect(await worker.raw(Buffer.from('binary'))).toMatchObject({ op: 'error', code: 'invalid_message' })
     // Still open and working.
     expect((await worker.request({ op: 'claim', types: [freshType()], wait_ms: 0 })).process).toBeNull()
@@ -176,7 +184,11 @@ describe('worker gateway: reporting', () => {
     const worker = await TestWorker.connect(base, wtoken)
     const run = (await worker.request({ op: 'claim', types: [type] })).process
     const writesBefore = server.services.metrics.counters.progress_writes
-    const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => worker.request({ op: 'progress', process_id: p.id, progress: i + 1, message: `step ${i + 1}`, attempt: run.attempts })))
+    const replies = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        worker.request({ op: 'progress', process_id: p.id, progress: i + 1, message: `step ${i + 1}`, attempt: run.attempts }),
+      ),
+    )
     expect(replies.every((r) => r.op === 'ack')).toBe(true)
     const writes = server.services.metrics.counters.progress_writes - writesBefore
     expect(writes).toBeGreaterThanOrEqual(1)
@@ -235,7 +247,10 @@ describe('worker gateway: reporting', () => {
       ['completed', 'Completed'],
     ])
     // A different outcome after the fact is refused.
-    expect(await worker.request({ op: 'fail', process_id: p.id, error: 'late', attempt: run.attempts })).toMatchObject({ op: 'error', code: 'invalid_transition' })
+    expect(await worker.request({ op: 'fail', process_id: p.id, error: 'late', attempt: run.attempts })).toMatchObject({
+      op: 'error',
+      code: 'invalid_transition',
+    })
     worker.close()
   })
 

@@ -138,7 +138,11 @@ describe('GET /processes/stream snapshot', () => {
 
     const { source, received } = openEventSource(`${server.url}/processes/stream`, tenant.token)
     try {
-      await waitFor(() => received.messages.length >= nonFinal.length, 20_000, () => `${nonFinal.length} states; got ${received.messages.length}`)
+      await waitFor(
+        () => received.messages.length >= nonFinal.length,
+        20_000,
+        () => `${nonFinal.length} states; got ${received.messages.length}`,
+      )
       await Bun.sleep(300) // anything sent twice would have arrived by now
       const ids = received.messages.map((m) => m.data.id as number)
       expect(repeated(ids)).toEqual([])
@@ -163,7 +167,11 @@ describe('GET /processes/stream snapshot', () => {
     const filtered = openEventSource(`${server.url}/processes/stream?status=failed,running&type=bulk`, tenant.token)
     const expected = rows.filter((r) => r.status === 'failed' || r.status === 'running').map((r) => r.id)
     try {
-      await waitFor(() => filtered.received.messages.length >= expected.length, 20_000, () => `${expected.length} states; got ${filtered.received.messages.length}`)
+      await waitFor(
+        () => filtered.received.messages.length >= expected.length,
+        20_000,
+        () => `${expected.length} states; got ${filtered.received.messages.length}`,
+      )
       await Bun.sleep(300)
       const ids = filtered.received.messages.map((m) => m.data.id as number)
       expect([...ids].sort((a, b) => a - b)).toEqual(expected)
@@ -218,7 +226,11 @@ describe('GET /processes/stream snapshot', () => {
     const nonFinal = rows.filter((r) => r.id !== newest.id && r.id !== oldest.id).map((r) => r.id)
     try {
       await waitFor(
-        () => stream.has(created.id, 'pending') && stream.has(newest.id, 'cancelled') && stream.has(oldest.id, 'cancelled') && stream.states.length >= nonFinal.length + 4,
+        () =>
+          stream.has(created.id, 'pending') &&
+          stream.has(newest.id, 'cancelled') &&
+          stream.has(oldest.id, 'cancelled') &&
+          stream.states.length >= nonFinal.length + 4,
         20_000,
         () => `every state; got ${stream.states.length}`,
       )

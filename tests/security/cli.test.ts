@@ -25,7 +25,19 @@ describe('cli: scoped worker tokens and roles', () => {
   it('creates a worker token scoped to workspaces and types (repeatable flags), and refuses unknown ones', async () => {
     const a = (await cli('create-workspace', '--name', 'A')).json
     const b = (await cli('create-workspace', '--name', 'B')).json
-    const made = await cli('create-worker-token', '--name', 'importers', '--workspace', String(a.id), '--workspace', String(b.id), '--type', 'csv_import', '--type', 'pdf.render')
+    const made = await cli(
+      'create-worker-token',
+      '--name',
+      'importers',
+      '--workspace',
+      String(a.id),
+      '--workspace',
+      String(b.id),
+      '--type',
+      'csv_import',
+      '--type',
+      'pdf.render',
+    )
     expect(made.code).toBe(0)
     expect(made.json).toMatchObject({ workspace_ids: [a.id, b.id], types: ['csv_import', 'pdf.render'] })
     const global = await cli('create-worker-token')
@@ -52,7 +64,11 @@ describe('cli: scoped worker tokens and roles', () => {
     // Sessions as POST /auth/session makes them (its route is tested in http.test.ts).
     const db = await openDatabase({ dataDir: dir, poolMax: 1 })
     const day = new Date(Date.now() + 86_400_000)
-    const [s1, s2, s3] = [await createSession(db.sql, user.id, token.id, day), await createSession(db.sql, user.id, token.id, day), await createSession(db.sql, other.id, otherToken.id, day)]
+    const [s1, s2, s3] = [
+      await createSession(db.sql, user.id, token.id, day),
+      await createSession(db.sql, user.id, token.id, day),
+      await createSession(db.sql, other.id, otherToken.id, day),
+    ]
     await db.close()
 
     const listed = await cli('list-sessions', '--user', String(user.id))
@@ -72,7 +88,11 @@ describe('cli: scoped worker tokens and roles', () => {
     const check = await openDatabase({ dataDir: dir, poolMax: 1 })
     try {
       const auth = new Authenticator(check.sql, 0)
-      const refused = (secret: string) => auth.authenticate(secret).then(() => false, () => true)
+      const refused = (secret: string) =>
+        auth.authenticate(secret).then(
+          () => false,
+          () => true,
+        )
       expect(await refused(s1.secret)).toBe(true)
       expect(await refused(s2.secret)).toBe(true)
       // Another user's session is untouched.

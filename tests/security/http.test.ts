@@ -21,7 +21,11 @@ let seq = 0
 const freshType = () => `sec_http_${seq++}`
 
 async function createProcess(token = tenant.token, type = freshType()) {
-  const response = await fetch(`${base}/processes`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ type }) })
+  const response = await fetch(`${base}/processes`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ type }),
+  })
   expect(response.status).toBe(201)
   return (await response.json()) as { id: number; status: string }
 }
@@ -29,7 +33,11 @@ async function createProcess(token = tenant.token, type = freshType()) {
 const statusOf = async (id: number) => ((await (await fetch(`${base}/processes/${id}`, { headers: bearer })).json()) as { status: string }).status
 
 async function signIn(token = tenant.token, headers: Record<string, string> = {}) {
-  const response = await fetch(`${base}/auth/session`, { method: 'POST', headers: { 'content-type': 'application/json', origin: own, ...headers }, body: JSON.stringify({ token }) })
+  const response = await fetch(`${base}/auth/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', origin: own, ...headers },
+    body: JSON.stringify({ token }),
+  })
   return response
 }
 
@@ -54,7 +62,11 @@ describe('CSRF: changes made with the cookie must come from this origin', () => 
   })
 
   it('refuses a same-origin change with the cookie that is not application/json', async () => {
-    const response = await fetch(`${base}/processes`, { method: 'POST', headers: { cookie, origin: own, 'content-type': 'text/plain' }, body: JSON.stringify({ type: freshType() }) })
+    const response = await fetch(`${base}/processes`, {
+      method: 'POST',
+      headers: { cookie, origin: own, 'content-type': 'text/plain' },
+      body: JSON.stringify({ type: freshType() }),
+    })
     expect(response.status).toBe(403)
   })
 
@@ -66,15 +78,27 @@ describe('CSRF: changes made with the cookie must come from this origin', () => 
   })
 
   it('accepts the same change from this origin (and from a CORS_ORIGINS origin), and bearer clients as before', async () => {
-    const made = await fetch(`${base}/processes`, { method: 'POST', headers: { cookie, origin: own, 'content-type': 'application/json' }, body: JSON.stringify({ type: freshType() }) })
+    const made = await fetch(`${base}/processes`, {
+      method: 'POST',
+      headers: { cookie, origin: own, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: freshType() }),
+    })
     expect(made.status).toBe(201)
     const p = (await made.json()) as { id: number }
     const cancelled = await fetch(`${base}/processes/${p.id}/cancel`, { method: 'POST', headers: { cookie, 'sec-fetch-site': 'same-origin' } })
     expect(cancelled.status).toBe(200)
-    const listed = await fetch(`${base}/processes`, { method: 'POST', headers: { cookie, origin: 'http://app.example', 'content-type': 'application/json' }, body: JSON.stringify({ type: freshType() }) })
+    const listed = await fetch(`${base}/processes`, {
+      method: 'POST',
+      headers: { cookie, origin: 'http://app.example', 'content-type': 'application/json' },
+      body: JSON.stringify({ type: freshType() }),
+    })
     expect(listed.status).toBe(201)
     // A bearer token is not sent by a browser on its own: curl -d without a Content-Type still works.
-    const curl = await fetch(`${base}/processes`, { method: 'POST', headers: { ...bearer, 'content-type': 'text/plain' }, body: JSON.stringify({ type: freshType() }) })
+    const curl = await fetch(`${base}/processes`, {
+      method: 'POST',
+      headers: { ...bearer, 'content-type': 'text/plain' },
+      body: JSON.stringify({ type: freshType() }),
+    })
     expect(curl.status).toBe(201)
   })
 })
@@ -91,7 +115,9 @@ describe('CORS', () => {
   it('never combines CORS_ORIGINS=* with credentials', async () => {
     const { handle } = await inProcessApp({ CORS_ORIGINS: '*' })
     for (const method of ['GET', 'OPTIONS']) {
-      const response = await handle(new Request('http://test.local/health', { method, headers: { origin: 'http://evil.example', 'access-control-request-method': 'POST' } }))
+      const response = await handle(
+        new Request('http://test.local/health', { method, headers: { origin: 'http://evil.example', 'access-control-request-method': 'POST' } }),
+      )
       expect(response.headers.get('access-control-allow-origin')).toBe('*')
       expect(response.headers.get('access-control-allow-credentials')).toBeNull()
     }
@@ -129,7 +155,11 @@ describe('roles', () => {
     expect((await fetch(`${base}/processes/${theirs.id}/cancel`, { method: 'POST', headers: auth })).status).toBe(404)
     // Promoted to member, the same token may change (after the look-up cache lets go).
     await addMember(db.sql, viewerUser.id, tenant.workspaceId, 'member')
-    await waitFor(async () => (await fetch(`${base}/processes/${p.id}/cancel`, { method: 'POST', headers: auth })).status === 200, AUTH_CACHE_MS + 15_000, 'member may cancel')
+    await waitFor(
+      async () => (await fetch(`${base}/processes/${p.id}/cancel`, { method: 'POST', headers: auth })).status === 200,
+      AUTH_CACHE_MS + 15_000,
+      'member may cancel',
+    )
   })
 })
 
@@ -310,11 +340,15 @@ describe('limits', () => {
     expect(other.status).toBe(200)
     await other.body!.cancel()
     await open[0]!.body!.cancel()
-    await waitFor(async () => {
-      const again = await fetch(`${base}/processes/stream`, { headers: auth })
-      await again.body?.cancel()
-      return again.status === 200
-    }, 15_000, 'a place freed')
+    await waitFor(
+      async () => {
+        const again = await fetch(`${base}/processes/stream`, { headers: auth })
+        await again.body?.cancel()
+        return again.status === 200
+      },
+      15_000,
+      'a place freed',
+    )
     await open[1]!.body!.cancel()
   })
 

@@ -119,13 +119,18 @@ describe('revocation reaches open sockets', () => {
     await waitFor(() => worker.closeCode !== null, AUTH_CACHE_MS + 15_000, 'the revoked socket to close')
     expect(worker.closeCode).toBe(1008)
     // New connects are refused too, once the look-up cache (AUTH_CACHE_MS) has let go of it.
-    await waitFor(async () => (await TestWorker.connect(base, token).then(
-            (w) => {
-              w.close()
-              return 101
-            },
-            (e) => e.status,
-          )) === 401, AUTH_CACHE_MS + 15_000, 'a refused connect')
+    await waitFor(
+      async () =>
+        (await TestWorker.connect(base, token).then(
+          (w) => {
+            w.close()
+            return 101
+          },
+          (e) => e.status,
+        )) === 401,
+      AUTH_CACHE_MS + 15_000,
+      'a refused connect',
+    )
   })
 })
 
@@ -158,7 +163,15 @@ describe('limits on one token', () => {
   it('refuses a socket beyond MAX_SOCKETS_PER_WORKER_TOKEN with 429 before the upgrade; a closed one frees its place; another token is not touched', async () => {
     const token = await workerToken(db.sql)
     const upgrade = (t: string) =>
-      fetch(`${base}/workers/ws`, { headers: { authorization: `Bearer ${t}`, upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+      fetch(`${base}/workers/ws`, {
+        headers: {
+          authorization: `Bearer ${t}`,
+          upgrade: 'websocket',
+          connection: 'Upgrade',
+          'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+          'sec-websocket-version': '13',
+        },
+      })
     const open = await Promise.all([1, 2, 3].map(() => TestWorker.connect(base, token)))
     const refused = await upgrade(token)
     expect(refused.status).toBe(429)

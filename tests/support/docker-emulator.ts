@@ -221,7 +221,8 @@ function copy(stage: Stage, ins: Instruction, stages: Stage[], context: string, 
       if (hits.length === 0) throw new Error(`${at(ins)}: no files in the build context match ${src}`)
       matched.push(...hits.map((p) => join(context, p)))
     } else {
-      if (rel !== '.' && (ignored(rel) || !existsSync(join(context, rel)))) throw new Error(`${at(ins)}: ${src} is not in the build context${existsSync(join(context, rel)) ? ' (excluded by .dockerignore)' : ''}`)
+      if (rel !== '.' && (ignored(rel) || !existsSync(join(context, rel))))
+        throw new Error(`${at(ins)}: ${src} is not in the build context${existsSync(join(context, rel)) ? ' (excluded by .dockerignore)' : ''}`)
       matched.push(join(context, rel))
     }
   }
@@ -267,13 +268,29 @@ function emulate(context: string): Image {
       const m = /^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$/i.exec(ins.args)
       if (!m) throw new Error(`${at(ins)}: cannot parse`)
       if (stages.some((s) => s.name === m[1])) throw new Error(`${at(ins)}: FROM an earlier stage is not emulated`)
-      stage = { name: m[2], image: m[1]!, line: ins.line, root: tempDir('ps-docker-stage-'), workdir: '/', env: {}, user: undefined, expose: [], healthcheck: undefined, stopsignal: undefined, entrypoint: undefined, cmd: undefined, unrun: [], copiedFrom: [] }
+      stage = {
+        name: m[2],
+        image: m[1]!,
+        line: ins.line,
+        root: tempDir('ps-docker-stage-'),
+        workdir: '/',
+        env: {},
+        user: undefined,
+        expose: [],
+        healthcheck: undefined,
+        stopsignal: undefined,
+        entrypoint: undefined,
+        cmd: undefined,
+        unrun: [],
+        copiedFrom: [],
+      }
       stages.push(stage)
       continue
     }
     if (!stage) throw new Error(`${at(ins)}: before any FROM`)
     const isFinal = ins.line > instructions[finalIndex]!.line
-    if (/\$\{?[A-Za-z_]/.test(ins.args) && !['RUN', 'HEALTHCHECK', 'CMD', 'ENTRYPOINT'].includes(ins.keyword)) throw new Error(`${at(ins)}: variable substitution is not emulated`)
+    if (/\$\{?[A-Za-z_]/.test(ins.args) && !['RUN', 'HEALTHCHECK', 'CMD', 'ENTRYPOINT'].includes(ins.keyword))
+      throw new Error(`${at(ins)}: variable substitution is not emulated`)
     switch (ins.keyword) {
       case 'WORKDIR':
         stage.workdir = posix.resolve(stage.workdir, ins.args)

@@ -98,7 +98,14 @@ export async function readFrames(response: Response, o: { untilDone?: boolean; m
       const lines = f.split('\n')
       const field = (name: string) => lines.find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2)
       const data = field('data')
-      return { raw: f, id: field('id'), event: field('event'), retry: field('retry'), comment: lines[0]!.startsWith(':'), data: data ? JSON.parse(data) : undefined }
+      return {
+        raw: f,
+        id: field('id'),
+        event: field('event'),
+        retry: field('retry'),
+        comment: lines[0]!.startsWith(':'),
+        data: data ? JSON.parse(data) : undefined,
+      }
     })
   return { text, frames, ended }
 }

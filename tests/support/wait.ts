@@ -23,7 +23,12 @@ export interface WaitOptions {
 }
 
 /** Resolves once `check` holds; throws "timed out waiting for <what>" after `timeoutMs`. */
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what: string | (() => string) = 'condition', o: WaitOptions = {}): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+  what: string | (() => string) = 'condition',
+  o: WaitOptions = {},
+): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     if (await check()) return

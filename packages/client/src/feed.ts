@@ -103,15 +103,9 @@ async function readFetchWindow(fetchImpl: FetchLike, request: WindowRequest): Pr
  * goes through the same loop as the fetch reader. EventSource hides HTTP
  * statuses and `retry:`/comment lines, hence `statusHidden` and the `open` rule below.
  */
-function readEventSourceWindow(
-  EventSourceImpl: EventSourceConstructor,
-  request: WindowRequest,
-  withCredentials: boolean,
-): Promise<WindowEnd> {
+function readEventSourceWindow(EventSourceImpl: EventSourceConstructor, request: WindowRequest, withCredentials: boolean): Promise<WindowEnd> {
   return new Promise((resolve) => {
-    const url = request.lastEventId
-      ? withQuery(request.url, { last_event_id: request.lastEventId })
-      : request.url
+    const url = request.lastEventId ? withQuery(request.url, { last_event_id: request.lastEventId }) : request.url
     const source = withCredentials ? new EventSourceImpl(url, { withCredentials: true }) : new EventSourceImpl(url)
     let settled = false
     let received = false
@@ -145,9 +139,7 @@ function readEventSourceWindow(
     })
     source.addEventListener('message', onEvent('message'))
     source.addEventListener('done', onEvent('done'))
-    source.addEventListener('error', () =>
-      finish(received ? { kind: 'ended' } : { kind: 'failed', statusHidden: true }),
-    )
+    source.addEventListener('error', () => finish(received ? { kind: 'ended' } : { kind: 'failed', statusHidden: true }))
   })
 }
 
@@ -303,9 +295,7 @@ export class Feed {
       },
     }
     // EventSource cannot send `Authorization`, so a token always means fetch.
-    return !token && EventSource
-      ? readEventSourceWindow(EventSource, request, this.options.withCredentials)
-      : readFetchWindow(fetch, request)
+    return !token && EventSource ? readEventSourceWindow(EventSource, request, this.options.withCredentials) : readFetchWindow(fetch, request)
   }
 
   /** Poll until complete, or until it is time to try streaming again (false). */

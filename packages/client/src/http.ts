@@ -80,9 +80,7 @@ export async function errorFrom(response: Response): Promise<MonitorError> {
 export function parseProcess(text: string): Process | null {
   try {
     const value = JSON.parse(text) as Partial<Process> | null
-    return value && typeof value.id === 'number' && typeof value.version === 'number'
-      ? (value as Process)
-      : null
+    return value && typeof value.id === 'number' && typeof value.version === 'number' ? (value as Process) : null
   } catch {
     return null
   }

@@ -12,7 +12,20 @@
  * No runtime dependency: browsers, Bun and Node 18+.
  */
 import { type ConnectionInfo, type ConnectionState, Feed } from './feed.ts'
-import { type EventSourceConstructor, type FetchLike, FATAL_STATUSES, type MonitorError, bearer, discard, errorFrom, globalEventSource, globalFetch, parseProcess, trimBase, withQuery } from './http.ts'
+import {
+  type EventSourceConstructor,
+  type FetchLike,
+  FATAL_STATUSES,
+  type MonitorError,
+  bearer,
+  discard,
+  errorFrom,
+  globalEventSource,
+  globalFetch,
+  parseProcess,
+  trimBase,
+  withQuery,
+} from './http.ts'
 import { DONE_STATUSES, type Process, type ProcessStatus } from './shapes.ts'
 import { safely } from './util.ts'
 
@@ -75,11 +88,7 @@ export interface MonitorWorkspaceOptions extends ConnectionOptions {
 }
 
 /** Follow one process until it is done (`GET /processes/{id}/stream`, polling as the fallback). */
-export function monitorProcess(
-  baseUrl: string,
-  id: number | string,
-  options: MonitorProcessOptions,
-): MonitorHandle {
+export function monitorProcess(baseUrl: string, id: number | string, options: MonitorProcessOptions): MonitorHandle {
   const processUrl = `${trimBase(baseUrl)}/processes/${encodeURIComponent(String(id))}`
   const fetchImpl = connectionFetch(options)
   const authHeaders = bearer(options.token)

@@ -8,14 +8,7 @@
  * ```
  */
 import { useEffect, useState } from 'react'
-import {
-  monitorProcess,
-  type ConnectionState,
-  type EventSourceConstructor,
-  type FetchLike,
-  type MonitorError,
-  type Process,
-} from './monitor.ts'
+import { monitorProcess, type ConnectionState, type EventSourceConstructor, type FetchLike, type MonitorError, type Process } from './monitor.ts'
 
 export type { ConnectionState, MonitorError, Process } from './monitor.ts'
 
@@ -47,10 +40,7 @@ export interface ProcessMonitorState {
 const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null }
 
 /** Follow a process until it is done. Pass `null` (or `undefined`) to follow nothing. */
-export function useProcessMonitor(
-  id: number | string | null | undefined,
-  options: UseProcessMonitorOptions = {},
-): ProcessMonitorState {
+export function useProcessMonitor(id: number | string | null | undefined, options: UseProcessMonitorOptions = {}): ProcessMonitorState {
   const { baseUrl = '', token, pollIntervalMs, fetch, EventSource, withCredentials } = options
   // State is tagged with the id it belongs to, so a new id shows IDLE at once
   // instead of the previous process for one render.
@@ -60,8 +50,7 @@ export function useProcessMonitor(
     // Drop what a previous subscription left (bails out when already idle).
     setState((previous) => (isIdleFor(previous, id) ? previous : { id, ...IDLE }))
     if (id === null || id === undefined) return
-    const merge = (patch: Partial<ProcessMonitorState>) =>
-      setState((previous) => ({ ...(previous.id === id ? previous : { id, ...IDLE }), ...patch }))
+    const merge = (patch: Partial<ProcessMonitorState>) => setState((previous) => ({ ...(previous.id === id ? previous : { id, ...IDLE }), ...patch }))
     const monitor = monitorProcess(baseUrl, id, {
       token,
       pollIntervalMs,

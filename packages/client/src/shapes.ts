@@ -34,8 +34,25 @@ export interface Process {
 
 /** The fields of a Process, as the server's schema has them (src/processes/model.ts; checked by tests/client/shapes.test.ts). */
 export const PROCESS_FIELDS = [
-  'id', 'workspace_id', 'type', 'status', 'progress', 'message', 'metadata', 'result_summary', 'error', 'attempts',
-  'version', 'worker_id', 'created_by', 'created_at', 'updated_at', 'started_at', 'finished_at', 'priority', 'run_at',
+  'id',
+  'workspace_id',
+  'type',
+  'status',
+  'progress',
+  'message',
+  'metadata',
+  'result_summary',
+  'error',
+  'attempts',
+  'version',
+  'worker_id',
+  'created_by',
+  'created_at',
+  'updated_at',
+  'started_at',
+  'finished_at',
+  'priority',
+  'run_at',
   'max_attempts',
 ] as const satisfies readonly (keyof Process)[]
 // Compile-time: PROCESS_FIELDS names every key of Process (and, by `satisfies`, nothing else).
@@ -43,9 +60,4 @@ const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extend
 void everyField
 
 /** The worker's part is over: the stream sends `event: done` and ends (contract §6). */
-export const DONE_STATUSES: ReadonlySet<ProcessStatus> = new Set<ProcessStatus>([
-  'completed',
-  'failed',
-  'cancelled',
-  'waiting_review',
-])
+export const DONE_STATUSES: ReadonlySet<ProcessStatus> = new Set<ProcessStatus>(['completed', 'failed', 'cancelled', 'waiting_review'])

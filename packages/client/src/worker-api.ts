@@ -29,10 +29,7 @@ export interface JobResult {
 }
 
 /** Return (or resolve) to complete the process; throw (or reject) to fail it with the error's message. */
-export type JobHandler = (
-  process: Process,
-  ctx: JobContext,
-) => Promise<JobResult | void> | JobResult | void
+export type JobHandler = (process: Process, ctx: JobContext) => Promise<JobResult | void> | JobResult | void
 
 export type WorkerEvent =
   | { type: 'connected'; workerId: string }

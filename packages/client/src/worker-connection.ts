@@ -303,9 +303,7 @@ export function parseFrame(data: unknown): Frame | null {
   if (typeof data !== 'string') return null
   try {
     const value = JSON.parse(data) as unknown
-    return value && typeof value === 'object' && typeof (value as Frame).op === 'string'
-      ? (value as Frame)
-      : null
+    return value && typeof value === 'object' && typeof (value as Frame).op === 'string' ? (value as Frame) : null
   } catch {
     return null
   }

@@ -1,7 +1,16 @@
 // The worker: claim loops over free slots, one job per claimed process, terminal frames kept until acked, close.
 import type { Process } from './shapes.ts'
 import { abortableSleep, asError } from './util.ts'
-import { type CloseOptions, type JobContext, JobStoppedError, type WebSocketConstructor, type WorkerAuthError, type WorkerEvent, type WorkerOptions, WorkerProtocolError } from './worker-api.ts'
+import {
+  type CloseOptions,
+  type JobContext,
+  JobStoppedError,
+  type WebSocketConstructor,
+  type WorkerAuthError,
+  type WorkerEvent,
+  type WorkerOptions,
+  WorkerProtocolError,
+} from './worker-api.ts'
 import { ABANDON_ACK_MS, CLAIM_ERROR_DELAY_MS, type Frame, LOSING_CODES, REPLY_TIMEOUT_MS, TRANSIENT_CODES, WorkerConnection } from './worker-connection.ts'
 
 interface RunningJob {
@@ -12,9 +21,7 @@ interface RunningJob {
   stopCode?: string
 }
 
-type Outcome =
-  | { op: 'complete'; result_summary?: Record<string, unknown>; review: boolean }
-  | { op: 'fail'; error: string }
+type Outcome = { op: 'complete'; result_summary?: Record<string, unknown>; review: boolean } | { op: 'fail'; error: string }
 
 export class Worker {
   private readonly connection: WorkerConnection
@@ -159,17 +166,13 @@ export class Worker {
       context: {
         signal: controller.signal,
         attempt: process.attempts,
-        progress: (percent, message) =>
-          this.sendForJob(job, { op: 'progress', progress: clampPercent(percent), message }),
+        progress: (percent, message) => this.sendForJob(job, { op: 'progress', progress: clampPercent(percent), message }),
         log: (message) => this.sendForJob(job, { op: 'log', message }),
       },
     }
     this.jobs.set(process.id, job)
     this.emit({ type: 'claimed', process })
-    const heartbeat = setInterval(
-      () => void this.sendForJob(job, { op: 'heartbeat' }),
-      this.options.heartbeatIntervalMs ?? 10_000,
-    )
+    const heartbeat = setInterval(() => void this.sendForJob(job, { op: 'heartbeat' }), this.options.heartbeatIntervalMs ?? 10_000)
     let outcome: Outcome
     try {
       outcome = await this.invokeHandler(job)

@@ -46,8 +46,7 @@ export {
 
 /** `url`: the server's base URL (http/https/ws/wss) or the full `…/workers/ws` URL. */
 export function connectWorker(url: string, token: string, options: WorkerOptions): WorkerHandle {
-  const WebSocketImpl =
-    options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+  const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
   if (!WebSocketImpl) {
     throw new TypeError('no global WebSocket: pass options.WebSocket (the ws package, for example)')
   }
