@@ -23,6 +23,8 @@ interface Call {
   ms: number
   status: number
   code?: string
+  /** A create's Idempotency-Key. */
+  key?: string
 }
 
 interface FrameReply {
@@ -101,7 +103,7 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
           () => call('POST /processes/:id/cancel', `/processes/${created[0]! + 1_000_000}/cancel`, { method: 'POST' }),
           () => call('GET /processes/:id/stream', `/processes/${id}/stream`),
         ][n % 7]!()
-        calls.push(r)
+        calls.push(r.route === 'POST /processes' ? { ...r, key: `k-${n}` } : r)
         if (r.route === 'POST /processes' && r.status === 201) created.push(r.body.id)
         await Bun.sleep(20)
       }
@@ -219,9 +221,31 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
     }
     const createdRows = await db.sql<{ id: number }[]>`select id from processes where id = any(${created}::bigint[])`
     expect(createdRows.length).toBe(created.length)
-    // A create refused with 503 created nothing, then or later: exactly the 201s exist.
+    // A create refused with 503 created nothing, then or later — but for one already in flight when a cut
+    // began: its commit may have landed with the reply lost in the cut connection (no client of any database
+    // can tell), and that is what its Idempotency-Key is for. Each refused create is sent again with its key:
+    // one that had been applied answers its first process (Idempotent-Replayed), never a second one, and only
+    // a create in flight at a cut may be such a one; any other is created now. Then exactly these exist.
+    const appliedThoughRefused: string[] = []
+    let createdAfter = 0
+    for (const c of calls.filter((c) => c.route === 'POST /processes' && c.status !== 201)) {
+      const response = await fetch(`${server.url}/processes`, {
+        method: 'POST',
+        headers: { ...auth, 'idempotency-key': c.key! },
+        body: JSON.stringify({ type: 'pgcut_new' }),
+      })
+      expect({ key: c.key, status: response.status }).toEqual({ key: c.key, status: 201 })
+      await response.body?.cancel()
+      if (response.headers.get('idempotent-replayed') !== 'true') createdAfter++
+      else if (!cuts.some((cut) => c.startedAt <= cut.cutAt + 100 && c.startedAt + c.ms >= cut.cutAt)) appliedThoughRefused.push(c.key!)
+    }
+    expect(appliedThoughRefused).toEqual([])
     const [made] = await db.sql<{ n: number }[]>`select count(*)::int as n from processes where type = 'pgcut_new'`
-    expect(made!.n).toBe(calls.filter((c) => c.route === 'POST /processes' && c.status === 201).length)
+    const refusedCreates = calls.filter((c) => c.route === 'POST /processes' && c.status !== 201).length
+    // One process per key, none without one: every 201, and every refused create now answered by its key.
+    expect(made!.n).toBe(calls.filter((c) => c.route === 'POST /processes' && c.status === 201).length + refusedCreates)
+    // Three API lanes, one request each at a time: at most three creates in flight as a cut begins.
+    expect(refusedCreates - createdAfter).toBeLessThanOrEqual(cuts.length * 3)
     for (const id of [finishBlackholed, finishRefused]) {
       const finished = await db.sql`select status from process_events where process_id = ${id} and status = 'completed'`
       expect(finished.length).toBe(1)
