@@ -1,4 +1,4 @@
-// Tokens and the audit trail (§3): revocation and expiry within the cache window, one audit row per
+// Tokens and the audit trail (README: API, Security): revocation and expiry within the cache window, one audit row per
 // authenticated request, a mutation's row committed with it, reads flushed in batches, last_used_at.
 import { beforeAll, describe, expect, it } from 'bun:test'
 import { addMember, createApiToken, createWorkspace, revokeToken } from '../../src/auth/queries'

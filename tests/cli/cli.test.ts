@@ -1,4 +1,4 @@
-// The admin CLI (§10) as a child process: one JSON object on stdout per command, errors on stderr with exit 1,
+// The admin CLI (README: Admin CLI) as a child process: one JSON object on stdout per command, errors on stderr with exit 1,
 // on an embedded DATA_DIR (always) and on a fresh Postgres database (with DATABASE_URL); the tokens it
 // prints work against the API.
 import { afterAll, describe, expect, it } from 'bun:test'

@@ -1,4 +1,4 @@
-// The SQL handle (§1): the same queries on postgres.js and PGlite, int8 as numbers, timestamps as ISO strings,
+// The SQL handle (README: Layout): the same queries on postgres.js and PGlite, int8 as numbers, timestamps as ISO strings,
 // and a failed transaction never leaves the one embedded backend stuck.
 import { describe, expect, it } from 'bun:test'
 import { testDatabase } from '../helpers'

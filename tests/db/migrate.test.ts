@@ -1,4 +1,4 @@
-// Migrations (§1, §2): the embedded list is the sql/ folder, each applies once under an advisory lock even with
+// Migrations (README: Layout): the embedded list is the sql/ folder, each applies once under an advisory lock even with
 // racing migrators, a failing one leaves nothing behind, and the database itself keeps process_events append-only.
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { readdirSync, readFileSync } from 'node:fs'

@@ -1,4 +1,4 @@
-// SIGTERM on a real server with open streams and a worker mid-process (contract §9).
+// SIGTERM on a real server with open streams and a worker mid-process (README: Deployment).
 import { describe, expect, it } from 'bun:test'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'

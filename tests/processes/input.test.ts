@@ -1,4 +1,4 @@
-// Input handling (§4): whatever a client sends is answered with the contract's 4xx, never a 500, a hang or a
+// Input handling (README: API, errors): whatever a client sends is answered with the API's 4xx, never a 500, a hang or a
 // blocked server — deep nesting, bodies whatever their Content-Type, numbers in paths and queries, unknown
 // query parameters, HEAD, odd Host headers, CORS — through the in-process handler, and over real sockets
 // (fetch, raw TCP) where the socket is the point.

@@ -1,4 +1,4 @@
-// The REST routes (§3–§5) through the full in-process handler: every route's success and every error code.
+// The REST routes (README: API) through the full in-process handler: every route's success and every error code.
 import { beforeAll, describe, expect, it } from 'bun:test'
 import { addMember, createWorkspace } from '../../src/auth/queries'
 import { appendLog, claimNext, getProcesses } from '../../src/processes/queries'

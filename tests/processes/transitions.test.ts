@@ -1,4 +1,4 @@
-// The state machine (§5): every allowed and every forbidden (status, action) pair, driven by the real operations,
+// The state machine (README: API, the state table): every allowed and every forbidden (status, action) pair, driven by the real operations,
 // one event per change in the same transaction, and racing transitions with exactly one winner per step.
 import { beforeAll, describe, expect, it } from 'bun:test'
 import type { Process } from '../../src/processes/model'

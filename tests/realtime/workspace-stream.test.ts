@@ -1,4 +1,4 @@
-// The workspace stream's snapshot (§6, GET /processes/stream): every non-final process, however many, each
+// The workspace stream's snapshot (README: The SSE stream, GET /processes/stream): every non-final process, however many, each
 // exactly once, read a page at a time as the socket drains — so a reader that stops reading holds the server
 // to a page or two, changes made while the snapshot is still going out arrive, and no process goes back a
 // version. Real listening servers; an EventSource, and raw TCP sockets where a reader must stop reading.

@@ -64,7 +64,7 @@ export function openEventSource(url: string, token: string, o: StreamOptions = {
   return { source: received.source, received }
 }
 
-/** Versions on one stream strictly increase and none is sent twice (§6). */
+/** Versions on one stream strictly increase and none is sent twice (README: The SSE stream). */
 export function versionsIncrease(log: StreamLog): boolean {
   return log.versions.every((v, i) => i === 0 || v > log.versions[i - 1]!)
 }

@@ -8,7 +8,7 @@ export class MonitorError extends Error {
   constructor(
     /** The HTTP status, or 0 when no response was involved. */
     readonly status: number,
-    /** The contract's error code (`unauthenticated`, `forbidden`, `not_found`) or `unsupported`. */
+    /** The API's error code (`unauthenticated`, `forbidden`, `not_found`) or `unsupported`. */
     readonly code: string,
     message: string,
   ) {
@@ -71,7 +71,7 @@ export async function errorFrom(response: Response): Promise<MonitorError> {
     if (typeof body.error?.code === 'string') code = body.error.code
     if (typeof body.error?.message === 'string') message = body.error.message
   } catch {
-    // Not the contract's error body (a proxy's page, say): keep the status-derived code.
+    // Not the API's error body (a proxy's page, say): keep the status-derived code.
   }
   return new MonitorError(response.status, code, message)
 }

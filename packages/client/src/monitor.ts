@@ -1,6 +1,6 @@
 /**
  * Follow processes live: one process (`monitorProcess`) or a whole workspace
- * (`monitorWorkspace`), over the server's SSE streams (contract §6).
+ * (`monitorWorkspace`), over the server's SSE streams (README: The SSE stream).
  *
  * The server ends every stream after ~25 s, so a stream is a series of windows:
  * the client reconnects after each one, with the last version it saw, and only

@@ -1,4 +1,4 @@
-// The API's shapes (contract §2): what the server's routes and streams send.
+// The API's shapes (README: API): what the server's routes and streams send.
 
 /** Every status, in the server's order (src/processes/states.ts STATUSES; tests/client/shapes.test.ts checks it). */
 export const PROCESS_STATUSES = ['pending', 'running', 'waiting_review', 'completed', 'failed', 'cancelled'] as const
@@ -59,5 +59,5 @@ export const PROCESS_FIELDS = [
 const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extends never ? true : false = true
 void everyField
 
-/** The worker's part is over: the stream sends `event: done` and ends (contract §6). */
+/** The worker's part is over: the stream sends `event: done` and ends (README: The SSE stream). */
 export const DONE_STATUSES: ReadonlySet<ProcessStatus> = new Set<ProcessStatus>(['completed', 'failed', 'cancelled', 'waiting_review'])

@@ -104,7 +104,7 @@ export class WorkerAuthError extends Error {
 
   constructor(
     readonly status: number,
-    /** The contract's error code: `unauthenticated` or `forbidden`. */
+    /** The API's error code: `unauthenticated` or `forbidden`. */
     readonly code: string,
     message: string,
   ) {

@@ -10,7 +10,7 @@ export const ABANDON_ACK_MS = 2000
 export const CLAIM_ERROR_DELAY_MS = 5000
 /** The codes by which the server says a process is no longer this worker's to report on. */
 export const LOSING_CODES = new Set(['cancelled', 'not_owner', 'not_found', 'invalid_transition'])
-/** Beyond the contract's codes, the server answers these when its database is down: worth retrying. */
+/** Beyond the protocol's codes, the server answers these when its database is down: worth retrying. */
 export const TRANSIENT_CODES = new Set(['unavailable', 'internal'])
 
 export type Frame = { op: string; ref?: string; [field: string]: unknown }
@@ -200,7 +200,7 @@ export class WorkerConnection {
     this.ready = false
     this.settleOnDisconnect(false)
     if (this.closed) return
-    // 1012 is the server restarting (contract §9): expected, not an error.
+    // 1012 is the server restarting (README: Worker protocol): expected, not an error.
     if (!wasReady && code !== 1012) return void this.failedToConnect(code, reason)
     const delayMs = this.nextDelayMs(!wasReady)
     this.config.onEvent({ type: 'disconnected', code, reason, reconnectInMs: delayMs })
@@ -277,7 +277,7 @@ export async function probeToken(socketUrl: string): Promise<WorkerAuthError | n
       if (typeof body.error?.code === 'string') code = body.error.code
       if (typeof body.error?.message === 'string') message = `worker token refused: ${body.error.message}`
     } catch {
-      // Not the contract's body (a proxy's page): the status says enough.
+      // Not the API's error body (a proxy's page): the status says enough.
     }
     return new WorkerAuthError(response.status, code, message)
   } catch {

@@ -1,5 +1,5 @@
 /**
- * Worker SDK: claim processes over the worker WebSocket (contract §7), run a
+ * Worker SDK: claim processes over the worker WebSocket (README: Worker protocol), run a
  * handler for each, report progress, and complete or fail them — surviving
  * reconnects, server restarts (close code 1012) and cancellation.
  *
