@@ -30,7 +30,7 @@ export type WorkListener = (type: string) => number
 /** What the hub needs from a cross-instance transport; the Redis bridge implements it. */
 export interface Bridge<T extends HubState> {
   readonly healthy: boolean
-  /** Sends these states to the other instances now, in one write. */
+  /** Sends these states to the other instances now: written at once, not at the next tick (Redis: two pipelines). */
   publish(states: readonly T[]): void
   /** New work on the other instances: `count` processes of `type`, due at `atMs` (now when absent). */
   publishWork(type: string, count: number, atMs?: number): void

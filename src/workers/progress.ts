@@ -169,7 +169,8 @@ export class ProgressCoalescer {
       for (const slot of due) this.inFlight.delete(slot.write.id)
     }
     this.metrics.counters.progress_writes += committed.length
-    // All of them at once: one Redis write for the statement now; the local fan-out after the acks below.
+    // All of them at once: to Redis now (two pipelines for the statement, the process channels first); the
+    // local fan-out after the acks below.
     this.hub.publishAll(committed, { afterReplies: true })
     const byId = new Map(committed.map((p) => [p.id, p]))
     for (const slot of due) {
