@@ -1,6 +1,6 @@
 // bench soak (issue #13): N jobs through the real server with retention set very short, to show storage and
 // claim latency stay flat while finished processes, events and audit rows are pruned during the run.
-// The load (bench/load/soak-load.ts, a process of its own): bulk create, 1,000 a request, kept at most
+// The load (tests/bench/load/soak-load.ts, a process of its own): bulk create, 1,000 a request, kept at most
 // BENCH_SOAK_BACKLOG ahead of the workers; SDK workers (batch claim, claim-next), a few awaited progress
 // updates each; a probe worker timing one `claim {max:1, wait_ms:0}` round trip a second; a reader making
 // audit rows. This process samples the catalog every few seconds (sampleStorage: partitions summed into
@@ -9,6 +9,7 @@
 // Sizes: BENCH_SOAK_JOBS (default 1,000,000), BENCH_SOAK_BACKLOG (20,000), BENCH_SOAK_RETENTION_DAYS (0.0003
 // ≈ 26 s, for processes, events and audit), BENCH_SOAK_PARTITION_MS (60,000), BENCH_SOAK_PROGRESS (3).
 // Vacuum is the server's own business (autovacuum, or retention's vacuum where none runs): the benchmark does none.
+import { loadavg } from 'node:os'
 import { sampleStorage } from '../src/db/retention'
 import type { StorageSample } from '../src/ops/metrics'
 import { BENCH_DIR, BUN, Report, createBenchTenant, freshDatabase, postgresCpuSeconds, procStat, scrapeMetrics, spawnChild, startProcessesServer } from './lib'
@@ -30,6 +31,10 @@ interface Sample {
   done: number
   created: number
   tables: Record<string, { bytes: number; live_rows: number; dead_rows: number }>
+  /** The server's resident memory and CPU seconds so far, and the machine's 1-minute load: what else drifts. */
+  server_rss: number
+  server_cpu_s: number
+  load: number
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -108,11 +113,15 @@ export async function run(): Promise<Report> {
     }
     const s: StorageSample = await sampleStorage(db.sql)
     const t = (performance.now() - started) / 1000
+    const proc = procStat(server.pid)
     samples.push({
       t,
       done: latest?.done ?? samples.at(-1)?.done ?? 0,
       created: latest?.created ?? samples.at(-1)?.created ?? 0,
       tables: Object.fromEntries(s.tables.map((x) => [x.name, { bytes: Number(x.bytes), live_rows: Number(x.live_rows), dead_rows: Number(x.dead_rows) }])),
+      server_rss: proc.rssBytes,
+      server_cpu_s: proc.cpuSeconds,
+      load: loadavg()[0]!,
     })
     if (t - lastPrint >= 30) {
       lastPrint = t
@@ -188,6 +197,12 @@ export async function run(): Promise<Report> {
         1,
         xs.reduce((n, s) => n + s.tables[name]!.live_rows, 0),
       )
+    // A drift of the claim round trip is the code's only if the server's cost per job or its memory drift too.
+    const cpuPerJob = (xs: Sample[]) => ((xs.at(-1)!.server_cpu_s - xs[0]!.server_cpu_s) * 1000) / Math.max(1, xs.at(-1)!.done - xs[0]!.done)
+    const mean = (xs: Sample[], f: (s: Sample) => number) => xs.reduce((n, s) => n + f(s), 0) / xs.length
+    report.note(
+      `first / last tenth: server CPU per job ${cpuPerJob(first).toFixed(3)} / ${cpuPerJob(last).toFixed(3)} ms, server RSS ${(mean(first, (s) => s.server_rss) / 2 ** 20).toFixed(0)} / ${(mean(last, (s) => s.server_rss) / 2 ** 20).toFixed(0)} MiB, machine load average ${mean(first, (s) => s.load).toFixed(1)} / ${mean(last, (s) => s.load).toFixed(1)} (${Math.min(...samples.map((s) => s.load)).toFixed(1)}–${Math.max(...samples.map((s) => s.load)).toFixed(1)} over the run)`,
+    )
     report.note(
       `jobs/s in the first tenth ${jobsIn(first).toFixed(0)}, in the last ${jobsIn(last).toFixed(0)}; bytes per live row (mean over the tenth) first / last: ${TABLES.map((n) => `${n} ${perRow(first, n).toFixed(0)} / ${perRow(last, n).toFixed(0)}`).join(', ')}`,
     )

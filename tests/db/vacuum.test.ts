@@ -2,12 +2,12 @@
 // thanks to the table's fillfactor; where no autovacuum runs (the shared Postgres here has it off, PGlite has
 // none) the retention job vacuums processes itself once its dead tuples pass autovacuum's threshold for it; and
 // where autovacuum runs (a Postgres of this file's own, autovacuum on) the job leaves vacuuming to it.
-import { afterAll, describe, expect, it } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { chownSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createTenant, freePort, hasPostgres, quietLogger, testDatabase, waitFor } from '../helpers'
-import { openDatabase, type Sql } from '../../src/db/client'
+import { createTenant, freePort, hasPostgres, quietLogger, testDatabase, waitFor, type Tenant } from '../helpers'
+import { openDatabase, type Database, type Sql } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
 import { RetentionJob, vacuumDue, type RetentionSettings } from '../../src/db/retention'
 
@@ -175,24 +175,38 @@ async function ownPostgres(config: string[]) {
   ]
   // setpriv execs: the PID is the postmaster's own, stopped by it alone.
   const proc = Bun.spawn([...asPostgres, 'postgres', '-D', dir, '-p', String(port), ...args], { stdout: 'ignore', stderr: 'ignore' })
-  await waitFor(() => Bun.spawnSync(['pg_isready', '-h', '127.0.0.1', '-p', String(port)]).exitCode === 0, 30_000, `own postgres on ${port}`)
-  afterAll(async () => {
+  const stop = async () => {
     proc.kill('SIGINT') // fast shutdown
     await proc.exited
     rmSync(dir, { recursive: true, force: true })
-  })
-  return `postgres://postgres@127.0.0.1:${port}/postgres`
+  }
+  try {
+    await waitFor(() => Bun.spawnSync(['pg_isready', '-h', '127.0.0.1', '-p', String(port)]).exitCode === 0, 30_000, `own postgres on ${port}`)
+  } catch (error) {
+    await stop()
+    throw error
+  }
+  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, stop }
 }
 
-describe.skipIf(!hasPostgres || !POSTGRES_BIN)('processes where autovacuum runs', async () => {
-  // bun runs a skipped describe's body too.
-  if (!hasPostgres || !POSTGRES_BIN) return
-  const url = await ownPostgres(['autovacuum=on', 'autovacuum_naptime=3600'])
-  const db = await openDatabase({ url, dataDir: '', poolMax: 4 })
-  afterAll(() => db.close())
-  const { sql } = db
-  await migrate(sql)
-  const tenant = await createTenant(sql)
+describe.skipIf(!hasPostgres || !POSTGRES_BIN)('processes where autovacuum runs', () => {
+  // Started in beforeAll, not in the describe's body: a run that selects none of these tests (`bun test -t`)
+  // runs no hook of it, and so starts nothing to leave behind (two such runs left their servers running).
+  let own: Awaited<ReturnType<typeof ownPostgres>>
+  let db: Database
+  let sql: Sql
+  let tenant: Tenant
+  beforeAll(async () => {
+    own = await ownPostgres(['autovacuum=on', 'autovacuum_naptime=3600'])
+    db = await openDatabase({ url: own.url, dataDir: '', poolMax: 4 })
+    sql = db.sql
+    await migrate(sql)
+    tenant = await createTenant(sql)
+  })
+  afterAll(async () => {
+    await db?.close()
+    await own?.stop()
+  })
 
   it('sees the launcher, as a superuser and as a role that cannot see it in pg_stat_activity', async () => {
     expect(await launcherRuns(sql)).toBe(true)
@@ -203,7 +217,7 @@ describe.skipIf(!hasPostgres || !POSTGRES_BIN)('processes where autovacuum runs'
     // A role without pg_read_all_stats gets no other backend's type from pg_stat_activity: looking for the
     // launcher there would find none, and vacuum behind autovacuum's back. The settings say the same to it.
     await sql.unsafe(`create role ps_app login`)
-    const app = await openDatabase({ url: url.replace('postgres@', 'ps_app@'), dataDir: '', poolMax: 1 })
+    const app = await openDatabase({ url: own.url.replace('postgres@', 'ps_app@'), dataDir: '', poolMax: 1 })
     try {
       expect(await launcherRuns(app.sql)).toBe(false)
       expect((await vacuumDue(app.sql)).map((d) => d.autovacuum)).toEqual([true, true])
