@@ -320,7 +320,7 @@ export class StorageMetrics {
     out.push('# TYPE processes_retention_errors_total counter', `processes_retention_errors_total ${r.errors}`)
     out.push('# HELP processes_retention_vacuums_total Vacuums retention ran itself, where no autovacuum runs.')
     out.push('# TYPE processes_retention_vacuums_total counter', `processes_retention_vacuums_total ${r.vacuums}`)
-    out.push('# HELP processes_retention_vacuum_seconds_total Time those vacuums took.')
+    out.push('# HELP processes_retention_vacuum_seconds_total Time those vacuums (and their analyzes, at most one a minute) took.')
     out.push('# TYPE processes_retention_vacuum_seconds_total counter', `processes_retention_vacuum_seconds_total ${r.vacuum_seconds.toFixed(3)}`)
   }
 }

@@ -138,6 +138,32 @@ describe('processes on the test database', async () => {
     expect(retention.totals.vacuums).toBe(1)
     expect((await stats(sql)).vacuums).toBe(base.vacuums + 1)
   })
+
+  it.skipIf(!autovacuumOff)('analyzes with a vacuum at most once a minute (ANALYZE_MIN_INTERVAL_MS): a second vacuum soon after does not', async () => {
+    const analyzes = async () =>
+      Number((await sql<{ n: number }[]>`select analyze_count::float8 as n from pg_stat_user_tables where relname = 'processes'`)[0]!.n)
+    await insertProcesses(sql, tenant.workspaceId, 2000, 'pending', null)
+    await sql.unsafe('vacuum processes')
+    const retention = job(sql)
+    const dirty = async (progress: number) => {
+      const before = await stats(sql)
+      await sql`update processes set progress = ${progress} where workspace_id = ${tenant.workspaceId}`
+      await waitFor(
+        async () => (await processesDue(sql)).dead > (await processesDue(sql)).threshold && (await stats(sql)).updates > before.updates,
+        20_000,
+        'dead rows counted',
+      )
+    }
+    await dirty(3)
+    const before = { vacuums: (await stats(sql)).vacuums, analyzes: await analyzes() }
+    await retention.vacuumWhereDue() // vacuum and analyze: the job has not analyzed yet
+    await waitFor(async () => (await analyzes()) === before.analyzes + 1, 20_000, 'the first vacuum analyzed')
+    await dirty(4)
+    await retention.vacuumWhereDue() // vacuum only: analyzed less than a minute ago
+    await waitFor(async () => (await stats(sql)).vacuums === before.vacuums + 2, 20_000, 'the second vacuum counted')
+    expect(await analyzes()).toBe(before.analyzes + 1)
+    expect(retention.totals.vacuums).toBe(2)
+  })
 })
 
 // ---------------------------------------------------------------------------------------------------------
