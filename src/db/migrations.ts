@@ -7,6 +7,7 @@ import security from '../../sql/004_security.sql' with { type: 'text' }
 import storage from '../../sql/005_storage.sql' with { type: 'text' }
 import workers from '../../sql/006_workers.sql' with { type: 'text' }
 import processesVacuum from '../../sql/007_processes_vacuum.sql' with { type: 'text' }
+import claimPlan from '../../sql/008_claim_plan.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -21,4 +22,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '005_storage.sql', text: storage },
   { name: '006_workers.sql', text: workers },
   { name: '007_processes_vacuum.sql', text: processesVacuum },
+  { name: '008_claim_plan.sql', text: claimPlan },
 ]

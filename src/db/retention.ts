@@ -460,6 +460,6 @@ export async function sampleStorage(sql: Sql): Promise<StorageSample> {
      order by t.name`
   const [pending] = await sql<{ s: number }[]>`
     select coalesce(extract(epoch from now() - min(run_at)), 0)::float8 as s
-      from processes where status = 'pending' and run_at <= now()`
+      from processes where status = 'pending' and run_at > '-infinity' and run_at <= now()`
   return { tables: [...tables], oldest_pending_s: Number(pending?.s ?? 0) }
 }

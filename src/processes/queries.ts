@@ -303,8 +303,23 @@ export const CAP_LOCK_KEY = 7_311_000_011
  * recently first), then every workspace's second, and so on; within a workspace, priority desc, run_at, id.
  */
 export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
+  await claimPlanSettings(sql)
   const rows = await claimStatement(sql, o)
   return rows.map(toProcess)
+}
+
+/**
+ * The claim must walk processes_claim_idx whatever the statistics say. Right after a bulk create, before
+ * analyze has run (autovacuum's comes once per naptime), the planner took 50,000 new pending rows for one and
+ * read them all through processes_pending_run_at_idx and a sort: 655 ms a claim instead of 0.8 ms. Without
+ * sorts to choose, the index's own order is the plan; and that index can no longer serve a claim at all
+ * (sql/008_claim_plan.sql). Local to the caller's transaction, as every claim is
+ * (outside one it does nothing).
+ */
+export function claimPlanSettings(sql: Sql) {
+  // jit off with it: a disabled sort still costs 10^10 in the planner's sums, far past jit_above_cost, and
+  // compiling the statement took ~370 ms.
+  return sql`select set_config('enable_sort', 'off', true), set_config('jit', 'off', true)`
 }
 
 /** claimNext's statement, unawaited: a test EXPLAINs it (tests/processes/queue.test.ts). */
@@ -372,13 +387,15 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
              attempts = attempts + 1, progress = 0,
              message = 'Started', started_at = now(), heartbeat_at = now(), updated_at = now(),
              finished_at = null, version = version + 1
-        from next
-       where p.id = next.id and p.status = any(${EDGES.claim.from}::text[])
-      returning p.*, next.rank
+       -- By primary key: an array, not a join, and the status guard as 'is true', which no partial index
+       -- on pending rows can be proven from (with stale statistics the planner chose one and read every
+       -- pending row). The rows are pending and locked by this statement's own 'for update' anyway.
+       where p.id = any(array(select id from next)) and (p.status = any(${EDGES.claim.from}::text[])) is true
+      returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
     )
-    select * from p order by rank`
+    select p.*, next.rank from p join next using (id) order by next.rank`
 }
 
 /** Takes the cap lock for the rest of the transaction (see CAP_LOCK_KEY). */
@@ -394,7 +411,7 @@ export async function capLock(sql: Sql) {
 export async function nextRunAt(sql: Sql, types: string[] | null): Promise<number | null> {
   const [row] = await sql<{ at: string | null }[]>`
     select min(run_at) as at from processes
-     where status = 'pending' and run_at > now() - interval '1 second' ${types ? sql`and type = any(${types}::text[])` : sql``}`
+     where status = 'pending' and run_at > '-infinity' and run_at > now() - interval '1 second' ${types ? sql`and type = any(${types}::text[])` : sql``}`
   return row?.at ? Date.parse(row.at) : null
 }
 
