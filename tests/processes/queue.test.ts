@@ -521,14 +521,7 @@ describe('claim cost', () => {
     await sql`insert into processes (workspace_id, type) select ${other.workspaceId}, 'backlog' from generate_series(1, 5000)`
     await sql`analyze processes`
     for (let i = 0; i < 3; i++) await insertProcess(sql, { workspaceId: t.workspaceId, createdBy: null, type: 'history', metadata: {} })
-    const plan = await sql
-      .begin(async (tx) => {
-        await claimPlanSettings(tx) // as claimNext does
-        const [row] = await tx`explain (analyze, format json) ${claimStatement(tx, { workerId: 'explain', types: ['history'], max: 2 })}`
-        await tx`rollback` // never keep the claim
-        return row
-      })
-      .catch((e) => e)
+    const plan = await explainClaim(sql, { workerId: 'explain', types: ['history'], max: 2 })
     const onProcesses = planNodesOn(plan, 'processes')
     expect(onProcesses.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([])
     expect(rowsRead(onProcesses)).toBeLessThan(100)
@@ -546,18 +539,13 @@ describe('claim cost', () => {
     await sql`analyze processes`
     await sql`insert into processes (workspace_id, type) select ${a.workspaceId}, 'burst' from generate_series(1, 20000)`
     await sql`insert into processes (workspace_id, type) values (${b.workspaceId}, 'burst')`
-    const plan = await sql.begin(async (tx) => {
-      await claimPlanSettings(tx)
-      const [row] = await tx`explain (analyze, format json) ${claimStatement(tx, { workerId: 'burst', types: ['burst'], max: 50 })}`
-      await tx`rollback`
-      return row
-    })
+    const plan = await explainClaim(sql, { workerId: 'burst', types: ['burst'], max: 50 })
     const onProcesses = planNodesOn(plan, 'processes').filter((n) => n['Node Type'] !== 'ModifyTable')
     expect(onProcesses.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([])
     // 50 claimed (26 and 25 from the two lanes' turns, at most): a few rows more than that, never the burst.
     expect(rowsRead(onProcesses)).toBeLessThan(200)
     // And no JIT compilation (the disabled sort's cost would otherwise set it off: ~370 ms a claim).
-    expect((plan?.['QUERY PLAN'] ?? plan)?.[0]?.JIT).toBeUndefined()
+    expect(planOf(plan).JIT).toBeUndefined()
   }, 120_000)
 
   // One worker id holding many leases (a fleet sharing an id, or concurrency in the thousands): the batched
@@ -576,15 +564,9 @@ describe('claim cost', () => {
     ).map((r) => Number(r.id))
     await sql`analyze processes`
     const mine = ids.slice(100, 103)
-    const explain = (statement: (tx: any) => any) =>
-      sql.begin(async (tx) => {
-        const [row] = await tx`explain (analyze, format json) ${statement(tx)}`
-        await tx`rollback` // never keep the writes
-        return row
-      })
     const progress = mine.map((id) => ({ id, progress: 40, message: null, worker_id: 'fleet-worker', attempt: 1, worker_token_id: null }))
     const completes = mine.map((id) => ({ id, worker_id: 'fleet-worker', attempt: 1, worker_token_id: null, review: false }))
-    for (const plan of [await explain((tx) => progressStatement(tx, progress)), await explain((tx) => completeStatement(tx, completes))]) {
+    for (const plan of [await explain(sql, (tx) => progressStatement(tx, progress)), await explain(sql, (tx) => completeStatement(tx, completes))]) {
       const onProcesses = planNodesOn(plan, 'processes').filter((n) => n['Node Type'] !== 'ModifyTable')
       expect(onProcesses.length).toBeGreaterThan(0)
       expect(onProcesses.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([])
@@ -596,9 +578,25 @@ describe('claim cost', () => {
   }, 120_000)
 })
 
+/** EXPLAIN (analyze) of a statement in a transaction that is rolled back: whatever it writes is never kept. */
+function explain(sql: typeof db.sql, statement: (tx: any) => any, before?: (tx: any) => unknown) {
+  return sql.begin(async (tx) => {
+    await before?.(tx)
+    const [row] = await tx`explain (analyze, format json) ${statement(tx)}`
+    await tx`rollback`
+    return row
+  })
+}
+
+/** A claim's EXPLAIN, under the settings claimNext gives its statement. */
+const explainClaim = (sql: typeof db.sql, o: Parameters<typeof claimStatement>[1]) => explain(sql, (tx) => claimStatement(tx, o), claimPlanSettings)
+
+/** The top of an EXPLAIN (format json) result: its Plan, and JIT when the statement was compiled. */
+const planOf = (plan: any) => (plan?.['QUERY PLAN'] ?? plan)?.[0] ?? {}
+
 /** The plan nodes of an EXPLAIN (format json) result that read the given table. */
 function planNodesOn(plan: any, table: string): any[] {
-  const root = (plan?.['QUERY PLAN'] ?? plan)?.[0]?.Plan
+  const root = planOf(plan).Plan
   expect(root).toBeDefined()
   const nodes: any[] = []
   const walk = (n: any) => {
