@@ -58,16 +58,13 @@ export async function revokeSession(sql: Sql, id: number) {
 
 /** A user's open sessions (neither revoked nor expired), newest first: for `cli list-sessions`. */
 export async function listSessions(sql: Sql, userId: number) {
-  const rows = await sql<{ id: number; api_token_id: number; created_at: Date; expires_at: Date }[]>`
-    select id, api_token_id, created_at, expires_at from sessions
-     where user_id = ${userId} and revoked_at is null and expires_at > now()
-     order by id desc`
-  return rows.map((r) => ({
-    id: Number(r.id),
-    api_token_id: Number(r.api_token_id),
-    created_at: new Date(r.created_at).toISOString(),
-    expires_at: new Date(r.expires_at).toISOString(),
-  }))
+  // int8 as numbers and timestamps as ISO strings already (src/db/client.ts parsers).
+  return [
+    ...(await sql<{ id: number; api_token_id: number; created_at: string; expires_at: string }[]>`
+      select id, api_token_id, created_at, expires_at from sessions
+       where user_id = ${userId} and revoked_at is null and expires_at > now()
+       order by id desc`),
+  ]
 }
 
 /** Revokes one session (`id`) or all of a user's open ones (`userId`); returns the ids it revoked. */
@@ -77,7 +74,7 @@ export async function revokeSessions(sql: Sql, o: { id?: number; userId?: number
      where revoked_at is null and expires_at > now()
        and ${o.id !== undefined ? sql`id = ${o.id}` : sql`user_id = ${o.userId!}`}
     returning id`
-  return rows.map((r) => Number(r.id)).sort((a, b) => a - b)
+  return rows.map((r) => r.id).sort((a, b) => a - b)
 }
 
 /** Of these credentials, the ones no longer valid (revoked or expired): their sockets and streams are closed. */

@@ -458,6 +458,7 @@ export async function sampleStorage(sql: Sql): Promise<StorageSample> {
       left join pg_stat_user_tables s on s.relid = p.relid
      group by t.name
      order by t.name`
+  // `run_at > '-infinity'`: processes_pending_run_at_idx's predicate (sql/008_claim_plan.sql).
   const [pending] = await sql<{ s: number }[]>`
     select coalesce(extract(epoch from now() - min(run_at)), 0)::float8 as s
       from processes where status = 'pending' and run_at > '-infinity' and run_at <= now()`

@@ -409,6 +409,8 @@ export async function capLock(sql: Sql) {
  * millisecond early) looks again at once instead of sleeping out its wait.
  */
 export async function nextRunAt(sql: Sql, types: string[] | null): Promise<number | null> {
+  // `run_at > '-infinity'`: the predicate of processes_pending_run_at_idx, which only this and the oldest
+  // pending age state (sql/008_claim_plan.sql).
   const [row] = await sql<{ at: string | null }[]>`
     select min(run_at) as at from processes
      where status = 'pending' and run_at > '-infinity' and run_at > now() - interval '1 second' ${types ? sql`and type = any(${types}::text[])` : sql``}`
