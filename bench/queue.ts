@@ -8,7 +8,8 @@
 // Smaller runs: BENCH_QUEUE_JOBS (default 10000), BENCH_QUEUE_ROUNDS (2), BENCH_QUEUE_FINISHED (1000000),
 // BENCH_QUEUE_BACKLOG (50000).
 import { connectWorker } from '../packages/client/src/worker'
-import { insertProcess, claimNext } from '../src/processes/queries'
+import { claimNext } from '../src/processes/queries/claims'
+import { insertProcess } from '../src/processes/queries/create'
 import { BASE_REDIS_URL, BENCH_DIR, Report, createBenchTenant, freshDatabase, redisPrefix, startProcessesServer, cleanRedisPrefix } from './lib'
 
 const env = process.env

@@ -2,7 +2,7 @@
 // watched process, every change in watched workspaces since the outage began, and every lease of a watched
 // worker that ended meanwhile (so its worker still hears `cancel`).
 import type { Sql } from '../db/client'
-import { getProcesses, listChangedSince, listLeasesEndedSince } from '../processes/queries'
+import { getProcesses, listChangedSince, listLeasesEndedSince } from '../processes/queries/reads'
 import type { ProcessHub } from '../processes/hub-rules'
 
 export async function resyncFromDatabase(sql: Sql, hub: ProcessHub, since: Date): Promise<void> {

@@ -3,7 +3,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
 import { sampleStorage } from '../db/retention'
 import { unauthenticated } from '../errors'
-import { queueDepth } from '../processes/stats'
+import { queueDepth } from '../processes/queries/stats'
 import { PUBLIC, documented } from './docs'
 import type { Services } from '../wiring'
 

@@ -24,9 +24,9 @@ import {
   tooDeeplyNested,
   unstorableJson,
 } from './model'
-import { listActive, listEvents, listProcesses } from './queries'
+import { listActive, listEvents, listProcesses } from './queries/reads'
 import { createProcess, createProcesses, userAction } from './service'
-import type { NewProcess } from './queries'
+import type { NewProcess } from './queries/create'
 import { openProcessStream, parseLastEventId } from './process-stream'
 import { openWorkspaceStream } from './workspace-stream'
 

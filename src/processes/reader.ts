@@ -4,7 +4,7 @@
 import { Batcher } from '../db/batch'
 import type { Sql } from '../db/client'
 import type { Process } from './model'
-import { getProcessTexts, getProcesses, getVersions, type ProcessText, type ProcessVersion } from './queries'
+import { getProcessTexts, getProcesses, getVersions, type ProcessText, type ProcessVersion } from './queries/reads'
 
 export class ProcessReader {
   private readonly rows: Batcher<Process>

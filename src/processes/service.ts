@@ -7,7 +7,10 @@ import { forbidden, invalidRequest, invalidTransition, notFound } from '../error
 import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import type { Status } from './states'
-import { findState, insertProcesses, type NewProcess, toProcess, transitionProcess, type Transition, userTransition } from './queries'
+import { insertProcesses, type NewProcess } from './queries/create'
+import { findState } from './queries/reads'
+import { toProcess } from './queries/rows'
+import { transitionProcess, type Transition, userTransition } from './queries/transitions'
 
 const UNIQUE_VIOLATION = '23505'
 

@@ -8,7 +8,9 @@
 import { SERVER_QUERY_TIMEOUT_MS, type Sql, withDeadline } from '../db/client'
 import type { ProcessHub } from '../processes/hub-rules'
 import type { Process } from '../processes/model'
-import { capLock, claimNext, type CompleteWrite, completeProcesses, type LeaseToken } from '../processes/queries'
+import { capLock, claimNext } from '../processes/queries/claims'
+import { type CompleteWrite, completeProcesses } from '../processes/queries/completions'
+import type { LeaseToken } from '../processes/queries/transitions'
 import type { QueuePolicy } from './queue'
 
 /** At most this many frames per statement; more wait for the next batch. */

@@ -6,7 +6,9 @@ import type { Logger } from '../ops/log'
 import { BackgroundLoop } from '../ops/loop'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
-import { capLock, claimNext, type LeaseToken, nextRunAt, sweepExpired } from '../processes/queries'
+import { capLock, claimNext, nextRunAt } from '../processes/queries/claims'
+import { sweepExpired } from '../processes/queries/failures'
+import type { LeaseToken } from '../processes/queries/transitions'
 import type { QueuePolicy } from './queue'
 
 export const MAX_WAIT_MS = 30_000

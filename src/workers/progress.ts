@@ -8,7 +8,7 @@ import type { Sql } from '../db/client'
 import type { ProcessHub } from '../processes/hub-rules'
 import type { Metrics } from '../ops/metrics'
 import type { Process } from '../processes/model'
-import { type ProgressWrite, writeProgress } from '../processes/queries'
+import { type ProgressWrite, writeProgress } from '../processes/queries/reports'
 
 export type ProgressOutcome = { ok: true; process: Process } | { ok: false; error: unknown }
 type Waiter = (outcome: ProgressOutcome) => void

@@ -2,7 +2,8 @@
 // between workspaces that this instance's claims take.
 import { type Config, typeDefaults } from '../config'
 import type { Process } from '../processes/model'
-import type { Backoff, ClaimOptions } from '../processes/queries'
+import type { ClaimOptions } from '../processes/queries/claims'
+import type { Backoff } from '../processes/queries/failures'
 
 /** Workspaces this instance remembers serving; one it forgot goes first again, as one never served. */
 const MAX_REMEMBERED = 1000

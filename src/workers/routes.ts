@@ -12,38 +12,12 @@ import type { Sql } from '../db/client'
 import { documented } from '../ops/docs'
 import { ErrorSchema } from '../processes/model'
 import type { Services } from '../wiring'
-import { STALE_MS } from './sessions'
+import { countPendingByType, listLeasesIn, listSessions } from './queries'
 
 const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString())
 
 export async function listWorkers(sql: Sql, workspaceId: number) {
-  const [sessions, leases, pending] = await Promise.all([
-    sql<{ worker_id: string; instance_id: string; types: string[] | null; connected_at: Date; last_frame_at: Date }[]>`
-      select worker_id, instance_id, types, connected_at, last_frame_at
-        from worker_sessions
-       where refreshed_at >= now() - ${STALE_MS} * interval '1 millisecond'
-       order by worker_id, connected_at`,
-    sql<
-      {
-        id: number
-        type: string
-        progress: number
-        message: string | null
-        worker_id: string
-        attempts: number
-        started_at: Date | null
-        heartbeat_at: Date | null
-      }[]
-    >`
-      select id::float8 as id, type, progress, message, worker_id, attempts, started_at, heartbeat_at
-        from processes
-       where workspace_id = ${workspaceId} and status = 'running' and worker_id is not null
-       order by id`,
-    sql<{ type: string; count: number }[]>`
-      select type, count(*)::int as count from processes
-       where workspace_id = ${workspaceId} and status = 'pending'
-       group by type order by type`,
-  ])
+  const [sessions, leases, pending] = await Promise.all([listSessions(sql), listLeasesIn(sql, workspaceId), countPendingByType(sql, workspaceId)])
   type Worker = WorkersPage['workers'][number]
   const workers = new Map<string, Worker>()
   const entry = (id: string): Worker => {

@@ -4,10 +4,9 @@
 import type { Sql } from '../db/client'
 import type { Logger } from '../ops/log'
 import type { WorkerGateway } from './gateway'
+import { deleteSessionsOf, type SessionRow, writeSessions } from './queries'
 
 export const REFRESH_MS = 5000
-/** Rows not refreshed for this long belong to an instance that is gone. */
-export const STALE_MS = 30_000
 const DEBOUNCE_MS = 50
 
 export class WorkerSessions {
@@ -38,7 +37,7 @@ export class WorkerSessions {
     if (this.pending) clearTimeout(this.pending)
     await this.syncing
     try {
-      await this.sql`delete from worker_sessions where instance_id = ${this.instanceId}`
+      await deleteSessionsOf(this.sql, this.instanceId)
     } catch {
       // The database is down: the rows go stale and the other instances prune them.
     }
@@ -72,7 +71,7 @@ export class WorkerSessions {
 
   private async write() {
     if (this.stopped) return
-    const rows = [...this.gateway.openSockets].map(({ data }) => ({
+    const rows: SessionRow[] = [...this.gateway.openSockets].map(({ data }) => ({
       conn_id: data.connId,
       worker_id: data.workerId,
       token_id: data.tokenId,
@@ -80,22 +79,6 @@ export class WorkerSessions {
       connected_at: new Date(data.connectedAt).toISOString(),
       last_frame_at: new Date(data.lastFrameAt).toISOString(),
     }))
-    const json = JSON.stringify(rows)
-    await this.sql.begin(async (tx) => {
-      await tx`
-        delete from worker_sessions
-         where (instance_id = ${this.instanceId} and conn_id <> all(${rows.map((r) => r.conn_id)}::text[]))
-            or refreshed_at < now() - ${STALE_MS} * interval '1 millisecond'`
-      if (rows.length === 0) return
-      await tx`
-        insert into worker_sessions (conn_id, worker_id, instance_id, token_id, types, connected_at, last_frame_at, refreshed_at)
-        select r.conn_id, r.worker_id, ${this.instanceId}, r.token_id,
-               case when r.types is null then null else array(select jsonb_array_elements_text(r.types)) end,
-               r.connected_at, r.last_frame_at, now()
-          from jsonb_to_recordset(${json}::text::jsonb)
-            as r(conn_id text, worker_id text, token_id bigint, types jsonb, connected_at timestamptz, last_frame_at timestamptz)
-        on conflict (conn_id) do update
-           set worker_id = excluded.worker_id, types = excluded.types, last_frame_at = excluded.last_frame_at, refreshed_at = now()`
-    })
+    await writeSessions(this.sql, this.instanceId, rows)
   }
 }

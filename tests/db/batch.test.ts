@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'bun:test'
 import { Batcher } from '../../src/db/batch'
 import type { Process } from '../../src/processes/model'
-import { getProcesses } from '../../src/processes/queries'
+import { getProcesses } from '../../src/processes/queries/reads'
 import { ProcessReader } from '../../src/processes/reader'
 import { createTenant, hasPostgres, testDatabase } from '../helpers'
 

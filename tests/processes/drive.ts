@@ -4,7 +4,8 @@
 import { expect } from 'bun:test'
 import type { Sql } from '../../src/db/client'
 import type { Process } from '../../src/processes/model'
-import { claimNext, transitionProcess, workerTransition } from '../../src/processes/queries'
+import { claimNext } from '../../src/processes/queries/claims'
+import { transitionProcess, workerTransition } from '../../src/processes/queries/transitions'
 import type { Status } from '../../src/processes/states'
 import type { Requester } from '../helpers'
 

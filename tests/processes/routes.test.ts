@@ -1,7 +1,9 @@
 // The REST routes (README: API) through the full in-process handler: every route's success and every error code.
 import { beforeAll, describe, expect, it } from 'bun:test'
 import { addMember, createWorkspace } from '../../src/auth/queries'
-import { appendLog, claimNext, getProcesses } from '../../src/processes/queries'
+import { claimNext } from '../../src/processes/queries/claims'
+import { getProcesses } from '../../src/processes/queries/reads'
+import { appendLog } from '../../src/processes/queries/reports'
 import { createTenant, inProcessApp, type Tenant } from '../helpers'
 import { createPending, processIn, uniqueType, WORKER_ID } from './drive'
 

@@ -2,7 +2,10 @@
 // one event per change in the same transaction, and racing transitions with exactly one winner per step.
 import { beforeAll, describe, expect, it } from 'bun:test'
 import type { Process } from '../../src/processes/model'
-import { claimNext, EDGES, listActive, sweepExpired, transitionProcess, workerTransition } from '../../src/processes/queries'
+import { claimNext } from '../../src/processes/queries/claims'
+import { sweepExpired } from '../../src/processes/queries/failures'
+import { listActive } from '../../src/processes/queries/reads'
+import { EDGES, transitionProcess, workerTransition } from '../../src/processes/queries/transitions'
 import { edge, FINAL, NOT_FINAL, STATUSES, TRANSITIONS, type Status } from '../../src/processes/states'
 import { createTenant, inProcessApp, listeningServer, waitFor, workerToken, type Tenant } from '../helpers'
 import { TestWorker } from '../support/worker-client'

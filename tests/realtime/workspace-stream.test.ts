@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import type { Sql } from '../../src/db/client'
-import { getProcesses } from '../../src/processes/queries'
+import { getProcesses } from '../../src/processes/queries/reads'
 import { streamStats } from '../../src/processes/sse-session'
 import { createTenant, listeningServer, testDatabase, waitFor, type Tenant } from '../helpers'
 import { openEventSource } from '../support/sse-client'

@@ -1,0 +1,91 @@
+// A worker's fail and the lease sweep's time-out: failed, or back to pending after a backoff while attempts remain.
+import type { Sql } from '../../db/client'
+import type { Process } from '../model'
+import type { Status } from '../states'
+import { toProcess } from './rows'
+import { EDGES, ownerGuard } from './transitions'
+
+/** Retry backoff per type: base × 2^(attempt−1), capped, then jittered to 50–100 % (sql, in ms, for row p). */
+export interface Backoff {
+  baseMs: number
+  maxMs: number
+  /** Per type: [baseMs, maxMs]. */
+  byType: Record<string, [number, number]>
+}
+
+function backoffMs(sql: Sql, b: Backoff) {
+  const byType = JSON.stringify(b.byType)
+  return sql`(least(coalesce((${byType}::text::jsonb -> p.type ->> 1)::float8, ${b.maxMs}),
+                    coalesce((${byType}::text::jsonb -> p.type ->> 0)::float8, ${b.baseMs}) * power(2, greatest(p.attempts - 1, 0)))
+              * (0.5 + random() / 2))`
+}
+
+/**
+ * A worker's fail, or the sweep's time-out: with attempts left (attempts < max_attempts), back to pending
+ * with run_at after a backoff (an extension of the state machine: running → pending, "retry 2 of 5 at …");
+ * otherwise failed. The worker id stays on the row until the next claim: the lease holder hears that its
+ * lease ended (leaseEnded, src/processes/hub-rules.ts), and its late frames are refused by the attempt and the status.
+ */
+function failOrRetrySet(sql: Sql, error: string) {
+  return sql`
+         status = case when d.retry then ${EDGES.retryLater.to}::text else ${EDGES.fail.to}::text end,
+         error = ${error},
+         message = case when d.retry
+                        then 'retry ' || (p.attempts + 1) || ' of ' || p.max_attempts || ' at '
+                             || to_char(d.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || ': ' || ${error}
+                        else ${error} end,
+         run_at = case when d.retry then d.at else p.run_at end,
+         finished_at = case when d.retry then null else now() end,
+         heartbeat_at = case when d.retry then null else p.heartbeat_at end,
+         updated_at = now(), version = p.version + 1`
+}
+
+/** The statuses a fail (or a time-out) may leave: those both its outcomes, failed and the retry's pending, allow. */
+const FAIL_FROM: readonly Status[] = EDGES.fail.from.filter((s) => EDGES.retryLater.from.includes(s))
+
+export async function failProcess(
+  sql: Sql,
+  id: number,
+  o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff; tokenId?: number },
+): Promise<Process | null> {
+  const [row] = await sql`
+    with d as (
+      select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, o.backoff)} * interval '1 millisecond' as at
+        from processes p where p.id = ${id}
+    ), p as (
+      update processes p set ${failOrRetrySet(sql, o.error)}
+        from d
+       where p.id = d.id and p.status = any(${FAIL_FROM}::text[]) ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)}
+      returning p.*
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p`
+  return row ? toProcess(row) : null
+}
+
+/**
+ * Every running process whose lease went silent: retried when attempts remain (as a worker's fail), else
+ * failed with "timed out". Safe on every instance at once (skip locked + the status guard).
+ */
+export async function sweepExpired(sql: Sql, timeoutMs: number, backoff: Backoff = { baseMs: 1000, maxMs: 3_600_000, byType: {} }): Promise<Process[]> {
+  const rows = await sql`
+    with d as (
+      select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, backoff)} * interval '1 millisecond' as at
+        from processes p
+       -- 'running': FAIL_FROM, as a literal for processes_running_idx (see EDGES).
+       where p.status = 'running' and p.heartbeat_at < now() - ${timeoutMs} * interval '1 millisecond'
+       order by p.heartbeat_at
+       limit 500
+       for update skip locked
+    ), p as (
+      update processes p set ${failOrRetrySet(sql, 'timed out')}
+        from d
+       where p.id = d.id and p.status = any(${FAIL_FROM}::text[])
+      returning p.*
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p`
+  return rows.map(toProcess)
+}

@@ -1,0 +1,116 @@
+// Reads of processes and their events: by id (batched by the reader), lists, the workspace stream's pages, and
+// what a Redis outage may have hidden.
+import type { Sql } from '../../db/client'
+import type { Process, ProcessSummary } from '../model'
+import { NOT_FINAL, type Status } from '../states'
+import { toProcess } from './rows'
+
+export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> {
+  if (ids.length === 0) return []
+  const rows = await sql`select * from processes where id = any(${ids}::bigint[])`
+  return rows.map(toProcess)
+}
+
+export interface ProcessText extends ProcessVersion {
+  /** The process's JSON as the API shows it (sql/002_process_json.sql). */
+  json: string
+}
+
+export async function getProcessTexts(sql: Sql, ids: number[]): Promise<ProcessText[]> {
+  if (ids.length === 0) return []
+  return sql<ProcessText[]>`select id, workspace_id, version, json from process_json where id = any(${ids}::bigint[])`
+}
+
+export interface ProcessVersion {
+  id: number
+  workspace_id: number
+  version: number
+}
+
+export async function getVersions(sql: Sql, ids: number[]): Promise<ProcessVersion[]> {
+  if (ids.length === 0) return []
+  return sql<ProcessVersion[]>`
+    select id, workspace_id, version from processes where id = any(${ids}::bigint[])`
+}
+
+export interface ListFilter {
+  workspaceId: number
+  statuses?: string[]
+  type?: string
+  before?: number
+  limit: number
+}
+
+/** Newest first by id; fetches one extra row to know whether another page follows. */
+export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: ProcessSummary[]; more: boolean }> {
+  const rows = await sql<ProcessSummary[]>`
+    select id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
+           created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts
+      from processes
+     where workspace_id = ${f.workspaceId}
+       ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
+       ${f.type ? sql`and type = ${f.type}` : sql``}
+       ${f.before ? sql`and id < ${f.before}` : sql``}
+     order by id desc
+     limit ${f.limit + 1}`
+  const more = rows.length > f.limit
+  return { rows: more ? rows.slice(0, f.limit) : [...rows], more }
+}
+
+export interface ActiveFilter {
+  workspaceId: number
+  statuses?: string[]
+  type?: string
+  /** Keyset: only ids above this one (0 for the first page). */
+  after: number
+  limit: number
+}
+
+/** A page of the processes a workspace stream starts with: everything not final (states.ts) that matches, by id. */
+export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> {
+  const rows = await sql`
+    select * from processes
+     where workspace_id = ${f.workspaceId}
+       and id > ${f.after}
+       and status = any(${NOT_FINAL}::text[])
+       ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
+       ${f.type ? sql`and type = ${f.type}` : sql``}
+     order by id
+     limit ${f.limit}`
+  return rows.map(toProcess)
+}
+
+/** Changed processes of some workspaces since a moment: what a Redis outage may have hidden. */
+export async function listChangedSince(sql: Sql, workspaceIds: number[], since: Date): Promise<Process[]> {
+  if (workspaceIds.length === 0) return []
+  const rows = await sql`
+    select * from processes
+     where workspace_id = any(${workspaceIds}::bigint[]) and updated_at >= ${since}
+     order by id`
+  return rows.map(toProcess)
+}
+
+/** Processes of these workers that left `running` since then: the leases an outage may have hidden. */
+export async function listLeasesEndedSince(sql: Sql, workerIds: string[], since: Date): Promise<Process[]> {
+  if (workerIds.length === 0) return []
+  const rows = await sql`
+    select * from processes
+     where worker_id = any(${workerIds}::text[]) and status <> 'running' and updated_at >= ${since}
+     order by id`
+  return rows.map(toProcess)
+}
+
+export async function listEvents(sql: Sql, processId: number, after: number, limit: number) {
+  return sql<{ id: number; status: Status; message: string | null; created_at: string }[]>`
+    select id, status, message, created_at from process_events
+     where process_id = ${processId} and id > ${after}
+     order by id
+     limit ${limit}`
+}
+
+/** Why a guarded statement found no row: the current state, if the process is visible at all. */
+export async function findState(sql: Sql, id: number) {
+  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number; type: string; worker_token_id: number | null }[]>`
+    select status, worker_id, attempts, workspace_id, type, worker_token_id from processes where id = ${id}`
+  return row ?? null
+}
