@@ -1,5 +1,5 @@
 // bench ingest: worker `progress` frames per second one instance accepts (acks received) with coalescing on
-// (PROGRESS_FLUSH_MS = 100, the default), from several worker connections, each holding its share of many
+// (PROGRESS_PERSIST_MS = 100, the default), from several worker connections, each holding its share of many
 // running processes, and the Postgres row writes and statements that costs (the server's own counters:
 // processes_progress_frames_total / _writes_total / _statements_total). Ceiling: the same workers against a
 // trivial Bun WebSocket server that parses each frame and acks it at once (no database).

@@ -18,9 +18,8 @@ export const ConfigSchema = T.Object({
   JOB_TIMEOUT_MS: Int(300_000, 100, 86_400_000),
   /** How often each instance runs the lease sweep; defaults to a tenth of JOB_TIMEOUT_MS. */
   SWEEP_INTERVAL_MS: T.Optional(T.Integer({ minimum: 20, maximum: 3_600_000 })),
-  PROGRESS_FLUSH_MS: Int(100, 0, 60_000),
-  /** `off`: progress writes commit without waiting for the WAL flush (see ProgressCoalescer); status changes always do. */
-  PROGRESS_SYNC_COMMIT: T.Union([T.Literal('on'), T.Literal('off')], { default: 'on' }),
+  /** Live state (progress) is written behind its ack at most once per this per process (src/workers/write-behind.ts). */
+  PROGRESS_PERSIST_MS: Int(250, 0, 60_000),
   DB_POOL_MAX: Int(10, 1, 200),
   CORS_ORIGINS: T.String({ default: '' }),
   LOG_LEVEL: T.Union([T.Literal('debug'), T.Literal('info'), T.Literal('warn'), T.Literal('error'), T.Literal('silent')], { default: 'info' }),

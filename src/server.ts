@@ -23,7 +23,7 @@ import type { Services } from './wiring'
 import { WorkerGateway, type WorkerSocketData } from './workers/gateway'
 import { WorkerSessions } from './workers/sessions'
 import { LeaseSweeper } from './workers/leases'
-import { ProgressCoalescer } from './workers/progress'
+import { HeldLeases } from './workers/held'
 import { QueuePolicy } from './workers/queue'
 
 export interface Running {
@@ -40,7 +40,7 @@ const SHUTDOWN_BUDGET_MS = 9000
 export async function buildServices(
   config: Config,
   o: { db?: Database; log?: Logger } = {},
-): Promise<{ services: Services; bridge: RedisBridge<Process> | null; sweeper: LeaseSweeper }> {
+): Promise<{ services: Services; bridge: RedisBridge<Process> | null; sweeper: LeaseSweeper; held: HeldLeases }> {
   const log = o.log ?? new Logger(config.LOG_LEVEL)
   const db =
     o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
@@ -55,15 +55,7 @@ export async function buildServices(
   hub.onPublish = (processes) => metrics.jobs.observe(processes)
   const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
-  const progress = new ProgressCoalescer(
-    db.sql,
-    hub,
-    metrics,
-    config.PROGRESS_FLUSH_MS,
-    Math.min(1000, Math.floor(config.JOB_TIMEOUT_MS / 20)),
-    2,
-    config.PROGRESS_SYNC_COMMIT === 'off' && db.kind === 'postgres',
-  )
+  const held = new HeldLeases()
   const queue = new QueuePolicy(config)
   const credentials = new CredentialWatch(db.sql, log, config.AUTH_CACHE_MS)
   const limits = {
@@ -79,9 +71,9 @@ export async function buildServices(
     audit,
     log,
     metrics,
-    progress,
+    live: held,
     queue,
-    reader: new ProcessReader(db.sql),
+    reader: new ProcessReader(db.sql, held, hub),
     credentials,
     limits,
     draining: { value: false },
@@ -101,13 +93,13 @@ export async function buildServices(
     await bridge.connect()
   }
   const sweeper = new LeaseSweeper(db.sql, hub, log, metrics, config.JOB_TIMEOUT_MS, sweepIntervalMs(config), queue)
-  return { services, bridge, sweeper }
+  return { services, bridge, sweeper, held }
 }
 
 export async function startServer(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<Running> {
-  const { services, bridge, sweeper } = await buildServices(config, o)
-  const { log, metrics, hub, audit, progress } = services
-  const gateway = new WorkerGateway(services)
+  const { services, bridge, sweeper, held } = await buildServices(config, o)
+  const { log, metrics, hub, audit } = services
+  const gateway = new WorkerGateway(services, held)
   const sessions = new WorkerSessions(services.sql, gateway, log)
   const retention = new RetentionJob(services.sql, retentionSettings(config), log, config.RETENTION_INTERVAL_MS)
   metrics.storage.retention = retention.totals
@@ -122,7 +114,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   metrics.counter('events_published', 'Process states committed on this instance and published to its streams (and Redis).', () => hub.published)
   metrics.gauge('redis_up', () => (bridge ? (bridge.healthy ? 1 : 0) : -1))
   metrics.gauge('audit_rows_pending', () => audit.pending)
-  metrics.gauge('progress_queued', () => progress.queuedCount)
+  metrics.gauge('progress_queued', () => held.dirtyCount)
   metrics.gauge('worker_send_buffered_bytes', () => gateway.bufferedBytes)
   metrics.gauge('worker_frames_in_flight', () => gateway.framesInFlight)
   metrics.counter('worker_sockets_closed_slow', 'Worker sockets closed because the worker did not read its replies.', () => gateway.closedSlow)
@@ -237,10 +229,9 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         hub.close()
         services.credentials.stop()
         metrics.stopLagMonitor()
-        // Queued progress is written and acked before the workers' sockets close, so nothing acked is lost
-        // and nothing written goes unacknowledged.
-        await progress.flushAll().catch(() => {})
-        await new Promise((resolve) => setImmediate(resolve)) // the acks' promise continuations have run
+        // Accepted live states are written before the workers' sockets close: a clean stop loses nothing acked.
+        await gateway.stop().catch(() => {})
+        await new Promise((resolve) => setImmediate(resolve)) // replies in hand have been made
         gateway.closeAll(1012, 'server restarting')
         await sessions.stop()
         await audit.stop()

@@ -6,10 +6,10 @@ import type { CredentialWatch } from './auth/revocation'
 import type { Config } from './config'
 import type { Database, Sql } from './db/client'
 import type { ProcessHub } from './processes/hub-rules'
+import type { LiveView } from './processes/live'
 import type { Logger } from './ops/log'
 import type { Metrics } from './ops/metrics'
 import type { ProcessReader } from './processes/reader'
-import type { ProgressCoalescer } from './workers/progress'
 import type { QueuePolicy } from './workers/queue'
 
 export interface Services {
@@ -21,7 +21,8 @@ export interface Services {
   audit: AuditLog
   log: Logger
   metrics: Metrics
-  progress: ProgressCoalescer
+  /** This instance's live states (the leases its worker gateway holds): reads show the newest. */
+  live: LiveView
   /** Attempts, backoff, caps and fair turns of the queue (src/workers/queue.ts). */
   queue: QueuePolicy
   /** Batched reads of one process by id (GET /processes/{id}, the stream snapshot). */

@@ -8,6 +8,7 @@ import storage from '../../sql/005_storage.sql' with { type: 'text' }
 import workers from '../../sql/006_workers.sql' with { type: 'text' }
 import processesVacuum from '../../sql/007_processes_vacuum.sql' with { type: 'text' }
 import claimPlan from '../../sql/008_claim_plan.sql' with { type: 'text' }
+import liveState from '../../sql/009_live_state.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -23,4 +24,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '006_workers.sql', text: workers },
   { name: '007_processes_vacuum.sql', text: processesVacuum },
   { name: '008_claim_plan.sql', text: claimPlan },
+  { name: '009_live_state.sql', text: liveState },
 ]

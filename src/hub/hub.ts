@@ -48,8 +48,9 @@ export class Hub<T extends HubState = HubState> {
   private readonly byProcess = new Map<number, Set<Listener<T>>>()
   private readonly byWorkspace = new Map<number, Set<Listener<T>>>()
   private readonly byWorker = new Map<string, Set<Listener<T>>>()
-  // The newest version seen per watched id: a late or echoed copy of an older state is dropped here.
-  private readonly newest = new Map<number, number>()
+  // The newest state seen per watched id: a late or echoed copy of an older state is dropped here, and a new
+  // watcher's snapshot can start from it (latest).
+  private readonly newest = new Map<number, T>()
   /** Waiting claims, oldest first; each takes a wake-up meant for its types and says how many it can take. */
   private readonly workListeners = new Set<WorkListener>()
   /** Wake-ups for work due later (a delayed process, a retry's backoff): one timer per due time. */
@@ -162,9 +163,9 @@ export class Hub<T extends HubState = HubState> {
   private deliverOne(state: T) {
     const listeners = this.byProcess.get(state.id)
     if (listeners) {
-      const seen = this.newest.get(state.id) ?? 0
+      const seen = this.newest.get(state.id)?.version ?? 0
       if (state.version > seen) {
-        this.newest.set(state.id, state.version)
+        this.newest.set(state.id, state)
         for (const listener of listeners) listener(state)
       }
     }
@@ -231,6 +232,11 @@ export class Hub<T extends HubState = HubState> {
   close() {
     for (const due of this.dueTimers.values()) clearTimeout(due.timer)
     this.dueTimers.clear()
+  }
+
+  /** The newest state delivered here of a watched id (undefined when unwatched, or nothing came since). */
+  latest(id: number): T | undefined {
+    return this.newest.get(id)
   }
 
   watchedProcessIds(): number[] {

@@ -1,5 +1,6 @@
 // Server-Sent Events for one process, `GET /processes/{id}/stream`.
 import type { ProcessHub } from './hub-rules'
+import { LIVE_VERSION_JUMP } from './live'
 import type { Process } from './model'
 import { SseSession, type StreamSettings } from './sse-session'
 import { isDone } from './states'
@@ -36,8 +37,24 @@ export async function openProcessStream(o: {
     return null
   }
   session.write(`retry: ${o.settings.retryMs}\n\n`)
-  // Only an id equal to the current version means "you are up to date"; unknown or ahead gets the snapshot.
-  if (o.lastEventId === current.version && !isDone(current.status)) session.markSent(current)
-  else session.sendState(current)
+  const last = o.lastEventId
+  if (last !== null && last > current.version && current.status === 'running' && last - current.version < LIVE_VERSION_JUMP) {
+    // The client was sent a live state newer than anything known here (src/processes/live.ts): its holder has
+    // not written it yet (or crashed before it could). The snapshot would take progress back: the stream waits
+    // for the next state past it instead, and looks at the row again once a write-behind interval has passed.
+    session.markSentVersion(o.id, last)
+    const recheck = setTimeout(
+      () =>
+        void o.read().then(
+          (p) => p && session.offer(p),
+          () => {},
+        ),
+      o.settings.liveRecheckMs,
+    )
+    session.addUnsubscribe(() => clearTimeout(recheck))
+  } else if (last === current.version && !isDone(current.status)) {
+    // Only an id equal to the current version means "you are up to date"; unknown or ahead gets the snapshot.
+    session.markSent(current)
+  } else session.sendState(current)
   return session.response()
 }

@@ -1,35 +1,57 @@
 // Reads of one process by id for the REST and stream routes, batched (src/db/batch.ts): the rows of every
 // look-up of one event-loop turn come from one query, and each caller sees a row only if it is a member of
 // the row's workspace, so a batch shared by several tenants never hands one tenant another's process.
+//
+// A running process may have a newer live state than its row (src/processes/live.ts): the one this instance
+// accepted (it holds the lease) or the one its hub last delivered (something here watches the process). A
+// read answers with the newest of the three.
 import { Batcher } from '../db/batch'
 import type { Sql } from '../db/client'
+import { processJson, type ProcessHub } from './hub-rules'
+import { type LiveView, newer } from './live'
 import type { Process } from './model'
-import { getProcessTexts, getProcesses, getVersions, type ProcessText, type ProcessVersion } from './queries/reads'
+import { getProcesses, getProcessTexts, getVersions, type ProcessText, type ProcessVersion } from './queries/reads'
 
 export class ProcessReader {
   private readonly rows: Batcher<Process>
   private readonly texts: Batcher<ProcessText>
   private readonly versions: Batcher<ProcessVersion>
 
-  constructor(sql: Sql) {
+  constructor(
+    sql: Sql,
+    private readonly live: LiveView,
+    private readonly hub: ProcessHub,
+  ) {
     this.rows = new Batcher((ids) => getProcesses(sql, ids))
     this.texts = new Batcher((ids) => getProcessTexts(sql, ids))
     this.versions = new Batcher((ids) => getVersions(sql, ids))
   }
 
+  /** The newest live state this instance knows of a process, if any (held here, or last seen by the hub). */
+  liveState(id: number): Process | null {
+    return newer(this.live.newest(id), this.hub.latest(id))
+  }
+
   /** The process, if it exists in one of these workspaces. */
-  find(id: number, workspaceIds: number[]): Promise<Process | null> {
-    return visible(this.rows, id, workspaceIds)
+  async find(id: number, workspaceIds: number[]): Promise<Process | null> {
+    const row = await visible(this.rows, id, workspaceIds)
+    return row && newer(row, this.liveState(id))
   }
 
   /** Its JSON text and version, for answering with it as it is (GET /processes/{id}). */
-  findText(id: number, workspaceIds: number[]): Promise<ProcessText | null> {
-    return visible(this.texts, id, workspaceIds)
+  async findText(id: number, workspaceIds: number[]): Promise<ProcessText | null> {
+    const row = await visible(this.texts, id, workspaceIds)
+    if (!row) return null
+    const live = this.liveState(id)
+    return live && live.version > row.version ? { id, workspace_id: row.workspace_id, version: live.version, json: processJson(live) } : row
   }
 
   /** Only its version and workspace (the cheap If-None-Match path), if it exists in one of these workspaces. */
-  version(id: number, workspaceIds: number[]): Promise<ProcessVersion | null> {
-    return visible(this.versions, id, workspaceIds)
+  async version(id: number, workspaceIds: number[]): Promise<ProcessVersion | null> {
+    const row = await visible(this.versions, id, workspaceIds)
+    if (!row) return null
+    const live = this.liveState(id)
+    return live && live.version > row.version ? { id, workspace_id: row.workspace_id, version: live.version } : row
   }
 }
 

@@ -21,6 +21,8 @@ export interface StreamSettings {
   maxMs: number
   keepaliveMs: number
   retryMs: number
+  /** A client ahead of every state known here looks at the row again after this (a write-behind interval and more). */
+  liveRecheckMs: number
 }
 
 const encoder = new TextEncoder()
@@ -131,6 +133,11 @@ export class SseSession {
     this.sent.set(process.id, Math.max(this.sent.get(process.id) ?? 0, process.version))
     const queued = this.pending.get(process.id)
     if (queued && queued.version <= process.version) this.pending.delete(process.id)
+  }
+
+  /** The client holds this version of a process (a Last-Event-ID ahead of what is known here): send only newer. */
+  markSentVersion(id: number, version: number) {
+    this.sent.set(id, Math.max(this.sent.get(id) ?? 0, version))
   }
 
   /** Queues text to go out before any update (the retry line, the snapshot). */

@@ -1,6 +1,7 @@
-// Group commit of workers' terminal frames. complete/review frames (from any socket) that arrive in the same
-// event-loop turn, or while the batch before them is in flight, go to Postgres together: one statement for
-// all their changes (each with its own owner and status guard, and its event), then — in the same
+// Group commit of workers' terminal frames. complete/review and fail frames (from any socket) that arrive in
+// the same event-loop turn, or while the batch before them is in flight, go to Postgres together: one statement
+// for all their completes and one for all their fails (each row with its own owner and status guard, and its
+// event), then — in the same
 // transaction — the claim-next they carry (`complete {…, claim: {wait_ms: 0}}`), one claim statement per
 // socket for all that socket's frames whose change applied. A busy worker therefore costs one transaction per
 // batch instead of a statement plus a claim transaction per job. Nothing is acked before the commit; what is
@@ -10,6 +11,7 @@ import type { ProcessHub } from '../processes/hub-rules'
 import type { Process } from '../processes/model'
 import { capLock, claimNext } from '../processes/queries/claims'
 import { type CompleteWrite, completeProcesses } from '../processes/queries/completions'
+import { type FailWrite, failProcesses } from '../processes/queries/failures'
 import type { LeaseToken } from '../processes/queries/transitions'
 import type { QueuePolicy } from './queue'
 
@@ -33,8 +35,11 @@ export interface FinishOutcome {
   claimed: Process[] | null
 }
 
+/** A terminal frame: a complete (or review), or a fail. */
+export type FinishWrite = ({ op: 'complete' } & CompleteWrite) | ({ op: 'fail' } & FailWrite)
+
 interface Entry {
-  write: CompleteWrite
+  write: FinishWrite
   claim?: FinishClaim
   resolve: (outcome: FinishOutcome) => void
   reject: (error: unknown) => void
@@ -60,7 +65,7 @@ export class FinishBatcher {
     private readonly queue: QueuePolicy,
   ) {}
 
-  submit(write: CompleteWrite, claim?: FinishClaim): Promise<FinishOutcome> {
+  submit(write: FinishWrite, claim?: FinishClaim): Promise<FinishOutcome> {
     return new Promise((resolve, reject) => {
       this.pending.push({ write, claim, resolve, reject })
       this.kick()
@@ -139,10 +144,14 @@ export class FinishBatcher {
   private async transaction(batch: Entry[], noClaim: Set<string>) {
     let late = false
     const work = this.sql.begin(async (tx) => {
-      const changed = await completeProcesses(
-        tx,
-        batch.map((e) => e.write),
-      )
+      const completes: CompleteWrite[] = []
+      const fails: FailWrite[] = []
+      for (const { write } of batch) {
+        const { op, ...row } = write
+        if (op === 'complete') completes.push(row as CompleteWrite)
+        else fails.push(row as FailWrite)
+      }
+      const changed = [...(await completeProcesses(tx, completes)), ...(await failProcesses(tx, fails, this.queue.backoff))]
       const claimed = new Map<string, Process[]>()
       const applied = new Set(changed.map((p) => p.id))
       // Per socket: one claim for all its frames whose change applied.

@@ -1,72 +1,60 @@
-// The worker gateway, WebSocket `GET /workers/ws` (README: Worker protocol): workers claim, start, report and finish processes.
-// Every reply to a change is sent after the change commits. Leases belong to the worker id, so a worker that
-// reconnects (here or on another instance) with the same id keeps its processes. The gateway watches each
-// process its workers hold; a committed change that takes the process away from them (a user's cancel, the
-// lease sweep) is pushed to the worker as `cancel`, wherever that change was made.
+// The worker gateway, WebSocket `GET /workers/ws` (README: Worker protocol): workers claim, start, report and
+// finish processes. One handler per op (src/workers/ops/); this file is the socket side: frames in (checked,
+// in order per process), replies out (corked, one write per turn), and the leases this instance holds.
+//
+// Live state (progress, heartbeats) is acked once accepted, fenced against the leases held here in memory;
+// status changes, results, events and terminal frames are acked after they commit. Leases belong to the worker
+// id, so a worker that reconnects (here or on another instance) with the same id keeps its processes. The
+// gateway watches each worker it holds leases for; a committed change that takes a process away from its
+// worker (a user's cancel, the lease sweep) is pushed to the worker as `cancel`, wherever it was made.
 //
 // Frames about one process from one socket take effect in the order they were sent, though each is handled
-// asynchronously and the worker need not wait for acks: each chains onto the one before it (`tails`). A
-// progress frame waits only until the one before it is queued in the coalescer, so a burst still becomes one
-// row write; any other frame waits until everything before it is applied (queued progress written first).
-// Frames about different processes, and hello and claim, never wait for each other.
-import type { ServerWebSocket } from 'bun'
+// asynchronously and the worker need not wait for acks: each waits for the one before it about that process
+// (`tails`); an accepted progress frame is done at once, so a burst of them never waits. Frames about
+// different processes, and hello and claim, never wait for each other.
+import type { WorkerPrincipal } from '../auth/authenticator'
 import { HttpError, isUnavailable } from '../errors'
 import { MAX_METADATA_DEPTH, type Process, unstorableJson } from '../processes/model'
-import { failProcess } from '../processes/queries/failures'
-import { findState, getProcesses } from '../processes/queries/reads'
-import { appendLog, touchHeartbeat } from '../processes/queries/reports'
-import { transitionProcess, workerTransition } from '../processes/queries/transitions'
+import { findState } from '../processes/queries/reads'
 import type { Status } from '../processes/states'
-import type { WorkerPrincipal } from '../auth/authenticator'
 import type { Services } from '../wiring'
 import { FinishBatcher } from './finish'
+import { HeldLeases, type Lease } from './held'
 import { claim } from './leases'
 import { type Frame, MAX_FRAME_BYTES, OPS, type WorkerErrorCode, checkByOp, checkFrame } from './model'
+import { claim as claimOp, start } from './ops/claim'
+import { type ClaimAsk, FrameError, type GatewayOps, type Handler, type Reply, type Socket, type WorkerSocketData } from './ops/context'
+import { finish } from './ops/finish'
+import { hello } from './ops/hello'
+import { heartbeat, progress } from './ops/live'
+import { log } from './ops/log'
+import { LiveWriter } from './write-behind'
 
-export interface WorkerSocketData {
-  kind: 'worker'
-  connId: string
-  tokenId: number
-  /** The worker token and its scope: leases are bound to it (#12). */
-  token: WorkerPrincipal
-  workerId: string
-  /** `claim`s waiting for work now (MAX_WAITING_CLAIMS_PER_SOCKET). */
-  waitingClaims: number
-  /** Frames received and not yet answered (MAX_FRAMES_IN_FLIGHT_PER_SOCKET). */
-  inFlight: number
-  /** Forgets the socket in the credential watch (which closes it when its token is revoked). */
-  untrack: () => void
-  closed: AbortController
-  /** Per process with frames still being handled: settles when the next frame about it may go ahead. */
-  tails: Map<number, Promise<void>>
-  /** Replies of this turn not written yet: they go out together, in one write (see send). */
-  outbox: string[]
-  /** For the workers page (sessions.ts): when it connected, its last frame, the types of its last claim. */
-  connectedAt: number
-  lastFrameAt: number
-  types: string[] | null
+export type { WorkerSocketData } from './ops/context'
+
+const HANDLERS: { [K in Frame['op']]: Handler<K> } = {
+  hello,
+  claim: claimOp,
+  start,
+  progress,
+  heartbeat,
+  log,
+  complete: finish,
+  fail: finish,
 }
 
-type Socket = ServerWebSocket<WorkerSocketData>
-type Reply = Record<string, unknown> & { op: string }
 type ProcessFrame = Extract<Frame, { process_id: number }>
 
-class FrameError extends Error {
-  constructor(
-    readonly code: WorkerErrorCode,
-    message: string,
-  ) {
-    super(message)
-  }
-}
-
-export class WorkerGateway {
+export class WorkerGateway implements GatewayOps {
   private readonly sockets = new Map<string, Set<Socket>>()
-  /** Leases this instance speaks for: process id → its worker (and token) and the version the lease was taken at. */
-  private readonly held = new Map<number, { workerId: string; tokenId: number; version: number }>()
+  /** Writes the live state behind the acks. */
+  readonly writer: LiveWriter
   /** One hub watch per worker with held processes (its `worker:<id>` channel), however many it holds. */
   private readonly watches = new Map<string, { count: number; unwatch: Promise<() => void> }>()
+  /** Leases of workers with no socket here any more: written, then let go (unless the worker says hello again). */
+  private readonly orphaned = new Set<number>()
   private readonly all = new Set<Socket>()
+  private publishScheduled = false
   /** Sockets closed because their worker did not read its replies (MAX_WORKER_BUFFERED_BYTES). */
   closedSlow = 0
   /** Frames refused at once because the socket had too many in hand, or too many claims waiting. */
@@ -75,11 +63,20 @@ export class WorkerGateway {
   /** Told when a socket opens, says hello or closes (sessions.ts writes it down for the workers page). */
   onSessionsChanged: (() => void) | null = null
 
-  /** complete/review frames of every socket, group-committed with their claim-next (finish.ts). */
+  /** complete/review/fail frames of every socket, group-committed with their claim-next (finish.ts). */
   readonly finisher: FinishBatcher
 
-  constructor(private readonly s: Services) {
+  constructor(
+    readonly s: Services,
+    /** The leases this instance holds, with their live state (the processes' reads see them too: Services.live). */
+    readonly held: HeldLeases = new HeldLeases(),
+  ) {
     this.finisher = new FinishBatcher(s.sql, s.hub, s.queue)
+    const beatMs = Math.min(1000, Math.floor(s.config.JOB_TIMEOUT_MS / 20))
+    this.writer = new LiveWriter(s.sql, this.held, s.log, s.metrics, s.config.PROGRESS_PERSIST_MS, beatMs, {
+      lost: (lease) => this.held.moved(lease),
+      publishable: () => this.publishSoon(),
+    })
   }
 
   get openSockets(): ReadonlySet<Socket> {
@@ -144,6 +141,7 @@ export class WorkerGateway {
       workerId: `conn-${connId}`,
       waitingClaims: 0,
       inFlight: 0,
+      hello: null,
       untrack: () => {},
       closed: new AbortController(),
       tails: new Map(),
@@ -206,15 +204,28 @@ export class WorkerGateway {
       // Parsed first so that even an oversized frame's error names its ref (Bun's hard stop is far above 64 KiB).
       if (raw.length > MAX_FRAME_BYTES || Buffer.byteLength(raw) > MAX_FRAME_BYTES) throw new FrameError('invalid_message', 'frame exceeds 64 KiB')
       if (!checkFrame.Check(parsed)) throw new FrameError('invalid_message', describeInvalid(parsed))
-      // Text Postgres cannot store (U+0000, lone surrogates) or absurd nesting is refused here, per frame:
-      // inside a batched progress write it would fail the other processes' frames too.
+      // Text Postgres cannot store (U+0000, lone surrogates) or absurd nesting is refused here, per frame: inside
+      // a batched write it would fail the other processes' frames too.
       const unstorable = unstorableJson(parsed, MAX_METADATA_DEPTH + 1)
       if (unstorable) throw new FrameError('invalid_message', `invalid ${parsed.op}: ${unstorable}`)
       frame = parsed
       // A frame acts as the worker id current when it arrived: a hello sent after it does not change that,
-      // and one sent before it (whose dispatch sets the id synchronously, here) does.
+      // and one sent before it (whose handler sets the id synchronously) does.
       const workerId = ws.data.workerId
-      const reply = await ('process_id' in frame ? this.inOrder(ws, frame, workerId) : this.dispatch(ws, frame, workerId))
+      let reply: Reply
+      if ('process_id' in frame) {
+        // After a hello, its takeover first: the frame acts as the worker the hello named.
+        if (ws.data.hello) await ws.data.hello.catch(() => {})
+        reply = await this.inOrder(ws, frame, workerId)
+      } else if (frame.op === 'hello') {
+        const pending = Promise.resolve(this.dispatch(ws, frame, workerId))
+        ws.data.hello = pending
+        try {
+          reply = await pending
+        } finally {
+          if (ws.data.hello === pending) ws.data.hello = null
+        }
+      } else reply = await this.dispatch(ws, frame, workerId)
       this.send(ws, ref === undefined ? reply : { ...reply, ref })
     } catch (error) {
       const { code, message } = this.explainError(error, frame)
@@ -224,26 +235,44 @@ export class WorkerGateway {
     }
   }
 
-  /** Runs a frame about a process once the frames before it about that process allow (see the top). */
+  private dispatch(ws: Socket, frame: Frame, workerId: string): Promise<Reply> | Reply {
+    return (HANDLERS[frame.op] as Handler<Frame['op']>)(this, ws, workerId, frame)
+  }
+
+  /** Runs a frame about a process once the frames before it about that process are done (see the top). */
   private async inOrder(ws: Socket, frame: ProcessFrame, workerId: string): Promise<Reply> {
     const tails = ws.data.tails
     const id = frame.process_id
     const before = tails.get(id)
+    if (!before) {
+      // Nothing of this process in hand: a live frame is done before anything else can start.
+      const reply = this.dispatch(ws, frame, workerId)
+      if (!(reply instanceof Promise)) return reply
+      return this.tracked(tails, id, reply)
+    }
     const { promise: tail, resolve } = Promise.withResolvers<void>()
     tails.set(id, tail)
-    const next = () => {
+    try {
+      await before
+      return await this.dispatch(ws, frame, workerId)
+    } finally {
       resolve()
       // Nothing newer queued behind this frame: forget the process, so the map holds only busy ones.
       if (tails.get(id) === tail) tails.delete(id)
     }
+  }
+
+  /** A frame being handled: the next frame about its process waits for it. */
+  private async tracked(tails: Map<number, Promise<void>>, id: number, reply: Promise<Reply>): Promise<Reply> {
+    const tail = reply.then(
+      () => {},
+      () => {},
+    )
+    tails.set(id, tail)
     try {
-      if (before) await before
-      // Everything sent before this frame is applied first: the progress it left queued is written now, so a
-      // status change never coalesces it away. (Progress sent after this frame is not queued yet: it waits.)
-      if (frame.op !== 'progress') await this.s.progress.flushNow(id)
-      return await this.dispatch(ws, frame, workerId, next)
+      return await reply
     } finally {
-      next()
+      if (tails.get(id) === tail) tails.delete(id)
     }
   }
 
@@ -257,9 +286,8 @@ export class WorkerGateway {
 
   /**
    * Replies made in one turn go out in one write (corked) once its promise continuations have run: the acks
-   * of a coalesced progress statement, hundreds at once, cost one syscall instead of one each (measured,
-   * 100 acks: 0.45 ms written one by one, 0.03 ms corked), and are written before the fan-out of the same
-   * states to this instance's streams (Hub.publishAll, afterReplies).
+   * of a burst of frames, hundreds at once, cost one syscall instead of one each (measured, 100 acks: 0.45 ms
+   * written one by one, 0.03 ms corked), and are written before the fan-out of the states they accepted.
    */
   private send(ws: Socket, reply: Reply) {
     if (ws.readyState !== 1) return
@@ -282,157 +310,22 @@ export class WorkerGateway {
     }
   }
 
-  /** `queued` is called once a progress frame is in the coalescer: the next frame about its process may start. */
-  private async dispatch(ws: Socket, frame: Frame, workerId: string, queued?: () => void): Promise<Reply> {
-    const { sql, hub, progress } = this.s
-    switch (frame.op) {
-      case 'hello': {
-        if (frame.worker_id !== workerId) {
-          this.removeSocket(workerId, ws)
-          ws.data.workerId = frame.worker_id
-          this.addSocket(frame.worker_id, ws)
-          this.onSessionsChanged?.()
-        }
-        // Leases belong to the token that took them: another token's hello with this worker id gets none, and
-        // the socket goes back to the id it had (frames about those processes are refused by the token guard
-        // in any case). The id switched above synchronously, so frames sent right after the hello act as it.
-        const [foreign] = await sql<{ id: number }[]>`
-          select id from processes
-           where status = 'running' and worker_id = ${frame.worker_id}
-             and worker_token_id is not null and worker_token_id <> ${ws.data.tokenId}
-           limit 1`
-        if (foreign) {
-          if (ws.data.workerId === frame.worker_id && frame.worker_id !== workerId) {
-            this.removeSocket(frame.worker_id, ws)
-            ws.data.workerId = workerId
-            this.addSocket(workerId, ws)
-          }
-          throw new FrameError('not_owner', 'this worker id holds leases of another worker token')
-        }
-        // A worker that comes back keeps its leases: watch them again from this instance.
-        const rows = await sql<{ id: number; version: number }[]>`
-          select id, version from processes where status = 'running' and worker_id = ${frame.worker_id} order by id`
-        for (const row of rows) await this.hold(frame.worker_id, ws.data.tokenId, row.id, row.version)
-        return { op: 'ack', worker_id: frame.worker_id, processes: rows.map((r) => r.id) }
-      }
-      case 'claim': {
-        const processes = await this.claimFor(ws, workerId, frame)
-        // `process` is the first, for workers that ask for one at a time (the protocol's original reply).
-        return { op: 'claimed', process: processes[0] ?? null, processes }
-      }
-      case 'start': {
-        const changed = await transitionProcess(sql, frame.process_id, workerTransition(sql, 'start', workerId, undefined, {}, ws.data.token))
-        if (!changed) {
-          const code = await this.refusal(ws, frame.process_id, workerId, undefined, 'running')
-          if (code !== 'ack') throw new FrameError(code, refusalMessage(code, 'start'))
-          const [current] = await getProcesses(sql, [frame.process_id])
-          return { op: 'ack', process: current }
-        }
-        await this.hold(workerId, ws.data.tokenId, changed.id, changed.version)
-        hub.publish(changed)
-        return { op: 'ack', process: changed }
-      }
-      case 'progress': {
-        const outcome = await progress.submit(
-          {
-            id: frame.process_id,
-            progress: frame.progress,
-            message: frame.message ?? null,
-            worker_id: workerId,
-            attempt: frame.attempt ?? null,
-            worker_token_id: ws.data.tokenId,
-          },
-          queued,
-        )
-        if (outcome.ok) return { op: 'ack', version: outcome.process.version }
-        if (outcome.error) throw outcome.error
-        const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, null)
-        throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'progress'))
-      }
-      case 'heartbeat': {
-        if (await touchHeartbeat(sql, frame.process_id, workerId, frame.attempt, ws.data.tokenId)) return { op: 'ack' }
-        const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, null)
-        throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'heartbeat'))
-      }
-      case 'log': {
-        const changed = await appendLog(sql, frame.process_id, workerId, frame.attempt, frame.message, ws.data.tokenId)
-        if (changed) {
-          hub.publish(changed)
-          return { op: 'ack', version: changed.version }
-        }
-        const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, null)
-        throw new FrameError(code === 'ack' ? 'invalid_transition' : code, refusalMessage(code, 'log'))
-      }
-      case 'complete':
-      case 'fail': {
-        const op = frame.op === 'fail' ? 'fail' : frame.review ? 'review' : 'complete'
-        let changed: Process | null
-        let outcome: Status
-        /** What the claim-next took in the change's own transaction (null: claim after it, as before). */
-        let claimed: Process[] | null = null
-        if (frame.op === 'fail') {
-          // With attempts left the process goes back to pending, due after a backoff; else failed.
-          changed = await failProcess(sql, frame.process_id, {
-            workerId,
-            attempt: frame.attempt,
-            error: frame.error,
-            backoff: this.s.queue.backoff,
-            tokenId: ws.data.tokenId,
-          })
-          outcome = 'failed'
-          if (changed) hub.publish(changed)
-        } else {
-          // Group commit (finish.ts): with this turn's other terminal frames, and a claim-next that does not
-          // wait taken in the same transaction. The batch publishes what it committed.
-          const types = frame.claim?.types && frame.claim.types.length > 0 ? frame.claim.types : null
-          const claimNow = frame.claim && !((frame.claim.wait_ms ?? 0) > 0)
-          const done = await this.finisher.submit(
-            {
-              id: frame.process_id,
-              worker_id: workerId,
-              attempt: frame.attempt ?? null,
-              worker_token_id: ws.data.tokenId,
-              review: op === 'review',
-              ...(frame.result_summary === undefined || frame.result_summary === null ? {} : { result_summary: frame.result_summary }),
-            },
-            claimNow
-              ? {
-                  key: `${ws.data.connId} ${workerId} ${JSON.stringify(types)}`,
-                  workerId,
-                  types,
-                  max: frame.claim!.max ?? 1,
-                  token: ws.data.token,
-                  signal: ws.data.closed.signal,
-                }
-              : undefined,
-          )
-          changed = done.changed
-          claimed = done.claimed
-          outcome = op === 'review' ? 'waiting_review' : 'completed'
-        }
-        if (!changed) {
-          // A repeated terminal frame for the outcome already committed is acked again, not applied twice.
-          const code = await this.refusal(ws, frame.process_id, workerId, frame.attempt, outcome)
-          if (code !== 'ack') throw new FrameError(code, refusalMessage(code, frame.op))
-          return { op: 'ack', repeated: true, ...(frame.claim ? { processes: await this.claimFor(ws, workerId, frame.claim) } : {}) }
-        }
-        this.release(changed.id)
-        if (changed.status === 'pending') hub.announceWork(changed.type, 1, Date.parse(changed.run_at))
-        else if (this.s.queue.capsAffect(changed.type)) hub.announceWork(changed.type)
-        if (claimed) {
-          ws.data.types = frame.claim?.types && frame.claim.types.length > 0 ? frame.claim.types : null
-          for (const process of claimed) await this.hold(workerId, ws.data.tokenId, process.id, process.version)
-          return { op: 'ack', version: changed.version, processes: claimed }
-        }
-        // Complete-and-claim-next: the claim runs after the terminal change committed.
-        if (frame.claim) return { op: 'ack', version: changed.version, processes: await this.claimFor(ws, workerId, frame.claim) }
-        return { op: 'ack', version: changed.version }
-      }
-    }
+  /**
+   * Accepted live states go to the hub together at the end of the turn (after the acks, queued as microtasks,
+   * are written): every stream and instance gets one state per process per turn, however many frames made it.
+   */
+  publishSoon() {
+    this.writer.poke()
+    if (this.publishScheduled) return
+    this.publishScheduled = true
+    setImmediate(() => {
+      this.publishScheduled = false
+      const states = this.held.takeUnpublished()
+      if (states.length > 0) this.s.hub.publishAll(states)
+    })
   }
 
-  /** A claim for this socket's worker; each claimed process is held (watched) before the reply goes out. */
-  private async claimFor(ws: Socket, workerId: string, o: { types?: string[]; wait_ms?: number; max?: number }): Promise<Process[]> {
+  async claimFor(ws: Socket, workerId: string, o: ClaimAsk): Promise<Process[]> {
     const types = o.types && o.types.length > 0 ? o.types : null
     ws.data.types = types // what the workers page shows it claims
     const waits = (o.wait_ms ?? 0) > 0
@@ -455,12 +348,11 @@ export class WorkerGateway {
     } finally {
       if (waits) ws.data.waitingClaims--
     }
-    for (const process of processes) await this.hold(workerId, ws.data.tokenId, process.id, process.version)
+    for (const process of processes) await this.hold(ws, workerId, process)
     return processes
   }
 
-  /** Why a worker's change found no row to change; 'ack' when it was already applied with this outcome. */
-  private async refusal(ws: Socket, id: number, workerId: string, attempt: number | undefined, outcome: Status | null): Promise<WorkerErrorCode | 'ack'> {
+  async refusal(ws: Socket, id: number, workerId: string, attempt: number | undefined, outcome: Status | null): Promise<WorkerErrorCode | 'ack'> {
     const state = await findState(this.s.sql, id)
     if (!state) return 'not_found'
     // Outside a scoped token's workspaces and types a process does not exist for it (no hint that it does).
@@ -474,17 +366,18 @@ export class WorkerGateway {
     if (outcome && state.status === outcome) return 'ack'
     // A repeated fail of an attempt that was put back to pending for a retry (the same worker, the same attempt).
     if (outcome === 'failed' && state.status === 'pending' && attempt !== undefined && state.attempts === attempt) return 'ack'
+    // Running and this worker's, but not held here: its lease moved to another instance (a hello there).
+    const lease = this.held.get(id)
+    if (state.status === 'running' && (!lease || lease.moved)) return 'not_owner'
     return 'invalid_transition'
   }
 
-  private async hold(workerId: string, tokenId: number, processId: number, version: number) {
-    const current = this.held.get(processId)
-    if (current?.workerId === workerId && current.tokenId === tokenId) {
-      current.version = Math.max(current.version, version)
-      return
-    }
-    if (current) this.release(processId)
-    this.held.set(processId, { workerId, tokenId, version })
+  async hold(ws: Socket, workerId: string, state: Process, base = state.version): Promise<Lease> {
+    const current = this.held.get(state.id)
+    if (current && current.workerId !== workerId) this.release(state.id)
+    this.orphaned.delete(state.id)
+    const lease = this.held.hold(state, { workerId, tokenId: ws.data.tokenId, base })
+    if (current?.workerId === workerId) return lease
     let watch = this.watches.get(workerId)
     if (!watch) {
       watch = { count: 0, unwatch: this.s.hub.watchWorker(workerId, (p) => this.onLeaseEnded(workerId, p)) }
@@ -492,30 +385,40 @@ export class WorkerGateway {
     }
     watch.count++
     await watch.unwatch
+    return lease
   }
 
-  private release(processId: number) {
-    const entry = this.held.get(processId)
-    if (!entry) return
-    this.held.delete(processId)
-    const watch = this.watches.get(entry.workerId)
+  release(processId: number) {
+    const lease = this.held.release(processId)
+    this.orphaned.delete(processId)
+    if (!lease) return
+    const watch = this.watches.get(lease.workerId)
     if (!watch || --watch.count > 0) return
-    this.watches.delete(entry.workerId)
+    this.watches.delete(lease.workerId)
     void watch.unwatch.then((unwatch) => unwatch())
+  }
+
+  rename(ws: Socket, from: string, to: string) {
+    this.removeSocket(from, ws)
+    ws.data.workerId = to
+    this.addSocket(to, ws)
+    // A worker that comes back before its leases were let go keeps them as they are.
+    for (const lease of this.held.ofWorker(to)) this.orphaned.delete(lease.id)
+    this.onSessionsChanged?.()
   }
 
   /**
    * A process of this worker left `running` (leaseEnded), not by its worker's own terminal frame (that one
-   * releases first): tell the worker to stop. A state older than the lease (a late copy from before a retry
-   * and a new claim) is not about this lease.
+   * releases first): tell the worker to stop. A state no newer than the lease's (a late copy from before a
+   * retry and a new claim) is not about this lease.
    */
   private onLeaseEnded(workerId: string, process: Process) {
-    const entry = this.held.get(process.id)
-    if (entry?.workerId !== workerId || process.version <= entry.version) return
+    const lease = this.held.get(process.id)
+    if (lease?.workerId !== workerId || process.version <= lease.state.version) return
     this.release(process.id)
     // Only the sockets of the token holding the lease: another token using the same worker id learns nothing.
     for (const ws of this.sockets.get(workerId) ?? []) {
-      if (ws.data.tokenId === entry.tokenId) this.send(ws, { op: 'cancel', process_id: process.id, status: process.status })
+      if (ws.data.tokenId === lease.tokenId) this.send(ws, { op: 'cancel', process_id: process.id, status: process.status })
     }
   }
 
@@ -531,8 +434,19 @@ export class WorkerGateway {
     set.delete(ws)
     if (set.size > 0) return
     this.sockets.delete(workerId)
-    // Nobody here speaks for this worker any more: stop watching its leases (they stay in the database).
-    for (const [id, entry] of this.held) if (entry.workerId === workerId) this.release(id)
+    // Nobody here speaks for this worker any more: its live states are written now, then its leases are let
+    // go (they stay in the database, for the worker's next hello, here or elsewhere).
+    const ids = new Set(this.held.ofWorker(workerId).map((lease) => lease.id))
+    if (ids.size === 0) return
+    for (const id of ids) this.orphaned.add(id)
+    void this.writer.flush(ids).finally(() => {
+      for (const id of ids) if (this.orphaned.has(id)) this.release(id)
+    })
+  }
+
+  /** Shutdown: every live state is written before the sockets close (nothing acked is lost to a clean stop). */
+  async stop() {
+    await this.writer.stop()
   }
 }
 
@@ -542,17 +456,4 @@ function describeInvalid(parsed: unknown): string {
   if (typeof op !== 'string' || !(OPS as readonly string[]).includes(op)) return `unknown op ${JSON.stringify(op)}; expected one of ${OPS.join(', ')}`
   const first = checkByOp.get(op)?.Errors(parsed).First()
   return first ? `invalid ${op}: ${first.path || '/'} ${first.message}` : `invalid ${op}`
-}
-
-function refusalMessage(code: WorkerErrorCode | 'ack', op: string): string {
-  switch (code) {
-    case 'not_found':
-      return 'no such process'
-    case 'not_owner':
-      return `${op} refused: this worker (or this attempt) does not hold the process`
-    case 'cancelled':
-      return 'the process was cancelled'
-    default:
-      return `${op} is not allowed in the process's current status`
-  }
 }

@@ -27,7 +27,7 @@ describe.skipIf(!existsSync(CHROMIUM))('monitorProcess from another origin, with
   const pageOrigin = `http://127.0.0.1:${page.port}`
 
   const { db } = await testDatabase()
-  const server = await listeningServer({ CORS_ORIGINS: pageOrigin, PROGRESS_FLUSH_MS: '50' }, db)
+  const server = await listeningServer({ CORS_ORIGINS: pageOrigin, PROGRESS_PERSIST_MS: '50' }, db)
   const tenant = await createTenant(db.sql)
   const wtoken = await workerToken(db.sql)
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }

@@ -6,7 +6,7 @@ import { connectWorker, type JobContext, type WebSocketConstructor } from '@proc
 import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
 
 const { db } = await testDatabase()
-const server = await listeningServer({ SSE_MAX_MS: '1500', PROGRESS_FLUSH_MS: '20' }, db)
+const server = await listeningServer({ SSE_MAX_MS: '1500', PROGRESS_PERSIST_MS: '20' }, db)
 const tenant = await createTenant(db.sql)
 const wtoken = await workerToken(db.sql)
 const create = async (type: string, metadata = {}) =>

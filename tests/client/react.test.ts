@@ -15,7 +15,7 @@ import { TestWorker } from '../support/worker-client'
 // Short windows, so a monitor that failed to stop would be seen reconnecting within a test.
 const SSE_MAX_MS = 1000
 const { db } = await testDatabase()
-const server = await listeningServer({ SSE_MAX_MS: String(SSE_MAX_MS), PROGRESS_FLUSH_MS: '20' }, db)
+const server = await listeningServer({ SSE_MAX_MS: String(SSE_MAX_MS), PROGRESS_PERSIST_MS: '20' }, db)
 const owner = await createTenant(db.sql)
 const stranger = await createTenant(db.sql)
 const worker = await TestWorker.connect(server.url, await workerToken(db.sql))

@@ -20,7 +20,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
   if (!existsSync(CHROMIUM)) return
   mkdirSync(SHOTS, { recursive: true })
   const { db } = await testDatabase()
-  const server = await listeningServer({ PROGRESS_FLUSH_MS: '50' }, db)
+  const server = await listeningServer({ PROGRESS_PERSIST_MS: '50' }, db)
   const tenant = await createTenant(db.sql, 'Acme imports')
   const rest = restAs(server.url, tenant.token)
 

@@ -6,6 +6,8 @@ import { describe, expect, it } from 'bun:test'
 import { Batcher } from '../../src/db/batch'
 import type { Process } from '../../src/processes/model'
 import { getProcesses } from '../../src/processes/queries/reads'
+import { createProcessHub } from '../../src/processes/hub-rules'
+import { NO_LIVE_STATES } from '../../src/processes/live'
 import { ProcessReader } from '../../src/processes/reader'
 import { createTenant, hasPostgres, testDatabase } from '../helpers'
 
@@ -94,7 +96,7 @@ describe('ProcessReader', () => {
   it("never hands a caller another workspace's process, even from a batch it shares with that workspace", async () => {
     const [mine] = await insert(a.workspaceId, 1)
     const [theirs] = await insert(b.workspaceId, 1)
-    const reader = new ProcessReader(sql)
+    const reader = new ProcessReader(sql, NO_LIVE_STATES, createProcessHub())
     const [aMine, aTheirs, bTheirs, bMine, aText, bText, aVersion, bVersion] = await Promise.all([
       reader.find(mine!, [a.workspaceId]),
       reader.find(theirs!, [a.workspaceId]),

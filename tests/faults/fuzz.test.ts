@@ -36,7 +36,7 @@ async function processesInEveryStatus(sql: Sql, workspaceId: number, type: strin
 }
 
 describe('fuzzing every route and every worker frame', async () => {
-  const { handle, db } = await inProcessApp({ PROGRESS_FLUSH_MS: '0' })
+  const { handle, db } = await inProcessApp({ PROGRESS_PERSIST_MS: '0' })
   const sql = db.sql
   // The victim: another tenant whose processes the fuzzer must never see nor touch. None is pending, so no
   // worker may legitimately claim one; the running one is leased to a worker id the fuzzer cannot produce.
@@ -48,7 +48,7 @@ describe('fuzzing every route and every worker frame', async () => {
   const attacker = await createTenant(sql)
   const attackerIds = await processesInEveryStatus(sql, attacker.workspaceId, 'own_job', 'own-holder', true)
   const wtoken = await workerToken(sql)
-  const server = await listeningServer({ PROGRESS_FLUSH_MS: '0' }, db)
+  const server = await listeningServer({ PROGRESS_PERSIST_MS: '0' }, db)
 
   async function snapshot() {
     const processes = await sql`select * from processes where workspace_id = ${victim.workspaceId} order by id`

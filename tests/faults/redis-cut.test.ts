@@ -26,7 +26,7 @@ describe.skipIf(!enabled)('Redis cut for 5 s', async () => {
   const proxy = await TcpProxy.start({ host: '127.0.0.1', port: redis.port })
   afterAll(() => proxy.close())
   const { url, tenant, wtoken } = await seededDatabase()
-  const env = { DATABASE_URL: url, REDIS_URL: proxy.rewrite(redis.url), PROGRESS_FLUSH_MS: '20', SSE_MAX_MS: '60000' }
+  const env = { DATABASE_URL: url, REDIS_URL: proxy.rewrite(redis.url), PROGRESS_PERSIST_MS: '20', SSE_MAX_MS: '60000' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const traffic = new Traffic()
   let stopPolling = () => {}

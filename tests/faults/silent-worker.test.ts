@@ -14,7 +14,7 @@ describe('a worker that stops answering', async () => {
   const { db } = await testDatabase()
   // Two instances on one database: two lease sweeps race for the same expired process. With Redis they
   // share one hub (one prefix), so the instance that sweeps tells the worker's instance.
-  const env = { JOB_TIMEOUT_MS: String(JOB_TIMEOUT_MS), SWEEP_INTERVAL_MS: '50', PROGRESS_FLUSH_MS: '20', REDIS_PREFIX: redisPrefix() }
+  const env = { JOB_TIMEOUT_MS: String(JOB_TIMEOUT_MS), SWEEP_INTERVAL_MS: '50', PROGRESS_PERSIST_MS: '20', REDIS_PREFIX: redisPrefix() }
   const [a, b] = [await listeningServer(env, db), await listeningServer(env, db)]
   const tenant = await createTenant(db.sql)
   const wtoken = await workerToken(db.sql)

@@ -41,7 +41,7 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
   const server = await spawnServer({
     DATABASE_URL: url,
     REDIS_URL: '',
-    PROGRESS_FLUSH_MS: '10',
+    PROGRESS_PERSIST_MS: '10',
     SSE_MAX_MS: '120000',
     LOG_LEVEL: 'error',
     MAX_STREAMS_PER_TOKEN: '0',

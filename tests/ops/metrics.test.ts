@@ -4,7 +4,7 @@ import { TestWorker } from '../support/worker-client'
 
 it('exposes Prometheus metrics: requests by route and status, streams, workers, events, coalescing, lag', async () => {
   const { db } = await testDatabase()
-  const server = await listeningServer({ PROGRESS_FLUSH_MS: '200' }, db)
+  const server = await listeningServer({ PROGRESS_PERSIST_MS: '200' }, db)
   const tenant = await createTenant(db.sql)
   const headers = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
   const p = (await (await fetch(`${server.url}/processes`, { method: 'POST', headers, body: JSON.stringify({ type: 'metered' }) })).json()) as any
@@ -13,6 +13,8 @@ it('exposes Prometheus metrics: requests by route and status, streams, workers, 
   const worker = await TestWorker.connect(server.url, await workerToken(db.sql))
   const run = (await worker.request({ op: 'claim', types: ['metered'] })).process
   await Promise.all(Array.from({ length: 10 }, (_, i) => worker.request({ op: 'progress', process_id: p.id, progress: i + 1, attempt: run.attempts })))
+  // Acked at once, written behind within PROGRESS_PERSIST_MS (200 ms here).
+  await waitFor(() => server.services.metrics.counters.progress_writes > 0, 5000, 'the write-behind')
 
   const response = await fetch(`${server.url}/metrics`)
   expect(response.headers.get('content-type')).toStartWith('text/plain')

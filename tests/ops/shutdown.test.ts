@@ -26,7 +26,7 @@ describe('graceful shutdown', () => {
     const wtoken = await workerToken(setup.sql)
     await setup.close()
 
-    const server = await spawnServer({ ...env, PROGRESS_FLUSH_MS: '2000' })
+    const server = await spawnServer({ ...env, PROGRESS_PERSIST_MS: '2000' })
     const other = hasPostgres ? await spawnServer(env) : null
     const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
     const p = (await (await fetch(`${server.url}/processes`, { method: 'POST', headers: auth, body: JSON.stringify({ type: 'shutdown' }) })).json()) as any

@@ -2,18 +2,17 @@
 // several at once; retries with backoff; run_at, priority, max_attempts; batch create; caps; wake-one.
 import { describe, expect, it } from 'bun:test'
 import { loadConfig } from '../../src/config'
-import { openDatabase } from '../../src/db/client'
 import { createProcessHub } from '../../src/processes/hub-rules'
 import { capLock, claimNext, claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
 import { completeStatement } from '../../src/processes/queries/completions'
 import { insertProcess } from '../../src/processes/queries/create'
-import { progressStatement } from '../../src/processes/queries/reports'
+import { liveStatement } from '../../src/processes/queries/reports'
 import { QueuePolicy } from '../../src/workers/queue'
 import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 
-const { db, url } = await testDatabase()
+const { db } = await testDatabase()
 const sql = db.sql
 const server = await listeningServer(
   {
@@ -21,7 +20,7 @@ const server = await listeningServer(
     SWEEP_INTERVAL_MS: '100',
     RETRY_BASE_MS: '200',
     RETRY_MAX_MS: '400',
-    PROGRESS_FLUSH_MS: '60000',
+    PROGRESS_PERSIST_MS: '60000',
     TYPE_DEFAULTS: JSON.stringify({ retried: { max_attempts: 3 }, capped: { concurrency: 2 } }),
   },
   db,
@@ -475,12 +474,8 @@ describe('group commit of terminal frames (src/workers/finish.ts)', () => {
   })
 })
 
-describe('progress', async () => {
-  // A second server on the same Postgres database through a handle of its own (its stop closes that handle,
-  // not this file's); the option is Postgres-only, so on PGlite there is nothing to start.
-  const quick = url ? await listeningServer({ PROGRESS_SYNC_COMMIT: 'off' }, await openDatabase({ url, dataDir: '', poolMax: 4 })) : null
-
-  it('writes an awaited progress at once, not after PROGRESS_FLUSH_MS (60 s here)', async () => {
+describe('progress', () => {
+  it('acks each progress once accepted, one version each, shows it at once and writes it behind (PROGRESS_PERSIST_MS: 60 s here)', async () => {
     const type = freshType()
     const p = await create({ type })
     const worker = await TestWorker.connect(base, wtoken)
@@ -491,23 +486,15 @@ describe('progress', async () => {
       expect(ack.op).toBe('ack')
       expect(ack.version).toBe(++version)
     }
-    expect((await get(p.id)).progress).toBe(50)
-    worker.close()
-  })
-
-  it.skipIf(!url)('with PROGRESS_SYNC_COMMIT=off, acks each progress after its (asynchronous) commit, in order, and the status change as before', async () => {
-    const type = freshType()
-    const p = await create({ type })
-    const worker = await TestWorker.connect(quick!.url, wtoken)
-    const run = (await worker.request({ op: 'claim', types: [type] })).process
-    let version = run.version
-    for (const progress of [10, 20, 30]) {
-      const ack = await worker.request({ op: 'progress', process_id: p.id, attempt: run.attempts, progress }, 20_000)
-      expect(ack).toMatchObject({ op: 'ack', version: ++version })
-      expect((await get(p.id)).progress).toBe(progress)
-    }
-    expect((await worker.request({ op: 'complete', process_id: p.id, attempt: run.attempts }, 20_000)).op).toBe('ack')
-    expect(await get(p.id)).toMatchObject({ status: 'completed', progress: 100 })
+    // The instance holding the lease shows the newest accepted state; the row has not been written yet.
+    expect(await get(p.id)).toMatchObject({ progress: 50, version })
+    const [row] = await sql<{ progress: number; version: number }[]>`select progress, version from processes where id = ${p.id}`
+    expect(row).toEqual({ progress: 0, version: run.version })
+    // The terminal frame supersedes the queued write: it commits after the live versions, with progress 100.
+    const done = await worker.request({ op: 'complete', process_id: p.id, attempt: run.attempts }, 20_000)
+    expect(done).toMatchObject({ op: 'ack', version: version + 1 })
+    const [after] = await sql<{ progress: number; version: number; status: string }[]>`select progress, version, status from processes where id = ${p.id}`
+    expect(after).toEqual({ progress: 100, version: version + 1, status: 'completed' })
     worker.close()
   })
 })
@@ -554,7 +541,7 @@ describe('claim cost', () => {
   // One worker id holding many leases (a fleet sharing an id, or concurrency in the thousands): the batched
   // progress and complete statements must find their rows by id, not walk that worker's leases.
   const LEASES = 5_000
-  it(`writes a batch of progress, and of completes, reading only its own rows while one worker holds ${LEASES.toLocaleString('en')} leases (EXPLAIN)`, async () => {
+  it(`writes a batch of live states, and of completes, reading only its own rows while one worker holds ${LEASES.toLocaleString('en')} leases (EXPLAIN)`, async () => {
     // A database of its own: this file's servers sweep leases with short timeouts, and would fail these.
     const { db: own } = await testDatabase()
     const sql = own.sql
@@ -567,16 +554,27 @@ describe('claim cost', () => {
     ).map((r) => Number(r.id))
     await sql`analyze processes`
     const mine = ids.slice(100, 103)
-    const progress = mine.map((id) => ({ id, progress: 40, message: null, worker_id: 'fleet-worker', attempt: 1, worker_token_id: null }))
-    const completes = mine.map((id) => ({ id, worker_id: 'fleet-worker', attempt: 1, worker_token_id: null, review: false }))
-    for (const plan of [await explain(sql, (tx) => progressStatement(tx, progress)), await explain(sql, (tx) => completeStatement(tx, completes))]) {
+    const now = new Date().toISOString()
+    const live = mine.map((id) => ({
+      id,
+      progress: 40,
+      message: null,
+      version: 2,
+      updated_at: now,
+      worker_id: 'fleet-worker',
+      attempt: 1,
+      base: 0,
+      beat: false,
+    }))
+    const completes = mine.map((id) => ({ id, worker_id: 'fleet-worker', attempt: 1, worker_token_id: null, review: false, version: 2, base: 0 }))
+    for (const plan of [await explain(sql, (tx) => liveStatement(tx, live)), await explain(sql, (tx) => completeStatement(tx, completes))]) {
       const onProcesses = planNodesOn(plan, 'processes').filter((n) => n['Node Type'] !== 'ModifyTable')
       expect(onProcesses.length).toBeGreaterThan(0)
       expect(onProcesses.filter((n) => n['Node Type'] === 'Seq Scan')).toEqual([])
       expect(rowsRead(onProcesses)).toBeLessThan(20)
     }
     // And the writes themselves land on exactly those rows.
-    const written: any[] = await sql.begin(async (tx) => await progressStatement(tx, progress))
+    const written: any[] = await sql.begin(async (tx) => await liveStatement(tx, live))
     expect(written.map((r) => Number(r.id)).sort()).toEqual([...mine].sort())
   }, 120_000)
 })

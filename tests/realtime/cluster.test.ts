@@ -9,7 +9,7 @@ const enabled = hasPostgres && hasRedis
 describe.skipIf(!enabled)('two instances, one Postgres, one Redis', async () => {
   if (!enabled) return
   const { url, tenant, wtoken } = await seededDatabase()
-  const env = { DATABASE_URL: url, REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), PROGRESS_FLUSH_MS: '20' }
+  const env = { DATABASE_URL: url, REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), PROGRESS_PERSIST_MS: '20' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
   const create = async (on: string, type: string) =>
@@ -75,7 +75,7 @@ describe.skipIf(!hasPostgres)('a Redis restart', async () => {
   if (!hasPostgres) return
   const redis = await ownRedis()
   const { url, tenant, wtoken } = await seededDatabase()
-  const env = { DATABASE_URL: url, REDIS_URL: redis.url, PROGRESS_FLUSH_MS: '20', SSE_MAX_MS: '60000' }
+  const env = { DATABASE_URL: url, REDIS_URL: redis.url, PROGRESS_PERSIST_MS: '20', SSE_MAX_MS: '60000' }
   const [a, b] = await Promise.all([spawnServer(env), spawnServer(env)])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
 
@@ -112,7 +112,7 @@ describe.skipIf(!hasPostgres)("a worker's leases across instances (worker:<id> c
   if (!hasPostgres) return
   const redis = await ownRedis()
   const { url, tenant, wtoken } = await seededDatabase()
-  const common = { DATABASE_URL: url, REDIS_URL: redis.url, PROGRESS_FLUSH_MS: '20', JOB_TIMEOUT_MS: '800' }
+  const common = { DATABASE_URL: url, REDIS_URL: redis.url, PROGRESS_PERSIST_MS: '20', JOB_TIMEOUT_MS: '800' }
   // Only B sweeps, so a lease held through A can only end on B.
   const [a, b] = await Promise.all([spawnServer({ ...common, SWEEP_INTERVAL_MS: '3600000' }), spawnServer({ ...common, SWEEP_INTERVAL_MS: '100' })])
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }

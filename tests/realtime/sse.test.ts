@@ -6,7 +6,7 @@ import { openEventSource, readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
-const server = await listeningServer({ SSE_MAX_MS: '3000', SSE_KEEPALIVE_MS: '400', PROGRESS_FLUSH_MS: '20' }, db)
+const server = await listeningServer({ SSE_MAX_MS: '3000', SSE_KEEPALIVE_MS: '400', PROGRESS_PERSIST_MS: '20' }, db)
 const base = server.url
 const tenant = await createTenant(db.sql)
 const other = await createTenant(db.sql)

@@ -5,14 +5,14 @@ import { createTenant, listeningServer, restAs, testDatabase, workerToken } from
 import { type Frame, TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
-// Every order is checked with the default coalescing window and with none: with PROGRESS_FLUSH_MS=0 a progress
+// Every order is checked with the default coalescing window and with none: with PROGRESS_PERSIST_MS=0 a progress
 // frame sent after a status change is due at once, so a change that flushed whatever was queued when it ran
 // (rather than what was sent before it) would write that later progress first.
 const servers = {
-  'PROGRESS_FLUSH_MS=100': await listeningServer({ PROGRESS_FLUSH_MS: '100' }, db),
-  'PROGRESS_FLUSH_MS=0': await listeningServer({ PROGRESS_FLUSH_MS: '0' }, db),
+  'PROGRESS_PERSIST_MS=100': await listeningServer({ PROGRESS_PERSIST_MS: '100' }, db),
+  'PROGRESS_PERSIST_MS=0': await listeningServer({ PROGRESS_PERSIST_MS: '0' }, db),
 }
-const base = servers['PROGRESS_FLUSH_MS=100'].url
+const base = servers['PROGRESS_PERSIST_MS=100'].url
 const tenant = await createTenant(db.sql)
 const wtoken = await workerToken(db.sql)
 const { create, get, events } = restAs(base, tenant.token)
@@ -44,7 +44,7 @@ const burstEach = <R extends { id: number }>(worker: TestWorker, runs: R[], fram
 for (const [name, server] of Object.entries(servers)) {
   describe(`worker gateway: frame order on one socket (${name})`, () => {
     const base = server.url
-    const named = (worker: string) => `${worker}-${name.replace('PROGRESS_FLUSH_MS=', 'f')}`
+    const named = (worker: string) => `${worker}-${name.replace('PROGRESS_PERSIST_MS=', 'f')}`
 
     it('progress, log, progress, complete sent back to back are all applied, in that order', async () => {
       const worker = await TestWorker.connect(base, wtoken)
@@ -232,7 +232,7 @@ for (const [name, server] of Object.entries(servers)) {
 }
 
 describe('worker gateway: frame order and coalescing', () => {
-  const coalescing = servers['PROGRESS_FLUSH_MS=100']
+  const coalescing = servers['PROGRESS_PERSIST_MS=100']
   const base = coalescing.url
 
   it('still coalesces a burst of progress frames into a few writes, each acked with the write that carried it', async () => {

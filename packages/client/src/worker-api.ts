@@ -12,12 +12,13 @@ export interface JobContext {
   /** The fencing token sent with every frame: the process's `attempts` when claimed. */
   readonly attempt: number
   /**
-   * Report progress (rounded and clamped to 0–100). Resolves true once acked,
-   * false when dropped (connection down) or refused. Never rejects, so it is safe
-   * to call without awaiting.
+   * Report progress (rounded and clamped to 0–100). Resolves true once the server
+   * has accepted it (progress is live state: acked from memory, shown to streams at
+   * once and written to the database behind the ack), false when dropped
+   * (connection down) or refused. Never rejects, so it is safe to call without awaiting.
    */
   progress(percent: number, message?: string): Promise<boolean>
-  /** Append an event to the process's log; same promise rules as `progress`. */
+  /** Append an event to the process's log; resolves true once it is committed, otherwise as `progress`. */
   log(message: string): Promise<boolean>
 }
 

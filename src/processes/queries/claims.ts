@@ -117,7 +117,7 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
          set status = ${EDGES.claim.to}, worker_id = ${o.workerId}, worker_token_id = ${o.token?.tokenId ?? null},
              attempts = attempts + 1, progress = 0,
              message = 'Started', started_at = now(), heartbeat_at = now(), updated_at = now(),
-             finished_at = null, version = version + 1
+             finished_at = null, version = version + 1, live_base = version + 1
        -- By primary key: an array, not a join, and the status guard as 'is true', which no partial index
        -- on pending rows can be proven from (with stale statistics the planner chose one and read every
        -- pending row). The rows are pending and locked by this statement's own 'for update' anyway.

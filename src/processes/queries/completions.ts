@@ -1,5 +1,6 @@
 // Workers' complete (and review) frames, many in one statement (the group commit of src/workers/finish.ts).
 import type { Sql } from '../../db/client'
+import { LIVE_VERSION_JUMP } from '../live'
 import type { Process } from '../model'
 import { toProcess } from './rows'
 import { EDGES } from './transitions'
@@ -15,6 +16,9 @@ export interface CompleteWrite {
   review: boolean
   /** Absent: null. */
   result_summary?: unknown
+  /** From the lease holder's live state (src/processes/live.ts): the version its commit follows, and its live_base. Null: not the holder. */
+  version: number | null
+  base: number | null
 }
 
 /**
@@ -35,15 +39,17 @@ export function completeStatement(sql: Sql, writes: CompleteWrite[]) {
       update processes p
          set status = case when x.review then ${EDGES.review.to}::text else ${EDGES.complete.to}::text end,
              message = case when x.review then 'Waiting for review' else 'Completed' end,
-             version = p.version + 1, updated_at = now(),
-             progress = 100, result_summary = x.result_summary, finished_at = now()
+             version = case when x.version is not null then greatest(p.version, x.version) + 1
+                            else greatest(p.version, p.live_base) + ${LIVE_VERSION_JUMP} end,
+             updated_at = now(), progress = 100, result_summary = x.result_summary, finished_at = now()
         from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
-             as x(id bigint, worker_id text, attempt int, worker_token_id bigint, review boolean, result_summary jsonb)
+             as x(id bigint, worker_id text, attempt int, worker_token_id bigint, review boolean, result_summary jsonb, version bigint, base bigint)
        where p.id = x.id and p.id = any(${writes.map((w) => w.id)}::bigint[])
          and p.status = any(case when x.review then ${EDGES.review.from}::text[] else ${EDGES.complete.from}::text[] end)
          and p.worker_id = x.worker_id
          and (x.attempt is null or p.attempts = x.attempt)
          and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
+         and (x.base is null or p.live_base = x.base)
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p

@@ -1,9 +1,10 @@
 // A worker's fail and the lease sweep's time-out: failed, or back to pending after a backoff while attempts remain.
 import type { Sql } from '../../db/client'
+import { LIVE_VERSION_JUMP } from '../live'
 import type { Process } from '../model'
 import type { Status } from '../states'
 import { toProcess } from './rows'
-import { EDGES, ownerGuard } from './transitions'
+import { EDGES } from './transitions'
 
 /** Retry backoff per type: base × 2^(attempt−1), capped, then jittered to 50–100 % (sql, in ms, for row p). */
 export interface Backoff {
@@ -25,8 +26,9 @@ function backoffMs(sql: Sql, b: Backoff) {
  * with run_at after a backoff (an extension of the state machine: running → pending, "retry 2 of 5 at …");
  * otherwise failed. The worker id stays on the row until the next claim: the lease holder hears that its
  * lease ended (leaseEnded, src/processes/hub-rules.ts), and its late frames are refused by the attempt and the status.
+ * `error` and `version` are SQL: per row of the statement (d.error, d.version) or a constant.
  */
-function failOrRetrySet(sql: Sql, error: string) {
+function failOrRetrySet(sql: Sql, error: PromiseLike<unknown>, version: PromiseLike<unknown>, progress = sql`p.progress`) {
   return sql`
          status = case when d.retry then ${EDGES.retryLater.to}::text else ${EDGES.fail.to}::text end,
          error = ${error},
@@ -34,34 +36,65 @@ function failOrRetrySet(sql: Sql, error: string) {
                         then 'retry ' || (p.attempts + 1) || ' of ' || p.max_attempts || ' at '
                              || to_char(d.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || ': ' || ${error}
                         else ${error} end,
+         progress = ${progress},
          run_at = case when d.retry then d.at else p.run_at end,
          finished_at = case when d.retry then null else now() end,
          heartbeat_at = case when d.retry then null else p.heartbeat_at end,
-         updated_at = now(), version = p.version + 1`
+         updated_at = now(), version = ${version}`
 }
 
 /** The statuses a fail (or a time-out) may leave: those both its outcomes, failed and the retry's pending, allow. */
 const FAIL_FROM: readonly Status[] = EDGES.fail.from.filter((s) => EDGES.retryLater.from.includes(s))
 
-export async function failProcess(
-  sql: Sql,
-  id: number,
-  o: { workerId: string; attempt: number | undefined; error: string; backoff: Backoff; tokenId?: number },
-): Promise<Process | null> {
-  const [row] = await sql`
-    with d as (
-      select p.id, p.attempts < p.max_attempts as retry, now() + ${backoffMs(sql, o.backoff)} * interval '1 millisecond' as at
-        from processes p where p.id = ${id}
+export interface FailWrite {
+  id: number
+  worker_id: string
+  /** The fencing attempt the frame names (null: not checked). */
+  attempt: number | null
+  /** The worker token sending it: it must be the one holding the lease (null: not checked). */
+  worker_token_id: number | null
+  error: string
+  /**
+   * From the lease holder's live state (src/processes/live.ts): the version its commit follows, its live_base,
+   * and the progress it carries (the last accepted, which the fail keeps). Null: not the holder.
+   */
+  version: number | null
+  base: number | null
+  progress: number | null
+}
+
+/**
+ * Many workers' fail frames in one statement (the group commit of src/workers/finish.ts), each with its own
+ * owner guard and status guard and one event per changed row; returns the rows it changed. Each id once.
+ */
+export async function failProcesses(sql: Sql, writes: FailWrite[], backoff: Backoff): Promise<Process[]> {
+  if (writes.length === 0) return []
+  const rows = await sql`
+    with x as (
+      select * from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
+        as x(id bigint, worker_id text, attempt int, worker_token_id bigint, error text, version bigint, base bigint, progress int)
+    ), d as (
+      select p.id, x.error, x.progress, p.attempts < p.max_attempts as retry,
+             now() + ${backoffMs(sql, backoff)} * interval '1 millisecond' as at,
+             case when x.version is not null then greatest(p.version, x.version) + 1
+                  else greatest(p.version, p.live_base) + ${LIVE_VERSION_JUMP} end as version
+        from processes p join x on x.id = p.id
+       where p.id = any(${writes.map((w) => w.id)}::bigint[])
+         and p.status = any(${FAIL_FROM}::text[])
+         and p.worker_id = x.worker_id
+         and (x.attempt is null or p.attempts = x.attempt)
+         and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
+         and (x.base is null or p.live_base = x.base)
     ), p as (
-      update processes p set ${failOrRetrySet(sql, o.error)}
+      update processes p set ${failOrRetrySet(sql, sql`d.error`, sql`d.version`, sql`coalesce(d.progress, p.progress)`)}
         from d
-       where p.id = d.id and p.status = any(${FAIL_FROM}::text[]) ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)}
+       where p.id = d.id and p.status = any(${FAIL_FROM}::text[])
       returning p.*
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
     )
     select * from p`
-  return row ? toProcess(row) : null
+  return rows.map(toProcess)
 }
 
 /**
@@ -79,7 +112,7 @@ export async function sweepExpired(sql: Sql, timeoutMs: number, backoff: Backoff
        limit 500
        for update skip locked
     ), p as (
-      update processes p set ${failOrRetrySet(sql, 'timed out')}
+      update processes p set ${failOrRetrySet(sql, sql`'timed out'`, sql`greatest(p.version, p.live_base) + ${LIVE_VERSION_JUMP}`)}
         from d
        where p.id = d.id and p.status = any(${FAIL_FROM}::text[])
       returning p.*

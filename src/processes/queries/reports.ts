@@ -1,74 +1,102 @@
-// What a running worker reports without changing the status: progress, heartbeats and log lines.
+// What a running worker reports without changing the status: live state written behind (progress, message,
+// the lease's heartbeat), log lines, and the takeover of a worker's leases at its hello.
 import type { Sql } from '../../db/client'
+import { LIVE_VERSION_JUMP } from '../live'
 import type { Process } from '../model'
 import { toProcess } from './rows'
-import { ownerGuard } from './transitions'
+import { holderGuard, type HolderVersion, ownerGuard } from './transitions'
 
-export interface ProgressWrite {
+/** A lease holder's newest live state of one process, as the write-behind writes it. */
+export interface LiveWrite {
   id: number
   progress: number
   message: string | null
+  /** The live state's version and time, so the row agrees with what streams were sent. */
+  version: number
+  updated_at: string
+  /** The lease: a write of a lease that ended or moved (another worker, attempt or live_base) changes nothing. */
   worker_id: string
-  attempt: number | null
-  /** The worker token sending it: it must be the one holding the lease (null: not checked). */
-  worker_token_id?: number | null
+  attempt: number
+  base: number
+  /** Renew the lease's heartbeat_at too. */
+  beat: boolean
 }
 
 /**
- * One statement for many processes' coalesced progress; returns the rows it changed. The lease's heartbeat_at
- * is renewed only when older than heartbeatSlackMs: heartbeat_at is indexed (the sweep's index), so a write
- * that leaves it alone can be a HOT update (no index entry written), which most progress writes are.
+ * Many processes' live states in one statement; returns the ids it wrote (the others' leases ended or moved).
+ * heartbeat_at is renewed only where `beat` says: it is indexed (the sweep's index), and a write that leaves it
+ * alone can be a HOT update (no index entry written). `p.id = any(ids)` beside the join gives the planner the
+ * row count: with the join alone it estimated 100 rows from the record set and merged on worker_id, reading
+ * every running row of that worker (one worker id holding 5,000 leases: 3.9 ms a statement, not 0.5 ms).
  */
-export async function writeProgress(sql: Sql, writes: ProgressWrite[], heartbeatSlackMs = 0): Promise<Process[]> {
-  const rows = await progressStatement(sql, writes, heartbeatSlackMs)
-  return rows.map(toProcess)
+export async function writeLive(sql: Sql, writes: LiveWrite[]): Promise<number[]> {
+  if (writes.length === 0) return []
+  const rows = await liveStatement(sql, writes)
+  return rows.map((r) => r.id)
 }
 
 /**
- * writeProgress's statement, unawaited (a test EXPLAINs it). `p.id = any(ids)` beside the join gives the
- * planner the row count: with the join alone it estimated 100 rows from the record set and merged on
- * worker_id, reading every running row of that worker (one worker id holding 5,000 leases: 3.9 ms a statement
- * instead of 0.5 ms).
+ * writeLive's statement, unawaited (a test EXPLAINs it). It finds each row by its lease (worker, attempt,
+ * live_base, still running) and writes the state only if it is newer than the row's: a log line or a terminal
+ * frame of the holder may have committed a newer one while this write was on its way. Such a row is still
+ * returned (its lease holds), only not changed.
  */
-export function progressStatement(sql: Sql, writes: ProgressWrite[], heartbeatSlackMs = 0) {
-  return sql`
+export function liveStatement(sql: Sql, writes: LiveWrite[]) {
+  return sql<{ id: number }[]>`
     update processes p
-       set progress = x.progress, message = coalesce(x.message, p.message), version = p.version + 1,
-           updated_at = now(),
-           heartbeat_at = case when p.heartbeat_at > now() - ${heartbeatSlackMs} * interval '1 millisecond' then p.heartbeat_at else now() end
+       set progress = case when x.version > p.version then x.progress else p.progress end,
+           message = case when x.version > p.version then x.message else p.message end,
+           updated_at = case when x.version > p.version then x.updated_at else p.updated_at end,
+           version = greatest(p.version, x.version),
+           heartbeat_at = case when x.beat then now() else p.heartbeat_at end
       from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
-           as x(id bigint, progress int, message text, worker_id text, attempt int, worker_token_id bigint)
+           as x(id bigint, progress int, message text, version bigint, updated_at timestamptz, worker_id text, attempt int, base bigint, beat boolean)
      where p.id = x.id and p.id = any(${writes.map((w) => w.id)}::bigint[])
-       and p.status = 'running' and p.worker_id = x.worker_id
-       and (x.attempt is null or p.attempts = x.attempt)
-       and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
-    returning p.*`
+       and p.status = 'running' and p.worker_id = x.worker_id and p.attempts = x.attempt and p.live_base = x.base
+    returning p.id`
 }
 
-export async function touchHeartbeat(sql: Sql, id: number, workerId: string, attempt: number | undefined, tokenId?: number): Promise<boolean> {
+/** The running processes leased to a worker id, and the worker token each lease was taken under. */
+export async function leasesOf(sql: Sql, workerId: string): Promise<{ id: number; worker_token_id: number | null }[]> {
+  return sql<{ id: number; worker_token_id: number | null }[]>`
+    select id, worker_token_id from processes where status = 'running' and worker_id = ${workerId} order by id`
+}
+
+/**
+ * A worker's hello on this instance: these running processes of it become this instance's leases. live_base
+ * moves past anything their previous holder (another instance, or this one before a restart) may have shown
+ * (src/processes/live.ts); version and content stay as they are, so nothing is published for it.
+ */
+export async function takeOverLeases(sql: Sql, workerId: string, tokenId: number, ids: number[]): Promise<{ state: Process; base: number }[]> {
+  if (ids.length === 0) return []
   const rows = await sql`
-    update processes set heartbeat_at = now()
-     where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt, tokenId)}
-    returning id`
-  return rows.length > 0
+    update processes
+       set live_base = greatest(version, live_base) + ${LIVE_VERSION_JUMP}, heartbeat_at = now()
+     where id = any(${ids}::bigint[]) and status = 'running' and worker_id = ${workerId}
+       and (worker_token_id is null or worker_token_id = ${tokenId})
+    returning *`
+  return rows.map((row) => ({ state: toProcess(row), base: Number(row.live_base) })).sort((a, b) => a.state.id - b.state.id)
 }
 
-/** A worker's log line: an event with the status unchanged, and the process's latest message. */
+/**
+ * A worker's log line: an event with the status unchanged, and the process's latest message. From the lease
+ * holder it carries the live progress too (so it supersedes what the write-behind has queued).
+ */
 export async function appendLog(
   sql: Sql,
   id: number,
-  workerId: string,
-  attempt: number | undefined,
-  message: string,
-  tokenId?: number,
+  o: { workerId: string; attempt: number | undefined; message: string; tokenId?: number; holder?: HolderVersion & { progress: number } },
 ): Promise<Process | null> {
+  const version = o.holder ? sql`greatest(version, ${o.holder.version}) + 1` : sql`greatest(version, live_base) + ${LIVE_VERSION_JUMP}`
   const [row] = await sql`
     with p as (
-      update processes set message = ${message}, version = version + 1, updated_at = now(), heartbeat_at = now()
-       where id = ${id} and status = 'running' ${ownerGuard(sql, workerId, attempt, tokenId)}
+      update processes
+         set message = ${o.message}, version = ${version}, updated_at = now(), heartbeat_at = now()
+             ${o.holder ? sql`, progress = ${o.holder.progress}` : sql``}
+       where id = ${id} and status = 'running' ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)} ${holderGuard(sql, o.holder)}
       returning *
     ), e as (
-      insert into process_events (process_id, status, message) select id, status, ${message} from p
+      insert into process_events (process_id, status, message) select id, status, ${o.message} from p
     )
     select * from p`
   return row ? toProcess(row) : null

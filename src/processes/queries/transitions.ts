@@ -2,6 +2,7 @@
 // racing transition finds no row and loses cleanly), the version bump, and the event, together.
 // With claims.ts, failures.ts and completions.ts these are the only code that writes `processes.status`.
 import type { Sql } from '../../db/client'
+import { LIVE_VERSION_JUMP } from '../live'
 import type { Process } from '../model'
 import { edge, sourcesOf, type Status } from '../states'
 import { toProcess } from './rows'
@@ -34,6 +35,29 @@ export interface Transition {
   set?: PromiseLike<unknown>
   /** Extra conditions, starting with `and`. */
   guard?: PromiseLike<unknown>
+  /** Made by the lease holder from its live state (src/processes/live.ts); absent for everyone else. */
+  holder?: HolderVersion
+}
+
+/** The lease holder's newest state: the version its commit follows, and the live_base its lease began at. */
+export interface HolderVersion {
+  version: number
+  base: number
+}
+
+/**
+ * The version a commit gives its row (src/processes/live.ts): the holder's next after its live state, guarded
+ * by its live_base; anyone else's next past whatever a holder of a running process may have shown.
+ */
+export function nextVersion(sql: Sql, holder: HolderVersion | undefined) {
+  return holder
+    ? sql`greatest(version, ${holder.version}) + 1`
+    : sql`case when status = 'running' then greatest(version, live_base) + ${LIVE_VERSION_JUMP} else version + 1 end`
+}
+
+/** The holder's commit applies only while its lease is the one the row holds (a takeover moves live_base). */
+export function holderGuard(sql: Sql, holder: HolderVersion | undefined) {
+  return holder ? sql`and live_base = ${holder.base}` : sql``
 }
 
 export async function transitionProcess(sql: Sql, id: number, tr: Transition): Promise<Process | null> {
@@ -41,9 +65,9 @@ export async function transitionProcess(sql: Sql, id: number, tr: Transition): P
   const [row] = await sql`
     with p as (
       update processes
-         set status = ${tr.to}, message = ${tr.message}, version = version + 1, updated_at = now()
+         set status = ${tr.to}, message = ${tr.message}, version = ${nextVersion(sql, tr.holder)}, updated_at = now()
              ${tr.set ?? sql``}
-       where id = ${id} and status = any(${from}::text[]) ${tr.guard ?? sql``}
+       where id = ${id} and status = any(${from}::text[]) ${tr.guard ?? sql``} ${holderGuard(sql, tr.holder)}
       returning *
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
@@ -106,11 +130,13 @@ export function workerTransition(
 ): Transition {
   switch (op) {
     case 'start':
-      // A pending process has no lease to fence yet: start opens the next attempt.
+      // A pending process has no lease to fence yet: start opens the next attempt, and its live states count on
+      // from the version it commits (live_base, src/processes/live.ts).
       return {
         ...EDGES.claim,
         message: 'Started',
-        set: sql`, worker_id = ${workerId}, worker_token_id = ${token?.tokenId ?? null}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now()`,
+        set: sql`, worker_id = ${workerId}, worker_token_id = ${token?.tokenId ?? null}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now(),
+                 live_base = version + 1`,
         guard: scopeGuard(sql, token),
       }
     case 'complete':

@@ -1,0 +1,102 @@
+// Reading processes: the list, one process (ETag / If-None-Match), its event log. A running process shows its
+// newest live state this instance knows (src/processes/reader.ts), in the list too.
+import { Elysia, t } from 'elysia'
+import { activeWorkspace, authPlugin } from '../../auth/plugin'
+import { JSON_CONTENT_TYPE, notFound } from '../../errors'
+import type { Services } from '../../wiring'
+import { EventsQuery, IdParams, ListQuery, Process, ProcessEvent, ProcessSummary } from '../model'
+import { listEvents, listProcesses } from '../queries/reads'
+import { errors, responses } from './docs'
+
+/** `"<version>"`; If-None-Match may list several, weak or strong, or `*`. */
+const etagOf = (version: number) => `"${version}"`
+function matchesEtag(header: string, version: number): boolean {
+  const tag = etagOf(version)
+  return header.split(',').some((part) => {
+    const value = part.trim()
+    return value === '*' || value === tag || value === `W/${tag}`
+  })
+}
+
+export function processReads(s: Services) {
+  return new Elysia({ prefix: '/processes' })
+    .use(authPlugin(s))
+    .get(
+      '',
+      async ({ query, principal, state, request, set }) => {
+        const workspaceId = activeWorkspace(principal, state, query.workspace_id)
+        const limit = query.limit ?? 50
+        const { rows, more } = await listProcesses(s.sql, {
+          workspaceId,
+          statuses: query.status?.split(','),
+          type: query.type,
+          before: query.before,
+          limit,
+        })
+        if (more) {
+          const url = new URL(request.url)
+          url.searchParams.set('before', String(rows[rows.length - 1]!.id))
+          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
+        }
+        // A running process's newest live state, where this instance knows one (src/processes/reader.ts).
+        return rows.map((row) => {
+          const live = s.reader.liveState(row.id)
+          if (!live || live.version <= row.version) return row
+          const { metadata: _m, result_summary: _r, ...summary } = live
+          return summary
+        })
+      },
+      {
+        query: ListQuery,
+        detail: {
+          summary: 'List processes of the active workspace, newest first',
+          tags: ['processes'],
+          responses: responses({ 200: t.Array(ProcessSummary), ...errors }),
+        },
+      },
+    )
+    .get(
+      '/:id',
+      async ({ params: { id }, principal, state, request }) => {
+        const ifNoneMatch = request.headers.get('if-none-match')
+        if (ifNoneMatch) {
+          // The cheap path for 2-second pollers: compare versions before reading the whole row.
+          const current = await s.reader.version(id, principal.workspaceIds)
+          if (current === null) throw notFound('Process not found')
+          if (matchesEtag(ifNoneMatch, current.version)) {
+            state.workspaceId = current.workspace_id
+            // A Response of our own, as for the 200: Elysia's own (from `set`) costs more than the read saves.
+            return new Response(null, { status: 304, headers: { etag: etagOf(current.version) } })
+          }
+        }
+        const process = await s.reader.findText(id, principal.workspaceIds)
+        if (!process) throw notFound('Process not found')
+        state.workspaceId = process.workspace_id
+        return new Response(process.json, {
+          headers: { 'content-type': JSON_CONTENT_TYPE, etag: etagOf(process.version), 'cache-control': 'no-cache' },
+        })
+      },
+      {
+        params: IdParams,
+        detail: {
+          summary: 'Get one process with its full state (ETag / If-None-Match)',
+          tags: ['processes'],
+          responses: responses({ 200: Process, 304: null, ...errors }),
+        },
+      },
+    )
+    .get(
+      '/:id/events',
+      async ({ params: { id }, query, principal, state }) => {
+        const visible = await s.reader.version(id, principal.workspaceIds)
+        if (visible === null) throw notFound('Process not found')
+        state.workspaceId = visible.workspace_id
+        return listEvents(s.sql, id, query.after ?? 0, query.limit ?? 1000)
+      },
+      {
+        params: IdParams,
+        query: EventsQuery,
+        detail: { summary: "A process's event log, ascending by id", tags: ['processes'], responses: responses({ 200: t.Array(ProcessEvent), ...errors }) },
+      },
+    )
+}

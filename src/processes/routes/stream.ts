@@ -1,0 +1,100 @@
+// The two SSE routes: one process (README: SSE stream) and a whole workspace.
+import { Elysia } from 'elysia'
+import type { Principal } from '../../auth/authenticator'
+import { activeWorkspace, authPlugin } from '../../auth/plugin'
+import { HttpError, notFound, unavailable } from '../../errors'
+import type { Services } from '../../wiring'
+import { newer } from '../live'
+import { IdParams, ProcessStreamQuery, StreamQuery } from '../model'
+import { openProcessStream, parseLastEventId } from '../process-stream'
+import { listActive } from '../queries/reads'
+import { openWorkspaceStream } from '../workspace-stream'
+import { errors, EVENT_STREAM, responses } from './docs'
+
+export function processStreams(s: Services) {
+  const streamSettings = {
+    maxMs: s.config.SSE_MAX_MS,
+    keepaliveMs: s.config.SSE_KEEPALIVE_MS,
+    retryMs: s.config.SSE_RETRY_MS,
+    liveRecheckMs: 2 * s.config.PROGRESS_PERSIST_MS + 100,
+  }
+  const refuseWhileDraining = () => {
+    if (s.draining.value) throw unavailable('Server is shutting down; reconnect')
+  }
+  /**
+   * A stream counts against its credential's cap (MAX_STREAMS_PER_TOKEN) from now on, and is closed when the
+   * credential is revoked or expires (auth/revocation.ts).
+   */
+  const admitStream = (principal: Principal) => {
+    const kind = principal.sessionId !== null ? 'session' : 'api'
+    const id = principal.sessionId ?? principal.tokenId
+    const cap = s.config.MAX_STREAMS_PER_TOKEN
+    if (cap > 0 && s.credentials.count(kind, id) >= cap) {
+      throw new HttpError(429, 'rate_limited', `At most ${cap} open streams per token on this instance`, { limit: cap }, { 'Retry-After': '1' })
+    }
+    let close = () => {}
+    const untrack = s.credentials.track(kind, id, () => close())
+    return (closeStream: () => void) => {
+      close = closeStream
+      return untrack
+    }
+  }
+  return new Elysia({ prefix: '/processes' })
+    .use(authPlugin(s))
+    .get(
+      '/stream',
+      async ({ query, principal, state }) => {
+        refuseWhileDraining()
+        const workspaceId = activeWorkspace(principal, state, query.workspace_id)
+        const statuses = query.status?.split(',')
+        const register = admitStream(principal)
+        s.metrics.counters.sse_connects++
+        return openWorkspaceStream({
+          register,
+          hub: s.hub,
+          settings: streamSettings,
+          workspaceId,
+          statuses,
+          type: query.type,
+          // Each row as the newest state this instance knows of it (a running process's live state).
+          readPage: async (after, limit) =>
+            (await listActive(s.sql, { workspaceId, statuses, type: query.type, after, limit })).map((row) => newer(row, s.reader.liveState(row.id))!),
+        })
+      },
+      {
+        query: StreamQuery,
+        detail: { summary: 'One SSE stream for a whole workspace (extension)', tags: ['streams'], responses: responses({ 200: EVENT_STREAM, ...errors }) },
+      },
+    )
+    .get(
+      '/:id/stream',
+      async ({ params: { id }, query, principal, state, request }) => {
+        refuseWhileDraining()
+        const register = admitStream(principal)
+        s.metrics.counters.sse_connects++
+        const response = await openProcessStream({
+          register,
+          hub: s.hub,
+          settings: streamSettings,
+          id,
+          lastEventId: parseLastEventId(request.headers.get('last-event-id'), query.last_event_id),
+          read: async () => {
+            const process = await s.reader.find(id, principal.workspaceIds)
+            if (process) state.workspaceId = process.workspace_id
+            return process
+          },
+        })
+        if (!response) throw notFound('Process not found')
+        return response
+      },
+      {
+        params: IdParams,
+        query: ProcessStreamQuery,
+        detail: {
+          summary: 'SSE stream of one process: 25-second windows, `event: done` at the end',
+          tags: ['streams'],
+          responses: responses({ 200: EVENT_STREAM, ...errors }),
+        },
+      },
+    )
+}
