@@ -31,6 +31,12 @@ export interface Lease {
   moved: boolean
 }
 
+/** The version a holder's next change follows: its newest state's, or its live_base after a takeover. */
+export const holderVersion = (lease: Lease) => Math.max(lease.state.version, lease.base)
+
+/** Whether a state may be shown before its write: within LIVE_LEAD_MAX of what the row holds (its version or live_base). */
+const withinLead = (lease: Lease) => lease.state.version - Math.max(lease.written, lease.base) <= LIVE_LEAD_MAX
+
 export class HeldLeases implements LiveView {
   private readonly leases = new Map<number, Lease>()
   /** Held processes whose state the database does not have yet, or whose heartbeat is due. */
@@ -107,7 +113,8 @@ export class HeldLeases implements LiveView {
       ...before,
       progress,
       message: message ?? before.message,
-      version: lease.published ? before.version + 1 : before.version,
+      // After a takeover, past the old holder's reach (live_base); otherwise the next version.
+      version: lease.published ? holderVersion(lease) + 1 : before.version,
       updated_at: new Date().toISOString(),
     }
     lease.state = state
@@ -116,7 +123,7 @@ export class HeldLeases implements LiveView {
     this.dirty.add(lease.id)
     // Past LIVE_LEAD_MAX ahead of the row, a state waits for its write before it is shown (the database is slow
     // or away); the write-behind hands it on once written.
-    if (state.version - lease.written <= LIVE_LEAD_MAX) this.unpublished.add(lease.id)
+    if (withinLead(lease)) this.unpublished.add(lease.id)
     return state
   }
 
@@ -173,20 +180,23 @@ export class HeldLeases implements LiveView {
           id,
           progress: s.progress,
           message: s.message,
-          version: s.version,
+          // A heartbeat alone renews the lease and leaves the state to its own interval: a version the row
+          // has already changes nothing (see liveStatement).
+          version: stateDue ? s.version : lease.written,
           updated_at: s.updated_at,
           worker_id: lease.workerId,
           attempt: lease.attempt,
           base: lease.base,
-          beat: lease.beatDue,
+          beat,
         },
       })
-      lease.writtenAt = now
-      if (lease.beatDue) {
+      if (stateDue) lease.writtenAt = now
+      if (beat) {
         lease.beatAt = now
         lease.beatDue = false
       }
-      this.dirty.delete(id)
+      // Still dirty: a state left to its interval, or a heartbeat not due yet.
+      if (!(lease.state.version > lease.written && !stateDue) && !lease.beatDue) this.dirty.delete(id)
     }
     return due
   }
@@ -195,7 +205,7 @@ export class HeldLeases implements LiveView {
   wrote(lease: Lease, version: number): boolean {
     lease.written = Math.max(lease.written, version)
     if (lease.state.version > lease.written) this.dirty.add(lease.id)
-    if (!lease.published && lease.state.version - lease.written <= LIVE_LEAD_MAX) {
+    if (!lease.published && withinLead(lease)) {
       this.unpublished.add(lease.id)
       return true
     }

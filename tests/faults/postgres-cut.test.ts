@@ -137,6 +137,7 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
       recoveredMs: number
       completeDuring: Record<string, any>
       completeAfter: Record<string, any>
+      staleDuring: Record<string, any>
     }> = []
     for (const [mode, finishing] of [
       ['blackhole', finishBlackholed],
@@ -148,6 +149,8 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
       // The worker finishes a process during the cut: refused, not acked.
       await Bun.sleep(1500)
       const completeDuring = await worker.request({ op: 'complete', process_id: finishing, attempt: runs.get(finishing), result_summary: { ok: true } }, 20_000)
+      // Fencing needs no database either: progress of an attempt the lease does not hold is refused from memory.
+      const staleDuring = await worker.request({ op: 'progress', process_id: busy[0]!, attempt: runs.get(busy[0]!)! + 1, progress: 99 }, 20_000)
       await Bun.sleep(Math.max(0, cutAt + CUT_MS - Date.now()))
       const restoredAt = Date.now()
       await proxy.restore()
@@ -169,7 +172,7 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
         'a complete that is not unavailable',
         { pollMs: 200 },
       ).catch(() => {}) // still unavailable after 10 s: the expectation on completeAfter below fails
-      cuts.push({ mode, cutAt, restoredAt, recoveredMs, completeDuring, completeAfter })
+      cuts.push({ mode, cutAt, restoredAt, recoveredMs, completeDuring, completeAfter, staleDuring })
     }
     await Bun.sleep(500)
     stop = true
@@ -206,6 +209,7 @@ describe.skipIf(!hasPostgres)('Postgres cut for 5 s', async () => {
       expect(liveFrames.length).toBeGreaterThan(0)
       for (const f of liveFrames) expect({ mode: cut.mode, op: f.op, reply: f.reply.op }).toEqual({ mode: cut.mode, op: f.op, reply: 'ack' })
       expect(cut.completeDuring).toMatchObject({ op: 'error', code: 'unavailable' })
+      expect(cut.staleDuring).toMatchObject({ op: 'error', code: 'not_owner' })
       expect({ mode: cut.mode, reply: cut.completeAfter }).toMatchObject({ mode: cut.mode, reply: { op: 'ack' } })
       callsDuring += during.length
       framesDuring += refusedFrames.length

@@ -5,6 +5,7 @@
 import type { Process } from '../../processes/model'
 import type { Status } from '../../processes/states'
 import type { FinishClaim } from '../finish'
+import { holderVersion } from '../held'
 import { FrameError, fence, type FrameOf, type GatewayOps, type Reply, refusalMessage, type Socket } from './context'
 
 export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame: FrameOf<'complete' | 'fail'>): Promise<Reply> {
@@ -18,7 +19,7 @@ export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame:
     worker_id: workerId,
     attempt: frame.attempt ?? null,
     worker_token_id: ws.data.tokenId,
-    version: lease ? lease.state.version : null,
+    version: lease ? holderVersion(lease) : null,
     base: lease ? lease.base : null,
   }
   // A claim-next that does not wait is taken in the change's own transaction; one that waits, after it.
