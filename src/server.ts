@@ -17,6 +17,7 @@ import { Logger } from './ops/log'
 import { Metrics } from './ops/metrics'
 import { createProcessHub } from './processes/hub-rules'
 import type { Process } from './processes/model'
+import { CreateBatcher } from './processes/create-batcher'
 import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/sse-session'
 import type { Services } from './wiring'
@@ -74,6 +75,7 @@ export async function buildServices(
     live: held,
     queue,
     reader: new ProcessReader(db.sql, held, hub),
+    creates: new CreateBatcher(db.sql, hub),
     credentials,
     limits,
     draining: { value: false },

@@ -6,6 +6,7 @@ import type { CredentialWatch } from './auth/revocation'
 import type { Config } from './config'
 import type { Database, Sql } from './db/client'
 import type { ProcessHub } from './processes/hub-rules'
+import type { CreateBatcher } from './processes/create-batcher'
 import type { LiveView } from './processes/live'
 import type { Logger } from './ops/log'
 import type { Metrics } from './ops/metrics'
@@ -25,6 +26,8 @@ export interface Services {
   live: LiveView
   /** Attempts, backoff, caps and fair turns of the queue (src/workers/queue.ts). */
   queue: QueuePolicy
+  /** Single creates, group-committed (src/processes/create-batcher.ts). */
+  creates: CreateBatcher
   /** Batched reads of one process by id (GET /processes/{id}, the stream snapshot). */
   reader: ProcessReader
   /** Open streams and worker sockets by credential: closed when it is revoked or expires (#12). */

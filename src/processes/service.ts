@@ -16,11 +16,19 @@ const UNIQUE_VIOLATION = '23505'
 
 class ReplayRace extends Error {}
 
+/** An Idempotency-Key is bound to the request it was first used with. */
+export const requestHashOf = (workspaceId: number, items: NewProcess[]) =>
+  new Bun.CryptoHasher('sha256').update(JSON.stringify([workspaceId, items])).digest('hex')
+
+export const keyReused = () =>
+  invalidRequest('Idempotency-Key was already used with a different request body', [{ path: '/', message: 'Idempotency-Key reused with a different body' }])
+
 export interface CreateResult {
   process: Process
   replayed: boolean
 }
 
+/** One create on its own transaction (the create batcher's fallback when its group statement fails). */
 export async function createProcess(
   sql: Sql,
   hub: ProcessHub,
@@ -47,7 +55,7 @@ async function createMany(
   const { principal } = input
   const key = input.idempotencyKey === null ? null : input.keyPrefix + input.idempotencyKey
   // What the key was first used for: the same key with another request is a client bug, refused (422), not replayed.
-  const requestHash = key ? new Bun.CryptoHasher('sha256').update(JSON.stringify([input.workspaceId, input.items])).digest('hex') : null
+  const requestHash = key ? requestHashOf(input.workspaceId, input.items) : null
   for (let attempt = 0; ; attempt++) {
     try {
       const result = await sql.begin(async (tx) => {
@@ -57,11 +65,7 @@ async function createMany(
           const [seen] = await tx<{ response: any; request_hash: string | null }[]>`
             select response, request_hash from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
           if (seen) {
-            if (seen.request_hash !== null && seen.request_hash !== requestHash) {
-              throw invalidRequest('Idempotency-Key was already used with a different request body', [
-                { path: '/', message: 'Idempotency-Key reused with a different body' },
-              ])
-            }
+            if (seen.request_hash !== null && seen.request_hash !== requestHash) throw keyReused()
             // jsonb keeps its own key order: the replay is put back in the API's.
             return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true }
           }
@@ -93,7 +97,7 @@ async function createMany(
 }
 
 /** Wakes one waiting claim per new process, now or when it comes due: grouped by type and due time. */
-function announceNew(hub: ProcessHub, processes: readonly Process[]) {
+export function announceNew(hub: ProcessHub, processes: readonly Process[]) {
   const groups = new Map<string, { type: string; atMs: number; count: number }>()
   for (const p of processes) {
     const atMs = Date.parse(p.run_at)

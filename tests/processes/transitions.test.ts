@@ -186,7 +186,7 @@ describe('events', () => {
     // One version per change; a change of a running process by anyone but its lease holder (these are made
     // straight in SQL) jumps past the holder's live versions.
     let version = 0
-    for (const [i, e] of events.entries()) version = i === 0 ? 1 : nextVersionOf({ status: events[i - 1]!.status, version })
+    for (const i of events.keys()) version = i === 0 ? 1 : nextVersionOf({ status: events[i - 1]!.status, version })
     expect((await current(p.id)).version).toBe(version)
   })
 

@@ -7,7 +7,7 @@ import type { RequestState } from '../../request-state'
 import type { Services } from '../../wiring'
 import { BatchBody, type BatchItem, CreateBody, ErrorSchema, IdempotencyHeaders, IdParams, Process, ReviewBody, unstorableJson } from '../model'
 import type { NewProcess } from '../queries/create'
-import { createProcess, createProcesses, userAction } from '../service'
+import { createProcesses, userAction } from '../service'
 import { JSON_BODY, noBody } from './body'
 import { bodyErrors, errors, responses } from './docs'
 
@@ -20,7 +20,7 @@ export function processWrites(s: Services) {
         const item = newProcess(s, body, '')
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
         requireWriter(principal, workspaceId)
-        const { process, replayed } = await createProcess(s.sql, s.hub, {
+        const { process, replayed } = await s.creates.submit({
           principal,
           workspaceId,
           item,
