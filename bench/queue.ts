@@ -11,6 +11,7 @@ import { connectWorker } from '../packages/client/src/worker'
 import { claimNext } from '../src/processes/queries/claims'
 import { insertProcess } from '../src/processes/queries/create'
 import { BASE_REDIS_URL, BENCH_DIR, Report, createBenchTenant, freshDatabase, redisPrefix, startProcessesServer, cleanRedisPrefix } from './lib'
+import { awaitedAcks, type Cpu, cpuNow, cpuSince, cpuTotal, createToDone, quantile, redisCpuSeconds, referencePart, singleCreates } from './queue/hot-path'
 
 const env = process.env
 const JOBS = Number(env.BENCH_QUEUE_JOBS ?? 10_000)
@@ -18,12 +19,19 @@ const ROUNDS = Number(env.BENCH_QUEUE_ROUNDS ?? 2)
 const FINISHED = Number(env.BENCH_QUEUE_FINISHED ?? 1_000_000)
 const BACKLOG = Number(env.BENCH_QUEUE_BACKLOG ?? 50_000)
 const CONCURRENCY = 50
+/** Single creates (POST /processes vs queue.add), creates followed to done, and awaited progress updates on one process. */
+const SINGLE = Number(env.BENCH_QUEUE_SINGLE ?? 20_000)
+const DONE_JOBS = Number(env.BENCH_QUEUE_DONE ?? 2000)
+const ACKS = Number(env.BENCH_QUEUE_ACKS ?? 20_000)
+const IN_FLIGHT = 50
+const DONE_IN_FLIGHT = 20
 /** pg-boss takes one batch per polling interval (0.5 s at least): ~100 jobs/s here, so it gets a fifth of the jobs. */
 const PG_BOSS_JOBS = Math.max(500, Math.floor(JOBS / 5))
 
 type Lib = 'processes' | 'bullmq' | 'graphile-worker' | 'pg-boss'
 
-async function reference(lib: Exclude<Lib, 'processes'>, jobs: number, progress: boolean): Promise<number> {
+/** A reference queue's jobs/s and the CPU per job of every process (its node process, Redis, Postgres). */
+async function reference(lib: Exclude<Lib, 'processes'>, jobs: number, progress: boolean): Promise<{ rate: number; cpu: Cpu }> {
   const { url } = await freshDatabase(1)
   const prefix = redisPrefix()
   cleanRedisPrefix(BASE_REDIS_URL, prefix)
@@ -32,11 +40,15 @@ async function reference(lib: Exclude<Lib, 'processes'>, jobs: number, progress:
     stdout: 'pipe',
     stderr: 'pipe',
   })
+  const before = cpuNow()
   const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()])
   await proc.exited
+  const spent = cpuSince(before, cpuNow())
+  const usage = proc.resourceUsage()
+  const cpu = { server: usage ? Number(usage.cpuTime.total) / 1e6 : NaN, postgres: spent.postgres, redis: spent.redis, client: 0 }
   const last = out.trim().split('\n').pop() ?? ''
   try {
-    return JSON.parse(last).jobs_per_s
+    return { rate: JSON.parse(last).jobs_per_s, cpu: perJob(cpu, jobs) }
   } catch {
     throw new Error(`${lib} failed (exit ${proc.exitCode}):\n${out.slice(-2000)}\n${err.slice(-2000)}`)
   }
@@ -44,7 +56,6 @@ async function reference(lib: Exclude<Lib, 'processes'>, jobs: number, progress:
 
 export async function run(): Promise<Report> {
   const report = new Report('queue', {
-    progress_sync_commit: env.PROGRESS_SYNC_COMMIT ?? 'on',
     jobs: JOBS,
     rounds: ROUNDS,
     concurrency: CONCURRENCY,
@@ -54,8 +65,7 @@ export async function run(): Promise<Report> {
   })
   const { url, db } = await freshDatabase(4)
   const tenant = await createBenchTenant(db)
-  // PROGRESS_SYNC_COMMIT=off in the benchmark's environment measures the opt-in (progress commits without the WAL flush).
-  const server = await startProcessesServer('processes', { DATABASE_URL: url, DB_POOL_MAX: '20', PROGRESS_SYNC_COMMIT: env.PROGRESS_SYNC_COMMIT ?? 'on' })
+  const server = await startProcessesServer('processes', { DATABASE_URL: url, DB_POOL_MAX: '20' })
   const auth = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
 
   const enqueueRates: number[] = []
@@ -70,8 +80,10 @@ export async function run(): Promise<Report> {
   }
 
   let seq = 0
-  async function ours(progress: boolean): Promise<number> {
+  /** jobs/s of this server, and the CPU per job (enqueue and processing) of the server, Postgres and the worker. */
+  async function ours(progress: boolean): Promise<{ rate: number; cpu: Cpu }> {
     const type = `bench_${seq++}`
+    const before = cpuNow(server.pid)
     await enqueue(type, JOBS)
     let done = 0
     const { promise, resolve } = Promise.withResolvers<void>()
@@ -89,12 +101,18 @@ export async function run(): Promise<Report> {
     })
     await promise
     const seconds = (performance.now() - started) / 1000
+    const cpu = perJob(cpuSince(before, cpuNow(server.pid)), JOBS)
     await worker.close()
-    return JOBS / seconds
+    return { rate: JOBS / seconds, cpu }
   }
 
   const results: Record<string, number[]> = {}
-  const record = (key: string, value: number) => (results[key] ??= []).push(value)
+  const cpus: Record<string, Cpu[]> = {}
+  const record = (key: string, run: number | { rate: number; cpu: Cpu }) => {
+    if (typeof run === 'number') return (results[key] ??= []).push(run)
+    ;(cpus[key] ??= []).push(run.cpu)
+    return (results[key] ??= []).push(run.rate)
+  }
   for (let round = 0; round < ROUNDS; round++) {
     record('processes with progress', await ours(true))
     record('bullmq with progress', await reference('bullmq', JOBS, true))
@@ -102,6 +120,24 @@ export async function run(): Promise<Report> {
     record('graphile-worker without progress', await reference('graphile-worker', JOBS, false))
     record('bullmq without progress', await reference('bullmq', JOBS, false))
     record('pg-boss without progress', await reference('pg-boss', PG_BOSS_JOBS, false))
+    // The hot path's other figures, interleaved the same way.
+    record('processes single creates', await singleCreates(server.url, tenant, SINGLE, IN_FLIGHT))
+    record('bullmq queue.add', (await referencePart('bullmq-add', SINGLE, IN_FLIGHT)).rate!)
+    {
+      const type = `done_${round}`
+      const worker = connectWorker(server.url, tenant.workerToken, { types: [type], concurrency: CONCURRENCY, claimWaitMs: 1000, handler: async () => {} })
+      const latencies = await createToDone(server.url, tenant, type, DONE_JOBS, DONE_IN_FLIGHT)
+      await worker.close()
+      record('processes create → done p99', quantile(latencies, 0.99))
+      record('processes create → done p50', quantile(latencies, 0.5))
+    }
+    const bullDone = await referencePart('bullmq-done', DONE_JOBS, DONE_IN_FLIGHT)
+    record('bullmq add → completed p99', bullDone.p99!)
+    record('bullmq add → completed p50', bullDone.p50!)
+    const acks = await awaitedAcks(server.url, tenant, ACKS)
+    record('processes awaited progress acks', acks.rate)
+    record('processes progress commits per 100 frames', acks.commitsPer100)
+    record('bullmq awaited updateProgress', (await referencePart('bullmq-acks', ACKS)).rate!)
     console.log(
       `  round ${round + 1}/${ROUNDS}: ${Object.entries(results)
         .map(([k, v]) => `${k} ${Math.round(v.at(-1)!)}`)
@@ -150,6 +186,76 @@ export async function run(): Promise<Report> {
     ceilingLabel: 'pg-boss',
     ratio: withoutP / m['pg-boss without progress']!,
   })
+  const single = m['processes single creates']!
+  report.add({
+    figure: `single POST /processes, ${IN_FLIGHT} in flight (vs BullMQ queue.add)`,
+    value: single,
+    unit: 'creates/s',
+    ceiling: m['bullmq queue.add'],
+    ceilingLabel: 'BullMQ add',
+    ratio: single / m['bullmq queue.add']!,
+    goal: '≥ 1.0×',
+    pass: single >= m['bullmq queue.add']!,
+  })
+  const doneP99 = m['processes create → done p99']!
+  report.add({
+    figure: `create → SSE done p99, ${DONE_IN_FLIGHT} in flight (vs BullMQ QueueEvents completed)`,
+    value: doneP99,
+    unit: 'ms',
+    ceiling: m['bullmq add → completed p99'],
+    ceilingLabel: 'BullMQ',
+    ratio: doneP99 / m['bullmq add → completed p99']!,
+    goal: '≤ 1.0×',
+    pass: doneP99 <= m['bullmq add → completed p99']!,
+  })
+  report.add({
+    figure: 'create → SSE done p50',
+    value: m['processes create → done p50']!,
+    unit: 'ms',
+    ceiling: m['bullmq add → completed p50'],
+    ceilingLabel: 'BullMQ',
+    ratio: m['processes create → done p50']! / m['bullmq add → completed p50']!,
+  })
+  const acksRate = m['processes awaited progress acks']!
+  report.add({
+    figure: 'awaited progress acks/s, one process (vs BullMQ updateProgress)',
+    value: acksRate,
+    unit: 'acks/s',
+    ceiling: m['bullmq awaited updateProgress'],
+    ceilingLabel: 'BullMQ',
+    ratio: acksRate / m['bullmq awaited updateProgress']!,
+    goal: '≥ 1.0×',
+    pass: acksRate >= m['bullmq awaited updateProgress']!,
+  })
+  const commits = m['processes progress commits per 100 frames']!
+  report.add({ figure: 'Postgres progress statements per 100 awaited frames', value: commits, unit: '', goal: '≤ 5', pass: commits <= 5 })
+  // CPU per job, every process that takes part (medians of the rounds, per process).
+  const cpuMedian = (key: string): Cpu | null => {
+    const runs = cpus[key]
+    if (!runs || runs.length === 0) return null
+    const pick = (f: keyof Cpu) => median(runs.map((c) => c[f]))
+    return { server: pick('server'), postgres: pick('postgres'), redis: pick('redis'), client: pick('client') }
+  }
+  for (const [key, label] of [
+    ['processes with progress', 'this server, 5 progress'],
+    ['processes without progress', 'this server, no progress'],
+    ['bullmq with progress', 'BullMQ, 5 progress'],
+    ['bullmq without progress', 'BullMQ, no progress'],
+  ] as const) {
+    const c = cpuMedian(key)
+    if (!c) continue
+    const ours = key.startsWith('processes')
+    const total = cpuTotal(c)
+    report.add({
+      figure: `CPU per job (enqueue + processing), ${label}`,
+      value: total,
+      unit: 'ms',
+      ...(ours ? { goal: '≤ 0.5', pass: total <= 0.5 } : {}),
+    })
+    report.note(
+      `CPU per job, ${label}: ${ours ? `server ${c.server.toFixed(3)}, Postgres ${c.postgres.toFixed(3)}, worker SDK and enqueue ${c.client.toFixed(3)}, Redis ${c.redis.toFixed(3)}` : `node (queue + worker) ${c.server.toFixed(3)}, Redis ${c.redis.toFixed(3)}, Postgres ${c.postgres.toFixed(3)}`} ms`,
+    )
+  }
   const enqueueRate = median(enqueueRates)
   report.add({
     figure: 'bulk enqueue (POST /processes/batch, 1,000 a request)',
@@ -236,5 +342,14 @@ export async function run(): Promise<Report> {
   report.note(
     'this server: the worker SDK (packages/client/src/worker.ts) in the benchmark process, awaiting each ctx.progress; BullMQ awaits each job.updateProgress',
   )
+  report.note(
+    `single creates: ${SINGLE.toLocaleString('en')} each, ${IN_FLIGHT} lanes of one request at a time (fetch from this process vs queue.add under node); create → done: ${DONE_JOBS.toLocaleString('en')} jobs, ${DONE_IN_FLIGHT} lanes, a worker with concurrency ${CONCURRENCY} running (POST, then the process's SSE stream until event: done, vs queue.add then QueueEvents' completed); acks: ${ACKS.toLocaleString('en')} awaited updates on one process`,
+  )
   return report
+}
+
+/** CPU seconds over a run as milliseconds per job. */
+function perJob(c: Cpu, jobs: number): Cpu {
+  const f = 1000 / jobs
+  return { server: c.server * f, postgres: c.postgres * f, redis: c.redis * f, client: c.client * f }
 }
