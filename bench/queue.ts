@@ -11,7 +11,7 @@ import { connectWorker } from '../packages/client/src/worker'
 import { claimNext } from '../src/processes/queries/claims'
 import { insertProcess } from '../src/processes/queries/create'
 import { BASE_REDIS_URL, BENCH_DIR, Report, createBenchTenant, freshDatabase, redisPrefix, startProcessesServer, cleanRedisPrefix } from './lib'
-import { awaitedAcks, type Cpu, cpuNow, cpuSince, cpuTotal, createToDone, quantile, redisCpuSeconds, referencePart, singleCreates } from './queue/hot-path'
+import { awaitedAcks, type Cpu, cpuNow, cpuSince, cpuTotal, createToDone, quantile, referencePart, singleCreates } from './queue/hot-path'
 
 const env = process.env
 const JOBS = Number(env.BENCH_QUEUE_JOBS ?? 10_000)

@@ -41,7 +41,12 @@ export function cpuNow(serverPid?: number): Cpu {
 }
 
 export function cpuSince(before: Cpu, after: Cpu): Cpu {
-  return { server: after.server - before.server, postgres: after.postgres - before.postgres, redis: after.redis - before.redis, client: after.client - before.client }
+  return {
+    server: after.server - before.server,
+    postgres: after.postgres - before.postgres,
+    redis: after.redis - before.redis,
+    client: after.client - before.client,
+  }
 }
 
 export const cpuTotal = (c: Cpu) => c.server + c.postgres + c.redis + c.client
