@@ -6,7 +6,7 @@ import type { Sql } from '../db/client'
 import { documented } from '../ops/docs'
 import type { DepthRow } from '../ops/metrics'
 import type { Services } from '../wiring'
-import { ErrorSchema, StatusSchema } from './model'
+import { ErrorSchema, IdString, StatusSchema } from './model'
 
 /** Non-final processes by type and status, all workspaces: the Prometheus queue-depth gauge. */
 export async function queueDepth(sql: Sql): Promise<DepthRow[]> {
@@ -21,6 +21,8 @@ export async function queueDepth(sql: Sql): Promise<DepthRow[]> {
 export const WINDOWS = { '1h': [3600, 60], '6h': [21_600, 600], '24h': [86_400, 3600], '7d': [604_800, 21_600] } as const
 export type StatsWindow = keyof typeof WINDOWS
 const WINDOW_NAMES = ['1h', '6h', '24h', '7d'] as const satisfies readonly StatsWindow[]
+/** What `GET /processes/stats` without `window` answers (README: API). */
+export const DEFAULT_WINDOW: StatsWindow = '24h'
 
 export interface StatsBucket {
   start: string
@@ -128,7 +130,7 @@ export function stats(s: Services) {
     '/stats',
     async ({ query, principal, state }) => {
       const workspaceId = activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))
-      const window = query.window ?? '24h'
+      const window = query.window ?? DEFAULT_WINDOW
       const [windowS, bucketS] = WINDOWS[window]
       // `buckets=false`: the counts alone (the dashboard's tabs, refreshed as statuses change), one cheap query.
       const [counts, buckets] = await Promise.all([
@@ -140,8 +142,9 @@ export function stats(s: Services) {
     {
       query: t.Object(
         {
-          workspace_id: t.Optional(t.String({ pattern: '^[1-9][0-9]{0,15}$' })),
-          window: t.Optional(t.UnionEnum(WINDOW_NAMES)),
+          workspace_id: t.Optional(IdString()),
+          // The default stated here: without one Elysia fills in the union's first value (1h).
+          window: t.Optional(t.UnionEnum(WINDOW_NAMES, { default: DEFAULT_WINDOW })),
           buckets: t.Optional(t.UnionEnum(['true', 'false'])),
         },
         { additionalProperties: true },
