@@ -1,4 +1,4 @@
-// The admin CLI (README: Admin CLI): `bun run cli <command>`, also the compiled executable's subcommands.
+// The admin CLI (README: Admin CLI): `npm run cli -- <command>`, also the compiled executable's subcommands.
 // Each command prints one JSON object on stdout and nothing else there; errors go to stderr with exit 1.
 import { parseArgs } from 'node:util'
 import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, listSessions, revokeSessions, revokeToken } from './auth/queries'

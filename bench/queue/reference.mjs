@@ -1,4 +1,4 @@
-// The reference queues of `bun run bench queue`, run under Node (as their users run them):
+// The reference queues of `npm run bench -- queue`, run under Node (as their users run them):
 //   node reference.mjs <pg-boss|graphile-worker|bullmq> <jobs> <progress 0|1> <concurrency>
 // Env: DATABASE_URL (a fresh database of its own), REDIS_URL, PREFIX (BullMQ's key prefix, removed after).
 // Enqueues the jobs first (not timed), then times one worker with the given concurrency from its start to the
