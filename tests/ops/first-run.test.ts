@@ -40,6 +40,8 @@ describe('a running embedded server', async () => {
     const worker = /^ {2}(PROCESSES_URL=\S+) WORKER_TOKEN=(psw_\S+) npm run worker:demo$/m.exec(out)
     expect(worker?.[1]).toBe(`PROCESSES_URL=http://localhost:${port}`)
     expect(out).not.toContain('bun run')
+    expect(out).not.toMatch(/^ +open /m) // macOS-only
+    expect(out).toContain(`  dashboard: http://localhost:${port}/ (in a browser; paste the API token)`)
     expect(out).toContain(`curl -s http://localhost:${port}/processes`)
     // How to get new tokens later, in the form that works with npm.
     expect(out).toContain('npm run cli -- create-token --user 1')
