@@ -24,6 +24,9 @@ FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin processes
 COPY --from=build /app/dist/processes-server /usr/local/bin/processes-server
 USER 10001
+# Every interface: the container's network is its boundary (the server's own default is the loopback only
+# for the embedded database).
+ENV HOST=0.0.0.0
 ENV PORT=3000
 EXPOSE 3000
 # No curl in the image: the executable checks its own /health.

@@ -2,7 +2,7 @@
 // audit row. A fresh database and server; N processes created in batches, each claimed by the SDK worker,
 // 5 awaited progress updates and one `log`, completed with a small result_summary; each read once by
 // GET /processes/{id}. Then VACUUM (ANALYZE) and exact counts: table bytes (indexes and partitions in) over
-// rows; and processes again after VACUUM FULL (compacted). Not registered in run.ts: `bun bench/disk.ts [N]`.
+// rows; and processes again after VACUUM FULL (compacted). Not registered in run.ts: `npx bun bench/disk.ts [N]`.
 import { connectWorker } from '../packages/client/src/worker'
 import { cleanupAll, createBenchTenant, freshDatabase, startProcessesServer } from './lib'
 

@@ -1,4 +1,4 @@
-// `bun run bench [name|all]`: the benchmark suite. Each benchmark makes its own Postgres database and Redis
+// `npm run bench -- [name|all]`: the benchmark suite. Each benchmark makes its own Postgres database and Redis
 // prefix, starts the real server (and reference servers) as child processes, drives them from separate
 // load-generator processes, prints a table (figure, ceiling, ratio, goal, pass/fail) and writes
 // bench-results/<name>-<timestamp>.json. Postgres and Redis come from DATABASE_URL / REDIS_URL
@@ -60,7 +60,7 @@ const BENCHMARKS: Record<string, Benchmark> = {
 }
 
 function usage() {
-  console.log('usage: bun run bench <name> [<name>…] | all\n')
+  console.log('usage: npm run bench -- <name> [<name>…] | all\n')
   const width = Math.max(...Object.keys(BENCHMARKS).map((k) => k.length))
   for (const [name, b] of Object.entries(BENCHMARKS)) console.log(`  ${name.padEnd(width)}  ~${b.seconds}s  ${b.describe}`)
   const total = Object.values(BENCHMARKS).reduce((s, b) => s + b.seconds, 0)

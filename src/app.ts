@@ -3,7 +3,9 @@
 // audit of authenticated routes, the JSON log line and metrics).
 import { openapi } from '@elysiajs/openapi'
 import { Elysia } from 'elysia'
+import { allowedMethods } from './allowed-methods'
 import { Authenticator } from './auth/authenticator'
+import { CorsRefusals } from './cors-refusals'
 import { auditRowFor } from './auth/plugin'
 import { sessions } from './auth/session'
 import { dashboard } from './dashboard/routes'
@@ -14,13 +16,16 @@ import { ops } from './ops/routes'
 import { processes } from './processes/index'
 import { stats } from './processes/stats'
 import { beginRequest, newRequestId, requestState, shareState } from './request-state'
+import { validationDetails, validationMessage } from './validation'
 import type { Services } from './wiring'
 import { workers } from './workers/routes'
 
 export const MAX_BODY_BYTES = 1024 * 1024
 
 export function createApp(s: Services) {
-  return new Elysia({ normalize: false })
+  // Built on the first wrong method, once every route is registered.
+  let methodsOf: ((pathname: string) => string[]) | undefined
+  const app = new Elysia({ normalize: false })
     .onTransform({ as: 'global' }, ({ request, route }) => {
       requestState(request).route = route
     })
@@ -36,8 +41,15 @@ export function createApp(s: Services) {
             return errorResponse(422, 'invalid_request', validationMessage(error), validationDetails(error))
           case 'PARSE':
             return errorResponse(400, 'bad_request', 'Request body is not valid JSON')
-          case 'NOT_FOUND':
+          case 'NOT_FOUND': {
+            methodsOf ??= allowedMethods(app.routes)
+            const allow = methodsOf(new URL(request.url).pathname)
+            if (allow.length > 0)
+              return errorResponse(405, 'method_not_allowed', `${request.method} is not allowed here; this path takes ${allow.join(', ')}`, undefined, {
+                Allow: allow.join(', '),
+              })
             return errorResponse(404, 'not_found', 'No such route')
+          }
         }
       if (isUnavailable(error)) return errorResponse(503, 'unavailable', 'Database unavailable', undefined, { 'Retry-After': '1' })
       s.log.error('unhandled error', { request_id: state.requestId, route: state.route, error: String(error), stack: (error as Error)?.stack })
@@ -69,26 +81,10 @@ export function createApp(s: Services) {
     .use(workers(s))
     .use(sessions(s))
     .use(processes(s))
+  return app
 }
 
 export type App = ReturnType<typeof createApp>
-
-function validationDetails(error: unknown) {
-  const all = (error as { all?: Array<{ path?: string; message?: string; summary?: string }> }).all
-  if (!Array.isArray(all)) return undefined
-  return all.slice(0, 20).map((e) => ({ path: e.path || '/', message: e.summary ?? e.message }))
-}
-
-function validationMessage(error: unknown) {
-  const type = (error as { type?: string }).type
-  // Elysia reports a failed transform (its own t.Numeric's bounds) as type 'property' with no path: don't blame the
-  // body. The process routes' numbers (DecimalInteger in processes/model.ts) fail as params or query, with a path.
-  const where =
-    type === 'params' ? 'path parameter' : type === 'query' ? 'query parameter' : type === 'headers' ? 'header' : type === 'body' ? 'body' : 'parameter'
-  const first = validationDetails(error)?.[0]
-  const path = first && first.path !== '/' ? ` ${first.path}` : ''
-  return first ? `Invalid ${where}${path}: ${first.message}` : `Invalid ${where}`
-}
 
 /** `ip` is asked only when the request is audited (the socket's address costs a call per request). */
 export type Handler = (request: Request, ip?: () => string | null) => Promise<Response>
@@ -107,6 +103,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
   // no cookie). Credentials go only to origins listed by name.
   const anyOrigin = origins.delete('*')
   const logRequests = s.log.enabled('info')
+  const corsRefusals = new CorsRefusals(s.log, s.config.CORS_ORIGINS)
 
   return async (request, ip) => {
     const incoming = request.headers.get('x-request-id')
@@ -114,11 +111,13 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     const requestId = fromClient ? incoming : newRequestId()
     const state = beginRequest(request, requestId, ip)
     state.requestIdFromClient = fromClient
-    const origin = origins.size > 0 || anyOrigin ? request.headers.get('origin') : null
+    const origin = request.headers.get('origin')
     const cors = origin ? (origins.has(origin) ? origin : anyOrigin ? '*' : null) : null
+    const refused = origin && !cors && CorsRefusals.isForeign(origin, request) ? corsRefusals.refuse(origin, request, null) : null
 
     let response: Response
     if (cors && request.method === 'OPTIONS') response = preflight(cors)
+    else if (refused) response = refused
     else {
       try {
         const method = request.method

@@ -1,10 +1,12 @@
-// The admin CLI (README: Admin CLI): `bun run cli <command>`, also the compiled executable's subcommands.
+// The admin CLI (README: Admin CLI): `npm run cli -- <command>`, also the compiled executable's subcommands.
 // Each command prints one JSON object on stdout and nothing else there; errors go to stderr with exit 1.
 import { parseArgs } from 'node:util'
 import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, listSessions, revokeSessions, revokeToken } from './auth/queries'
 import { ROLES } from './auth/authenticator'
 import { loadConfig } from './config'
-import { TypePattern } from './processes/model'
+import { listApiTokens, listUsers, listWorkerTokens, listWorkspaces } from './auth/listing'
+import { exitCodeOf, WatchError, watchProcess } from './cli-watch'
+import { TYPE_MEANING, TypePattern } from './processes/model'
 import { AdminChannelError, sendToAdminChannel } from './admin-channel'
 import { DATA_DIR_LOCKED, explainDatabaseError, openDatabase, type Sql } from './db/client'
 import { migrate } from './db/migrate'
@@ -19,6 +21,11 @@ export const CLI_COMMANDS = [
   'revoke-token',
   'list-sessions',
   'revoke-sessions',
+  'list-workspaces',
+  'list-users',
+  'list-tokens',
+  'list-worker-tokens',
+  'watch',
 ] as const
 type Command = (typeof CLI_COMMANDS)[number]
 
@@ -36,7 +43,14 @@ const USAGE = `usage: cli <command> [options]
   revoke-token --id ID [--worker]
   list-sessions --user ID
   revoke-sessions --user ID | --id SESSION_ID
-roles: owner, admin, member (default), viewer`
+  list-workspaces
+  list-users [--workspace ID]
+  list-tokens [--user ID]
+  list-worker-tokens
+  watch ID [--token T] [--url U]      a progress bar until the process is done (PROCESSES_TOKEN, PROCESSES_URL);
+                                      exit 0 completed or waiting_review, 1 failed or cancelled
+roles: owner, admin, member (default), viewer
+with npm: npm run cli -- <command> [options]`
 
 const OPTIONS = {
   name: { type: 'string' },
@@ -49,6 +63,8 @@ const OPTIONS = {
   'ttl-days': { type: 'string' },
   id: { type: 'string' },
   worker: { type: 'boolean' },
+  token: { type: 'string' },
+  url: { type: 'string' },
 } as const
 
 function required(values: Record<string, unknown>, key: string): string {
@@ -108,6 +124,8 @@ function joinValues(args: string[]): string[] {
 
 type Work = (sql: Sql) => Promise<object>
 
+const UNIQUE_VIOLATION = '23505'
+
 /** Checks a command's options and returns its work, so a usage error is reported before any database is opened. */
 function prepare(command: Command, values: Record<string, unknown>): Work {
   const role = (values.role as string | undefined) ?? 'member'
@@ -126,7 +144,16 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
       const email = required(values, 'email')
       if (!/^[^\s@]+@[^\s@]+$/.test(email)) throw new UsageError('--email must be an email address')
       const workspaceId = id(values, 'workspace')
-      return (sql) => createUser(sql, email, workspaceId, role)
+      return async (sql) => {
+        const [existing] = await sql<{ id: number }[]>`select id from users where email = ${email}`
+        if (existing)
+          throw new UsageError(`a user with email ${email} already exists (id ${existing.id}); add-member --user ${existing.id} puts it in another workspace`)
+        return createUser(sql, email, workspaceId, role).catch((error: unknown) => {
+          // Created in between by another command: the same answer.
+          if ((error as { code?: string }).code === UNIQUE_VIOLATION) throw new UsageError(`a user with email ${email} already exists`)
+          throw error
+        })
+      }
     }
     case 'add-member': {
       const userId = id(values, 'user')
@@ -141,7 +168,7 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
     case 'create-worker-token': {
       const workspaceIds = ((values.workspace as string[] | undefined) ?? []).map((raw) => parseId(raw, 'workspace'))
       const types = (values.type as string[] | undefined) ?? []
-      for (const type of types) if (!new RegExp(TypePattern).test(type)) throw new UsageError(`--type must match ${TypePattern} (got ${JSON.stringify(type)})`)
+      for (const type of types) if (!new RegExp(TypePattern).test(type)) throw new UsageError(`--type must be ${TYPE_MEANING} (got ${JSON.stringify(type)})`)
       return async (sql) => {
         const known = await sql<{ id: number }[]>`select id from workspaces where id = any(${workspaceIds}::bigint[])`
         const missing = workspaceIds.filter((w) => !known.some((k) => Number(k.id) === w))
@@ -160,6 +187,21 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
       const target = values.id !== undefined ? { id: id(values, 'id') } : { userId: id(values, 'user') }
       return async (sql) => ({ revoked: await revokeSessions(sql, target) })
     }
+    case 'list-workspaces':
+      return async (sql) => ({ workspaces: await listWorkspaces(sql) })
+    case 'list-users': {
+      const workspaceId = values.workspace === undefined ? null : id(values, 'workspace')
+      return async (sql) => ({ users: await listUsers(sql, workspaceId) })
+    }
+    case 'list-tokens': {
+      const userId = values.user === undefined ? null : id(values, 'user')
+      return async (sql) => ({ tokens: await listApiTokens(sql, userId) })
+    }
+    case 'list-worker-tokens':
+      return async (sql) => ({ worker_tokens: await listWorkerTokens(sql) })
+    case 'watch':
+      // Not a database command: runCli runs it over HTTP, and the admin channel refuses it here.
+      throw new UsageError('watch follows a process over HTTP: run it as `npm run cli -- watch ID`')
     case 'revoke-token': {
       const tokenId = id(values, 'id')
       const kind = values.worker ? 'worker' : 'api'
@@ -239,6 +281,25 @@ export function describeError(error: unknown): string {
         : String(error)
 }
 
+/** `watch ID`: over HTTP with an API token, never the database; the final process on stdout, the exit code by its status. */
+async function runWatch(args: string[], env: Record<string, string | undefined>): Promise<number> {
+  const { values, positionals } = parseArgs({ args: joinValues(recoverNpmFlags('watch', args, env)), options: OPTIONS, strict: true, allowPositionals: true })
+  if (positionals.length > 1) throw new UsageError(`watch takes one process id (got ${positionals.join(' ')})`)
+  const raw = positionals[0] ?? values.id
+  if (raw === undefined) throw new UsageError('watch needs a process id: watch ID')
+  const processId = parseId(raw, 'id')
+  const token = values.token ?? env.PROCESSES_TOKEN
+  if (!token) throw new UsageError('watch needs an API token: --token T, or PROCESSES_TOKEN in the environment')
+  const url = (values.url ?? env.PROCESSES_URL ?? `http://localhost:${env.PORT || 3000}`).replace(/\/+$/, '')
+  try {
+    const final = await watchProcess({ url, token, id: processId })
+    process.stdout.write(`${JSON.stringify(final)}\n`)
+    return exitCodeOf(final.status)
+  } catch (error) {
+    throw error instanceof WatchError ? new UsageError(error.message) : error
+  }
+}
+
 /** `cli --help`, `cli help`, `cli create-token --help` (a flag's value can never be `--help`). */
 const wantsHelp = (argv: string[]) => ['--help', '-h', 'help'].includes(argv[0] ?? '') || argv.includes('--help')
 
@@ -250,6 +311,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
   }
   let db: Awaited<ReturnType<typeof openDatabase>> | null = null
   try {
+    if (argv[0] === 'watch') return await runWatch(argv.slice(1), env)
     const { command, work, argv: parsed } = parseCommand(argv, env)
     const config = loadConfig(env)
     try {

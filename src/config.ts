@@ -7,6 +7,8 @@ const Days = (def?: number) => T.Number({ ...(def === undefined ? {} : { default
 
 export const ConfigSchema = T.Object({
   PORT: Int(3000, 0, 65535),
+  /** The address to listen on; default: see listenHost. */
+  HOST: T.Optional(T.String({ minLength: 1 })),
   DATABASE_URL: T.Optional(T.String({ minLength: 1 })),
   DATA_DIR: T.String({ default: './data' }),
   REDIS_URL: T.Optional(T.String({ minLength: 1 })),
@@ -78,6 +80,21 @@ export const ConfigSchema = T.Object({
 export type Config = Static<typeof ConfigSchema>
 
 export class ConfigError extends Error {}
+
+/**
+ * `HOST`, else the loopback for the embedded database (`npm start` on a laptop: one instance, nothing to share
+ * with the network) and every interface with `DATABASE_URL` (a deployment: the executable, the container,
+ * several instances behind a balancer).
+ */
+export function listenHost(config: Pick<Config, 'HOST' | 'DATABASE_URL'>): string {
+  return config.HOST ?? (config.DATABASE_URL ? '0.0.0.0' : '127.0.0.1')
+}
+
+/** How this machine reaches a server listening on `host`, for a URL (`healthcheck`, tests): the loopback for a wildcard. */
+export function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '[::]') return '127.0.0.1'
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
+}
 
 /** Reads the config from an environment (process.env by default); throws ConfigError naming each bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {

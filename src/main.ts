@@ -1,7 +1,7 @@
 // The executable: `serve` (the default), `healthcheck`, or an admin command (see cli.ts).
 import { openAdminChannel, type AdminChannel } from './admin-channel'
 import { runCli, runCommand, describeError, CLI_COMMANDS } from './cli'
-import { ConfigError, loadConfig } from './config'
+import { ConfigError, listenHost, loadConfig, urlHost } from './config'
 import { seedDemoIfEmpty } from './seed'
 import { PortInUseError, startServer } from './server'
 
@@ -16,10 +16,10 @@ const USAGE = `usage: processes-server [command]
  * A busy port fails at once, before the database is opened (creating an embedded one takes seconds). The
  * server's own listen refuses it again should the port be taken in between.
  */
-function checkPortFree(port: number) {
+function checkPortFree(hostname: string, port: number) {
   if (port === 0) return
   try {
-    Bun.serve({ port, reusePort: false, fetch: () => new Response(null, { status: 503 }) }).stop(true)
+    Bun.serve({ hostname, port, reusePort: false, fetch: () => new Response(null, { status: 503 }) }).stop(true)
   } catch (error) {
     if ((error as { code?: string }).code === 'EADDRINUSE') throw new PortInUseError(port)
     throw error
@@ -28,7 +28,7 @@ function checkPortFree(port: number) {
 
 async function serve() {
   const config = loadConfig()
-  checkPortFree(config.PORT)
+  checkPortFree(listenHost(config), config.PORT)
   const running = await startServer(config)
   const { services } = running
   let channel: AdminChannel | null = null
@@ -46,6 +46,7 @@ async function serve() {
     }
   }
   services.log.info('listening', {
+    host: listenHost(config),
     port: running.server.port,
     database: services.db.kind,
     redis: !config.REDIS_URL
@@ -67,7 +68,7 @@ async function serve() {
 /** For the container's HEALTHCHECK: no curl needed. Says on stderr why it failed (`docker inspect` shows it). */
 async function healthcheck() {
   const config = loadConfig()
-  const url = `http://127.0.0.1:${config.PORT}/health`
+  const url = `http://${urlHost(listenHost(config))}:${config.PORT}/health`
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(3000) })
     if (response.ok) process.exit(0)

@@ -26,7 +26,8 @@ export async function seedDemoIfEmpty(sql: Sql, port: number): Promise<string | 
     `  curl -s ${base}/processes -H 'Authorization: Bearer ${api.token}'`,
     // npm, not bun: with `npm ci` bun is only in node_modules/.bin, which `npm run` puts on PATH.
     `  ${port === DEFAULT_PORT ? '' : `PROCESSES_URL=${base} `}WORKER_TOKEN=${worker.token} npm run worker:demo`,
-    `  open ${base}/ and paste the API token`,
+    // A URL, not a command: `open` is macOS-only.
+    `  dashboard: ${base}/ (in a browser; paste the API token)`,
     '',
     'Lost them? Tokens are stored only hashed, so new ones are minted instead (this works while the server runs):',
     `  npm run cli -- create-token --user ${user.id}`,

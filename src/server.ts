@@ -6,7 +6,7 @@ import { AuditLog } from './auth/audit'
 import { Authenticator } from './auth/authenticator'
 import { RateLimiter } from './auth/limits'
 import { CredentialWatch } from './auth/revocation'
-import { type Config, sweepIntervalMs } from './config'
+import { type Config, listenHost, sweepIntervalMs, urlHost } from './config'
 import { explainDatabaseError, openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
 import { RetentionJob, retentionSettings } from './db/retention'
@@ -127,7 +127,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     () => services.credentials.closed,
   )
 
-  const server = await listen(config.PORT, () => Promise.all([bridge?.close(), services.db.close()]), {
+  const server = await listen(listenHost(config), config.PORT, () => Promise.all([bridge?.close(), services.db.close()]), {
     // SSE streams are quiet between keepalives; Bun's default (10 s) would cut them before 25 s.
     idleTimeout: Math.min(255, Math.max(30, Math.ceil((config.SSE_KEEPALIVE_MS * 2) / 1000) + 5)),
     // The 1 MiB limit is enforced by the handler (with the API's 413 error body); this is only a hard stop.
@@ -212,7 +212,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   retention.start()
   sessions.start()
   metrics.startLagMonitor()
-  const url = `http://127.0.0.1:${server.port}`
+  const url = `http://${urlHost(listenHost(config))}:${server.port}`
 
   let stopping: Promise<void> | null = null
   const stop = () =>
@@ -263,9 +263,9 @@ export class PortInUseError extends Error {
  * default, so a second server on a busy port started without a word and the kernel split connections between
  * the two (each with its own database and tokens: random 401s). `reusePort: false` makes the bind fail.
  */
-async function listen(port: number, release: () => Promise<unknown>, options: Omit<ServeOptions, 'port'>): Promise<Server<WorkerSocketData>> {
+async function listen(hostname: string, port: number, release: () => Promise<unknown>, options: Omit<ServeOptions, 'port'>): Promise<Server<WorkerSocketData>> {
   try {
-    return Bun.serve<WorkerSocketData>({ ...options, port, reusePort: false } as ServeOptions)
+    return Bun.serve<WorkerSocketData>({ ...options, hostname, port, reusePort: false } as ServeOptions)
   } catch (error) {
     await release().catch(() => {})
     if ((error as { code?: string }).code === 'EADDRINUSE') throw new PortInUseError(port)

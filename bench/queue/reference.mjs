@@ -1,4 +1,4 @@
-// The reference queues of `bun run bench queue`, run under Node (as their users run them):
+// The reference queues of `npm run bench -- queue`, run under Node (as their users run them):
 //   node reference.mjs <pg-boss|graphile-worker|bullmq> <jobs> <progress 0|1> <concurrency>
 //   node reference.mjs <bullmq-add|bullmq-done> <jobs> - <in flight>   ·   node reference.mjs bullmq-acks <updates>
 // Env: DATABASE_URL (a fresh database of its own), REDIS_URL, PREFIX (BullMQ's key prefix, removed after).

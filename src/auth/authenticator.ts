@@ -40,6 +40,10 @@ interface Cached<T> {
 const MAX_CACHED = 50_000
 const MAX_TOKEN_LENGTH = 512
 
+/** The wrong kind of token, said so (both kinds are `Bearer`, and "unknown token" sent people looking for a typo). */
+export const WORKER_TOKEN_ON_REST = 'This is a worker token (psw_…): it opens the worker WebSocket (/workers/ws) only; REST routes need an API token (ps_…)'
+export const API_TOKEN_ON_WORKERS = 'This is an API token (ps_…): /workers/ws needs a worker token (psw_…, from `npm run cli -- create-worker-token`)'
+
 export class Authenticator {
   private readonly api = new Map<string, Cached<Principal | null>>()
   private readonly workers = new Map<string, Cached<WorkerPrincipal | null>>()
@@ -88,6 +92,8 @@ export class Authenticator {
 
   async authenticate(token: string | null): Promise<Principal> {
     if (!token || token.length > MAX_TOKEN_LENGTH) throw unauthenticated()
+    // Told by its prefix (an API token is `ps_…`, never `psw_…`), so no look-up is spent on it.
+    if (token.startsWith('psw_')) throw unauthenticated(WORKER_TOKEN_ON_REST)
     const hash = hashToken(token)
     const now = Date.now()
     let entry = this.api.get(hash)
@@ -121,6 +127,7 @@ export class Authenticator {
   /** Returns the worker token's id and scope, or throws 401. */
   async authenticateWorker(token: string | null): Promise<WorkerPrincipal> {
     if (!token || token.length > MAX_TOKEN_LENGTH) throw unauthenticated()
+    if (!token.startsWith('psw_') && (token.startsWith('ps_') || token.startsWith('pss_'))) throw unauthenticated(API_TOKEN_ON_WORKERS)
     const hash = hashToken(token)
     const now = Date.now()
     let entry = this.workers.get(hash)

@@ -1,5 +1,5 @@
 // Point look-ups by id made close together go to the database as one `id = any(...)` query (DataLoader's
-// idea). Through postgres.js on Bun a query costs far more than a row: `bun run bench rest` measured ~115 µs
+// idea). Through postgres.js on Bun a query costs far more than a row: `npm run bench -- rest` measured ~115 µs
 // of server CPU per single-row select (most of it socket writes and reads), so under load one query per batch
 // instead of one per request is what lets GET /processes/{id} outrun a bare one-select-per-request server.
 //

@@ -126,7 +126,7 @@ export class Hub<T extends HubState = HubState> {
    *
    * `afterReplies`: this instance's fan-out waits until the current turn's promise continuations have run
    * (setImmediate), so the acks of the frames that made these states reach their workers before the writes
-   * to thousands of streams do (bun run bench cluster: acks 112 ms after their frames at 5,000 local streams,
+   * to thousands of streams do (npm run bench -- cluster: acks 112 ms after their frames at 5,000 local streams,
    * when they waited). Anything delivered meanwhile runs the waiting fan-out first: order is kept.
    */
   publishAll(states: readonly T[], o: { afterReplies?: boolean } = {}) {

@@ -10,7 +10,7 @@
 // also watches, is recognised by its text and not parsed again (it was delivered locally already).
 // Measured: a pipeline per change cost 30 µs of CPU against 15 µs batched, and parsing an echo 10 µs.
 // ioredis's auto-pipelining is not used: it writes at setImmediate, after the fan-out of the same states to
-// this instance's streams (bun run bench cluster: an instance with 5,000 local streams sent its changes to
+// this instance's streams (npm run bench -- cluster: an instance with 5,000 local streams sent its changes to
 // Redis 126 ms after the worker's frame, at p50).
 import Redis from 'ioredis'
 import type { Logger } from '../ops/log'

@@ -2,6 +2,7 @@
 import { Kind, Type, TypeRegistry, type TSchema } from '@sinclair/typebox'
 import { DefaultErrorFunction, SetErrorFunction } from '@sinclair/typebox/errors'
 import { t } from 'elysia'
+import { meaning } from '../validation'
 import { STATUSES } from './states'
 
 // Integers are TypeBox's own `Type.Integer`: Elysia's `t.Integer` also accepts a string of digits (`"1"` in a
@@ -92,8 +93,16 @@ export const IdParams = t.Object({ id: DecimalInteger({ minimum: 1, maximum: Num
 const NumericId = () => DecimalInteger({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 
 /** One status or several, comma-separated: `running,pending`. */
-export const StatusFilter = t.String({ pattern: `^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$` })
+export const StatusFilter = t.String({
+  pattern: `^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$`,
+  ...meaning(`one of ${STATUSES.join(', ')} (or several, comma-separated)`),
+})
 export const TypePattern = '^[a-z][a-z0-9_.-]{0,63}$'
+/** TypePattern in words: what a 422 or the CLI says instead of the regex. */
+export const TYPE_MEANING = 'lowercase letters, digits, _ . -, starting with a letter, ≤ 64 chars'
+export const TypeString = () => t.String({ pattern: TypePattern, ...meaning(TYPE_MEANING) })
+/** A positive id as a query string (`workspace_id` where the route reads it as text). */
+export const IdString = () => t.String({ pattern: '^[1-9][0-9]{0,15}$', ...meaning('a positive integer id') })
 
 // Unknown query parameters are ignored on every route, as on those without a query schema: an EventSource URL
 // may carry a cache-buster (`?_=1712…`), a proxy or a dashboard a tracking parameter.
@@ -102,7 +111,7 @@ const Query = <T extends Record<string, TSchema>>(properties: T) => t.Object(pro
 export const ListQuery = Query({
   workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),
-  type: t.Optional(t.String({ pattern: TypePattern })),
+  type: t.Optional(TypeString()),
   limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 200, default: 50 })),
   before: t.Optional(NumericId()),
 })
@@ -111,7 +120,7 @@ export const ListQuery = Query({
 export const StreamQuery = Query({
   workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),
-  type: t.Optional(t.String({ pattern: TypePattern })),
+  type: t.Optional(TypeString()),
   last_event_id: t.Optional(t.String()),
 })
 
@@ -213,7 +222,7 @@ const QueueOptions = {
 
 export const CreateBody = t.Object(
   {
-    type: t.String({ pattern: TypePattern }),
+    type: TypeString(),
     metadata: t.Optional(t.Record(t.String(), t.Unknown())),
     workspace_id: t.Optional(Id),
     ...QueueOptions,
@@ -225,7 +234,7 @@ export const MAX_BATCH = 1000
 
 export const BatchItem = t.Object(
   {
-    type: t.String({ pattern: TypePattern }),
+    type: TypeString(),
     metadata: t.Optional(t.Record(t.String(), t.Unknown())),
     ...QueueOptions,
   },
@@ -245,7 +254,7 @@ export const ReviewBody = t.Object(
   {
     decision: t.Union([t.Literal('approve'), t.Literal('discard')]),
     // Postgres text cannot hold U+0000.
-    message: t.Optional(t.String({ maxLength: 2000, pattern: '^[^\\u0000]*$' })),
+    message: t.Optional(t.String({ maxLength: 2000, pattern: '^[^\\u0000]*$', ...meaning('text without U+0000') })),
   },
   { additionalProperties: false },
 )

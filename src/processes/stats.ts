@@ -4,13 +4,15 @@ import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../auth/plugin'
 import { documented } from '../ops/docs'
 import type { Services } from '../wiring'
-import { ErrorSchema, StatusSchema } from './model'
+import { ErrorSchema, IdString, StatusSchema } from './model'
 import { countByTypeAndStatus, timeBuckets } from './queries/stats'
 
 /** The windows a dashboard may ask for, and the bucket each is drawn in. */
 export const WINDOWS = { '1h': [3600, 60], '6h': [21_600, 600], '24h': [86_400, 3600], '7d': [604_800, 21_600] } as const
 export type StatsWindow = keyof typeof WINDOWS
 const WINDOW_NAMES = ['1h', '6h', '24h', '7d'] as const satisfies readonly StatsWindow[]
+/** What `GET /processes/stats` without `window` answers (README: API). */
+export const DEFAULT_WINDOW: StatsWindow = '24h'
 
 const Seconds = t.Union([t.Number(), t.Null()])
 export const StatsResponse = t.Object({
@@ -38,7 +40,7 @@ export function stats(s: Services) {
     '/stats',
     async ({ query, principal, state }) => {
       const workspaceId = activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))
-      const window = query.window ?? '24h'
+      const window = query.window ?? DEFAULT_WINDOW
       const [windowS, bucketS] = WINDOWS[window]
       // `buckets=false`: the counts alone (the dashboard's tabs, refreshed as statuses change), one cheap query.
       const [counts, buckets] = await Promise.all([
@@ -50,8 +52,9 @@ export function stats(s: Services) {
     {
       query: t.Object(
         {
-          workspace_id: t.Optional(t.String({ pattern: '^[1-9][0-9]{0,15}$' })),
-          window: t.Optional(t.UnionEnum(WINDOW_NAMES)),
+          workspace_id: t.Optional(IdString()),
+          // The default stated here: without one Elysia fills in the union's first value (1h).
+          window: t.Optional(t.UnionEnum(WINDOW_NAMES, { default: DEFAULT_WINDOW })),
           buckets: t.Optional(t.UnionEnum(['true', 'false'])),
         },
         { additionalProperties: true },

@@ -10,7 +10,7 @@ import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../auth/plugin'
 import type { Sql } from '../db/client'
 import { documented } from '../ops/docs'
-import { ErrorSchema } from '../processes/model'
+import { ErrorSchema, IdString } from '../processes/model'
 import type { Services } from '../wiring'
 import { countPendingByType, listLeasesIn, listSessions } from './queries'
 
@@ -96,7 +96,7 @@ export function workers(s: Services) {
       ({ query, principal, state }) =>
         listWorkers(s.sql, activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))),
       {
-        query: t.Object({ workspace_id: t.Optional(t.String({ pattern: '^[1-9][0-9]{0,15}$' })) }, { additionalProperties: true }),
+        query: t.Object({ workspace_id: t.Optional(IdString()) }, { additionalProperties: true }),
         detail: {
           summary: 'Connected workers across instances, their leases in this workspace, and pending types no worker claims (extension)',
           tags: ['workers'],

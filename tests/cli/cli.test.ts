@@ -123,8 +123,16 @@ for (const backend of backends) {
   describe.skipIf(backend.skip)(`on ${backend.name}`, () => {
     const run = (...args: string[]) => cli(backend.env, ...args)
     const email = `admin-${Date.now()}@example.com`
-    const made: { workspace?: number; user?: number; token?: string; revoked?: string; revokedId?: number; revokedWorker?: string; revokedWorkerId?: number } =
-      {}
+    const made: {
+      workspace?: number
+      user?: number
+      token?: string
+      tokenId?: number
+      revoked?: string
+      revokedId?: number
+      revokedWorker?: string
+      revokedWorkerId?: number
+    } = {}
 
     it('migrates: the first run applies every migration', async () => {
       expect(expectOutput(await run('migrate'), ['applied']).applied).toEqual(MIGRATIONS.map((m) => m.name))
@@ -157,6 +165,7 @@ for (const backend of backends) {
       const out = expectOutput(await run('create-token', '--user', String(made.user), '--name', 'laptop'), ['id', 'token'])
       expect(out.token).toMatch(/^ps_[\w-]{20,}$/)
       made.token = out.token
+      made.tokenId = out.id
       const expiring = expectOutput(await run('create-token', '--user', String(made.user), '--ttl-days', '1'), ['id', 'token'])
       // The longest and a fractional expiry are fine.
       expectOutput(await run('create-token', '--user', String(made.user), '--ttl-days', '36500'), ['id', 'token'])
@@ -206,6 +215,69 @@ for (const backend of backends) {
       } finally {
         await db.close()
       }
+    })
+
+    it('lists what it made: workspaces, users, API tokens and worker tokens, with no secret or hash', async () => {
+      // The embedded database takes one process at a time.
+      const all = backend.env.DATA_DIR
+        ? async <T>(calls: Array<() => Promise<T>>) => {
+            const out: T[] = []
+            for (const call of calls) out.push(await call())
+            return out
+          }
+        : inTurn
+      const [workspaces, users, members, tokens, mine, workers] = await all([
+        () => run('list-workspaces'),
+        () => run('list-users'),
+        () => run('list-users', '--workspace', String(made.workspace)),
+        () => run('list-tokens'),
+        () => run('list-tokens', '--user', String(made.user)),
+        () => run('list-worker-tokens'),
+      ])
+      for (const listed of [workspaces, users, members, tokens, mine, workers]) {
+        expect(listed.stdout).not.toMatch(/ps[ws]?_[\w-]{20,}|hash/)
+      }
+      expect(expectOutput(workspaces!, ['workspaces']).workspaces).toContainEqual({
+        id: made.workspace,
+        name: 'Acme Imports',
+        created_at: expect.any(String),
+        members: 1,
+      })
+      expect(expectOutput(users!, ['users']).users).toContainEqual({
+        id: made.user,
+        email,
+        created_at: expect.any(String),
+        workspaces: [{ id: made.workspace, role: 'admin' }],
+      })
+      expect(expectOutput(members!, ['users']).users.map((u: { id: number }) => u.id)).toEqual([made.user])
+
+      const listed = expectOutput(mine!, ['tokens']).tokens as Array<Record<string, unknown>>
+      expect(listed.map((t) => t.id)).toEqual(expect.arrayContaining([made.tokenId, made.revokedId]))
+      expect(listed.every((t) => t.user_id === made.user && t.email === email)).toBe(true)
+      const laptop = listed.find((t) => t.id === made.tokenId)!
+      expect(Object.keys(laptop).sort()).toEqual(['created_at', 'email', 'expires_at', 'id', 'last_used_at', 'name', 'revoked_at', 'user_id'])
+      expect(laptop).toMatchObject({ name: 'laptop', expires_at: null, revoked_at: null, last_used_at: expect.any(String) })
+      expect(listed.find((t) => t.id === made.revokedId)).toMatchObject({ revoked_at: expect.any(String), expires_at: expect.any(String) })
+      expect(expectOutput(tokens!, ['tokens']).tokens.length).toBeGreaterThanOrEqual(listed.length)
+
+      const worker = (expectOutput(workers!, ['worker_tokens']).worker_tokens as Array<Record<string, unknown>>).find((t) => t.id === made.revokedWorkerId)
+      expect(worker).toEqual({
+        id: made.revokedWorkerId,
+        name: 'importer',
+        workspace_ids: null,
+        types: null,
+        created_at: expect.any(String),
+        expires_at: null,
+        revoked_at: expect.any(String),
+        last_used_at: null,
+      })
+    })
+
+    it('says which email is taken when a user exists already', async () => {
+      expectExactFailure(
+        await run('create-user', '--email', email, '--workspace', String(made.workspace)),
+        `a user with email ${email} already exists (id ${made.user}); add-member --user ${made.user} puts it in another workspace`,
+      )
     })
   })
 }

@@ -77,6 +77,9 @@ describe('worker SDK auth errors against a real server', async () => {
     await Bun.sleep(300)
     expect(sockets).toBe(1)
     await worker.close()
+    // Once: the refusal stops it; the close that follows (its own, and this one) adds no second `stopped`.
+    expect(events.filter((e) => e.type === 'stopped')).toEqual([expect.objectContaining({ reason: 'unauthenticated' })])
+    expect(await worker.stopped).toMatchObject({ reason: 'unauthenticated' })
   }, 30_000)
 
   it('a token revoked while connected: the next connect is refused, reported, and the worker stops', async () => {

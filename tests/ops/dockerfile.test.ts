@@ -51,6 +51,8 @@ describe('the Dockerfile', () => {
     expect(exposed).toEqual([`${defaultPort}`])
     const env = Object.assign({}, ...final.filter((i) => i.keyword === 'ENV').map((i) => parseEnv(i.args))) as Record<string, string>
     if (env.PORT !== undefined) expect(env.PORT).toBe(defaultPort)
+    // The server's own default is the loopback for an embedded database; a container is reached from outside it.
+    expect(env.HOST).toBe('0.0.0.0')
   })
 
   it('runs its build stage: every COPY from the context (minus .dockerignore), every RUN, and the runtime COPY --from', () => {

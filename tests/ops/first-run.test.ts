@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'bun:test'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { listenHost, loadConfig, urlHost } from '../../src/config'
 import { PortInUseError, startServer } from '../../src/server'
 import { BUN, freePort, freshDatabaseUrl, hasPostgres, quietLogger, type Run, runToEnd, spawnServer, testConfig, waitFor } from '../helpers'
 import { TestWorker } from '../support/worker-client'
@@ -39,6 +40,8 @@ describe('a running embedded server', async () => {
     const worker = /^ {2}(PROCESSES_URL=\S+) WORKER_TOKEN=(psw_\S+) npm run worker:demo$/m.exec(out)
     expect(worker?.[1]).toBe(`PROCESSES_URL=http://localhost:${port}`)
     expect(out).not.toContain('bun run')
+    expect(out).not.toMatch(/^ +open /m) // macOS-only
+    expect(out).toContain(`  dashboard: http://localhost:${port}/ (in a browser; paste the API token)`)
     expect(out).toContain(`curl -s http://localhost:${port}/processes`)
     // How to get new tokens later, in the form that works with npm.
     expect(out).toContain('npm run cli -- create-token --user 1')
@@ -67,6 +70,29 @@ describe('a running embedded server', async () => {
     expect(r).toEqual({ code: 1, stdout: '', stderr: 'error: referenced user or workspace does not exist\n' })
     // Usage errors are still found by the CLI itself.
     expect((await cli(env, 'create-token', '--user', 'x')).stderr).toMatch(/--user must be a positive integer/)
+  })
+
+  it('lists what exists through the running server: workspaces, users, tokens, worker tokens (no secrets)', async () => {
+    const listed = await Promise.all(['list-workspaces', 'list-users', 'list-tokens', 'list-worker-tokens'].map((command) => cli(env, command)))
+    const [workspaces, users, tokens, workers] = listed.map(json)
+    expect(workspaces.workspaces[0]).toMatchObject({ id: 1, name: 'Demo', members: 1 })
+    expect(users.users[0]).toMatchObject({ id: 1, email: 'demo@example.com', workspaces: [{ id: 1, role: 'owner' }] })
+    expect(tokens.tokens[0]).toMatchObject({ id: 1, user_id: 1, name: 'demo', revoked_at: null })
+    expect(workers.worker_tokens[0]).toMatchObject({ id: 1, name: 'demo worker', workspace_ids: null, types: null })
+    for (const run of listed) expect(run.stdout).not.toMatch(/ps[ws]?_[\w-]{20,}|hash/)
+  })
+
+  it('listens on the loopback only by default (HOST), so the embedded demo is not on the network', async () => {
+    const line = JSON.parse(
+      server
+        .output()
+        .split('\n')
+        .find((l) => l.includes('"msg":"listening"'))!,
+    )
+    expect(line.host).toBe('127.0.0.1')
+    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200)
+    // Another loopback address reaches a server bound to every interface, not one bound to 127.0.0.1.
+    await expect(fetch(`http://127.0.0.2:${port}/health`)).rejects.toThrow()
   })
 
   it('keeps the admin channel to its owner: a unix socket with mode 0600 inside DATA_DIR', () => {
@@ -129,6 +155,8 @@ describe.skipIf(!hasPostgres)('a second server on a busy port (Postgres)', () =>
     expect(second.code).toBe(1)
     expect(second.stderr).toContain(`port ${port} is already in use`)
     expect((await fetch(`${first.url}/health`)).status).toBe(200)
+    // With DATABASE_URL (a deployment) HOST defaults to every interface.
+    expect((await fetch(`http://127.0.0.2:${port}/health`)).status).toBe(200)
   })
 })
 
@@ -206,5 +234,16 @@ describe('errors that say what is wrong', () => {
     const viaMain = await main({}, 'create-token', '--help')
     expect(viaMain.code).toBe(0)
     expect(viaMain.stdout).toContain('usage: cli')
+  })
+})
+
+describe('HOST', () => {
+  it('defaults to the loopback for the embedded database and to every interface with DATABASE_URL; HOST wins', () => {
+    expect(listenHost(loadConfig({}))).toBe('127.0.0.1')
+    expect(listenHost(loadConfig({ DATABASE_URL: 'postgres://db/app' }))).toBe('0.0.0.0')
+    expect(listenHost(loadConfig({ HOST: '0.0.0.0' }))).toBe('0.0.0.0')
+    expect(listenHost(loadConfig({ HOST: '127.0.0.1', DATABASE_URL: 'postgres://db/app' }))).toBe('127.0.0.1')
+    // What healthcheck and the server's own URL connect to.
+    expect([urlHost('0.0.0.0'), urlHost('::'), urlHost('::1'), urlHost('10.1.2.3')]).toEqual(['127.0.0.1', '127.0.0.1', '[::1]', '10.1.2.3'])
   })
 })

@@ -2,9 +2,12 @@
 // blocked server — deep nesting, bodies whatever their Content-Type, numbers in paths and queries, unknown
 // query parameters, HEAD, odd Host headers, CORS — through the in-process handler, and over real sockets
 // (fetch, raw TCP) where the socket is the point.
-import { beforeAll, describe, expect, it } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { connect } from 'node:net'
-import { createTenant, inProcessApp, listeningServer, waitFor, type Tenant } from '../helpers'
+import { createHandler } from '../../src/app'
+import { Logger } from '../../src/ops/log'
+import { buildServices } from '../../src/server'
+import { createTenant, inProcessApp, listeningServer, requester, testConfig, waitFor, workerToken, type Tenant } from '../helpers'
 import { createPending, processIn } from './drive'
 
 const ORIGIN = 'http://app.example'
@@ -247,8 +250,8 @@ describe('numbers in paths, queries and bodies', () => {
     for (const [path, field] of cases) {
       const res = await request('GET', path, { token: a.token })
       expect({ path, status: res.status }).toEqual({ path, status: 422 })
-      expect(res.body.error.message).toStartWith(`Invalid query parameter ${field}: Expected a decimal integer from `)
-      expect(res.body.error.details).toEqual([{ path: field, message: expect.stringMatching(/^Expected a decimal integer from \d+ to \d+$/) }])
+      expect(res.body.error.message).toStartWith(`Invalid query parameter ${field}: must be a decimal integer from `)
+      expect(res.body.error.details).toEqual([{ path: field, message: expect.stringMatching(/^must be a decimal integer from \d+ to \d+$/) }])
     }
   })
 
@@ -481,5 +484,149 @@ describe('CORS', () => {
       .split(',')
       .map((h) => h.trim().toLowerCase())
     for (const header of ['etag', 'link', 'location', 'x-request-id', 'idempotent-replayed']) expect(exposed).toContain(header)
+  })
+})
+
+// ── What a user reads when a request is wrong ──────────────────────────────
+// In their words: the allowed values of an enum, a missing field said once, what a pattern means (never the
+// regex), the wrong kind of token named, 405 with `Allow` for a wrong method, the stats window's one default,
+// and a cross-origin refusal the operator can see.
+
+const as = (method: string, path: string, body?: unknown) => request(method, path, { token: a.token, body })
+
+/** 422 invalid_request whose message and single detail say `reason` about `path`. */
+async function expectInvalid(response: Promise<{ status: number; body: any }>, where: string, path: string, reason: string) {
+  const { status, body } = await response
+  expect({ status, code: body.error.code }).toEqual({ status: 422, code: 'invalid_request' })
+  expect(body.error.message).toBe(`Invalid ${where} ${path}: ${reason}`)
+  expect(body.error.details).toEqual([{ path, message: reason }])
+  expect(body.error.message).not.toMatch(/[\^$]|\{0,|\[a-z/) // no regex
+}
+
+describe('validation messages', () => {
+  it('lists the allowed statuses for a bad ?status=', async () => {
+    const reason = 'must be one of pending, running, waiting_review, completed, failed, cancelled (or several, comma-separated)'
+    await expectInvalid(as('GET', '/processes?status=done'), 'query parameter', '/status', reason)
+    await expectInvalid(as('GET', '/processes/stream?status=running,done'), 'query parameter', '/status', reason)
+  })
+
+  it('says what a type may be, not its pattern', async () => {
+    const reason = 'must be lowercase letters, digits, _ . -, starting with a letter, ≤ 64 chars'
+    await expectInvalid(as('POST', '/processes', { type: 'CSV Import' }), 'body', '/type', reason)
+    await expectInvalid(as('GET', '/processes?type=Bad'), 'query parameter', '/type', reason)
+  })
+
+  it('reports a missing field once, at its path', async () => {
+    await expectInvalid(as('POST', '/processes', {}), 'body', '/type', 'is required')
+    await expectInvalid(as('POST', '/processes/batch', { processes: [{ type: 'ok' }, {}] }), 'body', '/processes/1/type', 'is required')
+  })
+
+  it('lists the decisions a review takes', async () => {
+    await expectInvalid(as('POST', '/processes/1/review', { decision: 'maybe' }), 'body', '/decision', 'must be one of approve, discard')
+    await expectInvalid(as('POST', '/processes/1/review', {}), 'body', '/decision', 'is required')
+  })
+
+  it('lists the stats windows, and answers 24h without one, as the README says', async () => {
+    await expectInvalid(as('GET', '/processes/stats?window=2h'), 'query parameter', '/window', 'must be one of 1h, 6h, 24h, 7d')
+    const { status, body } = await as('GET', '/processes/stats')
+    expect(status).toBe(200)
+    expect({ window: body.window, bucket_seconds: body.bucket_seconds, buckets: body.buckets.length }).toEqual({
+      window: '24h',
+      bucket_seconds: 3600,
+      buckets: 24,
+    })
+  })
+
+  it('names the expected JSON type and unknown fields', async () => {
+    await expectInvalid(as('POST', '/processes', { type: 'ok', metadata: 3 }), 'body', '/metadata', 'must be a JSON object')
+    await expectInvalid(as('POST', '/processes', { type: 'ok', colour: 'red' }), 'body', '/colour', 'is not a field this route takes')
+    await expectInvalid(as('POST', '/processes', { type: 'ok', max_attempts: 101 }), 'body', '/max_attempts', 'must be at most 100')
+  })
+})
+
+describe('the wrong kind of token', () => {
+  it('a worker token on a REST route: 401 saying it is a worker token and REST needs an API token', async () => {
+    const { status, body, headers } = await request('GET', '/processes', { token: await workerToken(sql) })
+    expect(status).toBe(401)
+    expect(headers.get('www-authenticate')).toBe('Bearer')
+    expect(body.error.message).toContain('This is a worker token')
+    expect(body.error.message).toContain('REST routes need an API token')
+  })
+
+  it('an API token on /workers/ws: 401 saying /workers/ws needs a worker token', async () => {
+    const response = await fetch(`${server.url}/workers/ws`, { headers: { authorization: `Bearer ${a.token}` } })
+    expect(response.status).toBe(401)
+    const body = (await response.json()) as any
+    expect(body.error.message).toContain('This is an API token')
+    expect(body.error.message).toContain('/workers/ws needs a worker token')
+  })
+})
+
+describe('a wrong method on a known path', () => {
+  it('is 405 method_not_allowed with Allow, not "No such route"', async () => {
+    const cases: Array<[string, string, string]> = [
+      ['DELETE', '/processes/1', 'GET, HEAD'],
+      ['GET', '/processes/1/cancel', 'POST'],
+      ['PUT', '/processes', 'GET, HEAD, POST'],
+      ['POST', '/health', 'GET, HEAD'],
+      ['GET', '/auth/session', 'DELETE, POST'],
+    ]
+    for (const [method, path, allow] of cases) {
+      const { status, body, headers } = await request(method, path)
+      expect({ method, path, status, code: body.error.code, allow: headers.get('allow') }).toEqual({
+        method,
+        path,
+        status: 405,
+        code: 'method_not_allowed',
+        allow,
+      })
+      expect(body.error.message).toBe(`${method} is not allowed here; this path takes ${allow}`)
+    }
+    expect((await request('GET', '/no/such/path')).status).toBe(404)
+  })
+})
+
+describe('a cross-origin request from an origin CORS_ORIGINS does not list', async () => {
+  const lines: string[] = []
+  const { services } = await buildServices(testConfig({ CORS_ORIGINS: 'https://app.example.com' }), {
+    db,
+    log: new Logger('warn', (text) => lines.push(...text.trimEnd().split('\n'))),
+  })
+  afterAll(() => services.audit.stop())
+  const handle = createHandler(services)
+  const cross = requester(handle)
+  const refusals = () => lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'cross-origin request refused')
+
+  it('is logged naming the origin and CORS_ORIGINS, and a preflight is 403 saying why', async () => {
+    const origin = 'https://evil.example.net'
+    const preflight = await cross('OPTIONS', '/processes/1/stream', { headers: { origin, 'access-control-request-method': 'GET' } })
+    expect(preflight.status).toBe(403)
+    expect(preflight.headers.get('access-control-allow-origin')).toBeNull()
+    expect(preflight.body.error.message).toBe(`Origin ${origin} is not allowed cross-origin (CORS_ORIGINS is "https://app.example.com")`)
+    services.log.flush()
+    expect(refusals()).toEqual([
+      expect.objectContaining({ level: 'warn', origin, method: 'OPTIONS', route: '/processes/:id/stream', CORS_ORIGINS: 'https://app.example.com' }),
+    ])
+    expect(refusals()[0].hint).toContain(`add ${origin} to CORS_ORIGINS`)
+
+    // The actual request from another refused origin is answered (without CORS headers) and logged once a minute.
+    for (let i = 0; i < 3; i++) {
+      const simple = await cross('GET', '/health', { headers: { origin: 'http://localhost:5173' } })
+      expect(simple.status).toBe(200)
+      expect(simple.headers.get('access-control-allow-origin')).toBeNull()
+    }
+    services.log.flush()
+    expect(refusals().map((l) => [l.origin, l.method])).toEqual([
+      [origin, 'OPTIONS'],
+      ['http://localhost:5173', 'GET'],
+    ])
+  })
+
+  it('says nothing about listed origins or same-origin requests', async () => {
+    const before = refusals().length
+    expect((await cross('OPTIONS', '/processes', { headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST' } })).status).toBe(204)
+    expect((await cross('GET', '/health', { headers: { origin: 'http://test.local', host: 'test.local' } })).status).toBe(200)
+    services.log.flush()
+    expect(refusals().length).toBe(before)
   })
 })

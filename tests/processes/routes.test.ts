@@ -131,10 +131,12 @@ describe('errors', () => {
     expectError(await request('GET', `/processes/${Number.MAX_SAFE_INTEGER}`, { token: a.token }), 404, 'not_found')
   })
 
-  it('returns 404 for an unknown route, with or without a token', async () => {
+  it('returns 404 for an unknown route, with or without a token, and 405 for a known path with another method', async () => {
     expectError(await request('GET', '/nope'), 404, 'not_found')
     expectError(await request('GET', '/processes/1/nope', { token: a.token }), 404, 'not_found')
-    expectError(await request('DELETE', '/processes/1', { token: a.token }), 404, 'not_found')
+    const wrongMethod = await request('DELETE', '/processes/1', { token: a.token })
+    expectError(wrongMethod, 405, 'method_not_allowed')
+    expect(wrongMethod.headers.get('allow')).toBe('GET, HEAD')
   })
 
   it('returns 409 invalid_transition for an action the status does not allow', async () => {

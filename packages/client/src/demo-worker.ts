@@ -1,14 +1,15 @@
 /**
- * A demo worker: `bun packages/client/src/demo-worker.ts`.
+ * A demo worker: `npm run worker:demo` (README: 60-second quick start, which lists its knobs).
  *
  * Environment:
  *   PROCESSES_URL  the server (default http://localhost:3000)
- *   WORKER_TOKEN   a worker token (`bun run cli create-worker-token`, or the one printed at first start)
+ *   WORKER_TOKEN   a worker token (`npm run cli -- create-worker-token`, or the one printed at first start)
  *   DEMO_TYPES     types to claim, comma-separated, or `*` for any (default csv_import,ai_location_import)
  *
  * `csv_import` simulates importing `metadata.rows` rows (default 200) in ~10 s,
- * failing at `metadata.fail_at_row` when given; `ai_location_import` matches
- * locations and asks for review; any other type runs ten generic steps.
+ * failing at `metadata.fail_at_row` when given (in every attempt, or in the first
+ * `metadata.fail_attempts` only); `ai_location_import` matches `metadata.locations`
+ * locations (default 60) and asks for review; any other type runs ten generic steps.
  * Every one honours cancel. Prints one line per event.
  */
 import type { Process } from './shapes.ts'
@@ -21,7 +22,7 @@ const PROGRESS_EVERY_ROWS = 20
 const url = process.env.PROCESSES_URL ?? 'http://localhost:3000'
 const token = process.env.WORKER_TOKEN
 if (!token) {
-  console.error('WORKER_TOKEN is not set: create one with `bun run cli create-worker-token`')
+  console.error('WORKER_TOKEN is not set: create one with `npm run cli -- create-worker-token`')
   process.exit(1)
 }
 const demoTypes = process.env.DEMO_TYPES ?? 'csv_import,ai_location_import'
@@ -63,7 +64,9 @@ function runJob(job: Process, ctx: JobContext): Promise<JobResult> {
 
 async function importCsv(job: Process, ctx: JobContext): Promise<JobResult> {
   const rows = positiveInt(job.metadata.rows, 200)
-  const failAtRow = positiveInt(job.metadata.fail_at_row, 0)
+  // `fail_attempts: 1` with `max_attempts: 3`: the first attempt fails, the retry completes.
+  const failAttempts = positiveInt(job.metadata.fail_attempts, Number.POSITIVE_INFINITY)
+  const failAtRow = ctx.attempt <= failAttempts ? positiveInt(job.metadata.fail_at_row, 0) : 0
   void ctx.log(`Reading ${rows} rows`)
   let imported = 0
   let skipped = 0
@@ -122,8 +125,11 @@ function describe(event: WorkerEvent): string {
       return `#${event.process.id} claimed ${event.process.type} (attempt ${event.process.attempts})`
     case 'completed':
       return `#${event.process.id} ${event.review ? 'waiting for review' : 'completed'}`
-    case 'failed':
-      return `#${event.process.id} failed: ${event.error}`
+    case 'failed': {
+      // With attempts left the server puts it back to pending (README: Queue): say so rather than "failed".
+      const { id, attempts, max_attempts: max } = event.process
+      return attempts < max ? `#${id} attempt ${attempts} failed: ${event.error}; will retry (${attempts + 1} of ${max})` : `#${id} failed: ${event.error}`
+    }
     case 'cancelled':
       return `#${event.process.id} cancelled`
     case 'lost':

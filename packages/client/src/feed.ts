@@ -87,8 +87,9 @@ async function readFetchWindow(fetchImpl: FetchLike, request: WindowRequest): Pr
       return { kind: 'done' }
     }
     return received ? { kind: 'ended' } : { kind: 'failed', statusHidden: false }
-  } catch {
+  } catch (error) {
     if (request.signal.aborted) return { kind: 'stopped' }
+    if (error instanceof MonitorError) return { kind: 'fatal', error } // a CORS refusal (corsAware)
     if (silent) return { kind: 'silent' }
     return received ? { kind: 'ended' } : { kind: 'failed', statusHidden: false }
   } finally {

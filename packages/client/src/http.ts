@@ -8,7 +8,10 @@ export class MonitorError extends Error {
   constructor(
     /** The HTTP status, or 0 when no response was involved. */
     readonly status: number,
-    /** The API's error code (`unauthenticated`, `forbidden`, `not_found`) or `unsupported`. */
+    /**
+     * The API's error code (`unauthenticated`, `forbidden`, `not_found`), `unsupported`, or `cors`: in a browser,
+     * the server answers but not to this page's origin (it is not in the server's CORS_ORIGINS).
+     */
     readonly code: string,
     message: string,
   ) {
@@ -83,5 +86,53 @@ export function parseProcess(text: string): Process | null {
     return value && typeof value.id === 'number' && typeof value.version === 'number' ? (value as Process) : null
   } catch {
     return null
+  }
+}
+
+/** Network failures in a row, each shown by a probe to be a CORS refusal, before monitoring stops with `cors`. */
+export const CORS_REFUSALS_TO_STOP = 3
+
+/**
+ * A page's fetch to another origin that the server does not allow fails with a bare TypeError, exactly as an
+ * unreachable server does: the page sees no status and no header. A `no-cors` request to the same URL tells the
+ * two apart (it gets an opaque answer when the server is up). Refused that many times in a row, a request
+ * rejects with `MonitorError(0, 'cors')`, which stops the monitor; any answer resets the count. Outside a
+ * browser (no `location`) there is no CORS, and the fetch is returned as it is.
+ */
+export function corsAware(fetchImpl: FetchLike): FetchLike {
+  const page = (globalThis as { location?: { origin?: string; href?: string } }).location
+  if (!page?.origin || page.origin === 'null') return fetchImpl
+  let refusals = 0
+  return async (input, init) => {
+    try {
+      const response = await fetchImpl(input, init)
+      refusals = 0
+      return response
+    } catch (error) {
+      if (!(error instanceof TypeError) || init?.signal?.aborted) throw error
+      const target = new URL(input, page.href)
+      if (target.origin === page.origin || !(await answersWithoutCors(fetchImpl, target.href))) throw error
+      if (++refusals < CORS_REFUSALS_TO_STOP) throw error
+      throw new MonitorError(
+        0,
+        'cors',
+        `${target.origin} answers, but not to this page's origin ${page.origin} (CORS): add ${page.origin} to the server's CORS_ORIGINS`,
+      )
+    }
+  }
+}
+
+/** True when the server answers a `no-cors` request (opaque: nothing is read, the stream is not kept open). */
+async function answersWithoutCors(fetchImpl: FetchLike, url: string): Promise<boolean> {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), 5000)
+  try {
+    await fetchImpl(url, { mode: 'no-cors', signal: controller.signal })
+    return true
+  } catch {
+    return false
+  } finally {
+    clearTimeout(timer)
+    controller.abort()
   }
 }

@@ -16,8 +16,9 @@ import {
   type EventSourceConstructor,
   type FetchLike,
   FATAL_STATUSES,
-  type MonitorError,
+  MonitorError,
   bearer,
+  corsAware,
   discard,
   errorFrom,
   globalEventSource,
@@ -54,7 +55,10 @@ interface ConnectionOptions {
    * 'include'`). The server must list the page's origin in `CORS_ORIGINS`. Default false, as for EventSource.
    */
   withCredentials?: boolean
-  /** Fatal only (401, 403, 404, no way to read the server): monitoring has stopped. */
+  /**
+   * Fatal only (401, 403, 404, no way to read the server, or `cors`: a page whose origin the server's
+   * CORS_ORIGINS does not list): monitoring has stopped.
+   */
   onError?: (error: MonitorError) => void
   /** Each change of the connection's state (never the same state twice in a row). */
   onConnectionState?: (state: ConnectionState, info: ConnectionInfo) => void
@@ -113,7 +117,10 @@ export function monitorProcess(baseUrl: string, id: number | string, options: Mo
   const poll = async (signal: AbortSignal): Promise<boolean> => {
     const headers: Record<string, string> = { ...authHeaders }
     if (etag) headers['If-None-Match'] = etag
-    const response = await fetchImpl(processUrl, { headers, signal }).catch(() => null)
+    const response = await fetchImpl(processUrl, { headers, signal }).catch((error: unknown) => {
+      if (error instanceof MonitorError) throw error // a CORS refusal: fatal
+      return null
+    })
     if (!response || response.status === 304) return false
     if (FATAL_STATUSES.has(response.status)) throw await errorFrom(response)
     if (!response.ok) return discard(response)
@@ -189,8 +196,11 @@ export function monitorWorkspace(baseUrl: string, options: MonitorWorkspaceOptio
   return { stop: () => feed.cancel() }
 }
 
-/** The fetch a monitor reads with: the caller's or the global one, sending cookies across origins when asked. */
+/**
+ * The fetch a monitor reads with: the caller's or the global one, sending cookies across origins when asked,
+ * and telling a CORS refusal from an unreachable server (corsAware).
+ */
 function connectionFetch(options: ConnectionOptions): FetchLike {
   const fetchImpl = options.fetch ?? globalFetch
-  return options.withCredentials ? (input, init) => fetchImpl(input, { ...init, credentials: 'include' }) : fetchImpl
+  return corsAware(options.withCredentials ? (input, init) => fetchImpl(input, { ...init, credentials: 'include' }) : fetchImpl)
 }

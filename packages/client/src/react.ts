@@ -31,7 +31,10 @@ export interface ProcessMonitorState {
   process: Process | null
   /** The process reached completed, failed, cancelled or waiting_review; monitoring has stopped. */
   done: boolean
-  /** 401, 403, 404 or no way to read the server; monitoring has stopped. */
+  /**
+   * 401, 403, 404, no way to read the server, or `code: 'cors'` (this page's origin is not in the server's
+   * CORS_ORIGINS); monitoring has stopped and `connection` is `closed`.
+   */
   error: MonitorError | null
   /** The monitor's connection (`connecting`, `open`, `reconnecting`, `polling`, `closed`); null while idle. */
   connection: ConnectionState | null

@@ -64,7 +64,10 @@ export interface WorkerOptions {
    */
   concurrency?: number
   handler: JobHandler
-  /** Defaults to the global `WebSocket`. */
+  /**
+   * The WebSocket class. Default: the global `WebSocket` (browsers, Bun, Node 22+), else the `ws` package's,
+   * which the SDK imports by itself (`npm install ws`: an optional peer dependency).
+   */
   WebSocket?: WebSocketConstructor
   /** Connection failures, refused hellos/claims, and server errors not tied to a request. */
   onError?: (error: Error) => void
@@ -95,6 +98,7 @@ export interface WorkerHandle {
   /**
    * Settles when the worker has stopped for good: after `close()`, or when the server refused its token
    * (401/403 at the upgrade: unknown, expired or revoked) — the worker then stops retrying, and `error` says why.
+   * Rejects (a TypeError saying `npm install ws`) when the runtime has no WebSocket and `ws` is not installed.
    */
   readonly stopped: Promise<{ reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }>
 }

@@ -11,7 +11,25 @@ import {
   type WorkerOptions,
   WorkerProtocolError,
 } from './worker-api.ts'
-import { ABANDON_ACK_MS, CLAIM_ERROR_DELAY_MS, type Frame, LOSING_CODES, REPLY_TIMEOUT_MS, TRANSIENT_CODES, WorkerConnection } from './worker-connection.ts'
+import {
+  ABANDON_ACK_MS,
+  CLAIM_ERROR_DELAY_MS,
+  type ConnectionConfig,
+  type Frame,
+  LOSING_CODES,
+  REPLY_TIMEOUT_MS,
+  TRANSIENT_CODES,
+  WorkerConnection,
+} from './worker-connection.ts'
+
+type StopOutcome = { reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }
+
+/** Stands in for the WebSocket class while `ws` loads; the connection opens only once it has. */
+const NotLoadedYet = class {
+  constructor() {
+    throw new Error('the WebSocket class is still loading')
+  }
+} as unknown as WebSocketConstructor
 
 interface RunningJob {
   process: Process
@@ -38,22 +56,30 @@ export class Worker {
   /** Aborted by close(): cuts claim-error sleeps short. */
   private readonly closing = new AbortController()
   private closed: Promise<void> | undefined
-  private stop!: (outcome: { reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }) => void
-  readonly stopped = new Promise<{ reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }>((resolve) => {
-    this.stop = resolve
+  /** `stopped` is settled and its event emitted once, by whichever comes first: a refusal, a close, no WebSocket. */
+  private hasStopped = false
+  private resolveStopped!: (outcome: StopOutcome) => void
+  private rejectStopped!: (error: Error) => void
+  readonly stopped = new Promise<StopOutcome>((resolve, reject) => {
+    this.resolveStopped = resolve
+    this.rejectStopped = reject
   })
+  /** Set once the WebSocket class is known (at once, or when `ws` has been loaded). */
+  private readonly connectionConfig: ConnectionConfig
+  private readonly webSocketLoad: Promise<WebSocketConstructor> | null
 
   constructor(
     url: string,
     workerId: string,
-    WebSocketImpl: WebSocketConstructor,
+    WebSocketImpl: WebSocketConstructor | Promise<WebSocketConstructor>,
     private readonly options: WorkerOptions,
   ) {
     this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
-    this.connection = new WorkerConnection({
+    this.webSocketLoad = WebSocketImpl instanceof Promise ? WebSocketImpl : null
+    this.connectionConfig = {
       url,
       workerId,
-      WebSocket: WebSocketImpl,
+      WebSocket: WebSocketImpl instanceof Promise ? NotLoadedYet : WebSocketImpl,
       reconnectMinMs: options.reconnectMinMs ?? 500,
       reconnectMaxMs: options.reconnectMaxMs ?? 30_000,
       onReady: () => this.heartbeatAll(),
@@ -61,27 +87,46 @@ export class Worker {
       onError: (error) => this.report(error),
       onEvent: (event) => this.emit(event),
       onRefused: (error) => this.refused(error),
-    })
+    }
+    this.connection = new WorkerConnection(this.connectionConfig)
+  }
+
+  private settleStopped(outcome: StopOutcome): void {
+    if (this.hasStopped) return
+    this.hasStopped = true
+    this.emit({ type: 'stopped', ...outcome })
+    this.resolveStopped(outcome)
   }
 
   /** The token was refused: report it once and stop; running jobs are abandoned (nothing can report for them). */
   private refused(error: WorkerAuthError): void {
     this.report(error)
-    this.emit({ type: 'stopped', reason: 'unauthenticated', error })
-    this.stop({ reason: 'unauthenticated', error })
+    this.settleStopped({ reason: 'unauthenticated', error })
     void this.close({ timeoutMs: 0 })
   }
 
   start(): void {
-    this.connection.open()
+    if (!this.webSocketLoad) this.connection.open()
+    else {
+      this.webSocketLoad.then(
+        (WebSocketImpl) => {
+          this.connectionConfig.WebSocket = WebSocketImpl
+          this.connection.open()
+        },
+        (error: Error) => {
+          // No WebSocket at all: `stopped` rejects, so an unhandled one ends a Node process with the message.
+          this.report(error)
+          this.hasStopped = true
+          this.rejectStopped(error)
+          void this.close({ timeoutMs: 0 })
+        },
+      )
+    }
     this.slots.push(this.claimLoop())
   }
 
   close(options: CloseOptions = {}): Promise<void> {
-    this.closed ??= this.shutDown(options.timeoutMs ?? Infinity).then(() => {
-      this.emit({ type: 'stopped', reason: 'closed' })
-      this.stop({ reason: 'closed' })
-    })
+    this.closed ??= this.shutDown(options.timeoutMs ?? Infinity).then(() => this.settleStopped({ reason: 'closed' }))
     return this.closed
   }
 

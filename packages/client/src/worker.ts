@@ -21,9 +21,11 @@
  * is down, since the next progress supersedes the last and a re-sent log could
  * be applied twice.
  *
- * No runtime dependency: the global `WebSocket` (browsers, Bun, Node 22+) or an
- * injected one such as the `ws` package's.
+ * No runtime dependency: the global `WebSocket` (browsers, Bun, Node 22+), an
+ * injected one (`options.WebSocket`), or else the `ws` package (an optional peer
+ * dependency), which the SDK loads by itself.
  */
+import { loadWebSocket } from './node-websocket.ts'
 import type { WebSocketConstructor, WorkerHandle, WorkerOptions } from './worker-api.ts'
 import { workerSocketUrl } from './worker-connection.ts'
 import { Worker } from './worker-runner.ts'
@@ -46,10 +48,9 @@ export {
 
 /** `url`: the server's base URL (http/https/ws/wss) or the full `…/workers/ws` URL. */
 export function connectWorker(url: string, token: string, options: WorkerOptions): WorkerHandle {
-  const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-  if (!WebSocketImpl) {
-    throw new TypeError('no global WebSocket: pass options.WebSocket (the ws package, for example)')
-  }
+  // Without one (Node before 22) the `ws` package is loaded: the worker connects once it is. Not installed
+  // either: onError and a rejected `stopped` say `npm install ws`.
+  const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? loadWebSocket<WebSocketConstructor>()
   const workerId = options.workerId ?? `worker-${crypto.randomUUID()}`
   const worker = new Worker(workerSocketUrl(url, token), workerId, WebSocketImpl, options)
   worker.start()
