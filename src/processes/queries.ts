@@ -1,6 +1,7 @@
 // Runtime SQL for processes: verb-first functions taking the handle first, so each also runs inside a transaction.
 // The transition functions here are the only code that writes `processes.status`.
 import type { Row, Sql } from '../db/client'
+import { claimBarrier, pausedGuard, type RateBudgets, type RateLimits, rateAllowed, spendRate, takeRateBudgets } from '../queues/queries'
 import type { Process, ProcessSummary } from './model'
 import { edge, NOT_FINAL, sourcesOf, type Status } from './states'
 
@@ -145,6 +146,8 @@ export interface NewProcess {
   max_attempts: number
   run_at: string | null
   delay_ms: number | null
+  /** While a process with this key is pending or running in the workspace, none other is made (src/processes/unique.ts). */
+  unique_key?: string | null
 }
 
 export async function insertProcess(
@@ -156,27 +159,50 @@ export async function insertProcess(
   return process!
 }
 
-/** Many processes in one statement, with their events; returned in the order given (ids ascend with it). */
+/** The partial unique index of sql/009_queues.sql, as an insert's conflict target (its predicate, word for word). */
+function uniqueKeyConflict(sql: Sql) {
+  return sql`on conflict (workspace_id, unique_key) where unique_key is not null and status in ('pending', 'running') do nothing`
+}
+
+/**
+ * Many processes in one statement, with their events; returned in the order given (ids ascend with it). An
+ * item whose unique_key is held by a pending or running process of the workspace (or by an earlier item) is
+ * not inserted and not returned: src/processes/unique.ts finds what holds it.
+ */
 export async function insertProcesses(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Process[]> {
-  const items = o.items.map(({ type, metadata, priority, max_attempts, run_at, delay_ms }) => ({ type, metadata, priority, max_attempts, run_at, delay_ms }))
-  const rows = await sql`
+  return (await insertProcessRows(sql, o)).map(toProcess)
+}
+
+/** insertProcesses's rows as stored (with unique_key, which the API's process does not show). */
+export async function insertProcessRows(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Row[]> {
+  const items = o.items.map(({ type, metadata, priority, max_attempts, run_at, delay_ms, unique_key }) => ({
+    type,
+    metadata,
+    priority,
+    max_attempts,
+    run_at,
+    delay_ms,
+    unique_key: unique_key ?? null,
+  }))
+  const keyed = items.some((i) => i.unique_key !== null)
+  return sql`
     with x as (
       select * from rows from (
                jsonb_to_recordset(${JSON.stringify(items)}::text::jsonb)
-               as (type text, metadata jsonb, priority int, max_attempts int, run_at timestamptz, delay_ms bigint)
-             ) with ordinality as x(type, metadata, priority, max_attempts, run_at, delay_ms, n)
+               as (type text, metadata jsonb, priority int, max_attempts int, run_at timestamptz, delay_ms bigint, unique_key text)
+             ) with ordinality as x(type, metadata, priority, max_attempts, run_at, delay_ms, unique_key, n)
     ), p as (
-      insert into processes (workspace_id, type, metadata, created_by, message, priority, max_attempts, run_at)
+      insert into processes (workspace_id, type, metadata, created_by, message, priority, max_attempts, run_at, unique_key)
       select ${o.workspaceId}, x.type, x.metadata, ${o.createdBy}, 'Queued', x.priority, x.max_attempts,
-             coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond')
+             coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond'), x.unique_key
         from x
        order by x.n
+      ${keyed ? uniqueKeyConflict(sql) : sql``}
       returning *
     ), e as (
       insert into process_events (process_id, status, message) select id, status, message from p
     )
     select * from p order by id`
-  return rows.map(toProcess)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,6 +315,10 @@ export interface ClaimOptions {
   caps?: { types: Record<string, number>; workspace: number }
   /** The worker token the lease is taken under (recorded on the row), and its scope. */
   token?: LeaseToken
+  /** Per-type rate limits (TYPE_DEFAULTS.<type>.rate), shared by every instance (src/queues/queries.ts). */
+  rate?: RateLimits
+  /** What this claim may take of each rate-limited type (set by claimNext from `rate`). */
+  budgets?: RateBudgets | null
 }
 
 /** Serialises capped claims, so two claims cannot both see room for the last slot under a cap. */
@@ -304,7 +334,14 @@ export const CAP_LOCK_KEY = 7_311_000_011
  */
 export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
   await claimPlanSettings(sql)
-  const rows = await claimStatement(sql, o)
+  const budgets = o.rate ? await takeRateBudgets(sql, o.rate, o.types) : null
+  const rows = await claimStatement(sql, { ...o, budgets })
+  if (budgets)
+    await spendRate(
+      sql,
+      budgets,
+      rows.map((r) => r.type),
+    )
   return rows.map(toProcess)
 }
 
@@ -319,7 +356,8 @@ export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
 export function claimPlanSettings(sql: Sql) {
   // jit off with it: a disabled sort still costs 10^10 in the planner's sums, far past jit_above_cost, and
   // compiling the statement took ~370 ms.
-  return sql`select set_config('enable_sort', 'off', true), set_config('jit', 'off', true)`
+  // claimBarrier: a pause waits for claims in flight, and claims after it see it (src/queues/queries.ts).
+  return sql`select set_config('enable_sort', 'off', true), set_config('jit', 'off', true)${claimBarrier(sql)}`
 }
 
 /** claimNext's statement, unawaited: a test EXPLAINs it (tests/processes/queue.test.ts). */
@@ -352,10 +390,13 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
        where true ${o.types ? sql`and l.type = any(${o.types}::text[])` : sql``}
              ${o.token?.workspaceIds ? sql`and l.workspace_id = any(${o.token.workspaceIds}::bigint[])` : sql``}
              ${o.token?.types ? sql`and l.type = any(${o.token.types}::text[])` : sql``}
+             ${pausedGuard(sql)}
+    ), allowed as (
+      ${rateAllowed(sql, o.budgets)}
     ), ranked as (
       select c.id, c.workspace_id, c.type,
              row_number() over (order by c.turn, coalesce(s.turn, 0), c.priority desc, c.run_at, c.id) as rank
-        from (select *, row_number() over (partition by workspace_id order by priority desc, run_at, id) as turn from candidates) c
+        from (select *, row_number() over (partition by workspace_id order by priority desc, run_at, id) as turn from allowed) c
         left join unnest(${served.workspaceIds}::bigint[], ${served.turns}::bigint[]) as s(workspace_id, turn) using (workspace_id)
     ), next as (
       ${
