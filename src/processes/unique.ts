@@ -1,6 +1,6 @@
 // unique_key on create (README: Queue): while a process with the key is pending or running in the workspace,
 // a create with the same key returns that process (200, `Unique-Replayed: true`) instead of making another.
-// The database decides: a partial unique index over pending and running rows (sql/009_queues.sql) and an
+// The database decides: a partial unique index over pending and running rows (sql/010_queues.sql) and an
 // insert that skips what conflicts with it, so two instances racing with one key make one process.
 import type { Row, Sql } from '../db/client'
 import type { Process } from './model'

@@ -1,5 +1,5 @@
 // Runtime SQL for webhooks: the endpoints users manage, their delivery log, and the delivery loop's
-// statements (claim, finish, reap, prune). The deliveries themselves are written by sql/011_webhooks.sql's
+// statements (claim, finish, reap, prune). The deliveries themselves are written by sql/012_webhooks.sql's
 // triggers, in the transaction of the status change they announce.
 import type { Sql } from '../db/client'
 import type { Delivery, Webhook } from './model'
