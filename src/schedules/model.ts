@@ -6,8 +6,11 @@ import { Id, TypePattern } from '../processes/model'
 const Int = Type.Integer
 const Timestamp = t.String({ format: 'date-time' })
 
-const Overlap = t.UnionEnum(['skip', 'allow'])
-const CatchUp = t.UnionEnum(['none', 'latest', 'all'])
+// Unions of literals, not t.UnionEnum: that one carries its first value as a default, which Elysia writes
+// into a body that leaves the field out (a create would get overlap 'skip', a PATCH of `enabled` alone
+// would reset both fields).
+const Overlap = t.Union([t.Literal('skip'), t.Literal('allow')])
+const CatchUp = t.Union([t.Literal('none'), t.Literal('latest'), t.Literal('all')])
 
 const fields = {
   type: t.String({ pattern: TypePattern }),

@@ -79,6 +79,16 @@ describe('the schedule routes', () => {
     expect(audited.map((a) => `${a.method} ${a.status}`)).toEqual(['POST 201', 'PATCH 200', 'DELETE 204'])
   })
 
+  it("defaults overlap to 'allow' and catch_up to 'latest', and a PATCH changes only the fields it names", async () => {
+    const created = await post({ type: 'defaults', cron: '0 * * * *' })
+    expect(created.body).toMatchObject({ overlap: 'allow', catch_up: 'latest', timezone: 'UTC', priority: 0 })
+    const id = created.body.id
+    await request('PATCH', `/schedules/${id}`, { token: tenant.token, body: { overlap: 'skip', catch_up: 'all' } })
+    const patched = await request('PATCH', `/schedules/${id}`, { token: tenant.token, body: { priority: 3 } })
+    expect(patched.body).toMatchObject({ overlap: 'skip', catch_up: 'all', priority: 3 })
+    await request('DELETE', `/schedules/${id}`, { token: tenant.token })
+  })
+
   it('answers 422 naming what is wrong: a bad cron, an unknown time zone, a schedule too frequent, one that never ticks', async () => {
     const cases: Array<[unknown, string]> = [
       [{ type: 'x', cron: '61 * * * *' }, '/cron'],
