@@ -1,7 +1,7 @@
 // Runtime SQL for processes: verb-first functions taking the handle first, so each also runs inside a transaction.
 // The transition functions here are the only code that writes `processes.status`.
 import type { Row, Sql } from '../db/client'
-import { claimBarrier, pausedGuard, type RateBudgets, type RateLimits, rateAllowed, spendRate, takeRateBudgets } from '../queues/queries'
+import { claimBarrier, queueRules, type RateBudgets, type RateLimits, spendRate, takeRateBudgets } from '../queues/queries'
 import type { Process, ProcessSummary } from './model'
 import { edge, NOT_FINAL, sourcesOf, type Status } from './states'
 
@@ -159,7 +159,7 @@ export async function insertProcess(
   return process!
 }
 
-/** The partial unique index of sql/009_queues.sql, as an insert's conflict target (its predicate, word for word). */
+/** The partial unique index of sql/010_queues.sql, as an insert's conflict target (its predicate, word for word). */
 function uniqueKeyConflict(sql: Sql) {
   return sql`on conflict (workspace_id, unique_key) where unique_key is not null and status in ('pending', 'running') do nothing`
 }
@@ -390,9 +390,8 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
        where true ${o.types ? sql`and l.type = any(${o.types}::text[])` : sql``}
              ${o.token?.workspaceIds ? sql`and l.workspace_id = any(${o.token.workspaceIds}::bigint[])` : sql``}
              ${o.token?.types ? sql`and l.type = any(${o.token.types}::text[])` : sql``}
-             ${pausedGuard(sql)}
     ), allowed as (
-      ${rateAllowed(sql, o.budgets)}
+      ${queueRules(sql, o.budgets)}
     ), ranked as (
       select c.id, c.workspace_id, c.type,
              row_number() over (order by c.turn, coalesce(s.turn, 0), c.priority desc, c.run_at, c.id) as rank

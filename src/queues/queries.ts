@@ -1,6 +1,6 @@
 // Runtime SQL for queues: pausing a type (everywhere or in one workspace), per-type rate windows, and the
-// per-type figures of GET /queues. The claim statement (src/processes/queries.ts claimStatement) takes its
-// pause condition and its rate filter from here, each as one fragment, so both rules live in one file.
+// per-type figures of GET /queues. The claim statement (src/processes/queries.ts claimStatement) takes both
+// rules from here as one fragment (queueRules), and its transaction the pause barrier (claimBarrier).
 import type { Sql } from '../db/client'
 
 /** paused_queues.workspace_id of a pause that holds in every workspace (no workspace has id 0). */
@@ -17,14 +17,6 @@ export const PAUSE_LOCK_KEY = 7_311_000_024
 /** A column for the claim's settings statement (claimPlanSettings): the shared side of PAUSE_LOCK_KEY. */
 export function claimBarrier(sql: Sql) {
   return sql`, pg_advisory_xact_lock_shared(${PAUSE_LOCK_KEY})`
-}
-
-/**
- * The claim's condition on a lane (l: workspace_id, type): not paused, neither everywhere nor in its
- * workspace. One probe of paused_queues' primary key per lane with pending work.
- */
-export function pausedGuard(sql: Sql) {
-  return sql`and not exists (select 1 from paused_queues q where q.type = l.type and q.workspace_id in (${ALL_WORKSPACES}, l.workspace_id))`
 }
 
 export interface Pause {
@@ -137,14 +129,19 @@ export async function spendRate(sql: Sql, budgets: RateBudgets, claimedTypes: re
 }
 
 /**
- * The claim's rate filter, the body of a CTE over `candidates` (id, workspace_id, type, priority, run_at):
- * of each rate-limited type, only its best `budget` candidates go on to be ranked. Without budgets, all.
+ * The queue rules in the claim statement (src/processes/queries.ts claimStatement), in one fragment: the body
+ * of a CTE over its `candidates` (id, workspace_id, type, priority, run_at). A candidate whose type is paused,
+ * everywhere or in its workspace, is dropped (one probe of paused_queues' primary key each); of each
+ * rate-limited type only its best `budget` candidates go on to be ranked (budgets from takeRateBudgets).
  */
-export function rateAllowed(sql: Sql, budgets: RateBudgets | null | undefined) {
-  if (!budgets) return sql`select * from candidates`
+export function queueRules(sql: Sql, budgets: RateBudgets | null | undefined) {
+  const unpaused = sql`
+      select * from candidates c
+       where not exists (select 1 from paused_queues q where q.type = c.type and q.workspace_id in (${ALL_WORKSPACES}, c.workspace_id))`
+  if (!budgets) return unpaused
   return sql`
       select c.id, c.workspace_id, c.type, c.priority, c.run_at
-        from (select c.*, row_number() over (partition by c.type order by c.priority desc, c.run_at, c.id) as nth_of_type from candidates c) c
+        from (select c.*, row_number() over (partition by c.type order by c.priority desc, c.run_at, c.id) as nth_of_type from (${unpaused}) c) c
         left join unnest(${budgets.types}::text[], ${budgets.budgets}::int[]) as rb(type, budget) on rb.type = c.type
        where rb.budget is null or c.nth_of_type <= rb.budget`
 }
