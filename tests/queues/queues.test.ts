@@ -1,15 +1,23 @@
 // Queues (README: Queues) in-process: pause and resume (a workspace's, over REST; every workspace's, by the
 // CLI), the claim barrier that makes a pause hold for claims already in flight, GET /queues, a per-type rate
 // limit, and unique_key on create. Across instances: tests/queues/instances.test.ts.
-import { describe, expect, it } from 'bun:test'
+import { afterAll, describe, expect, it } from 'bun:test'
 import { createApiToken, createUser } from '../../src/auth/queries'
 import { runCommand } from '../../src/cli'
 import { claimNext } from '../../src/processes/queries'
 import { createTenant, inProcessApp, sleep, waitFor } from '../helpers'
 
 const RATE = { max: 3, per_ms: 400 }
+// Registered before the database's hooks, so audit and pool close (afterAll hooks run in order) before the
+// database is dropped: closing them on a dropped database took seconds.
+let release = async () => {}
+afterAll(() => release())
 const { s, request, db } = await inProcessApp({ TYPE_DEFAULTS: JSON.stringify({ rated: { rate: RATE } }) })
 const { sql } = s
+release = async () => {
+  await s.audit.stop()
+  await db.close()
+}
 const a = await createTenant(sql)
 const b = await createTenant(sql)
 

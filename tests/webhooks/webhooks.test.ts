@@ -46,6 +46,10 @@ afterAll(() => void receiver.stop(true))
 const at = (path: string) => `http://127.0.0.1:${receiver.port}${path}`
 const to = (path: string) => received.filter((r) => r.path === path)
 
+// Registered before the database's hooks, so the server stops (afterAll hooks run in order) before its
+// database is dropped: stopping on a dropped database took 5 s.
+let stopServer = async () => {}
+afterAll(() => stopServer())
 const { db } = await testDatabase()
 const server = await listeningServer(
   {
@@ -59,6 +63,7 @@ const server = await listeningServer(
   },
   db,
 )
+stopServer = server.stop
 const { sql } = server.services
 const tenant = await createTenant(sql)
 const other = await createTenant(sql)
