@@ -52,6 +52,11 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 1800,
     run: async () => (await import('./soak')).run(),
   },
+  webhooks: {
+    describe: "deliveries/s from one instance to a local receiver vs a trivial sender; other workspaces' delivery p99 beside an endpoint that answers in 10 s",
+    seconds: 75,
+    run: async () => (await import('./webhooks')).run(),
+  },
   realtime: {
     describe: "issue 3's figures: 10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest",
     seconds: 140,

@@ -14,6 +14,9 @@ import { HttpError, JSON_CONTENT_TYPE, errorResponse, isUnavailable, payloadTooL
 import { me } from './me'
 import { ops } from './ops/routes'
 import { processes } from './processes/index'
+import { queues } from './queues/routes'
+import { schedules } from './schedules/routes'
+import { webhooks } from './webhooks/routes'
 import { stats } from './processes/stats'
 import { beginRequest, newRequestId, requestState, shareState } from './request-state'
 import { validationDetails, validationMessage } from './validation'
@@ -80,6 +83,9 @@ export function createApp(s: Services) {
     .use(stats(s))
     .use(workers(s))
     .use(sessions(s))
+    .use(schedules(s))
+    .use(webhooks(s))
+    .use(queues(s))
     .use(processes(s))
   return app
 }
@@ -145,7 +151,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     if (cors) {
       headers.set('access-control-allow-origin', cors)
       if (cors !== '*') headers.set('access-control-allow-credentials', 'true')
-      headers.set('access-control-expose-headers', 'ETag, Idempotent-Replayed, Link, Location, X-Request-Id')
+      headers.set('access-control-expose-headers', 'ETag, Idempotent-Replayed, Link, Location, Unique-Replayed, X-Request-Id')
       headers.append('vary', 'Origin')
     }
     const status = response.status
@@ -170,7 +176,7 @@ function preflight(origin: string): Response {
     headers: {
       'access-control-allow-origin': origin,
       ...(origin === '*' ? {} : { 'access-control-allow-credentials': 'true' }),
-      'access-control-allow-methods': 'GET, POST, DELETE, OPTIONS',
+      'access-control-allow-methods': 'GET, POST, PATCH, DELETE, OPTIONS',
       'access-control-allow-headers': 'Authorization, Content-Type, Idempotency-Key, If-None-Match, Last-Event-ID, X-Request-Id',
       'access-control-max-age': '600',
       vary: 'Origin',

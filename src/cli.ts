@@ -10,6 +10,10 @@ import { TYPE_MEANING, TypePattern } from './processes/model'
 import { AdminChannelError, sendToAdminChannel } from './admin-channel'
 import { DATA_DIR_LOCKED, explainDatabaseError, openDatabase, type Sql } from './db/client'
 import { migrate } from './db/migrate'
+import type { ProcessHub } from './processes/hub-rules'
+import { countPending, pauseQueue, resumeQueue } from './queues/queries'
+import { listSchedules } from './schedules/queries'
+import { NEXT_RUNS_ONE, toSchedule } from './schedules/view'
 
 export const CLI_COMMANDS = [
   'migrate',
@@ -26,6 +30,9 @@ export const CLI_COMMANDS = [
   'list-tokens',
   'list-worker-tokens',
   'watch',
+  'list-schedules',
+  'pause-type',
+  'resume-type',
 ] as const
 type Command = (typeof CLI_COMMANDS)[number]
 
@@ -49,6 +56,9 @@ const USAGE = `usage: cli <command> [options]
   list-worker-tokens
   watch ID [--token T] [--url U]      a progress bar until the process is done (PROCESSES_TOKEN, PROCESSES_URL);
                                       exit 0 completed or waiting_review, 1 failed or cancelled
+  list-schedules --workspace ID
+  pause-type --type T [--workspace ID]
+  resume-type --type T [--workspace ID]
 roles: owner, admin, member (default), viewer
 with npm: npm run cli -- <command> [options]`
 
@@ -202,6 +212,30 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
     case 'watch':
       // Not a database command: runCli runs it over HTTP, and the admin channel refuses it here.
       throw new UsageError('watch follows a process over HTTP: run it as `npm run cli -- watch ID`')
+    case 'list-schedules': {
+      const workspaceId = id(values, 'workspace')
+      return async (sql) => ({
+        workspace_id: workspaceId,
+        schedules: (await listSchedules(sql, workspaceId, 1000)).map((row) => {
+          const { id, type, cron, timezone, enabled, overlap, catch_up, last_tick_at, next_runs } = toSchedule(row, NEXT_RUNS_ONE)
+          return { id, type, cron, timezone, enabled, overlap, catch_up, last_tick_at, next_runs }
+        }),
+      })
+    }
+    case 'pause-type':
+    case 'resume-type': {
+      // Without --workspace: in every workspace (an operator's act; a workspace's admins pause their own over REST).
+      const type = required(values, 'type')
+      if (!new RegExp(TypePattern).test(type)) throw new UsageError(`--type must be ${TYPE_MEANING} (got ${JSON.stringify(type)})`)
+      const workspaceId = values.workspace === undefined ? null : id(values, 'workspace')
+      if (command === 'pause-type') {
+        return (sql) => sql.begin(async (tx) => ({ ...(await pauseQueue(tx, type, workspaceId, null)), paused: true }))
+      }
+      return async (sql) => {
+        const resumed = await resumeQueue(sql, type, workspaceId)
+        return { type, workspace_id: workspaceId, paused: false, was_paused: resumed, pending: await countPending(sql, type, workspaceId) }
+      }
+    }
     case 'revoke-token': {
       const tokenId = id(values, 'id')
       const kind = values.worker ? 'worker' : 'api'
@@ -262,11 +296,45 @@ function recoverNpmFlags(command: string, args: string[], env: Record<string, st
   return [...args, ...recovered]
 }
 
-/** Runs one parsed command on a database handle: the CLI's own, or the running server's (admin channel). */
-export async function runCommand(sql: Sql, argv: string[]): Promise<object> {
+/**
+ * Runs one parsed command on a database handle: the CLI's own, or the running server's (admin channel, which
+ * passes its hub: a resumed type wakes the claims waiting on it).
+ */
+export async function runCommand(sql: Sql, argv: string[], hub?: ProcessHub): Promise<object> {
   const { command, work } = parseCommand(argv, {})
   if (command !== 'migrate') await migrate(sql)
-  return work(sql)
+  const result = await work(sql)
+  if (command === 'resume-type' && hub) announceResume(result, (type, n) => hub.announceWork(type, n))
+  return result
+}
+
+/** After resume-type: claims waiting for the type (on every instance) look again, as after new work. */
+function announceResume(result: object, announce: (type: string, count: number) => void) {
+  const { type, pending } = result as { type: string; pending: number }
+  announce(type, Math.max(1, pending))
+}
+
+/** The standalone CLI has no hub: it says it on Redis's work channel (`<origin> <type> <count>`), as instances do. */
+async function publishResume(config: ReturnType<typeof loadConfig>, result: object) {
+  if (!config.REDIS_URL) return
+  const { default: Redis } = await import('ioredis')
+  const redis = new Redis(config.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, enableOfflineQueue: false })
+  redis.on('error', () => {})
+  try {
+    await redis.connect()
+    await new Promise<void>((resolve) =>
+      announceResume(result, (type, n) => {
+        redis
+          .publish(`${config.REDIS_PREFIX}work`, `cli ${type} ${n}`)
+          .catch(() => {})
+          .finally(resolve)
+      }),
+    )
+  } catch {
+    // Waiting claims then see the type at their next claim (within their wait_ms, at most 30 s).
+  } finally {
+    redis.disconnect()
+  }
 }
 
 /** What went wrong, in the CLI's words. */
@@ -328,7 +396,9 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
     const result = await (async () => {
       try {
         if (command !== 'migrate') await migrate(db!.sql)
-        return await work(db!.sql)
+        const result = await work(db!.sql)
+        if (command === 'resume-type') await publishResume(config, result)
+        return result
       } catch (error) {
         throw explainDatabaseError(error, config.DATABASE_URL)
       }

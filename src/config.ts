@@ -33,7 +33,7 @@ export const ConfigSchema = T.Object({
   /** Retry backoff: RETRY_BASE_MS × 2^(attempt−1), capped at RETRY_MAX_MS, then jittered to 50–100 %. */
   RETRY_BASE_MS: Int(1000, 0, 86_400_000),
   RETRY_MAX_MS: Int(3_600_000, 0, 604_800_000),
-  /** JSON per type: {"<type>": {"max_attempts"?, "retry_base_ms"?, "retry_max_ms"?, "concurrency"?}}. */
+  /** JSON per type: {"<type>": {"max_attempts"?, "retry_base_ms"?, "retry_max_ms"?, "concurrency"?, "rate"?: {"max", "per_ms"}}}. */
   TYPE_DEFAULTS: T.String({ default: '' }),
   /** Running processes one workspace may hold at once (claims stop at it); 0 = no cap. */
   WORKSPACE_CONCURRENCY: Int(0, 0, 1_000_000),
@@ -75,6 +75,29 @@ export const ConfigSchema = T.Object({
   RETENTION_INTERVAL_MS: Int(3_600_000, 100, 86_400_000),
   /** Width of the partitions retention creates ahead (the migration's are daily). */
   PARTITION_INTERVAL_MS: Int(86_400_000, 1000, 2_592_000_000),
+  /** Schedules (src/schedules/): the shortest gap between two ticks a schedule may have. */
+  SCHEDULE_MIN_INTERVAL_MS: Int(1000, 1000, 31_536_000_000),
+  /** A tick handled up to this late is on time; later it was missed (what catch_up decides about). */
+  SCHEDULE_GRACE_MS: Int(10_000, 0, 86_400_000),
+  /** Each instance looks for due schedules at the next tick, and at least this often (new or changed schedules). */
+  SCHEDULE_POLL_MS: Int(1000, 20, 60_000),
+  /** Webhooks (src/webhooks/): `on` lets deliveries reach loopback, private, link-local and metadata addresses (on-premises). */
+  WEBHOOK_ALLOW_PRIVATE: T.Union([T.Literal('on'), T.Literal('off')], { default: 'off' }),
+  /** One delivery attempt's deadline (connect, send, response). */
+  WEBHOOK_TIMEOUT_MS: Int(10_000, 100, 120_000),
+  /** Deliveries one instance sends at once, over every endpoint. */
+  WEBHOOK_CONCURRENCY: Int(256, 1, 10_000),
+  /** Deliveries in flight to one webhook at once, over every instance: a slow endpoint holds no more slots than this. */
+  WEBHOOK_ENDPOINT_CONCURRENCY: Int(16, 1, 1000),
+  /** Retry backoff: WEBHOOK_RETRY_BASE_MS × 2^(attempt−1), capped at WEBHOOK_RETRY_MAX_MS, jittered to 50–100 %. */
+  WEBHOOK_RETRY_BASE_MS: Int(5000, 0, 86_400_000),
+  WEBHOOK_RETRY_MAX_MS: Int(3_600_000, 0, 86_400_000),
+  /** How long a delivery is retried after its event (or its last redelivery) before it is marked failed. */
+  WEBHOOK_RETRY_WINDOW_MS: Int(86_400_000, 0, 604_800_000),
+  /** How often an idle instance looks for due deliveries. */
+  WEBHOOK_POLL_MS: Int(200, 10, 60_000),
+  /** Days finished deliveries (and their attempts) stay in the delivery log; 0 keeps them forever. */
+  WEBHOOK_RETENTION_DAYS: Days(7),
 })
 
 export type Config = Static<typeof ConfigSchema>
@@ -128,6 +151,13 @@ const TypeDefault = T.Object(
     retry_max_ms: T.Optional(T.Integer({ minimum: 0, maximum: 604_800_000 })),
     /** Running processes of this type at once, over every workspace and instance; claims stop at it. */
     concurrency: T.Optional(T.Integer({ minimum: 1, maximum: 1_000_000 })),
+    /** At most `max` claims of this type per window of `per_ms` (windows aligned to the epoch), over every instance. */
+    rate: T.Optional(
+      T.Object(
+        { max: T.Integer({ minimum: 1, maximum: 1_000_000 }), per_ms: T.Integer({ minimum: 10, maximum: 86_400_000 }) },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 )

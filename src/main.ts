@@ -39,7 +39,7 @@ async function serve() {
     const inMemory = config.DATA_DIR === 'memory://' || config.DATA_DIR === ':memory:'
     if (!inMemory) {
       try {
-        channel = openAdminChannel(config.DATA_DIR, (argv) => runCommand(services.sql, argv), describeError)
+        channel = openAdminChannel(config.DATA_DIR, (argv) => runCommand(services.sql, argv, services.hub), describeError)
       } catch (error) {
         services.log.warn('admin channel not available; the CLI needs the server stopped', { error: String(error) })
       }

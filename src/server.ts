@@ -26,12 +26,17 @@ import { WorkerSessions } from './workers/sessions'
 import { LeaseSweeper } from './workers/leases'
 import { HeldLeases } from './workers/held'
 import { QueuePolicy } from './workers/queue'
+import { ScheduleLoop } from './schedules/loop'
+import { DeliveryLoop } from './webhooks/loop'
 
 export interface Running {
   services: Services
   server: Server<WorkerSocketData>
   gateway: WorkerGateway
   bridge: RedisBridge<Process> | null
+  /** The tick loop (src/schedules/loop.ts) and the webhook delivery loop (src/webhooks/loop.ts). */
+  scheduler: ScheduleLoop
+  deliveries: DeliveryLoop
   url: string
   stop(): Promise<void>
 }
@@ -105,6 +110,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   const sessions = new WorkerSessions(services.sql, gateway, log)
   const retention = new RetentionJob(services.sql, retentionSettings(config), log, config.RETENTION_INTERVAL_MS)
   metrics.storage.retention = retention.totals
+  const { scheduler, deliveries } = startFeatureLoops(services)
   const handle = createHandler(services)
 
   metrics.gauge('sse_streams_open', () => streamStats.open)
@@ -228,6 +234,8 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         closeAllStreams()
         await sweeper.stop()
         await retention.stop()
+        await scheduler.stop()
+        await deliveries.stop()
         hub.close()
         services.credentials.stop()
         metrics.stopLagMonitor()
@@ -247,7 +255,31 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
       }
     })())
 
-  return { services, server, gateway, bridge, url, stop }
+  return { services, server, gateway, bridge, scheduler, deliveries, url, stop }
+}
+
+/** Schedules' tick loop and webhooks' delivery loop, started, with their metrics. */
+function startFeatureLoops(services: Services) {
+  const { metrics } = services
+  const scheduler = new ScheduleLoop(services)
+  const deliveries = new DeliveryLoop(services.sql, services.config, services.log)
+  metrics.counter('schedule_ticks_run', 'Schedule ticks that created a process on this instance.', () => scheduler.ticksRun)
+  metrics.counter(
+    'schedule_ticks_skipped',
+    "Schedule ticks skipped on this instance because the last run was still pending or running (overlap 'skip').",
+    () => scheduler.ticksSkipped,
+  )
+  metrics.counter('webhook_attempts', 'Webhook delivery attempts made from this instance.', () => deliveries.totals.attempts)
+  metrics.counter('webhook_attempts_succeeded', 'Webhook delivery attempts answered 2xx.', () => deliveries.totals.succeeded)
+  metrics.counter(
+    'webhook_attempts_failed',
+    'Webhook delivery attempts that failed (non-2xx, refused, timed out, unreachable).',
+    () => deliveries.totals.failedAttempts,
+  )
+  metrics.gauge('webhook_deliveries_in_flight', () => deliveries.inFlight)
+  scheduler.start()
+  deliveries.start()
+  return { scheduler, deliveries }
 }
 
 type ServeOptions = Parameters<typeof Bun.serve<WorkerSocketData>>[0]

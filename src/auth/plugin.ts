@@ -59,6 +59,15 @@ export function requireWriter(principal: Principal, workspaceId: number) {
   if (!principal.writableWorkspaceIds.includes(workspaceId)) throw forbidden('Your role in this workspace is read-only')
 }
 
+/** Roles that manage a workspace's webhooks and pause its queues (README "Roles"). */
+const ADMIN_ROLES: ReadonlySet<string> = new Set(['owner', 'admin'])
+
+/** Webhooks (which send the workspace's processes elsewhere) and pausing need admin or owner in the workspace. */
+export function requireAdmin(principal: Principal, workspaceId: number) {
+  const role = principal.memberships.find((m) => Number(m.workspace_id) === workspaceId)?.role
+  if (role === undefined || !ADMIN_ROLES.has(role)) throw forbidden('This needs the admin or owner role in this workspace')
+}
+
 /** CORS_ORIGINS as a set, without `*` (which never grants credentials, nor trust for a cookie's change). */
 export function trustedOrigins(corsOrigins: string): Set<string> {
   return new Set(

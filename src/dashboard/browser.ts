@@ -1,6 +1,7 @@
 // The dashboard, on the @processes/client package: a workspace's processes live over the workspace stream
-// (monitorWorkspace), one process live (monitorProcess), the workers page and the charts. Routes are in the
-// hash (#/processes?status=failed, #/processes/42, #/workers, #/charts), so every view has a URL. Sign-in
+// (monitorWorkspace), one process live (monitorProcess), the workers page, the charts, and the queues with the
+// schedules' next runs. Routes are in the hash (#/processes?status=failed, #/processes/42, #/workers, #/charts,
+// #/queues), so every view has a URL. Sign-in
 // exchanges a pasted token for the HttpOnly ps_session cookie (POST /auth/session): the page never holds it.
 // No inline script or style: styles are classes, widths set through the CSSOM.
 import {
@@ -12,6 +13,8 @@ import {
   type Process,
   type ProcessStatus,
 } from '@processes/client'
+import type { QueueSummary } from '../queues/routes'
+import type { Schedule } from '../schedules/model'
 import type { WorkersPage } from '../workers/routes'
 
 // ── Types of the extension routes this page reads ─────────────────────────────────────────────────────
@@ -36,6 +39,7 @@ interface Stats {
   }[]
 }
 type Workers = WorkersPage
+type Queue = typeof QueueSummary.static
 
 class ApiError extends Error {
   constructor(
@@ -121,10 +125,11 @@ const state = {
   timers: [] as ReturnType<typeof setInterval>[],
 }
 const canChange = () => state.role !== 'viewer'
+const canAdmin = () => state.role === 'owner' || state.role === 'admin'
 const wsQuery = () => `workspace_id=${state.workspaceId}`
 
 interface Route {
-  view: 'processes' | 'detail' | 'workers' | 'charts'
+  view: 'processes' | 'detail' | 'workers' | 'charts' | 'queues'
   id?: number
   status?: ProcessStatus
   type?: string
@@ -137,6 +142,7 @@ function parseRoute(): Route {
   if (detail) return { view: 'detail', id: Number(detail[1]) }
   if (path === '/workers') return { view: 'workers' }
   if (path === '/charts') return { view: 'charts' }
+  if (path === '/queues') return { view: 'queues' }
   const status = params.get('status')
   return {
     view: 'processes',
@@ -731,6 +737,79 @@ async function renderCharts() {
   }
 }
 
+// ── Queues and schedules ──────────────────────────────────────────────────────────────────────────────
+
+async function renderQueues() {
+  let queues: Queue[]
+  let schedules: Schedule[]
+  try {
+    const [q, list] = await Promise.all([api<{ queues: Queue[] }>(`/queues?${wsQuery()}`), api<Schedule[]>(`/schedules?${wsQuery()}`)])
+    queues = q.queues
+    schedules = list
+  } catch (e) {
+    return showError(e)
+  }
+  $('no-queues').hidden = queues.length > 0
+  $('queue-rows').replaceChildren(
+    ...queues.map((q) => {
+      const action = q.paused ? 'resume' : 'pause'
+      // A pause of every workspace is the operators' (the CLI): a workspace's admins cannot lift it.
+      const button =
+        canAdmin() && q.paused_in !== 'all'
+          ? h('button', { class: q.paused ? '' : 'quiet', 'data-testid': `queue-${action}`, text: q.paused ? 'Resume' : 'Pause' })
+          : null
+      button?.addEventListener('click', () => void setPaused(q.type, action))
+      return h(
+        'tr',
+        { 'data-testid': 'queue-row', 'data-type': q.type },
+        h('td', { class: 'mono', text: q.type }),
+        h('td', { class: 'num', text: String(q.pending) }),
+        h('td', { class: 'num', text: String(q.running) }),
+        h('td', { class: 'num', text: q.oldest_pending_age_s === null ? '—' : span(q.oldest_pending_age_s * 1000) }),
+        h('td', { class: 'num', text: String(q.finished_last_minute) }),
+        h('td', { text: q.rate ? `${q.rate.max} per ${seconds(q.rate.per_ms / 1000)}` : '—' }),
+        h(
+          'td',
+          {},
+          h('span', {
+            class: `badge ${q.paused ? 'failed' : 'running'}`,
+            'data-testid': 'queue-state',
+            text: q.paused ? (q.paused_in === 'all' ? 'paused everywhere' : 'paused') : 'active',
+          }),
+        ),
+        h('td', {}, button),
+      )
+    }),
+  )
+  $('no-schedules').hidden = schedules.length > 0
+  $('schedule-rows').replaceChildren(
+    ...schedules.map((sch) =>
+      h(
+        'tr',
+        { 'data-testid': 'schedule-row', 'data-id': sch.id },
+        h('td', { class: 'mono', text: sch.type }),
+        h('td', { class: 'mono', text: sch.cron }),
+        h('td', { text: sch.timezone }),
+        h('td', { text: `${sch.overlap} / ${sch.catch_up}` }),
+        h(
+          'td',
+          { 'data-testid': 'next-runs' },
+          sch.enabled ? sch.next_runs.map((run) => new Date(run).toLocaleString()).join(' · ') || 'never' : h('span', { class: 'muted', text: 'disabled' }),
+        ),
+      ),
+    ),
+  )
+}
+
+async function setPaused(type: string, action: 'pause' | 'resume') {
+  try {
+    await api(`/queues/${encodeURIComponent(type)}/${action}?${wsQuery()}`, { method: 'POST' })
+  } catch (e) {
+    showError(e)
+  }
+  await renderQueues()
+}
+
 // ── Routing ───────────────────────────────────────────────────────────────────────────────────────────
 
 async function render() {
@@ -741,6 +820,7 @@ async function render() {
     ['detail-view', 'detail'],
     ['workers-view', 'workers'],
     ['charts-view', 'charts'],
+    ['queues-view', 'queues'],
   ] as const)
     $(id).hidden = route.view !== view
   for (const link of document.querySelectorAll<HTMLElement>('#nav a'))
@@ -757,6 +837,7 @@ async function render() {
     followDetail(route.id!)
     void loadEvents(route.id!)
   } else if (route.view === 'workers') await refreshWorkers(true)
+  else if (route.view === 'queues') await renderQueues()
   else await renderCharts()
 }
 

@@ -9,6 +9,9 @@ import workers from '../../sql/006_workers.sql' with { type: 'text' }
 import processesVacuum from '../../sql/007_processes_vacuum.sql' with { type: 'text' }
 import claimPlan from '../../sql/008_claim_plan.sql' with { type: 'text' }
 import liveState from '../../sql/009_live_state.sql' with { type: 'text' }
+import queues from '../../sql/010_queues.sql' with { type: 'text' }
+import schedules from '../../sql/011_schedules.sql' with { type: 'text' }
+import webhooks from '../../sql/012_webhooks.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -25,4 +28,7 @@ export const MIGRATIONS: Migration[] = [
   { name: '007_processes_vacuum.sql', text: processesVacuum },
   { name: '008_claim_plan.sql', text: claimPlan },
   { name: '009_live_state.sql', text: liveState },
+  { name: '010_queues.sql', text: queues },
+  { name: '011_schedules.sql', text: schedules },
+  { name: '012_webhooks.sql', text: webhooks },
 ]

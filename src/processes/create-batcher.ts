@@ -36,7 +36,7 @@ interface Entry {
   reject: (error: unknown) => void
 }
 
-type Outcome = { process: Process; replayed: boolean } | { error: unknown }
+type Outcome = { process: Process; replayed: boolean; uniqueReplayed: boolean } | { error: unknown }
 
 export class CreateBatcher {
   private pending: Entry[] = []
@@ -52,6 +52,8 @@ export class CreateBatcher {
   ) {}
 
   submit(input: CreateRequest): Promise<CreateResult> {
+    // A unique_key is answered by what holds it (src/processes/unique.ts), each on its own transaction.
+    if (input.item.unique_key) return createProcess(this.sql, this.hub, input)
     return new Promise((resolve, reject) => {
       const key = input.idempotencyKey === null ? null : `${input.principal.userId} ${input.idempotencyKey}`
       const hash = key === null ? null : requestHashOf(input.workspaceId, [input.item])
@@ -132,8 +134,8 @@ export class CreateBatcher {
           delete from idempotency_keys k
            using unnest(${users}::bigint[], ${keys}::text[]) as x(user_id, key)
            where k.user_id = x.user_id and k.key = x.key and k.created_at < now() - interval '24 hours'`
-        const seen = await tx<{ user_id: number; key: string; response: any; request_hash: string | null }[]>`
-          select k.user_id, k.key, k.response, k.request_hash
+        const seen = await tx<{ user_id: number; key: string; response: any; request_hash: string | null; unique_replayed: boolean }[]>`
+          select k.user_id, k.key, k.response, k.request_hash, k.unique_replayed
             from idempotency_keys k join unnest(${users}::bigint[], ${keys}::text[]) as x(user_id, key)
               on k.user_id = x.user_id and k.key = x.key`
         const byKey = new Map(seen.map((r) => [`${r.user_id} ${r.key}`, r]))
@@ -143,7 +145,9 @@ export class CreateBatcher {
           if (!first) continue
           // jsonb keeps its own key order: the replay is put back in the API's.
           outcomes[i] =
-            first.request_hash !== null && first.request_hash !== entry.hash ? { error: keyReused() } : { process: toProcess(first.response), replayed: true }
+            first.request_hash !== null && first.request_hash !== entry.hash
+              ? { error: keyReused() }
+              : { process: toProcess(first.response), replayed: true, uniqueReplayed: first.unique_replayed }
         }
       }
       const fresh = batch.flatMap((_, i) => (outcomes[i] === null ? [i] : []))
@@ -151,7 +155,7 @@ export class CreateBatcher {
         tx,
         fresh.map((i) => ({ ...batch[i]!.input.item, workspace_id: batch[i]!.input.workspaceId, created_by: batch[i]!.input.principal.userId })),
       )
-      for (const [n, i] of fresh.entries()) outcomes[i] = { process: processes[n]!, replayed: false }
+      for (const [n, i] of fresh.entries()) outcomes[i] = { process: processes[n]!, replayed: false, uniqueReplayed: false }
       const newKeys = fresh.filter((i) => batch[i]!.key !== null)
       if (newKeys.length > 0) {
         const rows = newKeys.map((i) => {

@@ -218,6 +218,8 @@ const QueueOptions = {
   run_at: t.Optional(t.String({ format: 'date-time' })),
   delay_ms: t.Optional(Int({ minimum: 0, maximum: 31_536_000_000 })),
   max_attempts: t.Optional(Int({ minimum: 1, maximum: 100 })),
+  /** While a process with this key is pending or running in the workspace, a create with it returns that one (200). */
+  unique_key: t.Optional(t.String({ minLength: 1, maxLength: 255, pattern: '^[^\\u0000]*$' })),
 }
 
 export const CreateBody = t.Object(

@@ -7,10 +7,11 @@ import { forbidden, invalidRequest, invalidTransition, notFound } from '../error
 import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import type { Status } from './states'
-import { insertProcesses, type NewProcess } from './queries/create'
+import type { NewProcess } from './queries/create'
 import { findState } from './queries/reads'
 import { toProcess } from './queries/rows'
 import { transitionProcess, type Transition, userTransition } from './queries/transitions'
+import { insertUnique, UNIQUE_KEY_INDEX } from './unique'
 
 const UNIQUE_VIOLATION = '23505'
 
@@ -26,6 +27,8 @@ export const keyReused = () =>
 export interface CreateResult {
   process: Process
   replayed: boolean
+  /** An existing process holds the item's unique_key: it is what was returned, and nothing was created. */
+  uniqueReplayed: boolean
 }
 
 /** One create on its own transaction (the create batcher's fallback when its group statement fails). */
@@ -34,8 +37,8 @@ export async function createProcess(
   hub: ProcessHub,
   input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow },
 ): Promise<CreateResult> {
-  const { processes, replayed } = await createMany(sql, hub, { ...input, items: [input.item], keyPrefix: '', single: true })
-  return { process: processes[0]!, replayed }
+  const { processes, replayed, uniqueReplayed } = await createMany(sql, hub, { ...input, items: [input.item], keyPrefix: '', single: true })
+  return { process: processes[0]!, replayed, uniqueReplayed: uniqueReplayed.length > 0 }
 }
 
 /** POST /processes/batch: all in one transaction with one audit row; its idempotency keys are its own. */
@@ -43,7 +46,7 @@ export async function createProcesses(
   sql: Sql,
   hub: ProcessHub,
   input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow },
-): Promise<{ processes: Process[]; replayed: boolean }> {
+): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   return createMany(sql, hub, { ...input, keyPrefix: 'batch:', single: false })
 }
 
@@ -51,7 +54,7 @@ async function createMany(
   sql: Sql,
   hub: ProcessHub,
   input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; keyPrefix: string; single: boolean },
-): Promise<{ processes: Process[]; replayed: boolean }> {
+): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   const { principal } = input
   const key = input.idempotencyKey === null ? null : input.keyPrefix + input.idempotencyKey
   // What the key was first used for: the same key with another request is a client bug, refused (422), not replayed.
@@ -62,33 +65,37 @@ async function createMany(
         if (key) {
           await tx`delete from idempotency_keys
                     where user_id = ${principal.userId} and key = ${key} and created_at < now() - interval '24 hours'`
-          const [seen] = await tx<{ response: any; request_hash: string | null }[]>`
-            select response, request_hash from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
+          const [seen] = await tx<{ response: any; request_hash: string | null; unique_replayed: boolean }[]>`
+            select response, request_hash, unique_replayed from idempotency_keys where user_id = ${principal.userId} and key = ${key}`
           if (seen) {
             if (seen.request_hash !== null && seen.request_hash !== requestHash) throw keyReused()
             // jsonb keeps its own key order: the replay is put back in the API's.
-            return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true }
+            const uniqueReplayed: number[] = input.single ? (seen.unique_replayed ? [0] : []) : (seen.response.unique_replayed ?? [])
+            return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true, uniqueReplayed, created: [] }
           }
         }
-        const processes = await insertProcesses(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items })
+        const made = await insertUnique(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items })
+        const { processes } = made
+        const uniqueReplayed = made.replayed.flatMap((r, i) => (r ? [i] : []))
         if (key) {
-          const response = input.single ? processes[0] : { processes }
+          const response = input.single ? processes[0] : uniqueReplayed.length > 0 ? { processes, unique_replayed: uniqueReplayed } : { processes }
           const stored = await tx`
-            insert into idempotency_keys (user_id, key, process_id, response, request_hash)
-            values (${principal.userId}, ${key}, ${processes[0]!.id}, ${JSON.stringify(response)}::text::jsonb, ${requestHash})
+            insert into idempotency_keys (user_id, key, process_id, response, request_hash, unique_replayed)
+            values (${principal.userId}, ${key}, ${processes[0]!.id}, ${JSON.stringify(response)}::text::jsonb, ${requestHash}, ${uniqueReplayed.length > 0})
             on conflict do nothing
             returning key`
           // A concurrent request with the same key committed first: roll ours back and replay theirs.
           if (stored.length === 0) throw new ReplayRace()
         }
-        await writeAuditRows(tx, [input.audit])
-        return { processes, replayed: false }
+        // Nothing created (every item's key held): the answer is 200, and so is its audit row.
+        await writeAuditRows(tx, [made.created.length === 0 ? { ...input.audit, status: 200 } : input.audit])
+        return { processes, replayed: false, uniqueReplayed, created: made.created }
       })
-      if (!result.replayed) {
-        hub.publishAll(result.processes)
-        announceNew(hub, result.processes)
+      if (result.created.length > 0) {
+        hub.publishAll(result.created)
+        announceNew(hub, result.created)
       }
-      return result
+      return { processes: result.processes, replayed: result.replayed, uniqueReplayed: result.uniqueReplayed }
     } catch (error) {
       const raced = error instanceof ReplayRace || (error as { code?: string }).code === UNIQUE_VIOLATION
       if (!raced || attempt >= 2) throw error
@@ -177,13 +184,24 @@ export async function userAction(
   input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow },
 ): Promise<Process> {
   const { principal, id } = input
-  const process = await sql.begin(async (tx) => {
-    // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
-    const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
-    const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds, input.action)
-    await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
-    return changed
-  })
+  const process = await sql
+    .begin(async (tx) => {
+      // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
+      const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
+      const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds, input.action)
+      await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
+      return changed
+    })
+    .catch((error) => {
+      // A retry back to pending while another process holds its unique_key (src/processes/unique.ts).
+      const e = error as { code?: string; constraint_name?: string; constraint?: string; message?: string }
+      if (e.code === UNIQUE_VIOLATION && (e.constraint_name ?? e.constraint ?? e.message ?? '').includes(UNIQUE_KEY_INDEX)) {
+        throw invalidTransition('Another process with this unique_key is pending or running; retry it once that one has finished.', {
+          reason: 'unique_key',
+        })
+      }
+      throw error
+    })
   hub.publish(process)
   if (process.status === 'pending') hub.announceWork(process.type)
   return process

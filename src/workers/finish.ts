@@ -166,7 +166,15 @@ export class FinishBatcher {
       for (const [key, g] of groups) {
         claimed.set(
           key,
-          await claimNext(tx, { workerId: g.workerId, types: g.types, max: g.max, served: this.queue.turns(), caps: this.queue.caps, token: g.token }),
+          await claimNext(tx, {
+            workerId: g.workerId,
+            types: g.types,
+            max: g.max,
+            served: this.queue.turns(),
+            caps: this.queue.caps,
+            token: g.token,
+            rate: this.queue.rate,
+          }),
         )
       }
       const gone = new Set([...groups].filter(([key, g]) => g.signal.aborted && (claimed.get(key)?.length ?? 0) > 0).map(([key]) => key))

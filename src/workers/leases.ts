@@ -54,7 +54,7 @@ export async function claim(sql: Sql, hub: ProcessHub, queue: QueuePolicy, o: Cl
       const left = deadline - Date.now()
       if (left <= 0 || o.signal.aborted) return []
       if (taken.length === 0) {
-        const dueAt = await nextRunAt(sql, o.types)
+        const dueAt = earliest(await nextRunAt(sql, o.types), queue.nextRateWindowAt(o.types))
         if (taken.length === 0) {
           const sleepMs = dueAt === null ? left : Math.min(left, Math.max(0, dueAt - Date.now()) + 5)
           await new Promise<void>((resolve) => {
@@ -79,6 +79,8 @@ export async function claim(sql: Sql, hub: ProcessHub, queue: QueuePolicy, o: Cl
   }
 }
 
+const earliest = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.min(a, b))
+
 const GONE = Symbol('the worker went away')
 
 /**
@@ -92,7 +94,15 @@ async function claimUnlessGone(sql: Sql, queue: QueuePolicy, o: ClaimRequest): P
   const attempt = sql
     .begin(async (tx) => {
       if (queue.caps) await capLock(tx)
-      const processes = await claimNext(tx, { workerId: o.workerId, types: o.types, max: o.max, served: queue.turns(), caps: queue.caps, token: o.token })
+      const processes = await claimNext(tx, {
+        workerId: o.workerId,
+        types: o.types,
+        max: o.max,
+        served: queue.turns(),
+        caps: queue.caps,
+        token: o.token,
+        rate: queue.rate,
+      })
       if (processes.length > 0 && (o.signal.aborted || late)) throw GONE
       return processes
     })

@@ -1,7 +1,8 @@
 // The dashboard in a real headless Chromium (Debian's chromium, driven by playwright-core), against a real
 // server and a real worker (a `ws` client doing hello/claim/progress/fail): status tabs with counts, the type
 // filter, search by id, a URL per process, live progress, bulk retry of failed, confirmation before cancel and
-// discard, the workers page with the connected worker and its lease, the no-worker warning, and the charts.
+// discard, the workers page with the connected worker and its lease, the no-worker warning, the charts, and the
+// queues page (pause, resume, schedules' next runs).
 // Screenshots go to $TMPDIR/ps-screenshots.
 import { afterAll, describe, expect, it } from 'bun:test'
 import { existsSync, mkdirSync } from 'node:fs'
@@ -226,6 +227,33 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     await page.goto(`${server.url}/#/processes/${pending}`)
     await page.getByTestId('cancel').waitFor()
     expect(await page.getByTestId('cancel').isDisabled()).toBe(true)
+    await context.close()
+  }, 60_000)
+
+  it('lists the queues with pause and resume, and the schedules with their next runs', async () => {
+    const headers = { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' }
+    const created = await fetch(`${server.url}/schedules`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ type: 'dash_nightly', cron: '0 3 * * *', timezone: 'Europe/Berlin' }),
+    })
+    expect(created.status).toBe(201)
+    const { context, page } = await signedIn()
+    await page.getByTestId('nav-queues').click()
+    const row = page.locator('tr[data-testid="queue-row"][data-type="dash_orphan"]')
+    await row.waitFor({ timeout: 15_000 })
+    expect(await row.getByTestId('queue-state').textContent()).toBe('active')
+    await row.getByTestId('queue-pause').click()
+    await waitFor(async () => (await row.getByTestId('queue-state').textContent()) === 'paused', 10_000, 'paused on the page')
+    const queues = async () => (await (await fetch(`${server.url}/queues`, { headers })).json()) as { queues: { type: string; paused: boolean }[] }
+    expect((await queues()).queues.find((q) => q.type === 'dash_orphan')?.paused).toBe(true)
+    await row.getByTestId('queue-resume').click()
+    await waitFor(async () => (await row.getByTestId('queue-state').textContent()) === 'active', 10_000, 'active again')
+    expect((await queues()).queues.find((q) => q.type === 'dash_orphan')?.paused).toBe(false)
+    // 03:00 in Berlin: the next three nights, each at 01:00 or 02:00 UTC.
+    const nextRuns = await page.locator('tr[data-testid="schedule-row"]').filter({ hasText: 'dash_nightly' }).getByTestId('next-runs').textContent()
+    expect(nextRuns!.split(' · ')).toHaveLength(3)
+    await page.screenshot({ path: join(SHOTS, 'dashboard-queues.png') })
     await context.close()
   }, 60_000)
 })

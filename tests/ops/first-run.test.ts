@@ -150,8 +150,10 @@ describe('a running embedded server', async () => {
 describe.skipIf(!hasPostgres)('a second server on a busy port (Postgres)', () => {
   it('exits non-zero naming the port instead of sharing it', async () => {
     const port = await freePort()
-    const first = await spawnServer({ DATABASE_URL: process.env.DATABASE_URL, REDIS_URL: '' }, { port })
-    const second = await main({ DATABASE_URL: process.env.DATABASE_URL, REDIS_URL: '', PORT: String(port) })
+    // A database of its own: the server migrates it (never the shared one DATABASE_URL names).
+    const url = await freshDatabaseUrl()
+    const first = await spawnServer({ DATABASE_URL: url, REDIS_URL: '' }, { port })
+    const second = await main({ DATABASE_URL: url, REDIS_URL: '', PORT: String(port) })
     expect(second.code).toBe(1)
     expect(second.stderr).toContain(`port ${port} is already in use`)
     expect((await fetch(`${first.url}/health`)).status).toBe(200)

@@ -1,6 +1,7 @@
 // Claims: pending → running for a worker, in queue order and fair turns, within caps; and when the next
 // delayed process comes due.
 import type { Sql } from '../../db/client'
+import { claimBarrier, queueRules, type RateBudgets, type RateLimits, spendRate, takeRateBudgets } from '../../queues/queries'
 import type { Process } from '../model'
 import { toProcess } from './rows'
 import { EDGES, type LeaseToken } from './transitions'
@@ -20,6 +21,10 @@ export interface ClaimOptions {
   caps?: { types: Record<string, number>; workspace: number }
   /** The worker token the lease is taken under (recorded on the row), and its scope. */
   token?: LeaseToken
+  /** Per-type rate limits (TYPE_DEFAULTS.<type>.rate), shared by every instance (src/queues/queries.ts). */
+  rate?: RateLimits
+  /** What this claim may take of each rate-limited type (set by claimNext from `rate`). */
+  budgets?: RateBudgets | null
 }
 
 /** Serialises capped claims, so two claims cannot both see room for the last slot under a cap. */
@@ -35,7 +40,14 @@ export const CAP_LOCK_KEY = 7_311_000_011
  */
 export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
   await claimPlanSettings(sql)
-  const rows = await claimStatement(sql, o)
+  const budgets = o.rate ? await takeRateBudgets(sql, o.rate, o.types) : null
+  const rows = await claimStatement(sql, { ...o, budgets })
+  if (budgets)
+    await spendRate(
+      sql,
+      budgets,
+      rows.map((r) => r.type),
+    )
   return rows.map(toProcess)
 }
 
@@ -50,7 +62,8 @@ export async function claimNext(sql: Sql, o: ClaimOptions): Promise<Process[]> {
 export function claimPlanSettings(sql: Sql) {
   // jit off with it: a disabled sort still costs 10^10 in the planner's sums, far past jit_above_cost, and
   // compiling the statement took ~370 ms.
-  return sql`select set_config('enable_sort', 'off', true), set_config('jit', 'off', true)`
+  // claimBarrier: a pause waits for claims in flight, and claims after it see it (src/queues/queries.ts).
+  return sql`select set_config('enable_sort', 'off', true), set_config('jit', 'off', true)${claimBarrier(sql)}`
 }
 
 /** claimNext's statement, unawaited: a test EXPLAINs it (tests/processes/queue.test.ts). */
@@ -83,10 +96,12 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
        where true ${o.types ? sql`and l.type = any(${o.types}::text[])` : sql``}
              ${o.token?.workspaceIds ? sql`and l.workspace_id = any(${o.token.workspaceIds}::bigint[])` : sql``}
              ${o.token?.types ? sql`and l.type = any(${o.token.types}::text[])` : sql``}
+    ), allowed as (
+      ${queueRules(sql, o.budgets)}
     ), ranked as (
       select c.id, c.workspace_id, c.type,
              row_number() over (order by c.turn, coalesce(s.turn, 0), c.priority desc, c.run_at, c.id) as rank
-        from (select *, row_number() over (partition by workspace_id order by priority desc, run_at, id) as turn from candidates) c
+        from (select *, row_number() over (partition by workspace_id order by priority desc, run_at, id) as turn from allowed) c
         left join unnest(${served.workspaceIds}::bigint[], ${served.turns}::bigint[]) as s(workspace_id, turn) using (workspace_id)
     ), next as (
       ${

@@ -1,5 +1,5 @@
 // New processes: one statement inserts them with their first events.
-import type { Sql } from '../../db/client'
+import type { Row, Sql } from '../../db/client'
 import type { Process } from '../model'
 import { toProcess } from './rows'
 
@@ -11,6 +11,8 @@ export interface NewProcess {
   max_attempts: number
   run_at: string | null
   delay_ms: number | null
+  /** While a process with this key is pending or running in the workspace, none other is made (src/processes/unique.ts). */
+  unique_key?: string | null
 }
 
 export async function insertProcess(
@@ -22,12 +24,50 @@ export async function insertProcess(
   return process!
 }
 
-/** Many processes of one workspace and creator in one statement, with their events; in the order given. */
+/** The partial unique index of sql/010_queues.sql, as an insert's conflict target (its predicate, word for word). */
+function uniqueKeyConflict(sql: Sql) {
+  return sql`on conflict (workspace_id, unique_key) where unique_key is not null and status in ('pending', 'running') do nothing`
+}
+
+/**
+ * Many processes in one statement, with their events; returned in the order given (ids ascend with it). An
+ * item whose unique_key is held by a pending or running process of the workspace (or by an earlier item) is
+ * not inserted and not returned: src/processes/unique.ts finds what holds it.
+ */
 export async function insertProcesses(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Process[]> {
-  return insertProcessesOf(
-    sql,
-    o.items.map((item) => ({ ...item, workspace_id: o.workspaceId, created_by: o.createdBy })),
-  )
+  return (await insertProcessRows(sql, o)).map(toProcess)
+}
+
+/** insertProcesses's rows as stored (with unique_key, which the API's process does not show). */
+export async function insertProcessRows(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Row[]> {
+  const items = o.items.map(({ type, metadata, priority, max_attempts, run_at, delay_ms, unique_key }) => ({
+    type,
+    metadata,
+    priority,
+    max_attempts,
+    run_at,
+    delay_ms,
+    unique_key: unique_key ?? null,
+  }))
+  const keyed = items.some((i) => i.unique_key !== null)
+  return sql`
+    with x as (
+      select * from rows from (
+               jsonb_to_recordset(${JSON.stringify(items)}::text::jsonb)
+               as (type text, metadata jsonb, priority int, max_attempts int, run_at timestamptz, delay_ms bigint, unique_key text)
+             ) with ordinality as x(type, metadata, priority, max_attempts, run_at, delay_ms, unique_key, n)
+    ), p as (
+      insert into processes (workspace_id, type, metadata, created_by, message, priority, max_attempts, run_at, unique_key)
+      select ${o.workspaceId}, x.type, x.metadata, ${o.createdBy}, 'Queued', x.priority, x.max_attempts,
+             coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond'), x.unique_key
+        from x
+       order by x.n
+      ${keyed ? uniqueKeyConflict(sql) : sql``}
+      returning *
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p order by id`
 }
 
 /** A new process and where it goes: the workspace, and the user creating it. */

@@ -20,7 +20,7 @@ export function processWrites(s: Services) {
         const item = newProcess(s, body, '')
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
         requireWriter(principal, workspaceId)
-        const { process, replayed } = await s.creates.submit({
+        const { process, replayed, uniqueReplayed } = await s.creates.submit({
           principal,
           workspaceId,
           item,
@@ -28,9 +28,10 @@ export function processWrites(s: Services) {
           audit: auditRowFor(request, state, 201),
         })
         state.audited = !replayed
-        set.status = 201
+        set.status = uniqueReplayed ? 200 : 201
         set.headers.location = `/processes/${process.id}`
         if (replayed) set.headers['idempotent-replayed'] = 'true'
+        if (uniqueReplayed) set.headers['unique-replayed'] = 'true'
         return process
       },
       {
@@ -38,9 +39,10 @@ export function processWrites(s: Services) {
         body: CreateBody,
         headers: IdempotencyHeaders,
         detail: {
-          summary: 'Create a process in pending (extension); priority, run_at or delay_ms, max_attempts; Idempotency-Key honoured for 24 h',
+          summary:
+            'Create a process in pending (extension); priority, run_at or delay_ms, max_attempts; Idempotency-Key honoured for 24 h; unique_key: 200 with the pending or running process holding it',
           tags: ['processes'],
-          responses: responses({ 201: Process, ...errors, ...bodyErrors }),
+          responses: responses({ 200: Process, 201: Process, ...errors, ...bodyErrors }),
         },
       },
     )
@@ -50,7 +52,7 @@ export function processWrites(s: Services) {
         const items = body.processes.map((item, i) => newProcess(s, item, `/processes/${i}`))
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
         requireWriter(principal, workspaceId)
-        const { processes, replayed } = await createProcesses(s.sql, s.hub, {
+        const { processes, replayed, uniqueReplayed } = await createProcesses(s.sql, s.hub, {
           principal,
           workspaceId,
           items,
@@ -58,8 +60,12 @@ export function processWrites(s: Services) {
           audit: auditRowFor(request, state, 201),
         })
         state.audited = !replayed
-        set.status = 201
+        set.status = uniqueReplayed.length === processes.length ? 200 : 201
         if (replayed) set.headers['idempotent-replayed'] = 'true'
+        if (uniqueReplayed.length > 0) {
+          set.headers['unique-replayed'] = 'true'
+          return { processes, unique_replayed: uniqueReplayed }
+        }
         return { processes }
       },
       {
@@ -69,7 +75,7 @@ export function processWrites(s: Services) {
         detail: {
           summary: 'Create 1–1000 processes in one transaction, one audit row (extension); Idempotency-Key honoured for 24 h',
           tags: ['processes'],
-          responses: responses({ 201: t.Object({ processes: t.Array(Process) }), ...errors, ...bodyErrors }),
+          responses: responses({ 200: BatchResponse, 201: BatchResponse, ...errors, ...bodyErrors }),
         },
       },
     )
@@ -123,8 +129,14 @@ function newProcess(s: Services, body: BatchItem, at: string): NewProcess {
     max_attempts: s.queue.maxAttemptsFor(body.type, body.max_attempts),
     run_at: runAt,
     delay_ms: body.delay_ms ?? null,
+    unique_key: body.unique_key ?? null,
   }
 }
+
+const BatchResponse = t.Object({
+  processes: t.Array(Process),
+  unique_replayed: t.Optional(t.Array(t.Integer(), { description: 'indexes of the items answered with an existing process holding their unique_key' })),
+})
 
 async function action(
   s: Services,
