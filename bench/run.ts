@@ -40,6 +40,12 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 125,
     run: async () => (await import('./cluster')).run(),
   },
+  progress: {
+    describe:
+      'live progress on one instance: 1,000 running processes, 10,000 streams, workers sending as fast as acks allow: accepted frames/s, send → receive p99, Postgres writes vs running ÷ interval, memory per stream, vs a bare WebSocket ack server and a bare SSE loop',
+    seconds: 90,
+    run: async () => (await import('./progress')).run(),
+  },
   queue: {
     describe:
       'jobs/s with and without progress vs pg-boss, graphile-worker and BullMQ (interleaved rounds), bulk enqueue, claim cost at 0 vs 1M finished rows, noisy-neighbour pickup p99',

@@ -29,6 +29,8 @@ interface Config {
    */
   spread?: boolean
   alternate?: Array<{ url: string; workerId: string; ids: number[] }>
+  /** ingest: each frame's message is its send time (`t=<ms>`), so stream clients measure latency (bench progress). */
+  stamp?: boolean
 }
 
 const config = JSON.parse(process.env.BENCH_WORKER!) as Config
@@ -167,7 +169,8 @@ function pump() {
     const id = config.ids[cursor]!
     cursor = (cursor + 1) % config.ids.length
     step++
-    ws.send(`{"op":"progress","process_id":${id},"progress":${step % 101},"message":"step ${step}"${attempt}}`)
+    const message = config.stamp ? `t=${now()}` : `step ${step}`
+    ws.send(`{"op":"progress","process_id":${id},"progress":${step % 101},"message":"${message}"${attempt}}`)
     outstanding++
     counters.sent++
   }
