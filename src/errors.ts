@@ -69,6 +69,15 @@ const CONNECTION_ERROR_CODES = new Set([
   '53300', // too_many_connections
 ])
 
+/**
+ * A transaction Postgres rolled back to break a conflict between concurrent ones (deadlock_detected,
+ * serialization_failure): nothing of it committed, so it is safe to run again.
+ */
+export function isRetryableConflict(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code
+  return code === '40P01' || code === '40001'
+}
+
 export function isUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code
   if (typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) return true

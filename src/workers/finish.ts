@@ -7,6 +7,7 @@
 // batch instead of a statement plus a claim transaction per job. Nothing is acked before the commit; what is
 // refused (a racing cancel won, a stale attempt) is explained to its frame alone by the caller.
 import { SERVER_QUERY_TIMEOUT_MS, type Sql, withDeadline } from '../db/client'
+import { isRetryableConflict } from '../errors'
 import type { ProcessHub } from '../processes/hub-rules'
 import type { Process } from '../processes/model'
 import { capLock, claimNext } from '../processes/queries/claims'
@@ -17,6 +18,14 @@ import type { QueuePolicy } from './queue'
 
 /** At most this many frames per statement; more wait for the next batch. */
 const MAX_BATCH = 500
+
+/**
+ * How often a batch rolled back by a deadlock is run again before its frames are refused. Its statements lock
+ * rows in id order, but a batch holds its completes' rows while its fails' statement waits, and the
+ * write-behind's statement locks running rows too: Postgres then rolls one of them back, and nothing of it
+ * committed.
+ */
+const CONFLICT_RETRIES = 5
 
 export interface FinishClaim {
   /** The socket's own key: one claim statement per socket (and types), so each has its own abort signal. */
@@ -58,6 +67,8 @@ export class FinishBatcher {
   /** Statements and frames, for the metrics and the tests. */
   batches = 0
   frames = 0
+  /** Batches Postgres rolled back to break a deadlock, and that were run again. */
+  conflicts = 0
 
   constructor(
     private readonly sql: Sql,
@@ -110,6 +121,7 @@ export class FinishBatcher {
     this.frames += batch.length
     const noClaim = new Set<string>()
     let result: { changed: Process[]; claimed: Map<string, Process[]> }
+    let conflicts = 0
     for (;;) {
       try {
         result = await this.transaction(batch, noClaim)
@@ -118,6 +130,10 @@ export class FinishBatcher {
         if (error instanceof Gone) {
           // A socket closed while its claim ran: roll back (its processes stay pending) and do the rest again.
           for (const key of error.keys) noClaim.add(key)
+          continue
+        }
+        if (isRetryableConflict(error) && conflicts++ < CONFLICT_RETRIES) {
+          this.conflicts++
           continue
         }
         for (const entry of batch) entry.reject(error)

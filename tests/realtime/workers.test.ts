@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
 import { BUN, createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
-import { TestWorker } from '../support/worker-client'
+import { type Frame, TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()
 const server = await listeningServer({ PROGRESS_PERSIST_MS: '100', JOB_TIMEOUT_MS: '600', SWEEP_INTERVAL_MS: '100' }, db)
@@ -276,6 +276,43 @@ describe('worker gateway: reporting', () => {
     expect((await worker.request({ op: 'fail', process_id: p.id, error: 'bad row 7' })).op).toBe('ack')
     expect(await get(p.id)).toMatchObject({ status: 'failed', error: 'bad row 7' })
     worker.close()
+  })
+
+  // A batch holds its completes' rows while its fails' statement runs; another transaction holding one of those
+  // and wanting one of these (the write-behind's statement, under load) makes Postgres roll one back.
+  it.skipIf(!hasPostgres)('runs a batch of terminal frames again when Postgres rolls it back to break a deadlock', async () => {
+    const type = freshType()
+    const [a, b] = [await create(type), await create(type)]
+    const worker = await TestWorker.connect(base, wtoken)
+    await worker.request({ op: 'hello', worker_id: `deadlock-${type}` })
+    const claimed = (await worker.request({ op: 'claim', types: [type], max: 2 })).processes as { id: number; attempts: number }[]
+    expect(claimed.map((p) => p.id).sort()).toEqual([a.id, b.id].sort())
+    const conflictsBefore = server.gateway.finisher.conflicts
+    let sent: Promise<Frame[]> | null = null
+    await db.sql.begin(async (tx) => {
+      // Postgres rolls back the transaction whose deadlock check finds the cycle: this one checks late.
+      await tx`set local deadlock_timeout = '20s'`
+      await tx`select 1 from processes where id = ${b.id} for update`
+      // One batch: its complete locks a, then its fail waits for b, held here.
+      sent = Promise.all([
+        worker.request({ op: 'complete', process_id: a.id, attempt: 1 }),
+        worker.request({ op: 'fail', process_id: b.id, attempt: 1, error: 'row 7' }),
+      ])
+      await waitFor(
+        async () => (await db.sql`select 1 from pg_locks where not granted and locktype = 'transactionid'`).length > 0,
+        5000,
+        'the batch waiting for b',
+      )
+      // Now this transaction wants a: a cycle. The batch's deadlock check (after the server's deadlock_timeout)
+      // finds it and Postgres rolls the batch back; this update then goes through.
+      await tx`update processes set updated_at = updated_at where id = ${a.id}`
+    })
+    const replies = await sent!
+    expect(replies.map((r) => r.op)).toEqual(['ack', 'ack'])
+    worker.close()
+    expect(server.gateway.finisher.conflicts).toBeGreaterThan(conflictsBefore)
+    expect((await get(a.id)).status).toBe('completed')
+    expect(await get(b.id)).toMatchObject({ status: 'failed', error: 'row 7' })
   })
 
   it('refuses with not_found, not_owner and cancelled, naming the ref', async () => {
