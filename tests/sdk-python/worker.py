@@ -22,7 +22,7 @@ def say(**fields: Any) -> None:
 
 def on_event(event: WorkerEvent) -> None:
     process = event.process or {}
-    say(event=event.type, id=process.get("id"), attempt=process.get("attempts"), code=event.code, error=event.error, review=event.review)
+    say(event=event.type, id=process.get("id"), attempt=process.get("attempts"), code=event.code, error=event.error, review=event.review, close_code=event.close_code)
 
 
 async def stdin_line() -> str:
@@ -126,10 +126,18 @@ async def restart() -> None:
         say(progress_while_down=accepted)
         return {"survived": True}
 
+    finished = asyncio.Event()
+
+    def events(event: WorkerEvent) -> None:
+        on_event(event)
+        if event.type == "completed":
+            finished.set()
+
     worker = await connect_worker(
-        URL, TOKEN, types=[TYPE], handler=handler, on_event=on_event, worker_id=os.environ["WORKER_ID"], reconnect_min_s=0.1, reconnect_max_s=0.5
+        URL, TOKEN, types=[TYPE], handler=handler, on_event=events, worker_id=os.environ["WORKER_ID"], reconnect_min_s=0.1, reconnect_max_s=0.5
     )
     say(ready=True)
+    await finished.wait()  # the handler reads stdin first ("finish"); then the test says "close"
     await stdin_line()
     await worker.close()
 

@@ -42,7 +42,11 @@ describe.skipIf(!PYTHON)('the Python worker SDK against the server', async () =>
     const sync = [await create('py_claims_sync', { metadata: { n: 10 } }), await create('py_claims_sync', { metadata: { n: 11 } })]
     const run = scenario('claims', 'py_claims')
     await run.next((l) => l.ready, 'ready')
-    await waitFor(async () => (await Promise.all([...made, ...sync].map((p) => rest.get(p.id)))).every((p) => p.status !== 'pending' && p.status !== 'running'), 10_000, 'all 8 finished')
+    await waitFor(
+      async () => (await Promise.all([...made, ...sync].map((p) => rest.get(p.id)))).every((p) => p.status !== 'pending' && p.status !== 'running'),
+      10_000,
+      'all 8 finished',
+    )
     const states = await Promise.all(made.map((p) => rest.get(p.id)))
     expect(states[0]).toMatchObject({ status: 'completed', progress: 100, result_summary: { n: 0, attempt: 1 } })
     expect(states[1]).toMatchObject({ status: 'failed', error: 'row 3 is unreadable' })
