@@ -3,7 +3,7 @@
 // time-out, a refused token; reconnect after a server restart is in restart.test.ts.
 import { afterAll, describe, expect, it } from 'bun:test'
 import { OPS } from '../../src/workers/model'
-import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { collectOutput, createTenant, listeningServer, ROOT, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { openStream } from '../support/sse-client'
 import { endsCleanly, MISSING_PYTHON, PYTHON, PYTHON_REQUIRED, runScenario } from './python'
 
@@ -112,6 +112,29 @@ describe.skipIf(!PYTHON)('the Python worker SDK against the server', async () =>
     expect(line).toMatchObject({ refused: true, status: 401, code: 'unauthenticated' })
     await endsCleanly(run)
   }, 15_000)
+
+  it('the demo worker twin imports a CSV with progress, asks review for locations, and stops on SIGTERM', async () => {
+    const csv = await create('csv_import', { metadata: { rows: 12 } })
+    const locations = await create('ai_location_import', { metadata: { locations: 4 } })
+    const proc = Bun.spawn([PYTHON!, 'sdk/python/examples/demo_worker.py'], {
+      cwd: ROOT,
+      env: { ...process.env, PROCESSES_URL: server.url, WORKER_TOKEN: wtoken, PYTHONPATH: '' },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    runs.push({ kill: () => proc.kill('SIGKILL') })
+    const output = collectOutput(proc)
+    await waitFor(
+      async () => (await rest.get(csv.id)).status === 'completed' && (await rest.get(locations.id)).status === 'waiting_review',
+      10_000,
+      () => `the demo's two jobs done:\n${output()}`,
+    )
+    expect(await rest.get(csv.id)).toMatchObject({ progress: 100, result_summary: { rows_imported: 12, rows_skipped: 0 } })
+    expect(await rest.get(locations.id)).toMatchObject({ result_summary: { locations_matched: 4, locations_unmatched: 0 } })
+    expect(output()).toContain(`#${csv.id} 100% Imported 12/12 rows`)
+    proc.kill('SIGTERM')
+    expect(await proc.exited).toBe(0)
+  }, 20_000)
 
   // ctx.output / ctx.update need a server with those ops (live output): accepted there, refused here before.
   it('ctx.output and ctx.update go out on the same send path: accepted by a server that has them, refused by one that has not', async () => {

@@ -104,6 +104,11 @@ class JobContext:
         """Why the job was stopped: `cancelled`, `lost` (another attempt owns it) or `closing`; None while running."""
         return self._job.stop_reason
 
+    def for_thread(self) -> "SyncJobContext":
+        """This job's context for blocking code the handler runs in a thread itself
+        (`await loop.run_in_executor(None, fn, process, ctx.for_thread())`)."""
+        return SyncJobContext(self._job, asyncio.get_running_loop())
+
     async def progress(self, percent: float, message: Optional[str] = None) -> bool:
         """Live progress (rounded, clamped to 0–100): acked once accepted, shown to streams at once."""
         frame: Frame = {"op": "progress", "progress": clamp_percent(percent)}
