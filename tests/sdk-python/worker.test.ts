@@ -2,6 +2,9 @@
 // progress seen on the SSE stream, a user's cancel reaching the running handler, fencing after a lease
 // time-out, a refused token; reconnect after a server restart is in restart.test.ts.
 import { afterAll, describe, expect, it } from 'bun:test'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { OPS } from '../../src/workers/model'
 import { collectOutput, createTenant, listeningServer, ROOT, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { openStream } from '../support/sse-client'
@@ -134,6 +137,36 @@ describe.skipIf(!PYTHON)('the Python worker SDK against the server', async () =>
     expect(output()).toContain(`#${csv.id} 100% Imported 12/12 rows`)
     proc.kill('SIGTERM')
     expect(await proc.exited).toBe(0)
+  }, 20_000)
+
+  it("the README's CSV example imports a file with live progress on the stream", async () => {
+    const readme = await Bun.file(`${ROOT}README.md`).text()
+    const section = readme.slice(readme.indexOf('## Python worker SDK'))
+    const example = section.slice(section.indexOf('```python\n') + 10, section.indexOf('\n```', section.indexOf('```python')))
+    expect(example.split('\n').filter((line) => line.trim()).length).toBeLessThanOrEqual(15)
+    const dir = mkdtempSync(join(tmpdir(), 'py-readme-'))
+    writeFileSync(join(dir, 'example.py'), example)
+    writeFileSync(join(dir, 'people.csv'), `email,name\n${Array.from({ length: 250 }, (_, i) => `p${i}@example.com,P ${i}`).join('\n')}\n`)
+    const p = await create('csv_import', { metadata: { path: join(dir, 'people.csv') } })
+    const stream = openStream(`${server.url}/processes/${p.id}/stream`, tenant.token)
+    const proc = Bun.spawn([PYTHON!, join(dir, 'example.py')], {
+      env: { ...process.env, PROCESSES_URL: server.url, WORKER_TOKEN: wtoken, PYTHONPATH: `${ROOT}sdk/python` },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    runs.push({ kill: () => proc.kill('SIGKILL') })
+    const output = collectOutput(proc)
+    await waitFor(
+      () => stream.done.length === 1,
+      10_000,
+      () => `done on the stream; the example printed:\n${output()}`,
+    )
+    const messages = stream.messages.map((m) => m.data.message)
+    expect(messages).toContain('Imported 200/250 rows')
+    expect(stream.done[0]!.data).toMatchObject({ status: 'completed', result_summary: { rows_imported: 250 } })
+    proc.kill('SIGTERM')
+    await proc.exited
+    rmSync(dir, { recursive: true, force: true })
   }, 20_000)
 
   // ctx.output / ctx.update need a server with those ops (live output): accepted there, refused here before.
