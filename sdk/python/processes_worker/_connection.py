@@ -10,7 +10,7 @@ import asyncio
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Set
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import websockets
@@ -49,7 +49,7 @@ def socket_url(url: str, token: str) -> str:
 def backoff_s(failures: int, min_s: float, max_s: float) -> float:
     """Doubles from min to max with jitter (half to full), so a fleet does not reconnect in step."""
     ceiling = min(max_s, min_s * (2 ** max(0, failures)))
-    return ceiling * (0.5 + random.random() / 2)
+    return float(ceiling * (0.5 + random.random() / 2))
 
 
 def refusal_of(error: BaseException) -> Optional[WorkerAuthError]:
@@ -171,7 +171,9 @@ class Connection:
             code = 1006
             reached_ready = False
             try:
-                socket = await asyncio.wait_for(websockets.connect(self.url, max_size=None, ping_interval=20, open_timeout=None), self.open_timeout_s)
+                # `websockets.connect`: the legacy client in 10–13, the new asyncio one in 14+; both fit this use.
+                connect = websockets.connect(self.url, max_size=None, ping_interval=20, open_timeout=None)  # type: ignore[attr-defined]
+                socket = await asyncio.wait_for(connect, self.open_timeout_s)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 — any failure to connect is retried, except a refusal
@@ -221,7 +223,8 @@ class Connection:
         ready = False
         try:
             await self._transmit(self._pending[hello_ref], socket)
-            done, _ = await asyncio.wait({hello, reader}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: Set["asyncio.Future[Any]"] = {hello, reader}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if hello in done and hello.exception() is None:
                 ready = True
                 self._ready.set()

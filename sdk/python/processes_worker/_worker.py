@@ -387,7 +387,11 @@ class Worker:
             task.add_done_callback(self._running.discard)
         else:
             self._background.append(task)
-            task.add_done_callback(lambda t: t in self._background and self._background.remove(t))
+            task.add_done_callback(self._forget_background)
+
+    def _forget_background(self, task: "asyncio.Future[Any]") -> None:
+        if task in self._background:
+            self._background.remove(task)  # type: ignore[arg-type]
 
     def _launch(self, process: Process) -> None:
         """Runs a claimed process in a slot; the processes its final frame claimed take the slot next."""
