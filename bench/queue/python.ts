@@ -8,8 +8,7 @@ import { type Cpu, cpuNow, cpuSince } from './hot-path'
 const ROOT = new URL('../..', import.meta.url).pathname
 
 function findPython(): string | null {
-  for (const python of [process.env.PYTHON, '/usr/bin/python3', 'python3']) {
-    if (!python) continue
+  for (const python of process.env.PYTHON ? [process.env.PYTHON] : ['/usr/bin/python3', 'python3']) {
     try {
       if (Bun.spawnSync([python, '-c', 'import websockets'], { stdout: 'ignore', stderr: 'ignore' }).exitCode === 0) return python
     } catch {} // not there

@@ -1,14 +1,15 @@
 // Running the Python worker SDK (sdk/python) from bun tests: which python to use, and a scenario process
 // (tests/sdk-python/worker.py) whose JSON lines the test waits for.
 //
-// Which python: PYTHON when set, else /usr/bin/python3 (Debian's, where `.ci/run` installs python3-websockets
+// Which python: PYTHON when set (only that one), else /usr/bin/python3 (Debian's, where `.ci/run` installs python3-websockets
 // with apt), else `python3` on PATH (which may be a pyenv shim for another version without websockets). The
 // first that imports `websockets` wins. None: the tests are skipped with a warning on a developer's machine,
 // and fail in CI (`CI` set, or PYTHON_SDK_REQUIRED=1, which `.ci/run` exports), so CI never skips silently.
 import { expect } from 'bun:test'
 import { collectOutput, ROOT, waitFor } from '../helpers'
 
-const CANDIDATES = [process.env.PYTHON, '/usr/bin/python3', 'python3'].filter((p): p is string => Boolean(p))
+/** PYTHON, when set, is the only one tried: a test run can pin (or, to check the CI rule, break) the choice. */
+const CANDIDATES = process.env.PYTHON ? [process.env.PYTHON] : ['/usr/bin/python3', 'python3']
 
 function importsWebsockets(python: string): boolean {
   try {
