@@ -21,6 +21,7 @@ class Stub:
         self.pending: List[Dict[str, Any]] = []
         self.sockets: List[Any] = []
         self.drop_terminal = False  # swallow complete/fail once (no ack): the worker must re-send it
+        self.refuse: Dict[str, List[str]] = {}  # op → error codes to answer its next frames with, in turn
         self.next_id = 1
         self.server: Any = None
         self.port = 0
@@ -46,6 +47,10 @@ class Stub:
                 self.frames.append(frame)
                 reply: Optional[Dict[str, Any]] = {"op": "ack"}
                 op = frame["op"]
+                if self.refuse.get(op):
+                    code = self.refuse[op].pop(0)
+                    await ws.send(json.dumps({"op": "error", "code": code, "message": f"{op} refused", "ref": frame.get("ref")}))
+                    continue
                 if op == "claim":
                     deadline = asyncio.get_running_loop().time() + frame.get("wait_ms", 0) / 1000
                     while not self.pending and asyncio.get_running_loop().time() < deadline:
@@ -202,6 +207,55 @@ class WorkerAgainstStub(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(len(fails), 1)
             self.assertEqual(fails[0]["error"], "worker shut down before the job finished")
             await worker.wait()  # closed: returns, no error
+
+    async def test_heartbeats_go_out_with_the_attempt_while_the_handler_runs(self):
+        async with Stub() as stub:
+            stub.add()
+
+            async def handler(process: Dict[str, Any], ctx: Any) -> Any:
+                await asyncio.sleep(0.35)
+
+            events: List[str] = []
+            worker = await connect_worker(stub.url, "wt", handler=handler, heartbeat_interval_s=0.1, on_event=lambda e: events.append(e.type), claim_wait_ms=100)
+            await until(lambda: "completed" in events)
+            await worker.close()
+            beats = stub.ops("heartbeat")
+            self.assertGreaterEqual(len(beats), 2)
+            self.assertTrue(all((b["process_id"], b["attempt"]) == (1, 1) for b in beats))
+
+    async def test_not_owner_on_progress_stops_the_job_as_lost(self):
+        async with Stub() as stub:
+            stub.add()
+            stub.refuse["progress"] = ["not_owner"]
+            seen: Dict[str, Any] = {}
+
+            async def handler(process: Dict[str, Any], ctx: Any) -> Any:
+                seen["accepted"] = await ctx.progress(10)
+                seen["reason"] = ctx.stop_reason
+                await asyncio.sleep(5)  # cancelled: the server says another attempt owns it
+
+            events: List[Any] = []
+            worker = await connect_worker(stub.url, "wt", handler=handler, on_event=events.append, claim_wait_ms=100)
+            await until(lambda: any(e.type == "lost" for e in events))
+            await worker.close()
+            self.assertEqual(seen, {"accepted": False, "reason": "lost"})
+            self.assertEqual([e.code for e in events if e.type == "lost"], ["not_owner"])
+            self.assertEqual(stub.ops("complete", "fail"), [])
+
+    async def test_unavailable_is_retried_and_a_refused_result_fails_the_process(self):
+        async with Stub() as stub:
+            stub.add()
+            stub.refuse["complete"] = ["unavailable", "invalid_message"]
+            errors: List[BaseException] = []
+            events: List[Any] = []
+            worker = await connect_worker(stub.url, "wt", handler=lambda p, c: {"huge": "x"}, on_error=errors.append, on_event=events.append, claim_wait_ms=100)
+            await until(lambda: any(e.type == "failed" for e in events), timeout_s=5)
+            await worker.close()
+            self.assertEqual(len(stub.ops("complete")), 2)  # the first refusal (database down) retried after 1 s
+            fails = stub.ops("fail")
+            self.assertEqual(len(fails), 1)
+            self.assertTrue(fails[0]["error"].startswith("result refused: "))
+            self.assertTrue(any(getattr(e, "code", None) == "unavailable" for e in errors))
 
     async def test_a_refused_token_raises_worker_auth_error(self):
         async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
