@@ -244,7 +244,9 @@ class Worker:
     async def close(self, timeout_s: Optional[float] = None) -> None:
         """Stop claiming, let running handlers finish (up to `timeout_s`; default no limit), then close the
         socket. Handlers still running after `timeout_s` are stopped (reason `closing`) and their processes
-        failed with "worker shut down before the job finished", so another worker can retry them."""
+        failed with "worker shut down before the job finished", so another worker can retry them. A thread
+        cannot be stopped from outside: a synchronous handler sees `ctx.cancelled` set, and the interpreter
+        exits once it returns."""
         if self._close_task is None:
             self._close_task = asyncio.ensure_future(self._shut_down(timeout_s))
         await asyncio.shield(self._close_task)
