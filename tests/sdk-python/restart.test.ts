@@ -9,11 +9,15 @@ describe.skipIf(!PYTHON)('the Python worker across a server restart', async () =
   const env = { DATABASE_URL: url, REDIS_URL: undefined, PROGRESS_PERSIST_MS: '20' }
   let server = await spawnServer(env)
   const rest = () => restAs(server.url, tenant.token)
+  const runs: { kill(): void }[] = []
+  afterAll(() => {
+    for (const run of runs) run.kill()
+  })
 
   it('reconnects with the same worker id, keeps the lease, and completes with the frame made while it was down', async () => {
     const p = await rest().create('py_restart')
     const run = runScenario('restart', { PROCESSES_URL: server.url, WORKER_TOKEN: wtoken, TYPE: 'py_restart', WORKER_ID: 'py-restart-1' })
-    afterAll(() => run.kill())
+    runs.push(run)
     await run.next((l) => l.waiting === p.id, 'the handler waiting', 15_000)
     expect(await rest().get(p.id)).toMatchObject({ status: 'running', worker_id: 'py-restart-1', attempts: 1 })
 
