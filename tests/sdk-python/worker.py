@@ -150,6 +150,18 @@ async def refused() -> None:
         say(refused=True, status=error.status, code=error.code, message=str(error))
 
 
+async def revoked() -> None:
+    """Connected, then the token is revoked: the server closes the socket, the reconnect is refused, and
+    worker.wait() raises WorkerAuthError."""
+    worker = await connect_worker(URL, TOKEN, types=[TYPE], handler=lambda p, c: None, on_event=on_event, on_error=lambda e: None, reconnect_min_s=0.05)
+    say(ready=True)
+    try:
+        await asyncio.wait_for(worker.wait(), 10)
+        say(stopped="closed")
+    except WorkerAuthError as error:
+        say(stopped="refused", status=error.status, code=error.code)
+
+
 async def output() -> None:
     """`ctx.output` / `ctx.update` against this server: accepted where it has the ops, refused (False) where not."""
 

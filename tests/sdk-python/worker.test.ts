@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'bun:test'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createWorkerToken, revokeToken } from '../../src/auth/queries'
 import { OPS } from '../../src/workers/model'
 import { collectOutput, createTenant, listeningServer, ROOT, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { openStream } from '../support/sse-client'
@@ -19,7 +20,7 @@ if (!PYTHON && PYTHON_REQUIRED) {
 describe.skipIf(!PYTHON)('the Python worker SDK against the server', async () => {
   const { db } = await testDatabase()
   // A short lease so the fencing test times one out; the other scenarios heartbeat every 0.3 s.
-  const server = await listeningServer({ JOB_TIMEOUT_MS: '1500', RETRY_BASE_MS: '0', PROGRESS_PERSIST_MS: '20', SSE_MAX_MS: '5000' }, db)
+  const server = await listeningServer({ JOB_TIMEOUT_MS: '1500', RETRY_BASE_MS: '0', AUTH_CACHE_MS: '200', PROGRESS_PERSIST_MS: '20', SSE_MAX_MS: '5000' }, db)
   const tenant = await createTenant(db.sql)
   const wtoken = await workerToken(db.sql)
   const rest = restAs(server.url, tenant.token)
@@ -113,6 +114,23 @@ describe.skipIf(!PYTHON)('the Python worker SDK against the server', async () =>
     const run = scenario('refused', 'py_refused')
     const line = await run.next((l) => 'refused' in l, 'the refusal')
     expect(line).toMatchObject({ refused: true, status: 401, code: 'unauthenticated' })
+    await endsCleanly(run)
+  }, 15_000)
+
+  it('stops, and wait() raises WorkerAuthError, when its token is revoked while it is connected', async () => {
+    const { id, token } = await createWorkerToken(db.sql, 'to be revoked')
+    const run = runScenario('revoked', { ...env('py_revoked'), WORKER_TOKEN: token })
+    runs.push(run)
+    await run.next((l) => l.event === 'connected', 'connected')
+    await revokeToken(db.sql, id, 'worker')
+    const stopped = await run.next((l) => 'stopped' in l, 'stopped', 8000)
+    expect(stopped).toMatchObject({ stopped: 'refused', status: 401, code: 'unauthenticated' })
+    // Closed by the server (1008: policy), then refused at a next upgrade (one reconnect may still get in while
+    // the server's AUTH_CACHE_MS holds the token) — and no attempt after the refusal.
+    expect(run.lines.find((l) => l.event === 'disconnected')?.close_code).toBe(1008)
+    const events = run.lines.filter((l) => l.event).map((l) => l.event)
+    expect(events.at(-1)).toBe('stopped')
+    expect(events.filter((e) => e === 'stopped')).toHaveLength(1)
     await endsCleanly(run)
   }, 15_000)
 
