@@ -6,12 +6,13 @@
 // pickup while A holds 50,000 pending). The reference queues run under Node (bench/queue/reference.mjs),
 // each on a database of its own; BullMQ on the shared Redis under a prefix of its own, removed after.
 // Smaller runs: BENCH_QUEUE_JOBS (default 10000), BENCH_QUEUE_ROUNDS (2), BENCH_QUEUE_FINISHED (1000000),
-// BENCH_QUEUE_BACKLOG (50000).
+// BENCH_QUEUE_BACKLOG (50000). The Python worker SDK runs the "with progress" workload too (bench/queue/python.ts).
 import { connectWorker } from '../packages/client/src/worker'
 import { claimNext } from '../src/processes/queries/claims'
 import { insertProcess } from '../src/processes/queries/create'
 import { BASE_REDIS_URL, BENCH_DIR, Report, createBenchTenant, freshDatabase, redisPrefix, startProcessesServer, cleanRedisPrefix } from './lib'
 import { awaitedAcks, type Cpu, cpuNow, cpuSince, cpuTotal, createToDone, quantile, referencePart, singleCreates } from './queue/hot-path'
+import { addPythonRow, PYTHON, pythonWorkerRun } from './queue/python'
 
 const env = process.env
 const JOBS = Number(env.BENCH_QUEUE_JOBS ?? 10_000)
@@ -106,6 +107,14 @@ export async function run(): Promise<Report> {
     return { rate: JOBS / seconds, cpu }
   }
 
+  /** The same run with the Python worker SDK (bench/queue/python.ts). */
+  async function python(): Promise<{ rate: number; cpu: Cpu }> {
+    const type = `bench_${seq++}`
+    const before = cpuNow(server.pid)
+    await enqueue(type, JOBS)
+    return pythonWorkerRun(server, tenant.workerToken, type, JOBS, CONCURRENCY, before)
+  }
+
   const results: Record<string, number[]> = {}
   const cpus: Record<string, Cpu[]> = {}
   const record = (key: string, run: number | { rate: number; cpu: Cpu }) => {
@@ -115,6 +124,7 @@ export async function run(): Promise<Report> {
   }
   for (let round = 0; round < ROUNDS; round++) {
     record('processes with progress', await ours(true))
+    if (PYTHON) record('python worker with progress', await python())
     record('bullmq with progress', await reference('bullmq', JOBS, true))
     record('processes without progress', await ours(false))
     record('graphile-worker without progress', await reference('graphile-worker', JOBS, false))
@@ -236,6 +246,7 @@ export async function run(): Promise<Report> {
     const pick = (f: keyof Cpu) => median(runs.map((c) => c[f]))
     return { server: pick('server'), postgres: pick('postgres'), redis: pick('redis'), client: pick('client') }
   }
+  addPythonRow(report, m, cpuMedian('python worker with progress'))
   for (const [key, label] of [
     ['processes with progress', 'this server, 5 progress'],
     ['processes without progress', 'this server, no progress'],
