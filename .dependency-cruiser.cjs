@@ -32,7 +32,7 @@ module.exports = {
     {
       name: 'hub-below-features',
       severity: 'error',
-      from: { path: '^src/hub/', pathNot: ['^src/hub/resync\\.ts$'] },
+      from: { path: '^src/hub/' },
       to: { path: [features, top, '^src/auth/'] },
     },
     {

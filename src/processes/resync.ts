@@ -2,8 +2,8 @@
 // watched process, every change in watched workspaces since the outage began, and every lease of a watched
 // worker that ended meanwhile (so its worker still hears `cancel`).
 import type { Sql } from '../db/client'
-import { getProcesses, listChangedSince, listLeasesEndedSince } from '../processes/queries/reads'
-import type { ProcessHub } from '../processes/hub-rules'
+import { getProcesses, listChangedSince, listLeasesEndedSince } from './queries/reads'
+import type { ProcessHub } from './hub-rules'
 
 export async function resyncFromDatabase(sql: Sql, hub: ProcessHub, since: Date): Promise<void> {
   for (const process of await getProcesses(sql, hub.watchedProcessIds())) hub.deliver(process)
