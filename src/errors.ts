@@ -1,5 +1,17 @@
 // Small error classes with a status and a code (Hono's HTTPException is the model),
 // and the one place that turns any failure into the API's error body.
+import { Type as T } from '@sinclair/typebox'
+
+/** The error body every route answers with (the OpenAPI document's schema for every 4xx and 5xx). */
+export const ErrorSchema = T.Object({
+  error: T.Object({
+    code: T.String(),
+    message: T.String(),
+    details: T.Optional(T.Unknown()),
+    request_id: T.Optional(T.String()),
+  }),
+})
+
 export type ErrorCode =
   | 'bad_request'
   | 'unauthenticated'

@@ -265,11 +265,4 @@ export const IdempotencyHeaders = t.Object({
   'idempotency-key': t.Optional(t.String({ minLength: 1, maxLength: 255 })),
 })
 
-export const ErrorSchema = t.Object({
-  error: t.Object({
-    code: t.String(),
-    message: t.String(),
-    details: t.Optional(t.Unknown()),
-    request_id: t.Optional(t.String()),
-  }),
-})
+export { ErrorSchema } from '../errors'
