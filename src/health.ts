@@ -1,11 +1,11 @@
 // Health, readiness and metrics: no auth, not audited.
 import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
-import { sampleStorage } from '../db/retention'
-import { unauthenticated } from '../errors'
-import { queueDepth } from '../processes/queries/stats'
-import { PUBLIC, documented } from './docs'
-import type { Services } from '../wiring'
+import { sampleStorage } from './db/retention'
+import { unauthenticated } from './errors'
+import { queueDepth } from './processes/queries/stats'
+import { PUBLIC, documented } from './ops/docs'
+import type { Services } from './wiring'
 
 /** METRICS_TOKEN set: /metrics needs it as a bearer token (compared in constant time). */
 function metricsAllowed(expected: string | undefined, header: string | null): boolean {
