@@ -26,7 +26,7 @@ import { claim as claimOp, start } from './ops/claim'
 import { type ClaimAsk, FrameError, type GatewayOps, type Handler, type Reply, type Socket, type WorkerSocketData } from './ops/context'
 import { finish } from './ops/finish'
 import { hello } from './ops/hello'
-import { heartbeat, progress } from './ops/live'
+import { heartbeat, progress, update } from './ops/live'
 import { log } from './ops/log'
 import { LiveWriter } from './write-behind'
 
@@ -38,6 +38,7 @@ const HANDLERS: { [K in Frame['op']]: Handler<K> } = {
   start,
   progress,
   heartbeat,
+  update,
   log,
   complete: finish,
   fail: finish,

@@ -37,6 +37,8 @@ export interface ListFilter {
   workspaceId: number
   statuses?: string[]
   type?: string
+  /** Processes carrying every one of these tags. */
+  tags?: string[]
   before?: number
   limit: number
 }
@@ -50,6 +52,7 @@ export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: Pr
      where workspace_id = ${f.workspaceId}
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
+       ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}
        ${f.before ? sql`and id < ${f.before}` : sql``}
      order by id desc
      limit ${f.limit + 1}`
@@ -61,6 +64,8 @@ export interface ActiveFilter {
   workspaceId: number
   statuses?: string[]
   type?: string
+  /** Processes carrying every one of these tags. */
+  tags?: string[]
   /** Keyset: only ids above this one (0 for the first page). */
   after: number
   limit: number
@@ -75,6 +80,7 @@ export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> 
        and status = any(${NOT_FINAL}::text[])
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
+       ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}
      order by id
      limit ${f.limit}`
   return rows.map(toProcess)

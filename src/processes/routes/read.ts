@@ -4,7 +4,7 @@ import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../../auth/plugin'
 import { JSON_CONTENT_TYPE, notFound } from '../../errors'
 import type { Services } from '../../wiring'
-import { EventsQuery, IdParams, ListQuery, Process, ProcessEvent, ProcessSummary } from '../model'
+import { EventsQuery, IdParams, ListQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
 import { listEvents, listProcesses } from '../queries/reads'
 import { errors, responses } from './docs'
 
@@ -30,6 +30,7 @@ export function processReads(s: Services) {
           workspaceId,
           statuses: query.status?.split(','),
           type: query.type,
+          tags: tagsOf(query.tag),
           before: query.before,
           limit,
         })
@@ -42,7 +43,7 @@ export function processReads(s: Services) {
         return rows.map((row) => {
           const live = s.reader.liveState(row.id)
           if (!live || live.version <= row.version) return row
-          const { metadata: _m, result_summary: _r, ...summary } = live
+          const { metadata: _m, result_summary: _r, tags: _t, ...summary } = live
           return summary
         })
       },

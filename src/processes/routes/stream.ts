@@ -5,7 +5,7 @@ import { activeWorkspace, authPlugin } from '../../auth/plugin'
 import { HttpError, notFound, unavailable } from '../../errors'
 import type { Services } from '../../wiring'
 import { newer } from '../live'
-import { IdParams, ProcessStreamQuery, StreamQuery } from '../model'
+import { IdParams, ProcessStreamQuery, StreamQuery, tagsOf } from '../model'
 import { openProcessStream, parseLastEventId } from '../process-stream'
 import { listActive } from '../queries/reads'
 import { openWorkspaceStream } from '../workspace-stream'
@@ -47,6 +47,7 @@ export function processStreams(s: Services) {
         refuseWhileDraining()
         const workspaceId = activeWorkspace(principal, state, query.workspace_id)
         const statuses = query.status?.split(',')
+        const tags = tagsOf(query.tag)
         const register = admitStream(principal)
         s.metrics.counters.sse_connects++
         return openWorkspaceStream({
@@ -56,9 +57,10 @@ export function processStreams(s: Services) {
           workspaceId,
           statuses,
           type: query.type,
+          tags,
           // Each row as the newest state this instance knows of it (a running process's live state).
           readPage: async (after, limit) =>
-            (await listActive(s.sql, { workspaceId, statuses, type: query.type, after, limit })).map((row) => newer(row, s.reader.liveState(row.id))!),
+            (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, after, limit })).map((row) => newer(row, s.reader.liveState(row.id))!),
         })
       },
       {

@@ -37,12 +37,24 @@ export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame:
     : undefined
   const done = await g.finisher.submit(
     frame.op === 'fail'
-      ? { op: 'fail', ...common, error: frame.error, progress: lease ? lease.state.progress : null }
+      ? {
+          op: 'fail',
+          ...common,
+          error: frame.error,
+          progress: lease ? lease.state.progress : null,
+          // The holder's live result (update frames) is kept by the fail, as its progress is.
+          ...(lease ? { result: true, result_summary: lease.state.result_summary } : {}),
+        }
       : {
           op: 'complete',
           ...common,
           review: op === 'review',
-          ...(frame.result_summary === undefined || frame.result_summary === null ? {} : { result_summary: frame.result_summary }),
+          // The frame's result supersedes the live one (update frames); without one the live result is kept.
+          ...(frame.result_summary !== undefined && frame.result_summary !== null
+            ? { result_summary: frame.result_summary }
+            : lease && lease.state.result_summary !== null
+              ? { result_summary: lease.state.result_summary }
+              : {}),
         },
     claim,
   )
