@@ -65,3 +65,15 @@ begin
   return null;
 end
 $$;
+
+-- Live output (src/workers/output-behind.ts): what a worker's `output` frames appended, per process in seq
+-- order (1, 2, …, across attempts), written behind in batches (one statement per tick for every process).
+-- `bytes` is the chunk's JSON text length: OUTPUT_MAX_BYTES is counted from it. Removed with the process.
+create table process_output (
+  process_id bigint not null references processes (id) on delete cascade,
+  seq        bigint not null,
+  chunk      jsonb not null,
+  bytes      integer not null,
+  created_at timestamptz not null default now(),
+  primary key (process_id, seq)
+);

@@ -147,6 +147,19 @@ export const StreamQuery = Query({
 
 export const ProcessStreamQuery = Query({
   last_event_id: t.Optional(t.String()),
+  /** `false`: no `event: output` chunks on this stream (README: Live output). */
+  output: t.Optional(t.UnionEnum(['true', 'false'])),
+})
+
+export const OutputQuery = Query({
+  after: t.Optional(DecimalInteger({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 1000, default: 1000 })),
+})
+
+export const OutputChunk = t.Object({
+  seq: Int(),
+  chunk: t.Unknown(),
+  created_at: Timestamp,
 })
 
 export const EventsQuery = Query({

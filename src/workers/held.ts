@@ -33,6 +33,10 @@ export interface Lease {
   beatDue: boolean
   /** An update changed result_summary since the last write took it (most writes leave the jsonb alone). */
   resultDirty: boolean
+  /** Live output: the last seq and the bytes so far, read from the table at the lease's first chunk (null before). */
+  output: { seq: number; bytes: number } | null
+  /** That read, while it is on its way. */
+  outputLoad: Promise<{ seq: number; bytes: number }> | null
   /**
    * Another instance took the lease over (a hello of the same worker there): frames here are no longer
    * accepted, but a change that ends it is still passed to the worker's sockets here (it may listen on both).
@@ -89,6 +93,8 @@ export class HeldLeases implements LiveView {
       beatAt: now,
       beatDue: false,
       resultDirty: false,
+      output: null,
+      outputLoad: null,
       moved: false,
     }
     this.leases.set(state.id, lease)

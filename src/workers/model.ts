@@ -43,6 +43,14 @@ export const Frame = T.Union([
     attempt: Attempt,
   }),
   T.Object({ op: T.Literal('log'), ref: Ref, process_id: ProcessId, message: Message, attempt: Attempt }),
+  /** Extension: a chunk of live output (text, or any JSON value but null), appended with the next seq. */
+  T.Object({
+    op: T.Literal('output'),
+    ref: Ref,
+    process_id: ProcessId,
+    chunk: T.Union([T.String(), T.Number(), T.Boolean(), T.Array(T.Unknown()), T.Record(T.String(), T.Unknown())]),
+    attempt: Attempt,
+  }),
   T.Object({
     op: T.Literal('complete'),
     ref: Ref,
@@ -61,7 +69,7 @@ export const checkFrame = TypeCompiler.Compile(Frame)
 /** One compiled schema per op, to say precisely what is wrong with a frame whose op is known. */
 export const checkByOp = new Map(Frame.anyOf.map((schema) => [schema.properties.op.const as string, TypeCompiler.Compile(schema)]))
 
-export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'update', 'log', 'complete', 'fail'] as const
+export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'update', 'output', 'log', 'complete', 'fail'] as const
 
 export type WorkerErrorCode =
   | 'not_found'

@@ -64,3 +64,11 @@ void everyField
 
 /** The worker's part is over: the stream sends `event: done` and ends (README: The SSE stream). */
 export const DONE_STATUSES: ReadonlySet<ProcessStatus> = new Set<ProcessStatus>(['completed', 'failed', 'cancelled', 'waiting_review'])
+
+/** A chunk of a process's live output (`event: output` on its stream; `GET /processes/{id}/output`). */
+export interface OutputChunk {
+  /** 1, 2, … per process, in the order the worker appended them. */
+  seq: number
+  /** Text, or any JSON value but null, as the worker sent it. */
+  chunk: unknown
+}

@@ -4,7 +4,8 @@ import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../../auth/plugin'
 import { JSON_CONTENT_TYPE, notFound } from '../../errors'
 import type { Services } from '../../wiring'
-import { EventsQuery, IdParams, ListQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
+import { EventsQuery, IdParams, ListQuery, OutputChunk, OutputQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
+import { listOutput } from '../queries/output'
 import { listEvents, listProcesses } from '../queries/reads'
 import { errors, responses } from './docs'
 
@@ -98,6 +99,31 @@ export function processReads(s: Services) {
         params: IdParams,
         query: EventsQuery,
         detail: { summary: "A process's event log, ascending by id", tags: ['processes'], responses: responses({ 200: t.Array(ProcessEvent), ...errors }) },
+      },
+    )
+    .get(
+      '/:id/output',
+      async ({ params: { id }, query, principal, state, request, set }) => {
+        const visible = await s.reader.version(id, principal.workspaceIds)
+        if (visible === null) throw notFound('Process not found')
+        state.workspaceId = visible.workspace_id
+        const limit = query.limit ?? 1000
+        const chunks = await listOutput(s.sql, id, query.after ?? 0, limit)
+        if (chunks.length === limit) {
+          const url = new URL(request.url)
+          url.searchParams.set('after', String(chunks[chunks.length - 1]!.seq))
+          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
+        }
+        return chunks
+      },
+      {
+        params: IdParams,
+        query: OutputQuery,
+        detail: {
+          summary: "A process's live output, ascending by seq (extension); `after` pages on",
+          tags: ['processes'],
+          responses: responses({ 200: t.Array(OutputChunk), ...errors }),
+        },
       },
     )
 }

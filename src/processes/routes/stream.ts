@@ -6,7 +6,8 @@ import { HttpError, notFound, unavailable } from '../../errors'
 import type { Services } from '../../wiring'
 import { newer } from '../live'
 import { IdParams, ProcessStreamQuery, StreamQuery, tagsOf } from '../model'
-import { openProcessStream, parseLastEventId } from '../process-stream'
+import { openProcessStream, parseEventCursor } from '../process-stream'
+import { listOutput } from '../queries/output'
 import { listActive } from '../queries/reads'
 import { openWorkspaceStream } from '../workspace-stream'
 import { errors, EVENT_STREAM, responses } from './docs'
@@ -74,12 +75,27 @@ export function processStreams(s: Services) {
         refuseWhileDraining()
         const register = admitStream(principal)
         s.metrics.counters.sse_connects++
+        const cursor = parseEventCursor(request.headers.get('last-event-id'), query.last_event_id)
         const response = await openProcessStream({
           register,
           hub: s.hub,
           settings: streamSettings,
           id,
-          lastEventId: parseLastEventId(request.headers.get('last-event-id'), query.last_event_id),
+          lastEventId: cursor?.version ?? null,
+          lastSeq: cursor?.seq ?? 0,
+          // `output=false`: states only (a client that shows no output need not be sent it).
+          output:
+            query.output === 'false'
+              ? undefined
+              : {
+                  maxQueuedBytes: 2 * s.config.OUTPUT_MAX_BYTES + 64 * 1024,
+                  recheckMs: 3 * s.config.OUTPUT_FLUSH_MS + 50,
+                  read: async (after, before, limit) =>
+                    (await listOutput(s.sql, id, after, limit, before)).map((c) => ({
+                      seq: c.seq,
+                      text: `{"process_id":${id},"seq":${c.seq},"chunk":${JSON.stringify(c.chunk)}}`,
+                    })),
+                },
           read: async () => {
             const process = await s.reader.find(id, principal.workspaceIds)
             if (process) state.workspaceId = process.workspace_id

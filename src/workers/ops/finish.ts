@@ -12,6 +12,8 @@ export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame:
   const { hub, queue } = g.s
   const lease = fence(g, ws, workerId, frame.process_id, frame.attempt)
   if (typeof lease === 'string') throw new FrameError(lease, refusalMessage(lease, frame.op))
+  // The process's output is all in the table before its terminal state commits (and reaches any stream).
+  if (lease) await g.outputDrained(lease.id)
   const op = frame.op === 'fail' ? 'fail' : frame.review ? 'review' : 'complete'
   const outcome: Status = op === 'fail' ? 'failed' : op === 'review' ? 'waiting_review' : 'completed'
   const common = {
