@@ -358,6 +358,10 @@ export class WorkerGateway implements GatewayOps {
     return lease.outputLoad
   }
 
+  get outputFull() {
+    return this.outputs.full
+  }
+
   outputDrained(id: number): Promise<void> {
     return this.outputs.drained(id)
   }

@@ -8,8 +8,14 @@ import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
 import { insertOutput, type OutputRow } from '../processes/queries/output'
 
-/** At most this many chunks per statement; more go in the next. */
-const MAX_ROWS = 5000
+/**
+ * At most this many chunks per statement; more go in the next. One statement at a time: a statement of N rows
+ * taking T ms writes N/T rows per ms, so a large cap lets a slow database catch up (bench output, 200 streams
+ * on a busy 2-core machine: 5,000-row statements every ~150 ms fell behind 33,000 chunks/s).
+ */
+const MAX_ROWS = 20_000
+/** Chunks waiting for their write, at most: past it `output` frames are refused (rate_limited) until it drains. */
+export const MAX_QUEUED_CHUNKS = 200_000
 
 export class OutputWriter {
   private queue: OutputRow[] = []
@@ -35,6 +41,11 @@ export class OutputWriter {
     this.queue.push(row)
     this.inHand.set(row.process_id, (this.inHand.get(row.process_id) ?? 0) + 1)
     this.poke()
+  }
+
+  /** The write-behind is this far behind (the database is slow or away): refuse new chunks for now. */
+  get full() {
+    return this.queue.length >= MAX_QUEUED_CHUNKS
   }
 
   get queued() {

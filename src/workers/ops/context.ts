@@ -77,6 +77,8 @@ export interface GatewayOps {
   outputOf(lease: Lease): Promise<{ seq: number; bytes: number }>
   /** Resolves once this process's accepted chunks are written (a terminal frame waits for it). */
   outputDrained(id: number): Promise<void>
+  /** The output write-behind holds MAX_QUEUED_CHUNKS: new chunks are refused (rate_limited) until it drains. */
+  readonly outputFull: boolean
   /** The socket acts as another worker id from now on (hello). */
   rename(ws: Socket, from: string, to: string): void
 }

@@ -11,6 +11,7 @@ export const output: Handler<'output'> = (g, ws, workerId, frame) => {
   const lease = fence(g, ws, workerId, frame.process_id, frame.attempt)
   if (lease === null) return refuse(g, ws, workerId, frame.process_id, frame.attempt, 'output')
   if (typeof lease === 'string') throw new FrameError(lease, refusalMessage(lease, 'output'))
+  if (g.outputFull) throw new FrameError('rate_limited', 'live output is not being written fast enough; retry shortly')
   // An object chunk in jsonb's key order: the stream shows it as the table gives it back.
   const chunk = typeof frame.chunk === 'object' ? inJsonbOrder(frame.chunk) : frame.chunk
   const text = JSON.stringify(chunk)
