@@ -216,7 +216,8 @@ describe.skipIf(!hasRedis)('output across instances', () => {
       }
       await worker.request({ op: 'complete', process_id: p.id, attempt: run.attempts })
     })()
-    for (let round = 0; round < 20; round++) {
+    // Short windows, alternating instances, until the done arrives (however slow the machine).
+    for (let round = 0; round < 300; round++) {
       const got = await readFrames(await stream(base, p.id, lastId), { maxMs: 60, untilDone: true })
       const evs = events(got.frames)
       for (const [kind, id, what] of evs) {
