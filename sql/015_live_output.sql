@@ -77,3 +77,21 @@ create table process_output (
   created_at timestamptz not null default now(),
   primary key (process_id, seq)
 );
+
+-- Public (end-user) tokens (src/auth/public-tokens.ts): short-lived, read-only, scoped to some processes of one
+-- workspace (by id and/or tag), minted by an API token of a member. Stored as the SHA-256 of the token only.
+-- They die with the API token that minted them (its revocation or expiry), and with the minter's membership.
+create table public_tokens (
+  id           bigserial primary key,
+  token_hash   text not null unique,
+  workspace_id bigint not null references workspaces (id) on delete cascade,
+  user_id      bigint not null references users (id) on delete cascade,
+  api_token_id bigint not null references api_tokens (id) on delete cascade,
+  -- null: not scoped by that; a process is covered when its id is listed or it carries one of the tags.
+  process_ids  bigint[],
+  tags         text[],
+  expires_at   timestamptz not null,
+  revoked_at   timestamptz,
+  created_at   timestamptz not null default now()
+);
+create index public_tokens_expires_idx on public_tokens (expires_at);

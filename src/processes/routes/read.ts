@@ -6,6 +6,7 @@ import { JSON_CONTENT_TYPE, notFound } from '../../errors'
 import type { Services } from '../../wiring'
 import { EventsQuery, IdParams, ListQuery, OutputChunk, OutputQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
 import { listOutput } from '../queries/output'
+import { requireCovered } from '../scope'
 import { listEvents, listProcesses } from '../queries/reads'
 import { errors, responses } from './docs'
 
@@ -32,6 +33,7 @@ export function processReads(s: Services) {
           statuses: query.status?.split(','),
           type: query.type,
           tags: tagsOf(query.tag),
+          scope: principal.scope,
           before: query.before,
           limit,
         })
@@ -60,6 +62,7 @@ export function processReads(s: Services) {
     .get(
       '/:id',
       async ({ params: { id }, principal, state, request }) => {
+        await requireCovered(s.reader, principal, id)
         const ifNoneMatch = request.headers.get('if-none-match')
         if (ifNoneMatch) {
           // The cheap path for 2-second pollers: compare versions before reading the whole row.
@@ -90,6 +93,7 @@ export function processReads(s: Services) {
     .get(
       '/:id/events',
       async ({ params: { id }, query, principal, state }) => {
+        await requireCovered(s.reader, principal, id)
         const visible = await s.reader.version(id, principal.workspaceIds)
         if (visible === null) throw notFound('Process not found')
         state.workspaceId = visible.workspace_id
@@ -104,6 +108,7 @@ export function processReads(s: Services) {
     .get(
       '/:id/output',
       async ({ params: { id }, query, principal, state, request, set }) => {
+        await requireCovered(s.reader, principal, id)
         const visible = await s.reader.version(id, principal.workspaceIds)
         if (visible === null) throw notFound('Process not found')
         state.workspaceId = visible.workspace_id

@@ -8,6 +8,7 @@ import { newer } from '../live'
 import { IdParams, ProcessStreamQuery, StreamQuery, tagsOf } from '../model'
 import { openProcessStream, parseEventCursor } from '../process-stream'
 import { listOutput } from '../queries/output'
+import { requireCovered } from '../scope'
 import { listActive } from '../queries/reads'
 import { openWorkspaceStream } from '../workspace-stream'
 import { errors, EVENT_STREAM, responses } from './docs'
@@ -27,6 +28,7 @@ export function processStreams(s: Services) {
    * credential is revoked or expires (auth/revocation.ts).
    */
   const admitStream = (principal: Principal) => {
+    if (principal.scope) return admitPublicStream(principal.scope.tokenId)
     const kind = principal.sessionId !== null ? 'session' : 'api'
     const id = principal.sessionId ?? principal.tokenId
     const cap = s.config.MAX_STREAMS_PER_TOKEN
@@ -35,6 +37,19 @@ export function processStreams(s: Services) {
     }
     let close = () => {}
     const untrack = s.credentials.track(kind, id, () => close())
+    return (closeStream: () => void) => {
+      close = closeStream
+      return untrack
+    }
+  }
+  /** A public token's stream: capped and closed on revocation or expiry by its own watch (auth/public-tokens.ts). */
+  const admitPublicStream = (tokenId: number) => {
+    const cap = s.config.MAX_STREAMS_PER_TOKEN
+    if (cap > 0 && s.publicTokens.count(tokenId) >= cap) {
+      throw new HttpError(429, 'rate_limited', `At most ${cap} open streams per token on this instance`, { limit: cap }, { 'Retry-After': '1' })
+    }
+    let close = () => {}
+    const untrack = s.publicTokens.track(tokenId, () => close())
     return (closeStream: () => void) => {
       close = closeStream
       return untrack
@@ -59,9 +74,12 @@ export function processStreams(s: Services) {
           statuses,
           type: query.type,
           tags,
+          scope: principal.scope,
           // Each row as the newest state this instance knows of it (a running process's live state).
           readPage: async (after, limit) =>
-            (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, after, limit })).map((row) => newer(row, s.reader.liveState(row.id))!),
+            (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, scope: principal.scope, after, limit })).map(
+              (row) => newer(row, s.reader.liveState(row.id))!,
+            ),
         })
       },
       {
@@ -73,6 +91,7 @@ export function processStreams(s: Services) {
       '/:id/stream',
       async ({ params: { id }, query, principal, state, request }) => {
         refuseWhileDraining()
+        await requireCovered(s.reader, principal, id)
         const register = admitStream(principal)
         s.metrics.counters.sse_connects++
         const cursor = parseEventCursor(request.headers.get('last-event-id'), query.last_event_id)
