@@ -51,4 +51,43 @@ describe('live output through the SDKs', () => {
     monitor.stop()
     await worker.close()
   }, 30_000)
+
+  it('monitorProcess follows a process with a public token (the end-user flow)', async () => {
+    const created = (await (
+      await fetch(`${server.url}/processes`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'sdk_public', tags: ['user:5'] }),
+      })
+    ).json()) as Process
+    const minted = (await (
+      await fetch(`${server.url}/tokens/public`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ tags: ['user:5'] }),
+      })
+    ).json()) as { token: string }
+    const worker = connectWorker(server.url, wtoken, {
+      types: ['sdk_public'],
+      WebSocket: WebSocket as unknown as WebSocketConstructor,
+      async handler(_process, ctx) {
+        await Bun.sleep(200)
+        await ctx.output('for your eyes')
+        return { result_summary: { ok: true } }
+      },
+    })
+    const chunks: unknown[] = []
+    let final: Process | null = null
+    const monitor = monitorProcess(server.url, created.id, {
+      token: minted.token,
+      onUpdate: () => {},
+      onOutput: (c) => chunks.push(c.chunk),
+      onDone: (p) => (final = p),
+    })
+    await waitFor(() => final !== null, 10_000, 'the monitor to see done')
+    expect(chunks).toEqual(['for your eyes'])
+    expect(final!).toMatchObject({ status: 'completed', result_summary: { ok: true } })
+    monitor.stop()
+    await worker.close()
+  }, 20_000)
 })

@@ -203,6 +203,32 @@ describe.skipIf(!hasRedis)('output across instances', () => {
     worker.close()
   })
 
+  it('the byte cap holds across a takeover: the new holder counts on from the table', async () => {
+    const type = freshType()
+    const p = await create(type)
+    const w1 = await TestWorker.connect(a.url, wtoken)
+    await w1.request({ op: 'hello', worker_id: `cap-mover-${p.id}` })
+    const run = (await w1.request({ op: 'claim', types: [type] })).process
+    expect((await w1.request({ op: 'output', process_id: p.id, attempt: run.attempts, chunk: 'x'.repeat(3000) })).seq).toBe(1)
+    await waitFor(async () => (await stored(p.id)).length === 1, 2000, 'the chunk written')
+    const w2 = await TestWorker.connect(b!.url, wtoken)
+    expect(await w2.request({ op: 'hello', worker_id: `cap-mover-${p.id}` })).toMatchObject({ op: 'ack', processes: [p.id] })
+    expect(await w2.request({ op: 'output', process_id: p.id, attempt: run.attempts, chunk: 'y'.repeat(3000) })).toMatchObject({
+      code: 'output_too_large',
+    })
+    expect((await w2.request({ op: 'output', process_id: p.id, attempt: run.attempts, chunk: 'small' })).seq).toBe(2)
+    // A late chunk of the old holder (which has not heard of the takeover yet) adds nothing to the table.
+    await w1.request({ op: 'output', process_id: p.id, attempt: run.attempts, chunk: 'late' })
+    expect((await w2.request({ op: 'complete', process_id: p.id, attempt: run.attempts })).op).toBe('ack')
+    await Bun.sleep(100)
+    expect((await stored(p.id)).map(([seq, chunk]) => [seq, typeof chunk === 'string' ? chunk.slice(0, 5) : chunk])).toEqual([
+      [1, 'xxxxx'],
+      [2, 'small'],
+    ])
+    w1.close()
+    w2.close()
+  })
+
   it('a client that drops mid-output and reconnects to the other instance gets every chunk once', async () => {
     const { p, worker, run } = await running()
     const seen: string[] = []
