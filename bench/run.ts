@@ -46,6 +46,12 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 90,
     run: async () => (await import('./progress')).run(),
   },
+  output: {
+    describe:
+      'live output on one instance: 1,000 running processes, one stream each, workers sending output chunks as fast as acks allow: chunks/s accepted and delivered, send → receive p99, Postgres output statements per 10 ms',
+    seconds: 40,
+    run: async () => (await import('./output')).run(),
+  },
   queue: {
     describe:
       'jobs/s with and without progress vs pg-boss, graphile-worker and BullMQ (interleaved rounds), bulk enqueue, claim cost at 0 vs 1M finished rows, noisy-neighbour pickup p99',

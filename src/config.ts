@@ -22,6 +22,10 @@ export const ConfigSchema = T.Object({
   SWEEP_INTERVAL_MS: T.Optional(T.Integer({ minimum: 20, maximum: 3_600_000 })),
   /** Live state (progress) is written behind its ack at most once per this per process (src/workers/write-behind.ts). */
   PROGRESS_PERSIST_MS: Int(250, 0, 60_000),
+  /** Live output (extension): what one process's output chunks may add up to (JSON bytes); past it a chunk is refused. */
+  OUTPUT_MAX_BYTES: Int(1024 * 1024, 0, 64 * 1024 * 1024),
+  /** Live output is written behind in one statement per this interval, for every process (src/workers/output-behind.ts). */
+  OUTPUT_FLUSH_MS: Int(10, 1, 10_000),
   DB_POOL_MAX: Int(10, 1, 200),
   CORS_ORIGINS: T.String({ default: '' }),
   LOG_LEVEL: T.Union([T.Literal('debug'), T.Literal('info'), T.Literal('warn'), T.Literal('error'), T.Literal('silent')], { default: 'info' }),

@@ -6,6 +6,7 @@ import { AuditLog } from './auth/audit'
 import { Authenticator } from './auth/authenticator'
 import { RateLimiter } from './auth/limits'
 import { CredentialWatch } from './auth/revocation'
+import { PublicTokens } from './auth/public-tokens'
 import { type Config, listenHost, sweepIntervalMs, urlHost } from './config'
 import { explainDatabaseError, openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
@@ -82,6 +83,7 @@ export async function buildServices(
     reader: new ProcessReader(db.sql, held, hub),
     creates: new CreateBatcher(db.sql, hub),
     credentials,
+    publicTokens: new PublicTokens(db.sql, log, config.AUTH_CACHE_MS),
     limits,
     draining: { value: false },
   }
@@ -238,6 +240,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         await deliveries.stop()
         hub.close()
         services.credentials.stop()
+        services.publicTokens.stop()
         metrics.stopLagMonitor()
         // Accepted live states are written before the workers' sockets close: a clean stop loses nothing acked.
         await gateway.stop().catch(() => {})

@@ -2,6 +2,7 @@
 import type { AuditLog } from './auth/audit'
 import type { Authenticator } from './auth/authenticator'
 import type { RateLimiter } from './auth/limits'
+import type { PublicTokens } from './auth/public-tokens'
 import type { CredentialWatch } from './auth/revocation'
 import type { Config } from './config'
 import type { Database, Sql } from './db/client'
@@ -32,6 +33,8 @@ export interface Services {
   reader: ProcessReader
   /** Open streams and worker sockets by credential: closed when it is revoked or expires (#12). */
   credentials: CredentialWatch
+  /** Public (end-user) tokens: their look-ups and their open streams (src/auth/public-tokens.ts). */
+  publicTokens: PublicTokens
   /** Per-credential and per-workspace request rates (#12). */
   limits: { token: RateLimiter; workspace: RateLimiter }
   /** Set while shutting down: streams end, new ones are refused. */

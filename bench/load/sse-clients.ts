@@ -198,9 +198,12 @@ class Stream {
       counters.events++
       if (block.includes('event: done')) counters.doneEvents++
       this.markReady()
-      const t = block.indexOf('"message":"t=', dataAt)
+      // A state's message, or an output chunk (bench output): `"chunk":"t=` is as long as `"message":"t=` less 2.
+      const m = block.indexOf('"message":"t=', dataAt)
+      const c = m < 0 ? block.indexOf('"chunk":"t=', dataAt) : -1
+      const t = m >= 0 ? m : c
       if (t >= 0) {
-        const from = t + 13
+        const from = t + (m >= 0 ? 13 : 11)
         const text = block.slice(from, block.indexOf('"', from))
         const slash = text.indexOf('/')
         const sent = Number(slash < 0 ? text : text.slice(0, slash))

@@ -31,6 +31,8 @@ interface Config {
   alternate?: Array<{ url: string; workerId: string; ids: number[] }>
   /** ingest: each frame's message is its send time (`t=<ms>`), so stream clients measure latency (bench progress). */
   stamp?: boolean
+  /** ingest: `output` frames (chunk `t=<ms>`, bench output) instead of `progress`. */
+  op?: 'progress' | 'output'
 }
 
 const config = JSON.parse(process.env.BENCH_WORKER!) as Config
@@ -170,7 +172,8 @@ function pump() {
     cursor = (cursor + 1) % config.ids.length
     step++
     const message = config.stamp ? `t=${now()}` : `step ${step}`
-    ws.send(`{"op":"progress","process_id":${id},"progress":${step % 101},"message":"${message}"${attempt}}`)
+    if (config.op === 'output') ws.send(`{"op":"output","process_id":${id},"chunk":"${message}"${attempt}}`)
+    else ws.send(`{"op":"progress","process_id":${id},"progress":${step % 101},"message":"${message}"${attempt}}`)
     outstanding++
     counters.sent++
   }

@@ -20,6 +20,8 @@ export interface Principal {
   /** The workspaces where the caller's role may change processes (not viewer, nor a role we do not know). */
   writableWorkspaceIds: number[]
   expiresAt: number | null
+  /** A public (end-user) token's scope (src/auth/public-tokens.ts): read-only, these processes only. */
+  scope?: import('./public-tokens').PublicScope
 }
 
 /** A worker token and its scope: null = any workspace / any type. */

@@ -4,6 +4,7 @@ import { Elysia } from 'elysia'
 import type { AuditRow } from './audit'
 import { Authenticator, type Principal } from './authenticator'
 import { rateLimited } from './limits'
+import { PublicTokens } from './public-tokens'
 import { forbidden } from '../errors'
 import { requestState, type RequestState } from '../request-state'
 import type { Services } from '../wiring'
@@ -17,12 +18,15 @@ export function authPlugin(s: Services) {
     state.authenticated = true
     if (!state.principal) {
       const { token, via } = Authenticator.credentialOf(request)
-      const principal = await s.auth.authenticate(token)
+      const publicToken = PublicTokens.tokenOf(request, via === 'bearer' ? token : null)
+      const principal = publicToken ? await s.publicTokens.authenticate(publicToken, request) : await s.auth.authenticate(token)
       state.principal = principal
       // A browser sends its cookie with a request another site started: a change made with the cookie must
       // come from our own pages (README "Browser sessions and CSRF").
       if (via === 'cookie' && !SAFE_METHODS.has(request.method)) checkSameOrigin(request, trusted, true)
-      const wait = s.limits.token.take(principal.sessionId !== null ? `s${principal.sessionId}` : `t${principal.tokenId}`)
+      const wait = s.limits.token.take(
+        principal.scope ? `p${principal.scope.tokenId}` : principal.sessionId !== null ? `s${principal.sessionId}` : `t${principal.tokenId}`,
+      )
       if (wait > 0) throw rateLimited(wait, 'token')
       state.limitWorkspace = (id) => {
         const wait = s.limits.workspace.take(String(id))

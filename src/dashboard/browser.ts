@@ -563,7 +563,18 @@ async function loadEvents(id: number) {
 function followDetail(id: number) {
   state.detail?.stop()
   let lastStatus = ''
+  // The live output, like a log pane: text as it comes, other chunks as a line of JSON each.
+  const pane = $('process-output')
+  pane.textContent = ''
+  $('output-card').hidden = true
   state.detail = monitorProcess('', id, {
+    onOutput: ({ chunk }) => {
+      if (parseRoute().id !== id) return
+      const stick = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 4
+      pane.append(typeof chunk === 'string' ? chunk : `${JSON.stringify(chunk)}\n`)
+      $('output-card').hidden = false
+      if (stick) pane.scrollTop = pane.scrollHeight
+    },
     onUpdate: (p) => {
       if (parseRoute().id !== id) return
       renderDetail(p)

@@ -24,6 +24,17 @@ export interface HubRules<T extends HubState> {
 }
 
 export type Listener<T> = (state: T) => void
+
+/**
+ * A message about one id that is not a state (a process's live output chunk): delivered in order, every one,
+ * never conflated or replaced by a newer one as states are. `seq` orders them per id; `text` is the wire JSON.
+ */
+export interface HubMessage {
+  id: number
+  seq: number
+  text: string
+}
+export type MessageListener = (message: HubMessage) => void
 /** A waiting claim: how many processes of `type` it takes from a wake-up (0 when not its type). */
 export type WorkListener = (type: string) => number
 
@@ -32,6 +43,8 @@ export interface Bridge<T extends HubState> {
   readonly healthy: boolean
   /** Sends these states to the other instances now: written at once, not at the next tick (Redis: two pipelines). */
   publish(states: readonly T[]): void
+  /** Sends these messages (output chunks) to the other instances now, each on its id's output channel. */
+  publishMessages?(messages: readonly HubMessage[]): void
   /** New work on the other instances: `count` processes of `type`, due at `atMs` (now when absent). */
   publishWork(type: string, count: number, atMs?: number): void
   subscribe(channel: string): Promise<void>
@@ -42,12 +55,14 @@ export interface Bridge<T extends HubState> {
 export const processChannel = (id: number) => `process:${id}`
 export const workspaceChannel = (id: number) => `workspace:${id}`
 export const workerChannel = (workerId: string) => `worker:${workerId}`
+export const outputChannel = (id: number) => `output:${id}`
 export const WORK_CHANNEL = 'work'
 
 export class Hub<T extends HubState = HubState> {
   private readonly byProcess = new Map<number, Set<Listener<T>>>()
   private readonly byWorkspace = new Map<number, Set<Listener<T>>>()
   private readonly byWorker = new Map<string, Set<Listener<T>>>()
+  private readonly byOutput = new Map<number, Set<MessageListener>>()
   // The newest state seen per watched id: a late or echoed copy of an older state is dropped here, and a new
   // watcher's snapshot can start from it (latest).
   private readonly newest = new Map<number, T>()
@@ -87,7 +102,30 @@ export class Hub<T extends HubState = HubState> {
     return this.add(this.byWorker, workerId, listener, workerChannel)
   }
 
-  private async add<K extends number | string>(map: Map<K, Set<Listener<T>>>, key: K, listener: Listener<T>, channel: (k: K) => string) {
+  /** Watches one id's messages (output chunks); resolves once they are guaranteed to arrive. */
+  async watchMessages(id: number, listener: MessageListener): Promise<() => void> {
+    return this.add(this.byOutput, id, listener, outputChannel)
+  }
+
+  /**
+   * Messages made on this instance (output chunks accepted from a worker): to the other instances, then to
+   * this instance's listeners. The bridge writes them on its one publishing connection, in order, so another
+   * instance hears them in the order they were made, and before any state published after them.
+   */
+  publishMessages(messages: readonly HubMessage[]) {
+    if (messages.length === 0) return
+    this.deliverDeferred()
+    this.bridge?.publishMessages?.(messages)
+    for (const message of messages) this.deliverMessage(message)
+  }
+
+  /** A message arrived (made here, or from Redis). */
+  deliverMessage(message: HubMessage) {
+    const listeners = this.byOutput.get(message.id)
+    if (listeners) for (const listener of listeners) listener(message)
+  }
+
+  private async add<K extends number | string, L>(map: Map<K, Set<L>>, key: K, listener: L, channel: (k: K) => string) {
     let set = map.get(key)
     if (!set) map.set(key, (set = new Set()))
     set.add(listener)

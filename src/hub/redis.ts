@@ -15,7 +15,7 @@
 import Redis from 'ioredis'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
-import { type Bridge, type Hub, type HubState, WORK_CHANNEL, processChannel, workerChannel, workspaceChannel } from './hub'
+import { type Bridge, type Hub, type HubMessage, type HubState, WORK_CHANNEL, outputChannel, processChannel, workerChannel, workspaceChannel } from './hub'
 
 export interface RedisBridgeOptions<T extends HubState> {
   url: string
@@ -38,6 +38,9 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
   private closing = false
   /** This instance, on the work channel. */
   private readonly origin = crypto.randomUUID().slice(0, 8)
+  private get outputPrefix() {
+    return this.key('output:')
+  }
 
   constructor(private readonly o: RedisBridgeOptions<T>) {
     const common = {
@@ -106,6 +109,19 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
     rest.exec().catch(() => {})
   }
 
+  /**
+   * Output chunks, `<origin> <seq> <text>` on `output:<id>`: in order on this one connection (after the states
+   * published before them, before those after). The origin, not the echo map, skips this instance's own: a
+   * pipeline holds many messages of one channel.
+   */
+  publishMessages(messages: readonly HubMessage[]) {
+    if (this.pub.status !== 'ready') return
+    const pipeline = this.pub.pipeline()
+    for (const m of messages) pipeline.publish(this.key(outputChannel(m.id)), `${this.origin} ${m.seq} ${m.text}`)
+    this.o.metrics.counters.redis_publishes += messages.length
+    pipeline.exec().catch(() => {})
+  }
+
   /** `<origin> <type> <count> [<atMs>]`: the origin lets this instance skip its own (woken locally already). */
   publishWork(type: string, count: number, atMs?: number) {
     if (this.pub.status !== 'ready') return
@@ -145,6 +161,14 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
       const n = Math.max(1, Number(count) || 1)
       if (at !== undefined && Number(at) > Date.now()) this.o.hub.wakeWorkAt(type, n, Number(at))
       else this.o.hub.wakeWork(type, n)
+      return
+    }
+    if (channel.startsWith(this.outputPrefix)) {
+      const space = message.indexOf(' ')
+      const second = message.indexOf(' ', space + 1)
+      if (space < 0 || second < 0 || message.slice(0, space) === this.origin) return
+      const id = Number(channel.slice(this.outputPrefix.length))
+      this.o.hub.deliverMessage({ id, seq: Number(message.slice(space + 1, second)), text: message.slice(second + 1) })
       return
     }
     if (this.echoes.get(channel) === message) {

@@ -3,8 +3,9 @@ import { Elysia } from 'elysia'
 import type { Services } from '../wiring'
 import { processReads } from './routes/read'
 import { processStreams } from './routes/stream'
+import { publicTokenRoutes } from './routes/public-tokens'
 import { processWrites } from './routes/write'
 
 export function processes(s: Services) {
-  return new Elysia().use(processReads(s)).use(processStreams(s)).use(processWrites(s))
+  return new Elysia().use(processReads(s)).use(processStreams(s)).use(processWrites(s)).use(publicTokenRoutes(s))
 }

@@ -36,9 +36,28 @@ export const ProcessSummary = t.Object({
   max_attempts: Int({ minimum: 1, maximum: 100 }),
 })
 
+/** Tags (extension, set at creation): at most MAX_TAGS, each TAG_PATTERN. */
+export const TAG_PATTERN = '^[a-zA-Z0-9_.:-]{1,64}$'
+export const MAX_TAGS = 10
+const TAG_MEANING = 'letters, digits, _ . : -, 1 to 64 chars'
+export const Tag = () => t.String({ pattern: TAG_PATTERN, ...meaning(TAG_MEANING) })
+export const Tags = () => t.Array(Tag(), { maxItems: MAX_TAGS, ...meaning(`at most ${MAX_TAGS} tags, each ${TAG_MEANING}`) })
+/** `?tag=a,b`: processes carrying every one of these tags (or `tag=a&tag=b`). */
+export const TagFilter = t.Union([
+  t.String({ pattern: '^[a-zA-Z0-9_.:-]{1,64}(,[a-zA-Z0-9_.:-]{1,64}){0,9}$', ...meaning(`one tag, or up to ${MAX_TAGS} comma-separated`) }),
+  t.Array(Tag(), { maxItems: MAX_TAGS }),
+])
+/** The tags a `tag` query parameter names (deduplicated); undefined without one. */
+export function tagsOf(value: string | string[] | undefined): string[] | undefined {
+  if (value === undefined) return undefined
+  const list = (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(','))
+  return [...new Set(list)]
+}
+
 export const Process = t.Composite([
   ProcessSummary,
   t.Object({
+    tags: t.Array(t.String()),
     metadata: t.Record(t.String(), t.Unknown()),
     result_summary: t.Union([t.Record(t.String(), t.Unknown()), t.Null()]),
   }),
@@ -112,6 +131,7 @@ export const ListQuery = Query({
   workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),
   type: t.Optional(TypeString()),
+  tag: t.Optional(TagFilter),
   limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 200, default: 50 })),
   before: t.Optional(NumericId()),
 })
@@ -121,11 +141,25 @@ export const StreamQuery = Query({
   workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),
   type: t.Optional(TypeString()),
+  tag: t.Optional(TagFilter),
   last_event_id: t.Optional(t.String()),
 })
 
 export const ProcessStreamQuery = Query({
   last_event_id: t.Optional(t.String()),
+  /** `false`: no `event: output` chunks on this stream (README: Live output). */
+  output: t.Optional(t.UnionEnum(['true', 'false'])),
+})
+
+export const OutputQuery = Query({
+  after: t.Optional(DecimalInteger({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 1000, default: 1000 })),
+})
+
+export const OutputChunk = t.Object({
+  seq: Int(),
+  chunk: t.Unknown(),
+  created_at: Timestamp,
 })
 
 export const EventsQuery = Query({
@@ -226,6 +260,7 @@ export const CreateBody = t.Object(
   {
     type: TypeString(),
     metadata: t.Optional(t.Record(t.String(), t.Unknown())),
+    tags: t.Optional(Tags()),
     workspace_id: t.Optional(Id),
     ...QueueOptions,
   },
@@ -238,6 +273,7 @@ export const BatchItem = t.Object(
   {
     type: TypeString(),
     metadata: t.Optional(t.Record(t.String(), t.Unknown())),
+    tags: t.Optional(Tags()),
     ...QueueOptions,
   },
   { additionalProperties: false },

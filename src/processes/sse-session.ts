@@ -13,6 +13,7 @@
 // `npm run bench -- fanout` (5,000 streams, 100 processes, a broadcast every 500 ms): server CPU per 100k events
 // 3.9 → 2.3 s and RSS per stream 31 → 13 KiB, against a JSON.stringify per stream, a promise round trip and a
 // new timer per event before.
+import type { HubMessage } from '../hub/hub'
 import { processJson } from './hub-rules'
 import type { Process } from './model'
 import { isDone } from './states'
@@ -69,6 +70,34 @@ interface SessionOptions {
    */
   readMore?: () => Promise<boolean>
   onClose?: () => void
+  /**
+   * Process streams: live output (README: Live output). Reads the chunks after `after` (and before `before`)
+   * from the table, ascending: what a reconnect missed, or a gap between live chunks (published before this
+   * stream subscribed and not yet written when it read).
+   */
+  output?: OutputSource
+}
+
+export interface OutputSource {
+  read(after: number, before: number | undefined, limit: number): Promise<{ seq: number; text: string }[]>
+  /** Output bytes a stream may hold unsent (a slow reader); past it the stream ends and the client resumes. */
+  maxQueuedBytes: number
+  /** After the catch-up, the table is read once more after this (ms): a few output write-behind intervals. */
+  recheckMs: number
+}
+
+/** A gap between live chunks is looked for in the table this many times (ms between), then given up on. */
+const GAP_RETRIES_MS = [0, 20, 50, 100, 250, 500]
+const OUTPUT_PAGE = 1000
+
+/**
+ * Event ids of a process stream with output (README: Live output): `<version>` while it has sent no chunk,
+ * then `<version>.<seq>` on every event: the last state's version and the last chunk's seq it has sent, so
+ * the one Last-Event-ID an EventSource sends back says where both resume.
+ */
+export interface EventCursor {
+  version: number
+  seq: number
 }
 
 /** Every open stream, for shutdown. */
@@ -91,6 +120,15 @@ export class SseSession {
   /** The rest of a workspace snapshot, while some is left to read; `reading` while a page is on its way. */
   private readMoreFn: (() => Promise<boolean>) | null
   private reading = false
+  /** Live output: chunks queued to write, the highest seq queued or sent, and the cursor of the event ids. */
+  private outQueue: { seq: number; text: string }[] = []
+  private outQueuedBytes = 0
+  private outHigh = 0
+  /** While a gap (or a reconnect's catch-up) is read from the table: live chunks wait here, states in pending. */
+  private filling = false
+  private held: HubMessage[] = []
+  private idVersion = 0
+  private idSeq = 0
 
   constructor(private readonly o: SessionOptions) {
     this.readMoreFn = o.readMore ?? null
@@ -104,14 +142,14 @@ export class SseSession {
     if (this.closed) return
     if (this.o.filter && !this.o.filter(process)) return
     if (process.version <= (this.sent.get(process.id) ?? 0)) return
-    if (this.pending.size === 0 && this.head.length === 0 && !this.ending) {
+    if (this.pending.size === 0 && this.head.length === 0 && !this.ending && this.outQueue.length === 0 && !this.filling) {
       const controller = this.controller
       if (controller !== null && (controller.desiredSize ?? 0) > 0) {
         // The common case, a socket that keeps up: straight out, nothing kept.
         const done = this.o.endsOnDone && isDone(process.status)
         this.sent.set(process.id, process.version)
         this.lastWriteAt = Date.now()
-        controller.enqueue(frameBytes(process, this.o.withIds, done))
+        controller.enqueue(this.stateBytes(process, done))
         if (done) this.close()
         return
       }
@@ -123,6 +161,134 @@ export class SseSession {
     this.flush()
   }
 
+  /** A state's frame: the shared bytes, or (once this stream has sent output) its own, with a `<version>.<seq>` id. */
+  private stateBytes(process: Process, done: boolean): Uint8Array {
+    this.idVersion = Math.max(this.idVersion, process.version)
+    if (this.idSeq === 0 || !this.o.withIds) return frameBytes(process, this.o.withIds, done)
+    return encoder.encode(this.stateText(process, done))
+  }
+
+  private stateText(process: Process, done: boolean): string {
+    this.idVersion = Math.max(this.idVersion, process.version)
+    if (this.idSeq === 0 || !this.o.withIds) return frameText(process, this.o.withIds, done)
+    return `id: ${process.version}.${this.idSeq}\n${done ? 'event: done\n' : ''}data: ${processJson(process)}\n\n`
+  }
+
+  private outputText(seq: number, text: string): string {
+    this.idSeq = seq
+    return `id: ${this.idVersion}.${seq}\nevent: output\ndata: ${text}\n\n`
+  }
+
+  /** Where the client's Last-Event-ID says it is: chunks up to `seq` are not sent again. */
+  resumeAt(cursor: EventCursor) {
+    this.idVersion = Math.max(this.idVersion, cursor.version)
+    this.idSeq = cursor.seq
+    this.outHigh = cursor.seq
+  }
+
+  /**
+   * The chunks the client has not had, from the table, queued in the head now (before a done snapshot, after a
+   * live one); live chunks arriving meanwhile wait, and follow. Ends with a live chunk's gap, if any, filled.
+   */
+  async catchUpOutput(): Promise<void> {
+    const source = this.o.output
+    if (!source) return
+    this.filling = true
+    try {
+      for (;;) {
+        const rows = await source.read(this.outHigh, undefined, OUTPUT_PAGE)
+        for (const row of rows) {
+          if (row.seq <= this.outHigh) continue
+          this.head.push(this.outputText(row.seq, row.text))
+          this.outHigh = row.seq
+        }
+        if (rows.length < OUTPUT_PAGE) break
+      }
+    } finally {
+      this.filling = false
+    }
+    this.releaseHeld()
+  }
+
+  /** The hub's output listener: every chunk once, in seq order; a gap is read from the table first. */
+  readonly offerOutput = (message: HubMessage) => {
+    if (this.closed || !this.o.output) return
+    if (this.filling) {
+      this.held.push(message)
+      return
+    }
+    if (message.seq <= this.outHigh) return
+    if (message.seq > this.outHigh + 1) {
+      this.held.push(message)
+      void this.fillGap(message.seq)
+      return
+    }
+    this.queueOutput(message.seq, message.text)
+    this.flush()
+  }
+
+  private queueOutput(seq: number, text: string) {
+    this.outQueue.push({ seq, text })
+    this.outHigh = seq
+    this.outQueuedBytes += text.length
+    // A reader this far behind is ended: it resumes from the table with its Last-Event-ID.
+    if (this.outQueuedBytes > this.o.output!.maxQueuedBytes) this.close()
+  }
+
+  /**
+   * Looks at the table once more for chunks past the last one here: those accepted just before this stream
+   * subscribed, not yet written when the catch-up read, with no live chunk after them to show the gap.
+   */
+  async recheckOutput(): Promise<void> {
+    if (this.filling || this.closed || !this.o.output) return
+    this.filling = true
+    try {
+      const rows = await this.o.output.read(this.outHigh, undefined, OUTPUT_PAGE)
+      for (const row of rows) if (row.seq > this.outHigh) this.queueOutput(row.seq, row.text)
+    } catch {
+      // The database is away: the next live chunk's gap (or the client's next window) reads again.
+    } finally {
+      this.filling = false
+    }
+    this.releaseHeld()
+  }
+
+  private async fillGap(before: number) {
+    const source = this.o.output!
+    this.filling = true
+    try {
+      for (const waitMs of GAP_RETRIES_MS) {
+        if (waitMs > 0) await Bun.sleep(waitMs)
+        if (this.closed) return
+        const rows = await source.read(this.outHigh, before, OUTPUT_PAGE)
+        for (const row of rows) if (row.seq > this.outHigh) this.queueOutput(row.seq, row.text)
+        if (this.outHigh >= before - 1 || this.closed) break
+      }
+    } catch {
+      // The database is away: what the table had is skipped; the live chunks go on.
+    } finally {
+      this.filling = false
+    }
+    this.releaseHeld()
+  }
+
+  /** Live chunks that waited for a catch-up or a gap, in order (a new gap starts another fill). */
+  private releaseHeld() {
+    const held = this.held
+    this.held = []
+    for (let i = 0; i < held.length; i++) {
+      const message = held[i]!
+      if (message.seq <= this.outHigh) continue
+      if (message.seq > this.outHigh + 1) {
+        this.held = held.slice(i)
+        void this.fillGap(message.seq)
+        return
+      }
+      this.queueOutput(message.seq, message.text)
+    }
+    this.flush()
+  }
+
   addUnsubscribe(fn: () => void) {
     if (this.closed) fn()
     else this.unsubscribes.push(fn)
@@ -130,6 +296,7 @@ export class SseSession {
 
   /** The client already holds this version (Last-Event-ID, or a snapshot this stream sent). */
   markSent(process: Process) {
+    this.idVersion = Math.max(this.idVersion, process.version)
     this.sent.set(process.id, Math.max(this.sent.get(process.id) ?? 0, process.version))
     const queued = this.pending.get(process.id)
     if (queued && queued.version <= process.version) this.pending.delete(process.id)
@@ -137,6 +304,7 @@ export class SseSession {
 
   /** The client holds this version of a process (a Last-Event-ID ahead of what is known here): send only newer. */
   markSentVersion(id: number, version: number) {
+    this.idVersion = Math.max(this.idVersion, version)
     this.sent.set(id, Math.max(this.sent.get(id) ?? 0, version))
   }
 
@@ -149,7 +317,7 @@ export class SseSession {
   sendState(process: Process): boolean {
     const done = this.o.endsOnDone && isDone(process.status)
     if (process.version > (this.sent.get(process.id) ?? 0) || done) {
-      this.head.push(frameText(process, this.o.withIds, done))
+      this.head.push(this.stateText(process, done))
       this.markSent(process)
     }
     if (done) this.ending = this.doneInHead = true
@@ -265,13 +433,20 @@ export class SseSession {
   }
 
   private drain(): Uint8Array | null {
-    if (this.pending.size === 0) return null
     let first: Uint8Array | null = null
     let more: Uint8Array[] | null = null
+    if (this.outQueue.length > 0) {
+      // Chunks first: a state queued with them (a done above all) goes after what came before it.
+      first = encoder.encode(this.outQueue.map((o) => this.outputText(o.seq, o.text)).join(''))
+      this.outQueue = []
+      this.outQueuedBytes = 0
+    }
+    // While a gap is read, states wait too: a done must not pass the chunks before it.
+    if (this.pending.size === 0 || this.filling) return first
     for (const process of this.pending.values()) {
       if (process.version <= (this.sent.get(process.id) ?? 0)) continue
       const done = this.o.endsOnDone && isDone(process.status)
-      const bytes = frameBytes(process, this.o.withIds, done)
+      const bytes = this.stateBytes(process, done)
       if (first === null) first = bytes
       else (more ??= [first]).push(bytes)
       this.sent.set(process.id, process.version)
@@ -293,6 +468,8 @@ export class SseSession {
     for (const fn of this.unsubscribes) fn()
     this.unsubscribes = []
     this.pending.clear()
+    this.outQueue = []
+    this.held = []
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
     try {

@@ -4,7 +4,7 @@ import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../auth/plugin'
 import { documented } from '../ops/docs'
 import type { Services } from '../wiring'
-import { ErrorSchema, IdString, StatusSchema } from './model'
+import { ErrorSchema, IdString, StatusSchema, TagFilter, tagsOf } from './model'
 import { countByTypeAndStatus, timeBuckets } from './queries/stats'
 
 /** The windows a dashboard may ask for, and the bucket each is drawn in. */
@@ -42,10 +42,11 @@ export function stats(s: Services) {
       const workspaceId = activeWorkspace(principal, state, query.workspace_id === undefined ? undefined : Number(query.workspace_id))
       const window = query.window ?? DEFAULT_WINDOW
       const [windowS, bucketS] = WINDOWS[window]
+      const tags = tagsOf(query.tag)
       // `buckets=false`: the counts alone (the dashboard's tabs, refreshed as statuses change), one cheap query.
       const [counts, buckets] = await Promise.all([
-        countByTypeAndStatus(s.sql, workspaceId),
-        query.buckets === 'false' ? [] : timeBuckets(s.sql, workspaceId, windowS, bucketS),
+        countByTypeAndStatus(s.sql, workspaceId, tags),
+        query.buckets === 'false' ? [] : timeBuckets(s.sql, workspaceId, windowS, bucketS, tags),
       ])
       return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts, buckets }
     },
@@ -56,6 +57,7 @@ export function stats(s: Services) {
           // The default stated here: without one Elysia fills in the union's first value (1h).
           window: t.Optional(t.UnionEnum(WINDOW_NAMES, { default: DEFAULT_WINDOW })),
           buckets: t.Optional(t.UnionEnum(['true', 'false'])),
+          tag: t.Optional(TagFilter),
         },
         { additionalProperties: true },
       ),

@@ -89,6 +89,10 @@ export async function openWorkspaceStream(o: {
   workspaceId: number
   statuses?: string[]
   type?: string
+  /** Only processes carrying every one of these tags (they never change, so a process never leaves this filter). */
+  tags?: string[]
+  /** A public token's scope: only the processes it covers. */
+  scope?: { processIds: number[] | null; tags: string[] | null }
   /** Non-final matching processes with an id above `after`, ascending by id, at most `limit`. */
   readPage: (after: number, limit: number) => Promise<Process[]>
   register?: (close: () => void) => () => void
@@ -102,6 +106,8 @@ export async function openWorkspaceStream(o: {
   const filter: Filter = (p) => {
     if (p.workspace_id !== o.workspaceId) return false
     if (o.type && p.type !== o.type) return false
+    if (o.tags && !o.tags.every((tag) => p.tags.includes(tag))) return false
+    if (o.scope && !(o.scope.processIds?.includes(p.id) || o.scope.tags?.some((tag) => p.tags.includes(tag)))) return false
     const at = ledger.indexOf(p.id)
     // The snapshot sent this version or a newer one: a late copy (from Redis, a resync, a racing publish).
     if (at !== -1 && p.version <= ledger.version(at)) return false

@@ -26,7 +26,11 @@ import { claim as claimOp, start } from './ops/claim'
 import { type ClaimAsk, FrameError, type GatewayOps, type Handler, type Reply, type Socket, type WorkerSocketData } from './ops/context'
 import { finish } from './ops/finish'
 import { hello } from './ops/hello'
-import { heartbeat, progress } from './ops/live'
+import { heartbeat, progress, update } from './ops/live'
+import { output } from './ops/output'
+import { OutputWriter } from './output-behind'
+import type { HubMessage } from '../hub/hub'
+import { outputTotals } from '../processes/queries/output'
 import { log } from './ops/log'
 import { LiveWriter } from './write-behind'
 
@@ -38,6 +42,8 @@ const HANDLERS: { [K in Frame['op']]: Handler<K> } = {
   start,
   progress,
   heartbeat,
+  update,
+  output,
   log,
   complete: finish,
   fail: finish,
@@ -49,6 +55,10 @@ export class WorkerGateway implements GatewayOps {
   private readonly sockets = new Map<string, Set<Socket>>()
   /** Writes the live state behind the acks. */
   readonly writer: LiveWriter
+  /** Writes the live output behind the acks. */
+  readonly outputs: OutputWriter
+  /** Output chunks accepted this turn, for the hub at its end (before the turn's states). */
+  private outbound: HubMessage[] = []
   /** One hub watch per worker with held processes (its `worker:<id>` channel), however many it holds. */
   private readonly watches = new Map<string, { count: number; unwatch: Promise<() => void> }>()
   /** Leases of workers with no socket here any more: written, then let go (unless the worker says hello again). */
@@ -73,6 +83,7 @@ export class WorkerGateway implements GatewayOps {
   ) {
     this.finisher = new FinishBatcher(s.sql, s.hub, s.queue)
     const beatMs = Math.min(1000, Math.floor(s.config.JOB_TIMEOUT_MS / 20))
+    this.outputs = new OutputWriter(s.sql, s.log, s.metrics, s.config.OUTPUT_FLUSH_MS)
     this.writer = new LiveWriter(s.sql, this.held, s.log, s.metrics, s.config.PROGRESS_PERSIST_MS, beatMs, {
       lost: (lease) => this.held.moved(lease),
       publishable: () => this.publishSoon(),
@@ -320,9 +331,39 @@ export class WorkerGateway implements GatewayOps {
     this.publishScheduled = true
     setImmediate(() => {
       this.publishScheduled = false
+      if (this.outbound.length > 0) {
+        const messages = this.outbound
+        this.outbound = []
+        this.s.hub.publishMessages(messages)
+      }
       const states = this.held.takeUnpublished()
       if (states.length > 0) this.s.hub.publishAll(states)
     })
+  }
+
+  acceptOutput(lease: Lease, seq: number, text: string, bytes: number) {
+    this.outputs.push({ process_id: lease.id, seq, text, bytes, attempt: lease.attempt, base: lease.base })
+    this.outbound.push({ id: lease.id, seq, text: `{"process_id":${lease.id},"seq":${seq},"chunk":${text}}` })
+    this.publishSoon()
+  }
+
+  outputOf(lease: Lease): Promise<{ seq: number; bytes: number }> {
+    lease.outputLoad ??= outputTotals(this.s.sql, lease.id).then(
+      (totals) => (lease.output ??= totals),
+      (error) => {
+        lease.outputLoad = null
+        throw error
+      },
+    )
+    return lease.outputLoad
+  }
+
+  get outputFull() {
+    return this.outputs.full
+  }
+
+  outputDrained(id: number): Promise<void> {
+    return this.outputs.drained(id)
   }
 
   async claimFor(ws: Socket, workerId: string, o: ClaimAsk): Promise<Process[]> {
@@ -446,7 +487,7 @@ export class WorkerGateway implements GatewayOps {
 
   /** Shutdown: every live state is written before the sockets close (nothing acked is lost to a clean stop). */
   async stop() {
-    await this.writer.stop()
+    await Promise.all([this.writer.stop(), this.outputs.stop()])
   }
 }
 

@@ -5,6 +5,13 @@ import { LIVE_LEAD_MAX, type LiveView } from '../processes/live'
 import type { Process } from '../processes/model'
 import type { LiveWrite } from '../processes/queries/reports'
 
+/** What a live frame changes: progress (progress), result_summary (update), the message (either). */
+export interface LiveChange {
+  progress?: number
+  message?: string | null
+  result_summary?: Process['result_summary']
+}
+
 export interface Lease {
   readonly id: number
   readonly workerId: string
@@ -24,6 +31,12 @@ export interface Lease {
   /** When the row's heartbeat_at was last renewed (ms), and whether a frame since asks for it again. */
   beatAt: number
   beatDue: boolean
+  /** An update changed result_summary since the last write took it (most writes leave the jsonb alone). */
+  resultDirty: boolean
+  /** Live output: the last seq and the bytes so far, read from the table at the lease's first chunk (null before). */
+  output: { seq: number; bytes: number } | null
+  /** That read, while it is on its way. */
+  outputLoad: Promise<{ seq: number; bytes: number }> | null
   /**
    * Another instance took the lease over (a hello of the same worker there): frames here are no longer
    * accepted, but a change that ends it is still passed to the worker's sockets here (it may listen on both).
@@ -79,6 +92,9 @@ export class HeldLeases implements LiveView {
       writtenAt: now,
       beatAt: now,
       beatDue: false,
+      resultDirty: false,
+      output: null,
+      outputLoad: null,
       moved: false,
     }
     this.leases.set(state.id, lease)
@@ -103,16 +119,19 @@ export class HeldLeases implements LiveView {
   }
 
   /**
-   * An accepted live state: progress and message as the worker sent them. A state already handed to the hub is
-   * never changed: the new one is a new object with the next version; one not handed yet (this turn's) is
-   * replaced under the same version, so a burst in one turn is one state on the streams.
+   * An accepted live state: progress, message or a live result (an update's merged result_summary) as the
+   * worker sent them. A state already handed to the hub is never changed: the new one is a new object with the
+   * next version; one not handed yet (this turn's) is replaced under the same version, so a burst in one turn
+   * is one state on the streams.
    */
-  accept(lease: Lease, progress: number, message: string | null | undefined): Process {
+  accept(lease: Lease, change: LiveChange): Process {
     const before = lease.state
+    if (change.result_summary !== undefined) lease.resultDirty = true
     const state: Process = {
       ...before,
-      progress,
-      message: message ?? before.message,
+      progress: change.progress ?? before.progress,
+      message: change.message ?? before.message,
+      result_summary: change.result_summary === undefined ? before.result_summary : change.result_summary,
       // After a takeover, past the old holder's reach (live_base); otherwise the next version.
       version: lease.published ? holderVersion(lease) + 1 : before.version,
       updated_at: new Date().toISOString(),
@@ -140,6 +159,7 @@ export class HeldLeases implements LiveView {
     lease.written = Math.max(lease.written, state.version)
     lease.beatAt = Date.now()
     lease.beatDue = false
+    lease.resultDirty = false
     this.dirty.delete(lease.id)
     this.unpublished.delete(lease.id)
   }
@@ -174,6 +194,7 @@ export class HeldLeases implements LiveView {
       const beat = lease.beatDue && now - lease.beatAt >= beatMs
       if (!stateDue && !beat) continue
       const s = lease.state
+      const result = stateDue && lease.resultDirty
       due.push({
         lease,
         write: {
@@ -188,9 +209,12 @@ export class HeldLeases implements LiveView {
           attempt: lease.attempt,
           base: lease.base,
           beat,
+          result,
+          ...(result ? { result_summary: s.result_summary } : {}),
         },
       })
       if (stateDue) lease.writtenAt = now
+      if (result) lease.resultDirty = false
       if (beat) {
         lease.beatAt = now
         lease.beatDue = false
@@ -212,9 +236,10 @@ export class HeldLeases implements LiveView {
     return false
   }
 
-  /** A write failed: what it carried is dirty again (its heartbeat too). */
-  unwritten(lease: Lease, beat: boolean) {
+  /** A write failed: what it carried is dirty again (its heartbeat and result too). */
+  unwritten(lease: Lease, beat: boolean, result = false) {
     if (beat) lease.beatDue = true
+    if (result) lease.resultDirty = true
     lease.writtenAt = 0
     this.dirty.add(lease.id)
   }

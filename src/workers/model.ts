@@ -33,7 +33,24 @@ export const Frame = T.Union([
     attempt: Attempt,
   }),
   T.Object({ op: T.Literal('heartbeat'), ref: Ref, process_id: ProcessId, attempt: Attempt }),
+  /** Extension: a JSON merge patch (RFC 7386) into result_summary, live state like progress. */
+  T.Object({
+    op: T.Literal('update'),
+    ref: Ref,
+    process_id: ProcessId,
+    result_summary: T.Record(T.String(), T.Unknown()),
+    message: T.Optional(T.Union([Message, T.Null()])),
+    attempt: Attempt,
+  }),
   T.Object({ op: T.Literal('log'), ref: Ref, process_id: ProcessId, message: Message, attempt: Attempt }),
+  /** Extension: a chunk of live output (text, or any JSON value but null), appended with the next seq. */
+  T.Object({
+    op: T.Literal('output'),
+    ref: Ref,
+    process_id: ProcessId,
+    chunk: T.Union([T.String(), T.Number(), T.Boolean(), T.Array(T.Unknown()), T.Record(T.String(), T.Unknown())]),
+    attempt: Attempt,
+  }),
   T.Object({
     op: T.Literal('complete'),
     ref: Ref,
@@ -52,8 +69,23 @@ export const checkFrame = TypeCompiler.Compile(Frame)
 /** One compiled schema per op, to say precisely what is wrong with a frame whose op is known. */
 export const checkByOp = new Map(Frame.anyOf.map((schema) => [schema.properties.op.const as string, TypeCompiler.Compile(schema)]))
 
-export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'log', 'complete', 'fail'] as const
+export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'update', 'output', 'log', 'complete', 'fail'] as const
 
-export type WorkerErrorCode = 'not_found' | 'not_owner' | 'invalid_transition' | 'cancelled' | 'invalid_message' | 'unavailable' | 'internal' | 'rate_limited'
+export type WorkerErrorCode =
+  | 'not_found'
+  | 'not_owner'
+  | 'invalid_transition'
+  | 'cancelled'
+  | 'invalid_message'
+  | 'unavailable'
+  | 'internal'
+  | 'rate_limited'
+  /** An update whose merged result_summary would exceed MAX_RESULT_BYTES (nothing of it applied). */
+  | 'result_too_large'
+  /** An output chunk past OUTPUT_MAX_BYTES of the process (refused; the process goes on). */
+  | 'output_too_large'
 
 export const MAX_FRAME_BYTES = 64 * 1024
+
+/** A live result (result_summary after an update's merge patch), as JSON, at most. */
+export const MAX_RESULT_BYTES = 64 * 1024

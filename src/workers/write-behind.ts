@@ -84,7 +84,7 @@ export class LiveWriter {
         if (publishable) this.on.publishable()
       } catch (error) {
         this.failures++
-        for (const { lease, write } of due) if (this.held.get(lease.id) === lease) this.held.unwritten(lease, write.beat)
+        for (const { lease, write } of due) if (this.held.get(lease.id) === lease) this.held.unwritten(lease, write.beat, write.result === true)
         if (this.failures === 1 || this.failures % 100 === 0)
           this.log.warn('live state not written; retrying', { error: String(error), failures: this.failures })
         // Back off while the database is away: one attempt per interval at most.

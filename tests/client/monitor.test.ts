@@ -24,6 +24,7 @@ const proc = (version: number, status: Process['status'] = 'running', id = 1): P
   priority: 0,
   run_at: '',
   max_attempts: 1,
+  tags: [],
 })
 const sse = (chunks: string[], delayMs = 20, end = true) =>
   new ReadableStream({

@@ -35,6 +35,7 @@ function fakeGateway() {
       priority: 0,
       run_at: '',
       max_attempts: 1,
+      tags: [],
     }
     processes.set(p.id, p)
     for (const w of waiting.splice(0)) w()

@@ -77,6 +77,7 @@ describe('one JSON shape', () => {
       'priority',
       'run_at',
       'max_attempts',
+      'tags',
       'metadata',
       'result_summary',
     ])

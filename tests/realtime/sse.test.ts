@@ -142,7 +142,8 @@ describe('GET /processes/{id}/stream', () => {
 
   it('answers an unknown, malformed or future Last-Event-ID with the snapshot', async () => {
     const p = await create('sse_bad_last_id')
-    for (const lastEventId of ['abc', '-1', '999999', '1.5', '']) {
+    // (`<version>.<seq>` is a cursor since live output, README: Live output: `1.5.2` and `1:5` are malformed.)
+    for (const lastEventId of ['abc', '-1', '999999', '1.5.2', '1:5', '']) {
       const { frames } = await readFrames(await fetch(`${base}/processes/${p.id}/stream?last_event_id=${encodeURIComponent(lastEventId)}`, { headers: auth }), {
         maxMs: 250,
       })
@@ -168,8 +169,8 @@ describe('GET /processes/{id}/stream', () => {
     const sources = Array.from({ length: 5 }, () => openEventSource(`${base}/processes/${p.id}/stream`, tenant.token))
     await waitFor(() => sources.every((s) => s.received.messages.length > 0))
     expect(server.services.hub.counts().processListeners).toBe(before + 5)
-    // With Redis: one channel for the five watchers of this process, not one each.
-    if (server.bridge) expect(server.bridge.subscriptions).toBe(channelsBefore + 1)
+    // With Redis: one channel for the five watchers of this process (and one for its live output), not one each.
+    if (server.bridge) expect(server.bridge.subscriptions).toBe(channelsBefore + 2)
     for (const s of sources) s.source.close()
     await waitFor(() => server.services.hub.counts().processListeners === before, 5000, 'hub listeners to be released')
     if (server.bridge) await waitFor(() => server.bridge!.subscriptions === channelsBefore, 5000, 'the Redis channel to be unsubscribed')

@@ -140,6 +140,7 @@ function readEventSourceWindow(EventSourceImpl: EventSourceConstructor, request:
     })
     source.addEventListener('message', onEvent('message'))
     source.addEventListener('done', onEvent('done'))
+    source.addEventListener('output', onEvent('output'))
     source.addEventListener('error', () => finish(received ? { kind: 'ended' } : { kind: 'failed', statusHidden: true }))
   })
 }

@@ -27,12 +27,12 @@ import {
   trimBase,
   withQuery,
 } from './http.ts'
-import { DONE_STATUSES, type Process, type ProcessStatus } from './shapes.ts'
+import { DONE_STATUSES, type OutputChunk, type Process, type ProcessStatus } from './shapes.ts'
 import { safely } from './util.ts'
 
 export type { ConnectionInfo, ConnectionState } from './feed.ts'
 export { type EventSourceConstructor, type EventSourceLike, type FetchLike, MonitorError } from './http.ts'
-export { DONE_STATUSES, PROCESS_FIELDS, PROCESS_STATUSES, type Process, type ProcessStatus } from './shapes.ts'
+export { DONE_STATUSES, type OutputChunk, PROCESS_FIELDS, PROCESS_STATUSES, type Process, type ProcessStatus } from './shapes.ts'
 export { type SseEvent, type SseHandlers, SseParser } from './sse-parser.ts'
 /** @internal Kept for callers of the single-file version; the package's own code imports util.ts. */
 export { abortableSleep } from './util.ts'
@@ -69,6 +69,12 @@ export interface MonitorProcessOptions extends ConnectionOptions {
   onUpdate: (process: Process) => void
   /** Once, when the process reaches a done status; monitoring then stops. */
   onDone: (process: Process) => void
+  /**
+   * Each chunk of the process's live output, once and in order, across reconnects (the stream's
+   * `<version>.<seq>` ids resume both); while polling, read from `GET /processes/{id}/output`. Without it the
+   * stream is asked for states only (`output=false`).
+   */
+  onOutput?: (chunk: OutputChunk) => void
   /** Polling period when streaming does not work. Default 2000. */
   pollIntervalMs?: number
   /** While polling, how often to try the stream again. Default 30000. */
@@ -99,6 +105,24 @@ export function monitorProcess(baseUrl: string, id: number | string, options: Mo
   let latest: Process | null = null
   let finished = false
   let etag: string | null = null
+  const wantsOutput = options.onOutput !== undefined
+  let lastSeq = 0
+
+  const output = (chunk: OutputChunk): void => {
+    if (feed.stopped || chunk.seq <= lastSeq) return
+    lastSeq = chunk.seq
+    safely(options.onOutput!, chunk)
+  }
+  // The chunks after lastSeq (polling), page by page; a failure leaves them to the next poll.
+  const pollOutput = async (signal: AbortSignal): Promise<void> => {
+    for (;;) {
+      const response = await fetchImpl(`${processUrl}/output?after=${lastSeq}`, { headers: authHeaders, signal }).catch(() => null)
+      if (!response?.ok) return
+      const chunks = (await response.json().catch(() => [])) as OutputChunk[]
+      for (const c of chunks) output({ seq: c.seq, chunk: c.chunk })
+      if (chunks.length < 1000) return
+    }
+  }
 
   const update = (process: Process): void => {
     if (feed.stopped || (latest && process.version <= latest.version)) return
@@ -127,20 +151,27 @@ export function monitorProcess(baseUrl: string, id: number | string, options: Mo
     const process = parseProcess(await response.text().catch(() => ''))
     if (!process) return false
     etag = response.headers.get('ETag') ?? etag
+    if (wantsOutput) await pollOutput(signal)
     if (DONE_STATUSES.has(process.status)) finish(process)
     else update(process)
     return finished
   }
 
   const feed = new Feed({
-    url: `${processUrl}/stream`,
+    url: wantsOutput ? `${processUrl}/stream` : `${processUrl}/stream?output=false`,
     token: options.token,
     fetch: fetchImpl,
     EventSource: options.EventSource ?? globalEventSource(),
     withCredentials: options.withCredentials ?? false,
     silenceMs: options.silenceMs ?? 5000,
-    lastEventId: () => (latest ? String(latest.version) : null),
+    // `<version>.<seq>` once output was seen: where the states and where the output resume.
+    lastEventId: () => (latest ? (lastSeq > 0 ? `${latest.version}.${lastSeq}` : String(latest.version)) : null),
     onEvent(event) {
+      if (event.type === 'output') {
+        const chunk = parseChunk(event.data)
+        if (chunk) output(chunk)
+        return false
+      }
       const process = parseProcess(event.data)
       if (!process) return false
       if (event.type === 'done') finish(process)
@@ -203,4 +234,13 @@ export function monitorWorkspace(baseUrl: string, options: MonitorWorkspaceOptio
 function connectionFetch(options: ConnectionOptions): FetchLike {
   const fetchImpl = options.fetch ?? globalFetch
   return corsAware(options.withCredentials ? (input, init) => fetchImpl(input, { ...init, credentials: 'include' }) : fetchImpl)
+}
+
+function parseChunk(data: string): OutputChunk | null {
+  try {
+    const value = JSON.parse(data) as { seq?: unknown; chunk?: unknown }
+    return typeof value.seq === 'number' ? { seq: value.seq, chunk: value.chunk } : null
+  } catch {
+    return null
+  }
 }

@@ -9,8 +9,9 @@
  */
 import { useEffect, useState } from 'react'
 import { monitorProcess, type ConnectionState, type EventSourceConstructor, type FetchLike, type MonitorError, type Process } from './monitor.ts'
+import type { OutputChunk } from './shapes.ts'
 
-export type { ConnectionState, MonitorError, Process } from './monitor.ts'
+export type { ConnectionState, MonitorError, OutputChunk, Process } from './monitor.ts'
 
 export interface UseProcessMonitorOptions {
   /** The server's origin; default `''`, the page's own (the `ps_session` cookie then authenticates). */
@@ -24,6 +25,8 @@ export interface UseProcessMonitorOptions {
   EventSource?: EventSourceConstructor
   /** Cookie auth from another origin (see monitorProcess); the server lists this page's origin in CORS_ORIGINS. */
   withCredentials?: boolean
+  /** Follow the process's live output too (`output` in the state). Default true. */
+  output?: boolean
 }
 
 export interface ProcessMonitorState {
@@ -38,13 +41,15 @@ export interface ProcessMonitorState {
   error: MonitorError | null
   /** The monitor's connection (`connecting`, `open`, `reconnecting`, `polling`, `closed`); null while idle. */
   connection: ConnectionState | null
+  /** The process's live output so far, chunk by chunk in seq order (empty with `output: false`). */
+  output: OutputChunk['chunk'][]
 }
 
-const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null }
+const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null, output: [] }
 
 /** Follow a process until it is done. Pass `null` (or `undefined`) to follow nothing. */
 export function useProcessMonitor(id: number | string | null | undefined, options: UseProcessMonitorOptions = {}): ProcessMonitorState {
-  const { baseUrl = '', token, pollIntervalMs, fetch, EventSource, withCredentials } = options
+  const { baseUrl = '', token, pollIntervalMs, fetch, EventSource, withCredentials, output: withOutput = true } = options
   // State is tagged with the id it belongs to, so a new id shows IDLE at once
   // instead of the previous process for one render.
   const [state, setState] = useState<{ id: typeof id } & ProcessMonitorState>({ id, ...IDLE })
@@ -64,14 +69,23 @@ export function useProcessMonitor(id: number | string | null | undefined, option
       onDone: (process) => merge({ process, done: true }),
       onError: (error) => merge({ error }),
       onConnectionState: (connection) => merge({ connection }),
+      ...(withOutput
+        ? {
+            onOutput: (chunk: OutputChunk) =>
+              setState((previous) => {
+                const base = previous.id === id ? previous : { id, ...IDLE }
+                return { ...base, output: [...base.output, chunk.chunk] }
+              }),
+          }
+        : {}),
     })
     return () => monitor.stop()
-  }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource, withCredentials])
+  }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource, withCredentials, withOutput])
 
   if (state.id !== id) return IDLE
-  return { process: state.process, done: state.done, error: state.error, connection: state.connection }
+  return { process: state.process, done: state.done, error: state.error, connection: state.connection, output: state.output }
 }
 
 function isIdleFor(state: { id: unknown } & ProcessMonitorState, id: unknown): boolean {
-  return state.id === id && state.process === null && !state.done && state.error === null && state.connection === null
+  return state.id === id && state.process === null && !state.done && state.error === null && state.connection === null && state.output.length === 0
 }

@@ -30,6 +30,8 @@ export interface Process {
   priority: number
   run_at: string
   max_attempts: number
+  /** Set at creation (at most 10, e.g. `user:42`): filter lists and streams with `?tag=`. */
+  tags: string[]
 }
 
 /** The fields of a Process, as the server's schema has them (src/processes/model.ts; checked by tests/client/shapes.test.ts). */
@@ -54,6 +56,7 @@ export const PROCESS_FIELDS = [
   'priority',
   'run_at',
   'max_attempts',
+  'tags',
 ] as const satisfies readonly (keyof Process)[]
 // Compile-time: PROCESS_FIELDS names every key of Process (and, by `satisfies`, nothing else).
 const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extends never ? true : false = true
@@ -61,3 +64,11 @@ void everyField
 
 /** The worker's part is over: the stream sends `event: done` and ends (README: The SSE stream). */
 export const DONE_STATUSES: ReadonlySet<ProcessStatus> = new Set<ProcessStatus>(['completed', 'failed', 'cancelled', 'waiting_review'])
+
+/** A chunk of a process's live output (`event: output` on its stream; `GET /processes/{id}/output`). */
+export interface OutputChunk {
+  /** 1, 2, … per process, in the order the worker appended them. */
+  seq: number
+  /** Text, or any JSON value but null, as the worker sent it. */
+  chunk: unknown
+}

@@ -20,6 +20,18 @@ export interface JobContext {
   progress(percent: number, message?: string): Promise<boolean>
   /** Append an event to the process's log; resolves true once it is committed, otherwise as `progress`. */
   log(message: string): Promise<boolean>
+  /**
+   * Append a chunk of live output (text as a model writes it, or any JSON value but null): streamed to
+   * watchers as `event: output` and kept with the process (up to the server's OUTPUT_MAX_BYTES). Live state,
+   * resolving as `progress` does; false also when the process's output is full (`output_too_large`).
+   */
+  output(chunk: string | number | boolean | unknown[] | Record<string, unknown>): Promise<boolean>
+  /**
+   * Merge a JSON merge patch (RFC 7386) into the process's result_summary while it runs (`null` removes a
+   * key), and optionally set its message: "1,200 rows imported, 3 errors". Live state, resolving as
+   * `progress` does. The result the handler returns supersedes it; returning none keeps it.
+   */
+  update(patch: { result_summary: Record<string, unknown>; message?: string }): Promise<boolean>
 }
 
 /** What a handler returns. Review is requested here, not through the context. */

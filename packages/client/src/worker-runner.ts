@@ -213,6 +213,8 @@ export class Worker {
         attempt: process.attempts,
         progress: (percent, message) => this.sendForJob(job, { op: 'progress', progress: clampPercent(percent), message }),
         log: (message) => this.sendForJob(job, { op: 'log', message }),
+        output: (chunk) => this.sendForJob(job, { op: 'output', chunk }),
+        update: ({ result_summary, message }) => this.sendForJob(job, { op: 'update', result_summary, ...(message === undefined ? {} : { message }) }),
       },
     }
     this.jobs.set(process.id, job)

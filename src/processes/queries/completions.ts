@@ -14,7 +14,7 @@ export interface CompleteWrite {
   worker_token_id: number | null
   /** waiting_review instead of completed. */
   review: boolean
-  /** Absent: null. */
+  /** Absent: the row's (a live result written behind stays; a complete clears nothing). */
   result_summary?: unknown
   /** From the lease holder's live state (src/processes/live.ts): the version its commit follows, and its live_base. Null: not the holder. */
   version: number | null
@@ -41,7 +41,7 @@ export function completeStatement(sql: Sql, writes: CompleteWrite[]) {
              message = case when x.review then 'Waiting for review' else 'Completed' end,
              version = case when x.version is not null then greatest(p.version, x.version) + 1
                             else greatest(p.version, p.live_base) + ${LIVE_VERSION_JUMP} end,
-             updated_at = now(), progress = 100, result_summary = x.result_summary, finished_at = now()
+             updated_at = now(), progress = 100, result_summary = coalesce(x.result_summary, p.result_summary), finished_at = now()
         from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
              as x(id bigint, worker_id text, attempt int, worker_token_id bigint, review boolean, result_summary jsonb, version bigint, base bigint)
        where p.id = x.id and p.id = any(${writes.map((w) => w.id)}::bigint[])

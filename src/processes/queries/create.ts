@@ -7,6 +7,8 @@ import { toProcess } from './rows'
 export interface NewProcess {
   type: string
   metadata: object
+  /** Deduplicated, in the order given (none by default). */
+  tags?: string[]
   priority: number
   max_attempts: number
   run_at: string | null
@@ -19,7 +21,7 @@ export async function insertProcess(
   sql: Sql,
   p: { workspaceId: number; createdBy: number | null; type: string; metadata: object } & Partial<NewProcess>,
 ): Promise<Process> {
-  const item: NewProcess = { priority: 0, max_attempts: 1, run_at: null, delay_ms: null, ...p }
+  const item: NewProcess = { priority: 0, max_attempts: 1, run_at: null, delay_ms: null, tags: [], ...p }
   const [process] = await insertProcesses(sql, { workspaceId: p.workspaceId, createdBy: p.createdBy, items: [item] })
   return process!
 }
@@ -40,9 +42,10 @@ export async function insertProcesses(sql: Sql, o: { workspaceId: number; create
 
 /** insertProcesses's rows as stored (with unique_key, which the API's process does not show). */
 export async function insertProcessRows(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Row[]> {
-  const items = o.items.map(({ type, metadata, priority, max_attempts, run_at, delay_ms, unique_key }) => ({
+  const items = o.items.map(({ type, metadata, tags, priority, max_attempts, run_at, delay_ms, unique_key }) => ({
     type,
     metadata,
+    tags: tags ?? [],
     priority,
     max_attempts,
     run_at,
@@ -54,11 +57,11 @@ export async function insertProcessRows(sql: Sql, o: { workspaceId: number; crea
     with x as (
       select * from rows from (
                jsonb_to_recordset(${JSON.stringify(items)}::text::jsonb)
-               as (type text, metadata jsonb, priority int, max_attempts int, run_at timestamptz, delay_ms bigint, unique_key text)
-             ) with ordinality as x(type, metadata, priority, max_attempts, run_at, delay_ms, unique_key, n)
+               as (type text, metadata jsonb, tags text[], priority int, max_attempts int, run_at timestamptz, delay_ms bigint, unique_key text)
+             ) with ordinality as x(type, metadata, tags, priority, max_attempts, run_at, delay_ms, unique_key, n)
     ), p as (
-      insert into processes (workspace_id, type, metadata, created_by, message, priority, max_attempts, run_at, unique_key)
-      select ${o.workspaceId}, x.type, x.metadata, ${o.createdBy}, 'Queued', x.priority, x.max_attempts,
+      insert into processes (workspace_id, type, metadata, tags, created_by, message, priority, max_attempts, run_at, unique_key)
+      select ${o.workspaceId}, x.type, x.metadata, x.tags, ${o.createdBy}, 'Queued', x.priority, x.max_attempts,
              coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond'), x.unique_key
         from x
        order by x.n
@@ -80,11 +83,12 @@ export type NewProcessIn = NewProcess & { workspace_id: number; created_by: numb
  */
 export async function insertProcessesOf(sql: Sql, items: NewProcessIn[]): Promise<Process[]> {
   if (items.length === 0) return []
-  const rows = items.map(({ workspace_id, created_by, type, metadata, priority, max_attempts, run_at, delay_ms }) => ({
+  const rows = items.map(({ workspace_id, created_by, type, metadata, tags, priority, max_attempts, run_at, delay_ms }) => ({
     workspace_id,
     created_by,
     type,
     metadata,
+    tags: tags ?? [],
     priority,
     max_attempts,
     run_at,
@@ -94,11 +98,11 @@ export async function insertProcessesOf(sql: Sql, items: NewProcessIn[]): Promis
     with x as (
       select * from rows from (
                jsonb_to_recordset(${JSON.stringify(rows)}::text::jsonb)
-               as (workspace_id bigint, created_by bigint, type text, metadata jsonb, priority int, max_attempts int, run_at timestamptz, delay_ms bigint)
-             ) with ordinality as x(workspace_id, created_by, type, metadata, priority, max_attempts, run_at, delay_ms, n)
+               as (workspace_id bigint, created_by bigint, type text, metadata jsonb, tags text[], priority int, max_attempts int, run_at timestamptz, delay_ms bigint)
+             ) with ordinality as x(workspace_id, created_by, type, metadata, tags, priority, max_attempts, run_at, delay_ms, n)
     ), p as (
-      insert into processes (workspace_id, type, metadata, created_by, message, priority, max_attempts, run_at)
-      select x.workspace_id, x.type, x.metadata, x.created_by, 'Queued', x.priority, x.max_attempts,
+      insert into processes (workspace_id, type, metadata, tags, created_by, message, priority, max_attempts, run_at)
+      select x.workspace_id, x.type, x.metadata, x.tags, x.created_by, 'Queued', x.priority, x.max_attempts,
              coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond')
         from x
        order by x.n

@@ -61,6 +61,9 @@ export interface FailWrite {
   version: number | null
   base: number | null
   progress: number | null
+  /** The holder's live result_summary (update frames), written with the fail when `result`. */
+  result?: boolean
+  result_summary?: unknown
 }
 
 /**
@@ -72,9 +75,10 @@ export async function failProcesses(sql: Sql, writes: FailWrite[], backoff: Back
   const rows = await sql`
     with x as (
       select * from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
-        as x(id bigint, worker_id text, attempt int, worker_token_id bigint, error text, version bigint, base bigint, progress int)
+        as x(id bigint, worker_id text, attempt int, worker_token_id bigint, error text, version bigint, base bigint, progress int,
+              result boolean, result_summary jsonb)
     ), d as (
-      select p.id, x.error, x.progress, p.attempts < p.max_attempts as retry,
+      select p.id, x.error, x.progress, x.result, x.result_summary, p.attempts < p.max_attempts as retry,
              now() + ${backoffMs(sql, backoff)} * interval '1 millisecond' as at,
              case when x.version is not null then greatest(p.version, x.version) + 1
                   else greatest(p.version, p.live_base) + ${LIVE_VERSION_JUMP} end as version
@@ -86,7 +90,8 @@ export async function failProcesses(sql: Sql, writes: FailWrite[], backoff: Back
          and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
          and (x.base is null or p.live_base = x.base)
     ), p as (
-      update processes p set ${failOrRetrySet(sql, sql`d.error`, sql`d.version`, sql`coalesce(d.progress, p.progress)`)}
+      update processes p set ${failOrRetrySet(sql, sql`d.error`, sql`d.version`, sql`coalesce(d.progress, p.progress)`)},
+             result_summary = case when d.result then d.result_summary else p.result_summary end
         from d
        where p.id = d.id and p.status = any(${FAIL_FROM}::text[])
       returning p.*

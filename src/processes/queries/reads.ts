@@ -5,6 +5,17 @@ import type { Process, ProcessSummary } from '../model'
 import { NOT_FINAL, type Status } from '../states'
 import { toProcess } from './rows'
 
+/** What a public token covers: ids and/or tags (null: not scoped by that). */
+export interface CoverScope {
+  processIds: number[] | null
+  tags: string[] | null
+}
+
+function coveredBy(sql: Sql, scope: CoverScope | undefined) {
+  if (!scope) return sql``
+  return sql`and (id = any(${scope.processIds ?? []}::bigint[]) or tags && ${scope.tags ?? []}::text[])`
+}
+
 export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> {
   if (ids.length === 0) return []
   const rows = await sql`select * from processes where id = any(${ids}::bigint[])`
@@ -37,6 +48,10 @@ export interface ListFilter {
   workspaceId: number
   statuses?: string[]
   type?: string
+  /** Processes carrying every one of these tags. */
+  tags?: string[]
+  /** A public token's: only the processes it covers. */
+  scope?: CoverScope
   before?: number
   limit: number
 }
@@ -50,6 +65,8 @@ export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: Pr
      where workspace_id = ${f.workspaceId}
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
+       ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}
+       ${coveredBy(sql, f.scope)}
        ${f.before ? sql`and id < ${f.before}` : sql``}
      order by id desc
      limit ${f.limit + 1}`
@@ -61,6 +78,10 @@ export interface ActiveFilter {
   workspaceId: number
   statuses?: string[]
   type?: string
+  /** Processes carrying every one of these tags. */
+  tags?: string[]
+  /** A public token's: only the processes it covers. */
+  scope?: CoverScope
   /** Keyset: only ids above this one (0 for the first page). */
   after: number
   limit: number
@@ -75,6 +96,8 @@ export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> 
        and status = any(${NOT_FINAL}::text[])
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
+       ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}
+       ${coveredBy(sql, f.scope)}
      order by id
      limit ${f.limit}`
   return rows.map(toProcess)

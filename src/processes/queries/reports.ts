@@ -20,6 +20,9 @@ export interface LiveWrite {
   base: number
   /** Renew the lease's heartbeat_at too. */
   beat: boolean
+  /** Write result_summary too (an update changed it since the last write): most writes leave the jsonb alone. */
+  result?: boolean
+  result_summary?: unknown
 }
 
 /**
@@ -47,10 +50,11 @@ export function liveStatement(sql: Sql, writes: LiveWrite[]) {
        set progress = case when x.version > p.version then x.progress else p.progress end,
            message = case when x.version > p.version then x.message else p.message end,
            updated_at = case when x.version > p.version then x.updated_at else p.updated_at end,
+           result_summary = case when x.result and x.version > p.version then x.result_summary else p.result_summary end,
            version = greatest(p.version, x.version),
            heartbeat_at = case when x.beat then now() else p.heartbeat_at end
       from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
-           as x(id bigint, progress int, message text, version bigint, updated_at timestamptz, worker_id text, attempt int, base bigint, beat boolean)
+           as x(id bigint, progress int, message text, version bigint, updated_at timestamptz, worker_id text, attempt int, base bigint, beat boolean, result boolean, result_summary jsonb)
      where p.id = x.id and p.id = any(${writes.map((w) => w.id)}::bigint[])
        and p.status = 'running' and p.worker_id = x.worker_id and p.attempts = x.attempt and p.live_base = x.base
     returning p.id`
@@ -80,19 +84,25 @@ export async function takeOverLeases(sql: Sql, workerId: string, tokenId: number
 
 /**
  * A worker's log line: an event with the status unchanged, and the process's latest message. From the lease
- * holder it carries the live progress too (so it supersedes what the write-behind has queued).
+ * holder it carries the live progress and result too (so it supersedes what the write-behind has queued).
  */
 export async function appendLog(
   sql: Sql,
   id: number,
-  o: { workerId: string; attempt: number | undefined; message: string; tokenId?: number; holder?: HolderVersion & { progress: number } },
+  o: {
+    workerId: string
+    attempt: number | undefined
+    message: string
+    tokenId?: number
+    holder?: HolderVersion & { progress: number; result_summary: unknown }
+  },
 ): Promise<Process | null> {
   const version = o.holder ? sql`greatest(version, ${o.holder.version}) + 1` : sql`greatest(version, live_base) + ${LIVE_VERSION_JUMP}`
   const [row] = await sql`
     with p as (
       update processes
          set message = ${o.message}, version = ${version}, updated_at = now(), heartbeat_at = now()
-             ${o.holder ? sql`, progress = ${o.holder.progress}` : sql``}
+             ${o.holder ? sql`, progress = ${o.holder.progress}, result_summary = ${o.holder.result_summary === null ? null : JSON.stringify(o.holder.result_summary)}::text::jsonb` : sql``}
        where id = ${id} and status = 'running' ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)} ${holderGuard(sql, o.holder)}
       returning *
     ), e as (

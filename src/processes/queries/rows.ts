@@ -27,6 +27,7 @@ export function toProcess(row: Row): Process {
     priority: row.priority,
     run_at: row.run_at,
     max_attempts: row.max_attempts,
+    tags: row.tags,
     metadata: row.metadata,
     result_summary: row.result_summary,
   }

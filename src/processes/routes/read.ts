@@ -4,7 +4,9 @@ import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../../auth/plugin'
 import { JSON_CONTENT_TYPE, notFound } from '../../errors'
 import type { Services } from '../../wiring'
-import { EventsQuery, IdParams, ListQuery, Process, ProcessEvent, ProcessSummary } from '../model'
+import { EventsQuery, IdParams, ListQuery, OutputChunk, OutputQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
+import { listOutput } from '../queries/output'
+import { requireCovered } from '../scope'
 import { listEvents, listProcesses } from '../queries/reads'
 import { errors, responses } from './docs'
 
@@ -30,6 +32,8 @@ export function processReads(s: Services) {
           workspaceId,
           statuses: query.status?.split(','),
           type: query.type,
+          tags: tagsOf(query.tag),
+          scope: principal.scope,
           before: query.before,
           limit,
         })
@@ -42,7 +46,7 @@ export function processReads(s: Services) {
         return rows.map((row) => {
           const live = s.reader.liveState(row.id)
           if (!live || live.version <= row.version) return row
-          const { metadata: _m, result_summary: _r, ...summary } = live
+          const { metadata: _m, result_summary: _r, tags: _t, ...summary } = live
           return summary
         })
       },
@@ -58,6 +62,7 @@ export function processReads(s: Services) {
     .get(
       '/:id',
       async ({ params: { id }, principal, state, request }) => {
+        await requireCovered(s.reader, principal, id)
         const ifNoneMatch = request.headers.get('if-none-match')
         if (ifNoneMatch) {
           // The cheap path for 2-second pollers: compare versions before reading the whole row.
@@ -88,6 +93,7 @@ export function processReads(s: Services) {
     .get(
       '/:id/events',
       async ({ params: { id }, query, principal, state }) => {
+        await requireCovered(s.reader, principal, id)
         const visible = await s.reader.version(id, principal.workspaceIds)
         if (visible === null) throw notFound('Process not found')
         state.workspaceId = visible.workspace_id
@@ -97,6 +103,32 @@ export function processReads(s: Services) {
         params: IdParams,
         query: EventsQuery,
         detail: { summary: "A process's event log, ascending by id", tags: ['processes'], responses: responses({ 200: t.Array(ProcessEvent), ...errors }) },
+      },
+    )
+    .get(
+      '/:id/output',
+      async ({ params: { id }, query, principal, state, request, set }) => {
+        await requireCovered(s.reader, principal, id)
+        const visible = await s.reader.version(id, principal.workspaceIds)
+        if (visible === null) throw notFound('Process not found')
+        state.workspaceId = visible.workspace_id
+        const limit = query.limit ?? 1000
+        const chunks = await listOutput(s.sql, id, query.after ?? 0, limit)
+        if (chunks.length === limit) {
+          const url = new URL(request.url)
+          url.searchParams.set('after', String(chunks[chunks.length - 1]!.seq))
+          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
+        }
+        return chunks
+      },
+      {
+        params: IdParams,
+        query: OutputQuery,
+        detail: {
+          summary: "A process's live output, ascending by seq (extension); `after` pages on",
+          tags: ['processes'],
+          responses: responses({ 200: t.Array(OutputChunk), ...errors }),
+        },
       },
     )
 }

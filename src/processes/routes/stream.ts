@@ -5,8 +5,10 @@ import { activeWorkspace, authPlugin } from '../../auth/plugin'
 import { HttpError, notFound, unavailable } from '../../errors'
 import type { Services } from '../../wiring'
 import { newer } from '../live'
-import { IdParams, ProcessStreamQuery, StreamQuery } from '../model'
-import { openProcessStream, parseLastEventId } from '../process-stream'
+import { IdParams, ProcessStreamQuery, StreamQuery, tagsOf } from '../model'
+import { openProcessStream, parseEventCursor } from '../process-stream'
+import { listOutput } from '../queries/output'
+import { requireCovered } from '../scope'
 import { listActive } from '../queries/reads'
 import { openWorkspaceStream } from '../workspace-stream'
 import { errors, EVENT_STREAM, responses } from './docs'
@@ -26,6 +28,7 @@ export function processStreams(s: Services) {
    * credential is revoked or expires (auth/revocation.ts).
    */
   const admitStream = (principal: Principal) => {
+    if (principal.scope) return admitPublicStream(principal.scope.tokenId)
     const kind = principal.sessionId !== null ? 'session' : 'api'
     const id = principal.sessionId ?? principal.tokenId
     const cap = s.config.MAX_STREAMS_PER_TOKEN
@@ -39,6 +42,19 @@ export function processStreams(s: Services) {
       return untrack
     }
   }
+  /** A public token's stream: capped and closed on revocation or expiry by its own watch (auth/public-tokens.ts). */
+  const admitPublicStream = (tokenId: number) => {
+    const cap = s.config.MAX_STREAMS_PER_TOKEN
+    if (cap > 0 && s.publicTokens.count(tokenId) >= cap) {
+      throw new HttpError(429, 'rate_limited', `At most ${cap} open streams per token on this instance`, { limit: cap }, { 'Retry-After': '1' })
+    }
+    let close = () => {}
+    const untrack = s.publicTokens.track(tokenId, () => close())
+    return (closeStream: () => void) => {
+      close = closeStream
+      return untrack
+    }
+  }
   return new Elysia({ prefix: '/processes' })
     .use(authPlugin(s))
     .get(
@@ -47,6 +63,7 @@ export function processStreams(s: Services) {
         refuseWhileDraining()
         const workspaceId = activeWorkspace(principal, state, query.workspace_id)
         const statuses = query.status?.split(',')
+        const tags = tagsOf(query.tag)
         const register = admitStream(principal)
         s.metrics.counters.sse_connects++
         return openWorkspaceStream({
@@ -56,9 +73,13 @@ export function processStreams(s: Services) {
           workspaceId,
           statuses,
           type: query.type,
+          tags,
+          scope: principal.scope,
           // Each row as the newest state this instance knows of it (a running process's live state).
           readPage: async (after, limit) =>
-            (await listActive(s.sql, { workspaceId, statuses, type: query.type, after, limit })).map((row) => newer(row, s.reader.liveState(row.id))!),
+            (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, scope: principal.scope, after, limit })).map(
+              (row) => newer(row, s.reader.liveState(row.id))!,
+            ),
         })
       },
       {
@@ -70,14 +91,30 @@ export function processStreams(s: Services) {
       '/:id/stream',
       async ({ params: { id }, query, principal, state, request }) => {
         refuseWhileDraining()
+        await requireCovered(s.reader, principal, id)
         const register = admitStream(principal)
         s.metrics.counters.sse_connects++
+        const cursor = parseEventCursor(request.headers.get('last-event-id'), query.last_event_id)
         const response = await openProcessStream({
           register,
           hub: s.hub,
           settings: streamSettings,
           id,
-          lastEventId: parseLastEventId(request.headers.get('last-event-id'), query.last_event_id),
+          lastEventId: cursor?.version ?? null,
+          lastSeq: cursor?.seq ?? 0,
+          // `output=false`: states only (a client that shows no output need not be sent it).
+          output:
+            query.output === 'false'
+              ? undefined
+              : {
+                  maxQueuedBytes: 2 * s.config.OUTPUT_MAX_BYTES + 64 * 1024,
+                  recheckMs: 3 * s.config.OUTPUT_FLUSH_MS + 50,
+                  read: async (after, before, limit) =>
+                    (await listOutput(s.sql, id, after, limit, before)).map((c) => ({
+                      seq: c.seq,
+                      text: `{"process_id":${id},"seq":${c.seq},"chunk":${JSON.stringify(c.chunk)}}`,
+                    })),
+                },
           read: async () => {
             const process = await s.reader.find(id, principal.workspaceIds)
             if (process) state.workspaceId = process.workspace_id

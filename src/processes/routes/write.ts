@@ -125,6 +125,7 @@ function newProcess(s: Services, body: BatchItem, at: string): NewProcess {
   return {
     type: body.type,
     metadata: body.metadata ?? {},
+    tags: [...new Set(body.tags ?? [])],
     priority: body.priority ?? 0,
     max_attempts: s.queue.maxAttemptsFor(body.type, body.max_attempts),
     run_at: runAt,

@@ -71,6 +71,14 @@ export interface GatewayOps {
   refusal(ws: Socket, id: number, workerId: string, attempt: number | undefined, outcome: Status | null): Promise<WorkerErrorCode | 'ack'>
   /** Accepted live states go to the hub at the end of this turn, together. */
   publishSoon(): void
+  /** An accepted output chunk: written behind (output-behind.ts), and to the hub at the end of this turn. */
+  acceptOutput(lease: Lease, seq: number, text: string, bytes: number): void
+  /** The lease's output so far (its last seq, its bytes): read once per lease, at its first chunk. */
+  outputOf(lease: Lease): Promise<{ seq: number; bytes: number }>
+  /** Resolves once this process's accepted chunks are written (a terminal frame waits for it). */
+  outputDrained(id: number): Promise<void>
+  /** The output write-behind holds MAX_QUEUED_CHUNKS: new chunks are refused (rate_limited) until it drains. */
+  readonly outputFull: boolean
   /** The socket acts as another worker id from now on (hello). */
   rename(ws: Socket, from: string, to: string): void
 }

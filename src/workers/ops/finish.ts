@@ -12,6 +12,8 @@ export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame:
   const { hub, queue } = g.s
   const lease = fence(g, ws, workerId, frame.process_id, frame.attempt)
   if (typeof lease === 'string') throw new FrameError(lease, refusalMessage(lease, frame.op))
+  // The process's output is all in the table before its terminal state commits (and reaches any stream).
+  if (lease) await g.outputDrained(lease.id)
   const op = frame.op === 'fail' ? 'fail' : frame.review ? 'review' : 'complete'
   const outcome: Status = op === 'fail' ? 'failed' : op === 'review' ? 'waiting_review' : 'completed'
   const common = {
@@ -37,12 +39,24 @@ export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame:
     : undefined
   const done = await g.finisher.submit(
     frame.op === 'fail'
-      ? { op: 'fail', ...common, error: frame.error, progress: lease ? lease.state.progress : null }
+      ? {
+          op: 'fail',
+          ...common,
+          error: frame.error,
+          progress: lease ? lease.state.progress : null,
+          // The holder's live result (update frames) is kept by the fail, as its progress is.
+          ...(lease ? { result: true, result_summary: lease.state.result_summary } : {}),
+        }
       : {
           op: 'complete',
           ...common,
           review: op === 'review',
-          ...(frame.result_summary === undefined || frame.result_summary === null ? {} : { result_summary: frame.result_summary }),
+          // The frame's result supersedes the live one (update frames); without one the live result is kept.
+          ...(frame.result_summary !== undefined && frame.result_summary !== null
+            ? { result_summary: frame.result_summary }
+            : lease && lease.state.result_summary !== null
+              ? { result_summary: lease.state.result_summary }
+              : {}),
         },
     claim,
   )

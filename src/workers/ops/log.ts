@@ -12,7 +12,7 @@ export const log: Handler<'log'> = async (g, ws, workerId, frame) => {
     attempt: frame.attempt,
     message: frame.message,
     tokenId: ws.data.tokenId,
-    holder: lease ? { version: holderVersion(lease), base: lease.base, progress: lease.state.progress } : undefined,
+    holder: lease ? { version: holderVersion(lease), base: lease.base, progress: lease.state.progress, result_summary: lease.state.result_summary } : undefined,
   })
   if (!changed) return refuse(g, ws, workerId, frame.process_id, frame.attempt, 'log')
   if (lease && g.held.get(lease.id) === lease) g.held.committed(lease, changed)
