@@ -21,7 +21,14 @@ export interface Principal {
   writableWorkspaceIds: number[]
   expiresAt: number | null
   /** A public (end-user) token's scope (src/auth/public-tokens.ts): read-only, these processes only. */
-  scope?: import('./public-tokens').PublicScope
+  scope?: PublicScope
+}
+
+/** What a public token covers: a process whose id is listed, or that carries one of the tags. */
+export interface PublicScope {
+  tokenId: number
+  processIds: number[] | null
+  tags: string[] | null
 }
 
 /** A worker token and its scope: null = any workspace / any type. */

@@ -8,20 +8,13 @@
 import type { Sql } from '../db/client'
 import { forbidden, unauthenticated } from '../errors'
 import type { Logger } from '../ops/log'
-import type { Principal } from './authenticator'
+import type { Principal, PublicScope } from './authenticator'
 import { hashToken } from './tokens'
 import { randomBytes } from 'node:crypto'
 
 export const PUBLIC_TOKEN_PREFIX = 'ppt_'
 export const PUBLIC_TTL_DEFAULT_S = 900
 export const PUBLIC_TTL_MAX_S = 86_400
-
-/** What a public token covers: a process whose id is listed, or that carries one of the tags. */
-export interface PublicScope {
-  tokenId: number
-  processIds: number[] | null
-  tags: string[] | null
-}
 
 export const covers = (scope: PublicScope, p: { id: number; tags: string[] }) =>
   (scope.processIds?.includes(p.id) ?? false) || (scope.tags?.some((t) => p.tags.includes(t)) ?? false)
