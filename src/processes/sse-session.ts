@@ -265,9 +265,15 @@ export class SseSession {
         if (this.outHigh >= before - 1 || this.closed) break
       }
     } catch {
-      // The database is away: what the table had is skipped; the live chunks go on.
+      // The database is away: handled below, as a gap the table did not fill.
     } finally {
       this.filling = false
+    }
+    // Still a gap (the write-behind is late, or the database away): skipping it would lose chunks, so the
+    // response ends and the client resumes from its Last-Event-ID, which names the last chunk it got.
+    if (this.outHigh < before - 1) {
+      this.close()
+      return
     }
     this.releaseHeld()
   }
