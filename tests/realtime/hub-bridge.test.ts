@@ -27,6 +27,9 @@ const state = (id: number, version: number, status: Process['status'] = 'running
   priority: 0,
   run_at: '2026-12-02T00:00:00.000Z',
   max_attempts: 1,
+  parent_id: null,
+  root_id: id,
+  children: null,
   metadata: {},
   result_summary: null,
 })
