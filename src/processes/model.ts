@@ -135,6 +135,15 @@ export const ListQuery = Query({
   type: t.Optional(TypeString()),
   limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 200, default: 50 })),
   before: t.Optional(NumericId()),
+  /** Only the children of this process (extension, issue #22). */
+  parent_id: t.Optional(NumericId()),
+})
+
+/** GET /processes/{id}/children (extension, issue #22): oldest first, `after` an id for the next page. */
+export const ChildrenQuery = Query({
+  status: t.Optional(StatusFilter),
+  limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 1000, default: 100 })),
+  after: t.Optional(NumericId()),
 })
 
 // Last-Event-ID is any text: one that is not a version we sent is answered with the snapshot (README: The SSE stream).
@@ -142,6 +151,8 @@ export const StreamQuery = Query({
   workspace_id: t.Optional(NumericId()),
   status: t.Optional(StatusFilter),
   type: t.Optional(TypeString()),
+  /** Only the processes of this tree (extension, issue #22): the root and its descendants. */
+  root_id: t.Optional(NumericId()),
   last_event_id: t.Optional(t.String()),
 })
 

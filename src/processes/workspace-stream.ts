@@ -89,6 +89,8 @@ export async function openWorkspaceStream(o: {
   workspaceId: number
   statuses?: string[]
   type?: string
+  /** Only the processes of one tree (issue #22): the root and its descendants. */
+  rootId?: number
   /** Non-final matching processes with an id above `after`, ascending by id, at most `limit`. */
   readPage: (after: number, limit: number) => Promise<Process[]>
   register?: (close: () => void) => () => void
@@ -102,6 +104,7 @@ export async function openWorkspaceStream(o: {
   const filter: Filter = (p) => {
     if (p.workspace_id !== o.workspaceId) return false
     if (o.type && p.type !== o.type) return false
+    if (o.rootId !== undefined && p.root_id !== o.rootId) return false
     const at = ledger.indexOf(p.id)
     // The snapshot sent this version or a newer one: a late copy (from Redis, a resync, a racing publish).
     if (at !== -1 && p.version <= ledger.version(at)) return false

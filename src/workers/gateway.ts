@@ -27,7 +27,9 @@ import { type ClaimAsk, FrameError, type GatewayOps, type Handler, type Reply, t
 import { finish } from './ops/finish'
 import { hello } from './ops/hello'
 import { heartbeat, progress } from './ops/live'
+import { children } from './ops/children'
 import { log } from './ops/log'
+import { spawn } from './ops/spawn'
 import { LiveWriter } from './write-behind'
 
 export type { WorkerSocketData } from './ops/context'
@@ -41,6 +43,8 @@ const HANDLERS: { [K in Frame['op']]: Handler<K> } = {
   log,
   complete: finish,
   fail: finish,
+  spawn,
+  children,
 }
 
 type ProcessFrame = Extract<Frame, { process_id: number }>

@@ -35,6 +35,9 @@ function fakeGateway() {
       priority: 0,
       run_at: '',
       max_attempts: 1,
+      parent_id: null,
+      root_id: 1,
+      children: null,
     }
     processes.set(p.id, p)
     for (const w of waiting.splice(0)) w()

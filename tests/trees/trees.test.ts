@@ -103,7 +103,17 @@ describe('fan-in', () => {
     expect((await get(parent.id)).children).toMatchObject({ pending: 0, running: 3 })
     await writeLive(
       sql,
-      kids.map((k) => ({ id: k.id, progress: 50, message: null, version: k.version + 1, updated_at: new Date().toISOString(), worker_id: W, attempt: k.attempts, base: k.version, beat: false })),
+      kids.map((k) => ({
+        id: k.id,
+        progress: 50,
+        message: null,
+        version: k.version + 1,
+        updated_at: new Date().toISOString(),
+        worker_id: W,
+        attempt: k.attempts,
+        base: k.version,
+        beat: false,
+      })),
     )
     expect((await get(parent.id)).progress).toBe(50)
     await complete(kids.slice(0, 2))

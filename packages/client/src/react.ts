@@ -8,6 +8,7 @@
  * ```
  */
 import { useEffect, useState } from 'react'
+import type { ChildCounts } from './shapes.ts'
 import { monitorProcess, type ConnectionState, type EventSourceConstructor, type FetchLike, type MonitorError, type Process } from './monitor.ts'
 
 export type { ConnectionState, MonitorError, Process } from './monitor.ts'
@@ -38,9 +39,11 @@ export interface ProcessMonitorState {
   error: MonitorError | null
   /** The monitor's connection (`connecting`, `open`, `reconnecting`, `polling`, `closed`); null while idle. */
   connection: ConnectionState | null
+  /** A parent's children by status (issue #22), from the newest version; null for a process without children. */
+  children: ChildCounts | null
 }
 
-const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null }
+const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null, children: null }
 
 /** Follow a process until it is done. Pass `null` (or `undefined`) to follow nothing. */
 export function useProcessMonitor(id: number | string | null | undefined, options: UseProcessMonitorOptions = {}): ProcessMonitorState {
@@ -69,7 +72,7 @@ export function useProcessMonitor(id: number | string | null | undefined, option
   }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource, withCredentials])
 
   if (state.id !== id) return IDLE
-  return { process: state.process, done: state.done, error: state.error, connection: state.connection }
+  return { process: state.process, done: state.done, error: state.error, connection: state.connection, children: state.process?.children ?? null }
 }
 
 function isIdleFor(state: { id: unknown } & ProcessMonitorState, id: unknown): boolean {

@@ -61,6 +61,8 @@ export interface ActiveFilter {
   workspaceId: number
   statuses?: string[]
   type?: string
+  /** Only one tree (issue #22): the root and its descendants. */
+  rootId?: number
   /** Keyset: only ids above this one (0 for the first page). */
   after: number
   limit: number
@@ -75,6 +77,7 @@ export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> 
        and status = any(${NOT_FINAL}::text[])
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
+       ${f.rootId !== undefined ? sql`and (root_id = ${f.rootId} or id = ${f.rootId})` : sql``}
      order by id
      limit ${f.limit}`
   return rows.map(toProcess)

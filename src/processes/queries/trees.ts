@@ -48,7 +48,10 @@ export async function listChildren(sql: Sql, f: ChildFilter): Promise<{ rows: Pr
 }
 
 /** GET /processes?parent_id=: the children newest first, as the list's summaries. */
-export async function listChildSummaries(sql: Sql, f: { workspaceId: number; parentId: number; statuses?: string[]; type?: string; before?: number; limit: number }) {
+export async function listChildSummaries(
+  sql: Sql,
+  f: { workspaceId: number; parentId: number; statuses?: string[]; type?: string; before?: number; limit: number },
+) {
   const rows = await sql<ProcessSummary[]>`
     select id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
            created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts, parent_id

@@ -56,9 +56,12 @@ export function processStreams(s: Services) {
           workspaceId,
           statuses,
           type: query.type,
+          rootId: query.root_id,
           // Each row as the newest state this instance knows of it (a running process's live state).
           readPage: async (after, limit) =>
-            (await listActive(s.sql, { workspaceId, statuses, type: query.type, after, limit })).map((row) => newer(row, s.reader.liveState(row.id))!),
+            (await listActive(s.sql, { workspaceId, statuses, type: query.type, rootId: query.root_id, after, limit })).map(
+              (row) => newer(row, s.reader.liveState(row.id))!,
+            ),
         })
       },
       {

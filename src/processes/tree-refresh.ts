@@ -1,0 +1,120 @@
+// The parents' streams (issue #22). A child's change updates its parent's row in the database, in the child's
+// own statement (sql/014_trees.sql), but only the child's state is published by the code that made it. This
+// sees every state published on this instance (hub.onPublish: commits, and accepted live progress) and
+// re-reads the parents of the children among them, coalesced: at most one read per REFRESH_MS for all dirty
+// parents together, so a parent's stream gets at most 1000 / REFRESH_MS updates a second from this instance
+// however fast its children report. The first change after a quiet spell is read at once (leading edge), and
+// so is a change that may be the parent's last child settling, so `done` is not held back by the throttle.
+//
+// The aggregate is of committed child progress: a child's live progress reaches its row through the
+// write-behind (every PROGRESS_PERSIST_MS), and the parent's row follows in that same statement; a parent's
+// progress therefore lags its children's live progress by at most PROGRESS_PERSIST_MS + REFRESH_MS, and is the
+// same on every instance (no instance sees another's live states, and none needs to).
+import type { Sql } from '../db/client'
+import type { Logger } from '../ops/log'
+import type { ProcessHub } from './hub-rules'
+import type { Process } from './model'
+import { getProcesses } from './queries/reads'
+
+export const REFRESH_MS = 100
+
+const SETTLED = new Set(['completed', 'failed', 'cancelled', 'waiting_review'])
+
+export class TreeRefresher {
+  private readonly dirty = new Set<number>()
+  /** Per parent read before: its unfinished children then, and the settled child states seen since. */
+  private readonly known = new Map<number, { unfinished: number; settledSince: number; version: number }>()
+  private timer: Timer | null = null
+  private reading: Promise<void> | null = null
+  private lastReadAt = 0
+  private stopped = false
+  /** Reads and parents published, for the benchmark and the tests. */
+  reads = 0
+  published = 0
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly hub: ProcessHub,
+    private readonly log: Logger,
+    private readonly intervalMs = REFRESH_MS,
+  ) {}
+
+  /** Every state published on this instance (hub.onPublish). */
+  observe(states: readonly Process[]) {
+    let urgent = false
+    for (const state of states) {
+      const parentId = state.parent_id
+      if (parentId === null || parentId === undefined) continue
+      this.dirty.add(parentId)
+      if (SETTLED.has(state.status)) {
+        const k = this.known.get(parentId)
+        if (k && ++k.settledSince >= k.unfinished) urgent = true
+      }
+    }
+    if (this.dirty.size > 0) this.schedule(urgent)
+  }
+
+  private schedule(urgent: boolean) {
+    if (this.stopped) return
+    const wait = urgent ? 0 : Math.max(0, this.lastReadAt + this.intervalMs - Date.now())
+    if (this.timer !== null) {
+      if (!urgent) return
+      clearTimeout(this.timer)
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null
+      void this.read()
+    }, wait)
+    // A read due is no reason to keep a stopping process alive.
+    this.timer.unref?.()
+  }
+
+  private async read() {
+    if (this.reading) {
+      await this.reading
+      if (this.dirty.size > 0 && this.timer === null) this.schedule(false)
+      return
+    }
+    if (this.dirty.size === 0) return
+    const ids = [...this.dirty]
+    this.dirty.clear()
+    this.lastReadAt = Date.now()
+    const run = (async () => {
+      try {
+        this.reads++
+        const parents = await getProcesses(this.sql, ids)
+        const fresh: Process[] = []
+        for (const p of parents) {
+          const before = this.known.get(p.id)
+          const unfinished = p.children ? p.children.pending + p.children.running : 0
+          if (SETTLED.has(p.status)) this.known.delete(p.id)
+          else this.known.set(p.id, { unfinished, settledSince: 0, version: p.version })
+          if (before && before.version >= p.version) continue
+          fresh.push(p)
+        }
+        if (fresh.length > 0) {
+          this.published += fresh.length
+          this.hub.publishAll(fresh)
+          // A parent whose children ended and that finalizes is pending again: wake a claim for it.
+          for (const p of fresh) if (p.status === 'pending') this.hub.announceWork(p.type)
+        }
+      } catch (error) {
+        for (const id of ids) this.dirty.add(id)
+        this.log.warn('tree parents not refreshed; retrying', { error: String(error) })
+      }
+    })()
+    this.reading = run
+    try {
+      await run
+    } finally {
+      this.reading = null
+    }
+    if (this.dirty.size > 0) this.schedule(false)
+  }
+
+  stop() {
+    this.stopped = true
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+  }
+}
