@@ -86,7 +86,9 @@ describe('a tree followed on its parent stream', () => {
         return { result_summary: { rows } }
       },
     })
-    const parent = (await (await post({ type: 'fin_parent', finalize: true, children: [1, 2, 3, 4, 5].map((rows) => ({ type: 'fin_child', metadata: { rows } })) })).json()) as any
+    const parent = (await (
+      await post({ type: 'fin_parent', finalize: true, children: [1, 2, 3, 4, 5].map((rows) => ({ type: 'fin_child', metadata: { rows } })) })
+    ).json()) as any
     await waitFor(async () => (await getJson(`/processes/${parent.id}`)).status === 'completed', 15_000, 'the finalized parent')
     expect(await getJson(`/processes/${parent.id}`)).toMatchObject({ result_summary: { rows: 15 }, attempts: 2 })
     await worker.close()
