@@ -16,6 +16,22 @@ import { isParentEnded, parentEnded, parentFor } from './tree'
 import { insertUnique, UNIQUE_KEY_INDEX } from './unique'
 
 const UNIQUE_VIOLATION = '23505'
+const DEADLOCK_DETECTED = '40P01'
+
+/**
+ * A cascade (issue #22) locks a tree bottom-up, as children's transitions do, but children spawned while it
+ * waited for the parent are locked after it: in that narrow window Postgres may pick it as a deadlock's victim.
+ * Nothing of it committed, so it is run again.
+ */
+async function withDeadlockRetry<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await run()
+    } catch (error) {
+      if ((error as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= 2) throw error
+    }
+  }
+}
 
 class ReplayRace extends Error {}
 
@@ -217,8 +233,8 @@ export async function userAction(
   input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow },
 ): Promise<Process> {
   const { principal, id } = input
-  const { process, cascaded } = await sql
-    .begin(async (tx) => {
+  const { process, cascaded } = await withDeadlockRetry(() =>
+    sql.begin(async (tx) => {
       // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
       const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
       // A cancel or a retry reaches the descendants (issue #22): locked first, from the bottom up (trees.ts).
@@ -226,7 +242,10 @@ export async function userAction(
       const descendants = cascades ? await lockDescendants(tx, id) : []
       const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds, input.action)
       let cascaded: Process[] = []
-      if (descendants.length > 0 && input.action === 'cancel') cascaded = await cancelDescendants(tx, descendants)
+      // Children made while the cancel waited for the parent's row (a spawn that committed first) are cancelled
+      // too: the parent is locked now, so the list is complete.
+      if (input.action === 'cancel' && (descendants.length > 0 || changed.children !== null))
+        cascaded = await cancelDescendants(tx, await lockDescendants(tx, id))
       if (input.action === 'retry') {
         const retried = await retryDescendants(tx, descendants)
         const resumed = await resumeWaiting(tx, [changed.id, ...retried.map((p) => p.id)])
@@ -238,18 +257,18 @@ export async function userAction(
       }
       await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
       return { process: changed, cascaded }
-    })
-    .catch((error) => {
-      if (isParentEnded(error)) throw parentEnded()
-      // A retry back to pending while another process holds its unique_key (src/processes/unique.ts).
-      const e = error as { code?: string; constraint_name?: string; constraint?: string; message?: string }
-      if (e.code === UNIQUE_VIOLATION && (e.constraint_name ?? e.constraint ?? e.message ?? '').includes(UNIQUE_KEY_INDEX)) {
-        throw invalidTransition('Another process with this unique_key is pending or running; retry it once that one has finished.', {
-          reason: 'unique_key',
-        })
-      }
-      throw error
-    })
+    }),
+  ).catch((error) => {
+    if (isParentEnded(error)) throw parentEnded()
+    // A retry back to pending while another process holds its unique_key (src/processes/unique.ts).
+    const e = error as { code?: string; constraint_name?: string; constraint?: string; message?: string }
+    if (e.code === UNIQUE_VIOLATION && (e.constraint_name ?? e.constraint ?? e.message ?? '').includes(UNIQUE_KEY_INDEX)) {
+      throw invalidTransition('Another process with this unique_key is pending or running; retry it once that one has finished.', {
+        reason: 'unique_key',
+      })
+    }
+    throw error
+  })
   hub.publishAll([process, ...cascaded])
   for (const p of [process, ...cascaded]) if (p.status === 'pending') hub.announceWork(p.type)
   return process
