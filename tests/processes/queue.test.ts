@@ -77,6 +77,9 @@ describe('one JSON shape', () => {
       'priority',
       'run_at',
       'max_attempts',
+      'parent_id',
+      'root_id',
+      'children',
       'metadata',
       'result_summary',
     ])
