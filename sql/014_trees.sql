@@ -1,14 +1,17 @@
 -- Process trees (extension, issue #22): a process may have a parent (same workspace, depth ≤ 5). A parent keeps
--- its children's counts per status and the weighted sum of their progress on its own row, and the database
--- keeps them: statement triggers on processes apply every child's status or progress change to its parent in
--- the same statement (so in the same transaction) as the change, whichever code path made it — a transition,
--- a claim, a group commit of completes or fails, the sweep, the write-behind of progress, a create. No path
--- can forget, and there is no second copy to drift (tests/processes/trees.test.ts recounts).
+-- its children's counts per status on its own row, and the database keeps them: statement triggers on processes
+-- apply every child's status change to its parent in the same statement (so in the same transaction) as the
+-- change, whichever code path made it — a transition, a claim, a group commit of completes or fails, the sweep,
+-- a cascade, a create. No path can forget, and there is no second copy to drift (tests/trees recount).
 --
 -- Fan-in is the same mechanism: a parent whose handler returned (completed or waiting_review) while children
 -- are pending or running stays running with no lease (awaiting says what it asked for); when its last child
 -- settles, the statement trigger sets it to that status and the row trigger below decides the outcome
 -- (failed when a child failed and child_failures is 'fail'; pending once more when finalize; else asked).
+--
+-- Progress is not counted here: a child's progress changes many times a second (the write-behind), and making
+-- every such write lock its parent cost the queue (bench tree). The parent's mean is aggregated from the
+-- committed children by src/processes/tree-refresh.ts, at most every REFRESH_MS, into children_progress.
 
 alter table processes
   add column parent_id               bigint,
@@ -31,7 +34,8 @@ alter table processes
   add column children_completed      integer not null default 0,
   add column children_failed         integer not null default 0,
   add column children_cancelled      integer not null default 0,
-  -- Σ weight and Σ weight × progress of the children (a child whose worker part is over counts as 100).
+  -- Σ weight of the children, and their weighted mean progress (a child whose worker part is over counts as
+  -- 100) as last aggregated (src/processes/tree-refresh.ts: at most every REFRESH_MS, from committed rows).
   add column children_weight         double precision not null default 0,
   add column children_progress       double precision not null default 0;
 
@@ -57,7 +61,8 @@ create function processes_tree_parent() returns trigger language plpgsql as $$
 declare
   unfinished integer := new.children_pending + new.children_running;
 begin
-  new.progress := least(100, floor(new.children_progress / nullif(new.children_weight, 0)))::integer;
+  -- Progress is the children's: all of it once none is unfinished, else the last aggregate.
+  new.progress := case when unfinished = 0 then 100 else least(100, floor(new.children_progress))::integer end;
   if old.status = 'running' and new.status in ('completed', 'waiting_review') then
     new.awaiting := new.status;
     if unfinished > 0 then
@@ -93,7 +98,7 @@ create trigger processes_tree_parent
   for each row when (new.children_total > 0)
   execute function processes_tree_parent();
 
--- Children's changes applied to their parents, one update per parent per statement, parents locked in id order
+-- Children's status changes applied to their parents, one update per parent per statement, parents locked in id order
 -- (so two statements touching the same parents cannot deadlock on them). A parent whose last unfinished child
 -- settles while it waits is set to what it asked for (processes_tree_parent then decides), with its event.
 create function processes_tree_update() returns trigger language plpgsql as $$
@@ -102,7 +107,7 @@ declare
 begin
   select array_agg(distinct n.parent_id order by n.parent_id) into parents
     from new_rows n join old_rows o on o.id = n.id
-   where n.parent_id is not null and (n.status <> o.status or n.progress <> o.progress);
+   where n.parent_id is not null and n.status <> o.status;
   if parents is null then
     return null;
   end if;
@@ -121,10 +126,9 @@ begin
            sum((n.status = 'waiting_review')::int - (o.status = 'waiting_review')::int) as dw,
            sum((n.status = 'completed')::int - (o.status = 'completed')::int) as dc,
            sum((n.status = 'failed')::int - (o.status = 'failed')::int) as df,
-           sum((n.status = 'cancelled')::int - (o.status = 'cancelled')::int) as dx,
-           sum(n.weight * (tree_progress(n.status, n.progress) - tree_progress(o.status, o.progress))) as dprogress
+           sum((n.status = 'cancelled')::int - (o.status = 'cancelled')::int) as dx
       from new_rows n join old_rows o on o.id = n.id
-     where n.parent_id is not null and (n.status <> o.status or n.progress <> o.progress)
+     where n.parent_id is not null and n.status <> o.status
      group by n.parent_id
   ), u as (
     update processes q
@@ -134,7 +138,6 @@ begin
            children_completed = q.children_completed + d.dc,
            children_failed = q.children_failed + d.df,
            children_cancelled = q.children_cancelled + d.dx,
-           children_progress = q.children_progress + d.dprogress,
            status = case when q.awaiting is not null and q.status = 'running' and q.worker_id is null
                               and q.children_pending + d.dp + q.children_running + d.dr = 0
                          then q.awaiting else q.status end,
@@ -174,8 +177,7 @@ begin
     select n.parent_id as id, count(*)::int as n,
            sum((n.status = 'pending')::int) as dp,
            sum((n.status = 'running')::int) as dr,
-           sum(n.weight) as w,
-           sum(n.weight * tree_progress(n.status, n.progress)) as pr
+           sum(n.weight) as w
       from new_rows n
      where n.parent_id is not null
      group by n.parent_id
@@ -184,8 +186,9 @@ begin
      set children_total = q.children_total + d.n,
          children_pending = q.children_pending + d.dp,
          children_running = q.children_running + d.dr,
+         -- New children start at 0: the mean falls by their share until the next aggregate.
+         children_progress = q.children_progress * q.children_weight / (q.children_weight + d.w),
          children_weight = q.children_weight + d.w,
-         children_progress = q.children_progress + d.pr,
          message = case when q.awaiting is not null and q.status = 'running' and q.worker_id is null
                         then 'waiting for ' || (q.children_pending + d.dp + q.children_running + d.dr) || ' of ' || (q.children_total + d.n) || ' children'
                         else q.message end,

@@ -6,15 +6,17 @@
 // however fast its children report. The first change after a quiet spell is read at once (leading edge), and
 // so is a change that may be the parent's last child settling, so `done` is not held back by the throttle.
 //
-// The aggregate is of committed child progress: a child's live progress reaches its row through the
-// write-behind (every PROGRESS_PERSIST_MS), and the parent's row follows in that same statement; a parent's
-// progress therefore lags its children's live progress by at most PROGRESS_PERSIST_MS + REFRESH_MS, and is the
-// same on every instance (no instance sees another's live states, and none needs to).
+// Progress is aggregated here, not in the children's statements (sql/014_trees.sql says why): each read first
+// writes the dirty parents' weighted mean of their committed children (aggregateProgress, one statement), so
+// the mean is the same on every instance and survives any crash. A child's live progress reaches its row
+// through the write-behind (every PROGRESS_PERSIST_MS); a parent's progress therefore lags its children's live
+// progress by at most PROGRESS_PERSIST_MS + REFRESH_MS. No instance needs another's live states.
 import type { Sql } from '../db/client'
 import type { Logger } from '../ops/log'
 import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import { getProcesses } from './queries/reads'
+import { aggregateProgress } from './queries/trees'
 
 export const REFRESH_MS = 100
 
@@ -82,7 +84,16 @@ export class TreeRefresher {
     const run = (async () => {
       try {
         this.reads++
-        const parents = await getProcesses(this.sql, ids)
+        // Progress first (the parents whose mean moved are changed and returned), then the rest as they are.
+        const moved = await aggregateProgress(this.sql, ids)
+        const movedIds = new Set(moved.map((p) => p.id))
+        const parents = [
+          ...moved,
+          ...(await getProcesses(
+            this.sql,
+            ids.filter((id) => !movedIds.has(id)),
+          )),
+        ]
         const fresh: Process[] = []
         for (const p of parents) {
           const before = this.known.get(p.id)

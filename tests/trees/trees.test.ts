@@ -5,7 +5,7 @@ import { claimNext } from '../../src/processes/queries/claims'
 import { completeProcesses } from '../../src/processes/queries/completions'
 import { failProcesses, sweepExpired } from '../../src/processes/queries/failures'
 import { writeLive } from '../../src/processes/queries/reports'
-import { driftedParents } from '../../src/processes/queries/trees'
+import { aggregateProgress, driftedParents } from '../../src/processes/queries/trees'
 import { createTenant, inProcessApp } from '../helpers'
 import { uniqueType } from '../processes/drive'
 
@@ -115,8 +115,11 @@ describe('fan-in', () => {
         beat: false,
       })),
     )
+    // The mean of committed children, as the refresher aggregates it (src/processes/tree-refresh.ts).
+    await aggregateProgress(sql, [parent.id])
     expect((await get(parent.id)).progress).toBe(50)
     await complete(kids.slice(0, 2))
+    await aggregateProgress(sql, [parent.id])
     expect(await get(parent.id)).toMatchObject({ status: 'running', message: 'waiting for 1 of 3 children', progress: 83 })
     await complete(kids.slice(2))
     const final = await get(parent.id)

@@ -139,6 +139,29 @@ export async function resumeWaiting(sql: Sql, ids: number[]): Promise<Process[]>
   return rows.map(toProcess)
 }
 
+/**
+ * Parents' progress from their committed children: the weighted mean (a child whose worker part is over counts
+ * as 100), written where it moved by at least a hundredth, with the parent's next version (past its lease
+ * holder's live states, as every commit by another must). One statement for all the parents given; returns the
+ * rows it changed. src/processes/tree-refresh.ts calls it at most every REFRESH_MS.
+ */
+export async function aggregateProgress(sql: Sql, ids: number[]): Promise<Process[]> {
+  if (ids.length === 0) return []
+  const rows = await sql`
+    with a as (
+      select c.parent_id as id, sum(c.weight * tree_progress(c.status, c.progress)) / nullif(sum(c.weight), 0) as mean
+        from processes c
+       where c.parent_id = any(${ids}::bigint[])
+       group by c.parent_id
+    )
+    update processes p
+       set children_progress = a.mean, version = tree_next_version(p.status, p.worker_id, p.version, p.live_base), updated_at = now()
+      from a
+     where p.id = a.id and p.status in ('pending', 'running') and abs(p.children_progress - a.mean) >= 0.01
+    returning p.*`
+  return rows.map(toProcess)
+}
+
 /** Counts that disagree with a recount of the children (tests and the kill -9 check): none, if the triggers hold. */
 export async function driftedParents(sql: Sql): Promise<{ id: number }[]> {
   return sql<{ id: number }[]>`
