@@ -37,11 +37,15 @@ alter table processes
   -- Σ weight of the children, and their weighted mean progress (a child whose worker part is over counts as
   -- 100) as last aggregated (src/processes/tree-refresh.ts: at most every REFRESH_MS, from committed rows).
   add column children_weight         double precision not null default 0,
+  -- Σ weight of the children whose worker part is over (completed, failed, cancelled, waiting_review).
+  add column children_weight_done    double precision not null default 0,
   add column children_progress       double precision not null default 0;
 
 -- GET /processes/{id}/children and ?parent_id=; ?root_id= on the workspace stream. Only tree rows are in them.
 create index processes_parent_idx on processes (parent_id, id) where parent_id is not null;
 create index processes_root_idx on processes (root_id, id) where root_id is not null;
+-- The aggregate reads only a parent's running children (the others count as 0 or 100): a few rows, not 10,000.
+create index processes_running_children_idx on processes (parent_id) where status = 'running' and parent_id is not null;
 
 -- What a child adds to its parent's progress.
 create function tree_progress(status text, progress integer) returns integer language sql immutable parallel safe as $$
@@ -126,7 +130,8 @@ begin
            sum((n.status = 'waiting_review')::int - (o.status = 'waiting_review')::int) as dw,
            sum((n.status = 'completed')::int - (o.status = 'completed')::int) as dc,
            sum((n.status = 'failed')::int - (o.status = 'failed')::int) as df,
-           sum((n.status = 'cancelled')::int - (o.status = 'cancelled')::int) as dx
+           sum((n.status = 'cancelled')::int - (o.status = 'cancelled')::int) as dx,
+           sum(n.weight * ((tree_progress(n.status, 0) = 100)::int - (tree_progress(o.status, 0) = 100)::int)) as dwd
       from new_rows n join old_rows o on o.id = n.id
      where n.parent_id is not null and n.status <> o.status
      group by n.parent_id
@@ -138,6 +143,7 @@ begin
            children_completed = q.children_completed + d.dc,
            children_failed = q.children_failed + d.df,
            children_cancelled = q.children_cancelled + d.dx,
+           children_weight_done = q.children_weight_done + d.dwd,
            status = case when q.awaiting is not null and q.status = 'running' and q.worker_id is null
                               and q.children_pending + d.dp + q.children_running + d.dr = 0
                          then q.awaiting else q.status end,

@@ -141,7 +141,7 @@ export async function resumeWaiting(sql: Sql, ids: number[]): Promise<Process[]>
 
 /**
  * Parents' progress from their committed children: the weighted mean (a child whose worker part is over counts
- * as 100), written where it moved by at least a hundredth, with the parent's next version (past its lease
+ * as 100, a pending one 0, so only the running ones are read: processes_running_children_idx), written where it moved by at least a hundredth, with the parent's next version (past its lease
  * holder's live states, as every commit by another must). One statement for all the parents given; returns the
  * rows it changed. src/processes/tree-refresh.ts calls it at most every REFRESH_MS.
  */
@@ -149,10 +149,13 @@ export async function aggregateProgress(sql: Sql, ids: number[]): Promise<Proces
   if (ids.length === 0) return []
   const rows = await sql`
     with a as (
-      select c.parent_id as id, sum(c.weight * tree_progress(c.status, c.progress)) / nullif(sum(c.weight), 0) as mean
-        from processes c
-       where c.parent_id = any(${ids}::bigint[])
-       group by c.parent_id
+      -- Settled children count 100 (children_weight_done), pending ones 0: only the running ones are read.
+      select q.id, (q.children_weight_done * 100 + coalesce(r.sum, 0)) / nullif(q.children_weight, 0) as mean
+        from processes q
+        left join lateral (
+          select sum(c.weight * c.progress) as sum from processes c where c.parent_id = q.id and c.status = 'running'
+        ) r on true
+       where q.id = any(${ids}::bigint[]) and q.children_total > 0
     )
     update processes p
        set children_progress = a.mean, version = tree_next_version(p.status, p.worker_id, p.version, p.live_base), updated_at = now()
