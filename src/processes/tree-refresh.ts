@@ -32,6 +32,8 @@ export class TreeRefresher {
   private lastReadAt = 0
   /** A change that may settle a parent arrived: the next read goes at once, even right after another. */
   private urgent = false
+  /** Parents read early without their aggregate: the next regular read aggregates them. */
+  private readonly unaggregated = new Set<number>()
   private stopped = false
   /** Reads and parents published, for the benchmark and the tests. */
   reads = 0
@@ -78,19 +80,28 @@ export class TreeRefresher {
   private async read() {
     if (this.reading) {
       await this.reading
-      if (this.dirty.size > 0 && this.timer === null) this.schedule(this.urgent)
+      if ((this.dirty.size > 0 || this.unaggregated.size > 0) && this.timer === null) this.schedule(this.urgent)
       return
     }
-    if (this.dirty.size === 0) return
+    if (this.dirty.size === 0 && this.unaggregated.size === 0) return
+    const urgent = this.urgent
     this.urgent = false
     const ids = [...this.dirty]
     this.dirty.clear()
+    if (!urgent) {
+      const seen = new Set(ids)
+      for (const id of this.unaggregated) if (!seen.has(id)) ids.push(id)
+      this.unaggregated.clear()
+    }
     this.lastReadAt = Date.now()
     const run = (async () => {
       try {
         this.reads++
         // Progress first (the parents whose mean moved are changed and returned), then the rest as they are.
-        const moved = await aggregateProgress(this.sql, ids)
+        // An early read (a parent may have settled) skips the aggregate: a settled parent's progress is 100 anyway,
+        // and the next regular read aggregates the others.
+        const moved = urgent ? [] : await aggregateProgress(this.sql, ids)
+        if (urgent) for (const id of ids) this.unaggregated.add(id)
         const movedIds = new Set(moved.map((p) => p.id))
         const parents = [
           ...moved,
@@ -125,7 +136,7 @@ export class TreeRefresher {
     } finally {
       this.reading = null
     }
-    if (this.dirty.size > 0) this.schedule(this.urgent)
+    if (this.dirty.size > 0 || this.unaggregated.size > 0) this.schedule(this.urgent)
   }
 
   stop() {
