@@ -102,8 +102,11 @@ describe('a tree followed on its parent stream', () => {
     expect(claimed.process.id).toBe(parent.id)
     const ok = await w.request({ op: 'spawn', process_id: parent.id, attempt: 1, children: [{ type: 'leaf' }] })
     expect(ok).toMatchObject({ op: 'ack', children: { total: 1 } })
+    // Its handler returns: it waits for the child; the same complete again (a lost ack) is acked again.
+    expect(await w.request({ op: 'complete', process_id: parent.id, attempt: 1 })).toMatchObject({ op: 'ack' })
+    expect(await w.request({ op: 'complete', process_id: parent.id, attempt: 1 })).toMatchObject({ op: 'ack', repeated: true })
+    expect(await getJson(`/processes/${parent.id}`)).toMatchObject({ status: 'running', worker_id: null, message: 'waiting for 1 of 1 children' })
     await fetch(`${server.url}/processes/${parent.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${tenant.token}` } })
-    await w.nextCancel(parent.id)
     const late = await w.request({ op: 'spawn', process_id: parent.id, attempt: 1, children: [{ type: 'leaf' }] })
     expect(late).toMatchObject({ op: 'error', code: 'cancelled' })
     const kids = await getJson(`/processes/${parent.id}/children`)

@@ -113,7 +113,17 @@ export async function listEvents(sql: Sql, processId: number, after: number, lim
 
 /** Why a guarded statement found no row: the current state, if the process is visible at all. */
 export async function findState(sql: Sql, id: number) {
-  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number; type: string; worker_token_id: number | null }[]>`
-    select status, worker_id, attempts, workspace_id, type, worker_token_id from processes where id = ${id}`
+  const [row] = await sql<
+    {
+      status: Status
+      worker_id: string | null
+      attempts: number
+      workspace_id: number
+      type: string
+      worker_token_id: number | null
+      awaiting: Status | null
+    }[]
+  >`
+    select status, worker_id, attempts, workspace_id, type, worker_token_id, awaiting from processes where id = ${id}`
   return row ?? null
 }
