@@ -3,6 +3,7 @@
 // fenced (after a cancel: `cancelled`; a scoped token: its types only).
 import { describe, expect, it } from 'bun:test'
 import WebSocket from 'ws'
+import { monitorProcess } from '@processes/client'
 import { connectWorker, type WebSocketConstructor } from '@processes/client/worker'
 import { createWorkerToken } from '../../src/auth/queries'
 import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
@@ -29,7 +30,8 @@ describe('a tree followed on its parent stream', () => {
       WebSocket: WebSocket as unknown as WebSocketConstructor,
       async handler(process, ctx) {
         if (process.type === 'csv_import') {
-          const ids = await ctx.spawn(Array.from({ length: 200 }, (_, i) => ({ type: 'csv_chunk', metadata: { chunk: i } })))
+          // ~60 KB of children: ctx.spawn sends them in frames under the 64 KiB limit.
+          const ids = await ctx.spawn(Array.from({ length: 200 }, (_, i) => ({ type: 'csv_chunk', metadata: { chunk: i, pad: 'x'.repeat(250) } })))
           return { result_summary: { chunks: ids.length } }
         }
         for (let p = 25; p <= 75; p += 25) {
@@ -41,7 +43,23 @@ describe('a tree followed on its parent stream', () => {
     })
     const parent = (await (await post({ type: 'csv_import' })).json()) as any
     const stream = openStream(`${server.url}/processes/${parent.id}/stream`, tenant.token)
+    // The workspace stream filtered to this tree, and the monitor's counts.
+    const tree = openStream(`${server.url}/processes/stream?root_id=${parent.id}`, tenant.token)
+    const counts: number[] = []
+    const monitor = monitorProcess(server.url, parent.id, {
+      token: tenant.token,
+      onUpdate: () => {},
+      onDone: () => {},
+      onChildren: (c) => counts.push(c.completed),
+    })
+    await post({ type: 'not_in_tree' })
     await waitFor(() => stream.done.length > 0, 20_000, 'the parent stream to end with done')
+    expect(tree.messages.length).toBeGreaterThan(200)
+    expect(tree.messages.every((m) => m.data.root_id === parent.id)).toBe(true)
+    expect(tree.messages.some((m) => m.data.parent_id === parent.id && m.data.status === 'completed')).toBe(true)
+    await waitFor(() => counts.at(-1) === 200, 5000, 'the monitor to see every child completed')
+    monitor.stop()
+    tree.source.close()
     const final = stream.done[0]!.data
     expect(final).toMatchObject({ status: 'completed', progress: 100, result_summary: { chunks: 200 } })
     expect(final.children).toEqual({ total: 200, pending: 0, running: 0, waiting_review: 0, completed: 200, failed: 0, cancelled: 0 })
