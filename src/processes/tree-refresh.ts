@@ -113,7 +113,14 @@ export class TreeRefresher {
         const fresh: Process[] = []
         for (const p of parents) {
           const before = this.known.get(p.id)
+          // An early read publishes only what it is for, a parent that changed status (settled, or pending for its
+          // finalize); the others wait for the regular read, so no stream gets more than its rate.
           const unfinished = p.children ? p.children.pending + p.children.running : 0
+          if (urgent && before && p.status === 'running') {
+            this.known.set(p.id, { unfinished, settledSince: 0, version: before.version })
+            this.dirty.add(p.id)
+            continue
+          }
           if (SETTLED.has(p.status)) this.known.delete(p.id)
           else this.known.set(p.id, { unfinished, settledSince: 0, version: p.version })
           if (before && before.version >= p.version) continue
