@@ -108,18 +108,22 @@ create trigger processes_tree_parent
 create function processes_tree_update() returns trigger language plpgsql as $$
 declare
   parents bigint[];
+  revived boolean;
 begin
-  select array_agg(distinct n.parent_id order by n.parent_id) into parents
+  -- Every statement on processes comes here (a transition table rules out a column list): most find no child.
+  select array_agg(distinct n.parent_id order by n.parent_id), bool_or(n.status = 'pending') into parents, revived
     from new_rows n join old_rows o on o.id = n.id
    where n.parent_id is not null and n.status <> o.status;
   if parents is null then
     return null;
   end if;
+  -- Locked first, in id order: the statement below then reads the parents' current statuses (for their events).
   perform 1 from processes where id = any(parents) order by id for update;
-  -- A child back to pending or running under a parent that has ended (a retry after the parent was cancelled):
-  -- refused, so no child runs for a tree that is over. The service answers 409.
-  if exists (select 1 from new_rows n join old_rows o on o.id = n.id join processes p on p.id = n.parent_id
-              where n.status <> o.status and n.status in ('pending', 'running')
+  -- A child back to pending under a parent that has ended (a retry after the parent was cancelled): refused, so
+  -- no child runs for a tree that is over (the service answers 409). Only a retry makes a child pending again,
+  -- and a claim or start needs a pending child, so pending is the one status to check.
+  if revived and exists (select 1 from new_rows n join old_rows o on o.id = n.id join processes p on p.id = n.parent_id
+              where n.status <> o.status and n.status = 'pending'
                 and p.status in ('completed', 'failed', 'cancelled', 'waiting_review')) then
     raise exception 'tree: the parent of this process has ended' using errcode = 'P0001', hint = 'tree_parent_ended';
   end if;
