@@ -69,6 +69,12 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 75,
     run: async () => (await import('./webhooks')).run(),
   },
+  tree: {
+    describe:
+      'process trees: 10,000 children in one create, 10,000 children at concurrency 50 vs 10,000 independent processes, parent stream update rate, last child → parent SSE done p99',
+    seconds: 40,
+    run: async () => (await import('./tree')).run(),
+  },
   realtime: {
     describe: "issue 3's figures: 10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest",
     seconds: 140,

@@ -29,6 +29,7 @@ import { HeldLeases } from './workers/held'
 import { QueuePolicy } from './workers/queue'
 import { ScheduleLoop } from './schedules/loop'
 import { DeliveryLoop } from './webhooks/loop'
+import { TreeRefresher } from './processes/tree-refresh'
 
 export interface Running {
   services: Services
@@ -59,7 +60,12 @@ export async function buildServices(
   }
   const metrics = new Metrics()
   const hub = createProcessHub()
-  hub.onPublish = (processes) => metrics.jobs.observe(processes)
+  // Parents' streams follow their children (issue #22, src/processes/tree-refresh.ts).
+  const trees = new TreeRefresher(db.sql, hub, log)
+  hub.onPublish = (processes) => {
+    metrics.jobs.observe(processes)
+    trees.observe(processes)
+  }
   const auth = new Authenticator(db.sql, config.AUTH_CACHE_MS)
   const audit = new AuditLog(db.sql, auth, config.AUDIT_FLUSH_MS, log)
   const held = new HeldLeases()

@@ -527,8 +527,12 @@ function renderDetail(p: Process) {
       ...field('Attempts', String(p.attempts)),
       ...field('Worker', p.worker_id ?? '—'),
       ...field('Version', String(p.version)),
+      ...(p.parent_id !== null && p.parent_id !== undefined
+        ? field('Parent', h('a', { href: `#/processes/${p.parent_id}`, 'data-testid': 'parent-link', text: `#${p.parent_id}` }))
+        : []),
       ...(p.error ? field('Error', h('span', { class: 'error-text', text: p.error })) : []),
     ),
+    ...childrenSection(p),
     h(
       'div',
       { class: 'columns' },
@@ -538,6 +542,47 @@ function renderDetail(p: Process) {
     h('h3', { text: 'Events' }),
     h('ol', { class: 'events', id: 'event-log', 'data-testid': 'event-log' }),
   )
+}
+
+// A parent's children (issue #22): the counts from its state, and a page of them with links, oldest first.
+function childrenSection(p: Process): HTMLElement[] {
+  const c = p.children
+  if (!c) return []
+  const counts = (['pending', 'running', 'waiting_review', 'completed', 'failed', 'cancelled'] as const)
+    .filter((k) => c[k] > 0)
+    .map((k) => h('span', { class: `badge ${k}`, text: `${k} ${c[k]}` }))
+  return [
+    h('h3', { text: `Children (${c.total})` }),
+    h('div', { class: 'child-counts', 'data-testid': 'child-counts' }, ...counts),
+    h('ol', { class: 'events', id: 'child-list', 'data-testid': 'child-list' }),
+    h('button', { type: 'button', id: 'child-more', hidden: true, text: 'More children' }),
+  ]
+}
+
+async function loadChildren(id: number, after?: number) {
+  try {
+    const page = await api<Process[]>(`/processes/${id}/children?limit=50${after ? `&after=${after}` : ''}`)
+    const list = document.getElementById('child-list')
+    if (!list) return
+    const items = page.map((k) =>
+      h(
+        'li',
+        {},
+        h('a', { href: `#/processes/${k.id}`, 'data-testid': 'child-link', text: `#${k.id}` }),
+        h('span', { class: `badge ${k.status}`, text: k.status }),
+        h('span', { text: `${k.type} · ${k.progress}%${k.message ? ` · ${k.message}` : ''}` }),
+      ),
+    )
+    if (after) list.append(...items)
+    else list.replaceChildren(...items)
+    const more = document.getElementById('child-more') as HTMLButtonElement | null
+    if (more) {
+      more.hidden = page.length < 50
+      more.onclick = () => void loadChildren(id, page.at(-1)?.id)
+    }
+  } catch (e) {
+    showError(e)
+  }
 }
 
 async function loadEvents(id: number) {
@@ -580,10 +625,13 @@ function followDetail(id: number) {
       renderDetail(p)
       if (p.status !== lastStatus) void loadEvents(id)
       lastStatus = p.status
+      // A rendered detail starts with an empty list: the first page again (the counts say what changed).
+      if (p.children) void loadChildren(id)
     },
     onDone: (p) => {
       renderDetail(p)
       void loadEvents(id)
+      if (p.children) void loadChildren(id)
     },
     onError: (error) => {
       if (error.status === 404)

@@ -12,7 +12,8 @@ import liveState from '../../sql/009_live_state.sql' with { type: 'text' }
 import queues from '../../sql/010_queues.sql' with { type: 'text' }
 import schedules from '../../sql/011_schedules.sql' with { type: 'text' }
 import webhooks from '../../sql/012_webhooks.sql' with { type: 'text' }
-import liveOutput from '../../sql/015_live_output.sql' with { type: 'text' }
+import trees from '../../sql/013_trees.sql' with { type: 'text' }
+import liveOutput from '../../sql/014_live_output.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -32,5 +33,6 @@ export const MIGRATIONS: Migration[] = [
   { name: '010_queues.sql', text: queues },
   { name: '011_schedules.sql', text: schedules },
   { name: '012_webhooks.sql', text: webhooks },
-  { name: '015_live_output.sql', text: liveOutput },
+  { name: '013_trees.sql', text: trees },
+  { name: '014_live_output.sql', text: liveOutput },
 ]

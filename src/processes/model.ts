@@ -53,9 +53,29 @@ export function tagsOf(value: string | string[] | undefined): string[] | undefin
   const list = (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(','))
   return [...new Set(list)]
 }
+/** A child's counts per status (extension). */
+export const ChildCounts = t.Object({
+  total: Int(),
+  pending: Int(),
+  running: Int(),
+  waiting_review: Int(),
+  completed: Int(),
+  failed: Int(),
+  cancelled: Int(),
+})
+
+/** The tree's fields (extension): src/processes/queries/rows.ts treeFields. */
+export const TreeFields = t.Object({
+  parent_id: t.Union([Int(), t.Null()]),
+  /** The tree's root: the process's own id when it has no parent. */
+  root_id: Int(),
+  /** Its children by status; null when it never had any. */
+  children: t.Union([ChildCounts, t.Null()]),
+})
 
 export const Process = t.Composite([
   ProcessSummary,
+  TreeFields,
   t.Object({
     tags: t.Array(t.String()),
     metadata: t.Record(t.String(), t.Unknown()),
@@ -134,6 +154,15 @@ export const ListQuery = Query({
   tag: t.Optional(TagFilter),
   limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 200, default: 50 })),
   before: t.Optional(NumericId()),
+  /** Only the children of this process (extension, issue #22). */
+  parent_id: t.Optional(NumericId()),
+})
+
+/** GET /processes/{id}/children (extension, issue #22): oldest first, `after` an id for the next page. */
+export const ChildrenQuery = Query({
+  status: t.Optional(StatusFilter),
+  limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 1000, default: 100 })),
+  after: t.Optional(NumericId()),
 })
 
 // Last-Event-ID is any text: one that is not a version we sent is answered with the snapshot (README: The SSE stream).
@@ -142,6 +171,8 @@ export const StreamQuery = Query({
   status: t.Optional(StatusFilter),
   type: t.Optional(TypeString()),
   tag: t.Optional(TagFilter),
+  /** Only the processes of this tree (extension): the root and its descendants. */
+  root_id: t.Optional(NumericId()),
   last_event_id: t.Optional(t.String()),
 })
 
@@ -256,6 +287,32 @@ const QueueOptions = {
   unique_key: t.Optional(t.String({ minLength: 1, maxLength: 255, pattern: '^[^\\u0000]*$' })),
 }
 
+/** A process's options as a tree node (extension, issue #22). */
+const TreeOptions = {
+  /** Its share of its parent's progress (default 1). */
+  weight: t.Optional(t.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
+  /** 'fail' (default): a child that failed for good fails this parent once its children have ended; 'tolerate': it does not. */
+  child_failures: t.Optional(t.Union([t.Literal('fail'), t.Literal('tolerate')])),
+  /** Claimed once more after its children have ended, to see them (ctx.children) and write the result. */
+  finalize: t.Optional(t.Boolean()),
+}
+
+/** At most this many children in one call (a create's `children`, a batch with `parent_id`, a spawn). */
+export const MAX_CHILDREN = 10_000
+/** A root has depth 0; a process may be at most this deep. */
+export const MAX_DEPTH = 5
+
+export const ChildItem = t.Object(
+  {
+    type: TypeString(),
+    metadata: t.Optional(t.Record(t.String(), t.Unknown())),
+    ...QueueOptions,
+    ...TreeOptions,
+  },
+  { additionalProperties: false },
+)
+export type ChildItem = typeof ChildItem.static
+
 export const CreateBody = t.Object(
   {
     type: TypeString(),
@@ -263,6 +320,11 @@ export const CreateBody = t.Object(
     tags: t.Optional(Tags()),
     workspace_id: t.Optional(Id),
     ...QueueOptions,
+    ...TreeOptions,
+    /** Its parent (same workspace, not ended): the new process is a child of it. */
+    parent_id: t.Optional(Id),
+    /** Children made with it, in the same transaction. */
+    children: t.Optional(t.Array(ChildItem, { maxItems: MAX_CHILDREN })),
   },
   { additionalProperties: false },
 )
@@ -275,6 +337,7 @@ export const BatchItem = t.Object(
     metadata: t.Optional(t.Record(t.String(), t.Unknown())),
     tags: t.Optional(Tags()),
     ...QueueOptions,
+    ...TreeOptions,
   },
   { additionalProperties: false },
 )
@@ -283,6 +346,8 @@ export type BatchItem = typeof BatchItem.static
 export const BatchBody = t.Object(
   {
     workspace_id: t.Optional(Id),
+    /** Every item becomes a child of this process (extension, issue #22). */
+    parent_id: t.Optional(Id),
     processes: t.Array(BatchItem, { minItems: 1, maxItems: MAX_BATCH }),
   },
   { additionalProperties: false },

@@ -7,13 +7,31 @@ import { forbidden, invalidRequest, invalidTransition, notFound } from '../error
 import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import type { Status } from './states'
-import type { NewProcess } from './queries/create'
-import { findState } from './queries/reads'
+import { insertProcessRows, type NewProcess } from './queries/create'
+import { findState, getProcesses } from './queries/reads'
 import { toProcess } from './queries/rows'
 import { transitionProcess, type Transition, userTransition } from './queries/transitions'
+import { cancelDescendants, lockDescendants, resumeWaiting, retryDescendants } from './queries/trees'
+import { isParentEnded, parentEnded, parentFor } from './tree'
 import { insertUnique, UNIQUE_KEY_INDEX } from './unique'
 
 const UNIQUE_VIOLATION = '23505'
+const DEADLOCK_DETECTED = '40P01'
+
+/**
+ * A cascade (issue #22) locks a tree bottom-up, as children's transitions do, but children spawned while it
+ * waited for the parent are locked after it: in that narrow window Postgres may pick it as a deadlock's victim.
+ * Nothing of it committed, so it is run again.
+ */
+async function withDeadlockRetry<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await run()
+    } catch (error) {
+      if ((error as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= 2) throw error
+    }
+  }
+}
 
 class ReplayRace extends Error {}
 
@@ -35,7 +53,7 @@ export interface CreateResult {
 export async function createProcess(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow },
+  input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow; tree?: TreeInput },
 ): Promise<CreateResult> {
   const { processes, replayed, uniqueReplayed } = await createMany(sql, hub, { ...input, items: [input.item], keyPrefix: '', single: true })
   return { process: processes[0]!, replayed, uniqueReplayed: uniqueReplayed.length > 0 }
@@ -45,20 +63,36 @@ export async function createProcess(
 export async function createProcesses(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow },
+  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; tree?: TreeInput },
 ): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   return createMany(sql, hub, { ...input, keyPrefix: 'batch:', single: false })
+}
+
+/** A create's tree (issue #22): the parent its items go under, and (a single create) the children made with it. */
+export interface TreeInput {
+  parentId?: number
+  children?: NewProcess[]
 }
 
 async function createMany(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; keyPrefix: string; single: boolean },
+  input: {
+    principal: Principal
+    workspaceId: number
+    items: NewProcess[]
+    idempotencyKey: string | null
+    audit: AuditRow
+    keyPrefix: string
+    single: boolean
+    tree?: TreeInput
+  },
 ): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   const { principal } = input
+  const tree = input.tree
   const key = input.idempotencyKey === null ? null : input.keyPrefix + input.idempotencyKey
   // What the key was first used for: the same key with another request is a client bug, refused (422), not replayed.
-  const requestHash = key ? requestHashOf(input.workspaceId, input.items) : null
+  const requestHash = key ? requestHashOf(input.workspaceId, tree ? ([...input.items, tree] as NewProcess[]) : input.items) : null
   for (let attempt = 0; ; attempt++) {
     try {
       const result = await sql.begin(async (tx) => {
@@ -74,8 +108,23 @@ async function createMany(
             return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true, uniqueReplayed, created: [] }
           }
         }
-        const made = await insertUnique(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items })
+        const children = tree?.children && tree.children.length > 0 ? tree.children : null
+        const parent = tree?.parentId ? await parentFor(tx, tree.parentId, input.workspaceId, children ? 2 : 1) : null
+        const made = await insertUnique(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items, parent })
         const { processes } = made
+        if (children && made.created.length === 1) {
+          // The children in the same transaction; the parent is read again for the counts the trigger gave it.
+          const root = made.created[0]!
+          const rows = await insertProcessRows(tx, {
+            workspaceId: input.workspaceId,
+            createdBy: principal.userId,
+            items: children,
+            parent: { id: root.id, root_id: root.root_id, depth: parent ? parent.depth + 1 : 0 },
+          })
+          const [counted] = await getProcesses(tx, [root.id])
+          processes[0] = counted!
+          made.created = [counted!, ...rows.map(toProcess)]
+        }
         const uniqueReplayed = made.replayed.flatMap((r, i) => (r ? [i] : []))
         if (key) {
           const response = input.single ? processes[0] : uniqueReplayed.length > 0 ? { processes, unique_replayed: uniqueReplayed } : { processes }
@@ -184,25 +233,43 @@ export async function userAction(
   input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow },
 ): Promise<Process> {
   const { principal, id } = input
-  const process = await sql
-    .begin(async (tx) => {
+  const { process, cascaded } = await withDeadlockRetry(() =>
+    sql.begin(async (tx) => {
       // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
       const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
+      // A cancel or a retry reaches the descendants (issue #22): locked first, from the bottom up (trees.ts).
+      const cascades = input.action === 'cancel' || input.action === 'retry'
+      const descendants = cascades ? await lockDescendants(tx, id) : []
       const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds, input.action)
-      await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
-      return changed
-    })
-    .catch((error) => {
-      // A retry back to pending while another process holds its unique_key (src/processes/unique.ts).
-      const e = error as { code?: string; constraint_name?: string; constraint?: string; message?: string }
-      if (e.code === UNIQUE_VIOLATION && (e.constraint_name ?? e.constraint ?? e.message ?? '').includes(UNIQUE_KEY_INDEX)) {
-        throw invalidTransition('Another process with this unique_key is pending or running; retry it once that one has finished.', {
-          reason: 'unique_key',
-        })
+      let cascaded: Process[] = []
+      // Children made while the cancel waited for the parent's row (a spawn that committed first) are cancelled
+      // too: the parent is locked now, so the list is complete.
+      if (input.action === 'cancel' && (descendants.length > 0 || changed.children !== null))
+        cascaded = await cancelDescendants(tx, await lockDescendants(tx, id))
+      if (input.action === 'retry') {
+        const retried = await retryDescendants(tx, descendants)
+        const resumed = await resumeWaiting(tx, [changed.id, ...retried.map((p) => p.id)])
+        const byId = new Map([...retried, ...resumed].map((p) => [p.id, p]))
+        cascaded = [...byId.values()].filter((p) => p.id !== changed.id)
+        const root = resumed.find((p) => p.id === changed.id)
+        await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
+        return { process: root ?? changed, cascaded }
       }
-      throw error
-    })
-  hub.publish(process)
-  if (process.status === 'pending') hub.announceWork(process.type)
+      await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
+      return { process: changed, cascaded }
+    }),
+  ).catch((error) => {
+    if (isParentEnded(error)) throw parentEnded()
+    // A retry back to pending while another process holds its unique_key (src/processes/unique.ts).
+    const e = error as { code?: string; constraint_name?: string; constraint?: string; message?: string }
+    if (e.code === UNIQUE_VIOLATION && (e.constraint_name ?? e.constraint ?? e.message ?? '').includes(UNIQUE_KEY_INDEX)) {
+      throw invalidTransition('Another process with this unique_key is pending or running; retry it once that one has finished.', {
+        reason: 'unique_key',
+      })
+    }
+    throw error
+  })
+  hub.publishAll([process, ...cascaded])
+  for (const p of [process, ...cascaded]) if (p.status === 'pending') hub.announceWork(p.type)
   return process
 }

@@ -4,7 +4,7 @@
 // insert that skips what conflicts with it, so two instances racing with one key make one process.
 import type { Row, Sql } from '../db/client'
 import type { Process } from './model'
-import { insertProcessRows, type NewProcess } from './queries/create'
+import { insertProcessRows, type NewProcess, type ParentRef } from './queries/create'
 import { toProcess } from './queries/rows'
 
 /** The index's name, as a unique violation reports it (a retry to pending meeting a holder of its key). */
@@ -24,7 +24,10 @@ export interface Created {
  * earlier item of the same call is answered with that item's process. A key whose holder finished between
  * the insert and the look-up is free again: that item is inserted in the next round.
  */
-export async function insertUnique(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Created> {
+export async function insertUnique(
+  sql: Sql,
+  o: { workspaceId: number; createdBy: number | null; items: NewProcess[]; parent?: ParentRef | null },
+): Promise<Created> {
   const out: Array<Process | undefined> = new Array(o.items.length)
   const replayed: boolean[] = o.items.map(() => false)
   const created: Process[] = []

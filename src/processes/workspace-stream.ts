@@ -93,6 +93,8 @@ export async function openWorkspaceStream(o: {
   tags?: string[]
   /** A public token's scope: only the processes it covers. */
   scope?: { processIds: number[] | null; tags: string[] | null }
+  /** Only the processes of one tree (issue #22): the root and its descendants. */
+  rootId?: number
   /** Non-final matching processes with an id above `after`, ascending by id, at most `limit`. */
   readPage: (after: number, limit: number) => Promise<Process[]>
   register?: (close: () => void) => () => void
@@ -108,6 +110,7 @@ export async function openWorkspaceStream(o: {
     if (o.type && p.type !== o.type) return false
     if (o.tags && !o.tags.every((tag) => p.tags.includes(tag))) return false
     if (o.scope && !(o.scope.processIds?.includes(p.id) || o.scope.tags?.some((tag) => p.tags.includes(tag)))) return false
+    if (o.rootId !== undefined && p.root_id !== o.rootId) return false
     const at = ledger.indexOf(p.id)
     // The snapshot sent this version or a newer one: a late copy (from Redis, a resync, a racing publish).
     if (at !== -1 && p.version <= ledger.version(at)) return false

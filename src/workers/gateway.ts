@@ -26,12 +26,14 @@ import { claim as claimOp, start } from './ops/claim'
 import { type ClaimAsk, FrameError, type GatewayOps, type Handler, type Reply, type Socket, type WorkerSocketData } from './ops/context'
 import { finish } from './ops/finish'
 import { hello } from './ops/hello'
+import { children } from './ops/children'
 import { heartbeat, progress, update } from './ops/live'
 import { output } from './ops/output'
 import { OutputWriter } from './output-behind'
 import type { HubMessage } from '../hub/hub'
 import { outputTotals } from '../processes/queries/output'
 import { log } from './ops/log'
+import { spawn } from './ops/spawn'
 import { LiveWriter } from './write-behind'
 
 export type { WorkerSocketData } from './ops/context'
@@ -47,6 +49,8 @@ const HANDLERS: { [K in Frame['op']]: Handler<K> } = {
   log,
   complete: finish,
   fail: finish,
+  spawn,
+  children,
 }
 
 type ProcessFrame = Extract<Frame, { process_id: number }>
@@ -403,6 +407,9 @@ export class WorkerGateway implements GatewayOps {
     if (state.worker_token_id !== null && Number(state.worker_token_id) !== ws.data.tokenId) return 'not_owner'
     if (outcome === 'running' && state.status === 'running' && state.worker_id === workerId) return 'ack'
     if (state.status === 'cancelled') return 'cancelled'
+    // A parent whose handler's complete was applied waits for its children with no lease (issue #22): the same
+    // complete again, from the same attempt, is acked again.
+    if (outcome !== null && state.awaiting === outcome && attempt !== undefined) return 'ack'
     if (state.worker_id !== workerId) return 'not_owner'
     if (outcome && state.status === outcome) return 'ack'
     // A repeated fail of an attempt that was put back to pending for a retry (the same worker, the same attempt).

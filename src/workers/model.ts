@@ -1,7 +1,7 @@
 // Worker frames (README: Worker protocol), as TypeBox schemas compiled once: every frame is checked before it is acted on.
 import { Type as T, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { TypePattern } from '../processes/model'
+import { ChildItem, MAX_CHILDREN, StatusFilter, TypePattern } from '../processes/model'
 
 const Ref = T.Optional(T.Union([T.String({ maxLength: 200 }), T.Number()]))
 const ProcessId = T.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
@@ -61,6 +61,23 @@ export const Frame = T.Union([
     claim: ClaimNext,
   }),
   T.Object({ op: T.Literal('fail'), ref: Ref, process_id: ProcessId, error: T.String({ minLength: 1, maxLength: 4000 }), attempt: Attempt, claim: ClaimNext }),
+  // Trees (extension, issue #22): children of the process this worker holds, and a page of them.
+  T.Object({
+    op: T.Literal('spawn'),
+    ref: Ref,
+    process_id: ProcessId,
+    children: T.Array(ChildItem, { minItems: 1, maxItems: MAX_CHILDREN }),
+    attempt: Attempt,
+  }),
+  T.Object({
+    op: T.Literal('children'),
+    ref: Ref,
+    process_id: ProcessId,
+    status: T.Optional(StatusFilter),
+    after: T.Optional(ProcessId),
+    limit: T.Optional(T.Integer({ minimum: 1, maximum: 1000 })),
+    attempt: Attempt,
+  }),
 ])
 export type Frame = Static<typeof Frame>
 
@@ -69,7 +86,7 @@ export const checkFrame = TypeCompiler.Compile(Frame)
 /** One compiled schema per op, to say precisely what is wrong with a frame whose op is known. */
 export const checkByOp = new Map(Frame.anyOf.map((schema) => [schema.properties.op.const as string, TypeCompiler.Compile(schema)]))
 
-export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'update', 'output', 'log', 'complete', 'fail'] as const
+export const OPS = ['hello', 'claim', 'start', 'progress', 'heartbeat', 'update', 'output', 'log', 'complete', 'fail', 'spawn', 'children'] as const
 
 export type WorkerErrorCode =
   | 'not_found'

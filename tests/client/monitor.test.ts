@@ -25,6 +25,9 @@ const proc = (version: number, status: Process['status'] = 'running', id = 1): P
   run_at: '',
   max_attempts: 1,
   tags: [],
+  parent_id: null,
+  root_id: 1,
+  children: null,
 })
 const sse = (chunks: string[], delayMs = 20, end = true) =>
   new ReadableStream({

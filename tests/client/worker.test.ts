@@ -36,6 +36,9 @@ function fakeGateway() {
       run_at: '',
       max_attempts: 1,
       tags: [],
+      parent_id: null,
+      root_id: 1,
+      children: null,
     }
     processes.set(p.id, p)
     for (const w of waiting.splice(0)) w()

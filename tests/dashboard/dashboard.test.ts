@@ -262,4 +262,24 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     await page.screenshot({ path: join(SHOTS, 'dashboard-queues.png') })
     await context.close()
   }, 60_000)
+
+  it("shows a parent's children: counts, a page of them, links both ways (trees)", async () => {
+    const res = await fetch(`${server.url}/processes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'dash_tree', children: Array.from({ length: 60 }, (_, i) => ({ type: 'dash_leaf', metadata: { i } })) }),
+    })
+    const parent = (await res.json()) as { id: number }
+    const { context, page } = await signedIn()
+    await page.goto(`${server.url}/#/processes/${parent.id}`)
+    await page.getByTestId('child-counts').waitFor()
+    expect(await page.getByTestId('child-counts').textContent()).toContain('pending 60')
+    await waitFor(async () => (await page.getByTestId('child-link').count()) === 50, 10_000, 'the first page of children')
+    await page.locator('#child-more').click()
+    await waitFor(async () => (await page.getByTestId('child-link').count()) === 60, 10_000, 'the second page')
+    await page.getByTestId('child-link').first().click()
+    await page.getByTestId('parent-link').waitFor()
+    expect(await page.getByTestId('parent-link').textContent()).toBe(`#${parent.id}`)
+    await context.close()
+  }, 60_000)
 })

@@ -78,6 +78,9 @@ describe('one JSON shape', () => {
       'run_at',
       'max_attempts',
       'tags',
+      'parent_id',
+      'root_id',
+      'children',
       'metadata',
       'result_summary',
     ])

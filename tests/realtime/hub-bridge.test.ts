@@ -28,6 +28,9 @@ const state = (id: number, version: number, status: Process['status'] = 'running
   run_at: '2026-12-02T00:00:00.000Z',
   max_attempts: 1,
   tags: [],
+  parent_id: null,
+  root_id: id,
+  children: null,
   metadata: {},
   result_summary: null,
 })

@@ -27,7 +27,7 @@ import {
   trimBase,
   withQuery,
 } from './http.ts'
-import { DONE_STATUSES, type OutputChunk, type Process, type ProcessStatus } from './shapes.ts'
+import { type ChildCounts, DONE_STATUSES, type OutputChunk, type Process, type ProcessStatus } from './shapes.ts'
 import { safely } from './util.ts'
 
 export type { ConnectionInfo, ConnectionState } from './feed.ts'
@@ -75,6 +75,8 @@ export interface MonitorProcessOptions extends ConnectionOptions {
    * stream is asked for states only (`output=false`).
    */
   onOutput?: (chunk: OutputChunk) => void
+  /** Trees: a parent's children counts, each time they change (and once with the first version that has them). */
+  onChildren?: (children: ChildCounts, process: Process) => void
   /** Polling period when streaming does not work. Default 2000. */
   pollIntervalMs?: number
   /** While polling, how often to try the stream again. Default 30000. */
@@ -126,8 +128,11 @@ export function monitorProcess(baseUrl: string, id: number | string, options: Mo
 
   const update = (process: Process): void => {
     if (feed.stopped || (latest && process.version <= latest.version)) return
+    const before = latest?.children ?? null
     latest = process
     safely(options.onUpdate, process)
+    const counts = process.children ?? null
+    if (counts && options.onChildren && !sameCounts(before, counts)) safely((c: ChildCounts) => options.onChildren!(c, process), counts)
   }
   const finish = (process: Process): void => {
     update(process)
@@ -243,4 +248,17 @@ function parseChunk(data: string): OutputChunk | null {
   } catch {
     return null
   }
+}
+
+function sameCounts(a: ChildCounts | null, b: ChildCounts): boolean {
+  return (
+    a !== null &&
+    a.total === b.total &&
+    a.pending === b.pending &&
+    a.running === b.running &&
+    a.waiting_review === b.waiting_review &&
+    a.completed === b.completed &&
+    a.failed === b.failed &&
+    a.cancelled === b.cancelled
+  )
 }

@@ -9,7 +9,7 @@
  */
 import { useEffect, useState } from 'react'
 import { monitorProcess, type ConnectionState, type EventSourceConstructor, type FetchLike, type MonitorError, type Process } from './monitor.ts'
-import type { OutputChunk } from './shapes.ts'
+import type { ChildCounts, OutputChunk } from './shapes.ts'
 
 export type { ConnectionState, MonitorError, OutputChunk, Process } from './monitor.ts'
 
@@ -43,9 +43,11 @@ export interface ProcessMonitorState {
   connection: ConnectionState | null
   /** The process's live output so far, chunk by chunk in seq order (empty with `output: false`). */
   output: OutputChunk['chunk'][]
+  /** A parent's children by status, from the newest version; null for a process without children. */
+  children: ChildCounts | null
 }
 
-const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null, output: [] }
+const IDLE: ProcessMonitorState = { process: null, done: false, error: null, connection: null, output: [], children: null }
 
 /** Follow a process until it is done. Pass `null` (or `undefined`) to follow nothing. */
 export function useProcessMonitor(id: number | string | null | undefined, options: UseProcessMonitorOptions = {}): ProcessMonitorState {
@@ -83,7 +85,14 @@ export function useProcessMonitor(id: number | string | null | undefined, option
   }, [id, baseUrl, token, pollIntervalMs, fetch, EventSource, withCredentials, withOutput])
 
   if (state.id !== id) return IDLE
-  return { process: state.process, done: state.done, error: state.error, connection: state.connection, output: state.output }
+  return {
+    process: state.process,
+    done: state.done,
+    error: state.error,
+    connection: state.connection,
+    output: state.output,
+    children: state.process?.children ?? null,
+  }
 }
 
 function isIdleFor(state: { id: unknown } & ProcessMonitorState, id: unknown): boolean {

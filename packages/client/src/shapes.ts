@@ -32,6 +32,22 @@ export interface Process {
   max_attempts: number
   /** Set at creation (at most 10, e.g. `user:42`): filter lists and streams with `?tag=`. */
   tags: string[]
+  /** Trees (issue #22): the parent (null on a root), the root (its own id on a root). */
+  parent_id: number | null
+  root_id: number
+  /** Its children by status; null when it never had any. */
+  children: ChildCounts | null
+}
+
+/** A parent's children by status (the parent's `progress` is their mean, or weighted by each child's `weight`). */
+export interface ChildCounts {
+  total: number
+  pending: number
+  running: number
+  waiting_review: number
+  completed: number
+  failed: number
+  cancelled: number
 }
 
 /** The fields of a Process, as the server's schema has them (src/processes/model.ts; checked by tests/client/shapes.test.ts). */
@@ -57,6 +73,9 @@ export const PROCESS_FIELDS = [
   'run_at',
   'max_attempts',
   'tags',
+  'parent_id',
+  'root_id',
+  'children',
 ] as const satisfies readonly (keyof Process)[]
 // Compile-time: PROCESS_FIELDS names every key of Process (and, by `satisfies`, nothing else).
 const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extends never ? true : false = true

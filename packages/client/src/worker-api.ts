@@ -32,6 +32,41 @@ export interface JobContext {
    * `progress` does. The result the handler returns supersedes it; returning none keeps it.
    */
   update(patch: { result_summary: Record<string, unknown>; message?: string }): Promise<boolean>
+  /**
+   * Trees: make children of this process, committed before it resolves with their ids (sent in
+   * frames of at most ~48 KiB each). The process then waits for them when the handler returns (it stays
+   * `running`, with no lease, until they end). Rejects with a WorkerProtocolError (`cancelled`, `not_owner`, …).
+   */
+  spawn(children: ChildSpec[]): Promise<number[]>
+  /** A page of this process's children, oldest first (a finalize run reads them here); `next_after` for the next. */
+  children(options?: { status?: string; after?: number; limit?: number }): Promise<{ children: ChildInfo[]; next_after: number | null }>
+}
+
+/** A child to spawn: as a create's item (type, metadata, queue options), with its share of the progress. */
+export interface ChildSpec {
+  type: string
+  metadata?: Record<string, unknown>
+  priority?: number
+  max_attempts?: number
+  delay_ms?: number
+  run_at?: string
+  weight?: number
+  child_failures?: 'fail' | 'tolerate'
+  finalize?: boolean
+}
+
+/** What ctx.children tells of each child. */
+export interface ChildInfo {
+  id: number
+  type: string
+  status: string
+  progress: number
+  message: string | null
+  error: string | null
+  attempts: number
+  metadata: Record<string, unknown>
+  result_summary: Record<string, unknown> | null
+  finished_at: string | null
 }
 
 /** What a handler returns. Review is requested here, not through the context. */

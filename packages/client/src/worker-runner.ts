@@ -2,6 +2,8 @@
 import type { Process } from './shapes.ts'
 import { abortableSleep, asError } from './util.ts'
 import {
+  type ChildInfo,
+  type ChildSpec,
   type CloseOptions,
   type JobContext,
   JobStoppedError,
@@ -21,6 +23,9 @@ import {
   TRANSIENT_CODES,
   WorkerConnection,
 } from './worker-connection.ts'
+
+/** A spawn frame's children stay under this many bytes of JSON: frames over 64 KiB are refused. */
+const SPAWN_FRAME_BYTES = 48 * 1024
 
 type StopOutcome = { reason: 'closed' | 'unauthenticated'; error?: WorkerAuthError }
 
@@ -215,6 +220,11 @@ export class Worker {
         log: (message) => this.sendForJob(job, { op: 'log', message }),
         output: (chunk) => this.sendForJob(job, { op: 'output', chunk }),
         update: ({ result_summary, message }) => this.sendForJob(job, { op: 'update', result_summary, ...(message === undefined ? {} : { message }) }),
+        spawn: (children) => this.spawnFor(job, children),
+        children: async (o = {}) => {
+          const reply = await this.connection.request({ op: 'children', process_id: job.process.id, attempt: job.process.attempts, ...o })
+          return { children: reply.children as ChildInfo[], next_after: (reply.next_after as number | null) ?? null }
+        },
       },
     }
     this.jobs.set(process.id, job)
@@ -284,6 +294,28 @@ export class Worker {
         return []
       }
     }
+  }
+
+  /** ctx.spawn: the children in frames under the 64 KiB frame limit, one after another; their ids in order. */
+  private async spawnFor(job: RunningJob, children: ChildSpec[]): Promise<number[]> {
+    const ids: number[] = []
+    let chunk: ChildSpec[] = []
+    let bytes = 0
+    const send = async () => {
+      if (chunk.length === 0) return
+      const reply = await this.connection.request({ op: 'spawn', process_id: job.process.id, attempt: job.process.attempts, children: chunk })
+      ids.push(...(reply.process_ids as number[]))
+      chunk = []
+      bytes = 0
+    }
+    for (const child of children) {
+      const size = JSON.stringify(child).length + 1
+      if (bytes + size > SPAWN_FRAME_BYTES || chunk.length >= 10_000) await send()
+      chunk.push(child)
+      bytes += size
+    }
+    await send()
+    return ids
   }
 
   /** progress/heartbeat/log: best effort; an answer that we lost the job aborts it. */

@@ -32,6 +32,8 @@ import { Worker } from './worker-runner.ts'
 
 export type { Process } from './shapes.ts'
 export {
+  type ChildInfo,
+  type ChildSpec,
   type CloseOptions,
   type JobContext,
   type JobHandler,

@@ -15,6 +15,17 @@ export interface NewProcess {
   delay_ms: number | null
   /** While a process with this key is pending or running in the workspace, none other is made (src/processes/unique.ts). */
   unique_key?: string | null
+  /** Tree options (issue #22): its share of its parent's progress, and how it ends as a parent. */
+  weight?: number
+  child_failures?: 'fail' | 'tolerate'
+  finalize?: boolean
+}
+
+/** The parent new processes are made under: its root and depth are theirs too (src/processes/tree.ts checks it). */
+export interface ParentRef {
+  id: number
+  root_id: number
+  depth: number
 }
 
 export async function insertProcess(
@@ -41,8 +52,11 @@ export async function insertProcesses(sql: Sql, o: { workspaceId: number; create
 }
 
 /** insertProcesses's rows as stored (with unique_key, which the API's process does not show). */
-export async function insertProcessRows(sql: Sql, o: { workspaceId: number; createdBy: number | null; items: NewProcess[] }): Promise<Row[]> {
-  const items = o.items.map(({ type, metadata, tags, priority, max_attempts, run_at, delay_ms, unique_key }) => ({
+export async function insertProcessRows(
+  sql: Sql,
+  o: { workspaceId: number; createdBy: number | null; items: NewProcess[]; parent?: ParentRef | null },
+): Promise<Row[]> {
+  const items = o.items.map(({ type, metadata, tags, priority, max_attempts, run_at, delay_ms, unique_key, weight, child_failures, finalize }) => ({
     type,
     metadata,
     tags: tags ?? [],
@@ -51,18 +65,25 @@ export async function insertProcessRows(sql: Sql, o: { workspaceId: number; crea
     run_at,
     delay_ms,
     unique_key: unique_key ?? null,
+    weight: weight ?? 1,
+    child_failures: child_failures ?? 'fail',
+    finalize: finalize ?? false,
   }))
+  const parent = o.parent ?? null
   const keyed = items.some((i) => i.unique_key !== null)
   return sql`
     with x as (
       select * from rows from (
                jsonb_to_recordset(${JSON.stringify(items)}::text::jsonb)
-               as (type text, metadata jsonb, tags text[], priority int, max_attempts int, run_at timestamptz, delay_ms bigint, unique_key text)
-             ) with ordinality as x(type, metadata, tags, priority, max_attempts, run_at, delay_ms, unique_key, n)
+               as (type text, metadata jsonb, tags text[], priority int, max_attempts int, run_at timestamptz, delay_ms bigint, unique_key text,
+                   weight float8, child_failures text, finalize boolean)
+             ) with ordinality as x(type, metadata, tags, priority, max_attempts, run_at, delay_ms, unique_key, weight, child_failures, finalize, n)
     ), p as (
-      insert into processes (workspace_id, type, metadata, tags, created_by, message, priority, max_attempts, run_at, unique_key)
+      insert into processes (workspace_id, type, metadata, tags, created_by, message, priority, max_attempts, run_at, unique_key,
+                             weight, child_failures, finalize, parent_id, root_id, depth)
       select ${o.workspaceId}, x.type, x.metadata, x.tags, ${o.createdBy}, 'Queued', x.priority, x.max_attempts,
-             coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond'), x.unique_key
+             coalesce(x.run_at, now() + coalesce(x.delay_ms, 0) * interval '1 millisecond'), x.unique_key,
+             x.weight, x.child_failures, x.finalize, ${parent?.id ?? null}::bigint, ${parent?.root_id ?? null}::bigint, ${parent ? parent.depth + 1 : 0}
         from x
        order by x.n
       ${keyed ? uniqueKeyConflict(sql) : sql``}

@@ -11,7 +11,8 @@ export interface CoverScope {
   tags: string[] | null
 }
 
-function coveredBy(sql: Sql, scope: CoverScope | undefined) {
+/** A public token's scope as a condition: only the processes it covers (nothing when there is no scope). */
+export function coveredBy(sql: Sql, scope: CoverScope | undefined) {
   if (!scope) return sql``
   return sql`and (id = any(${scope.processIds ?? []}::bigint[]) or tags && ${scope.tags ?? []}::text[])`
 }
@@ -82,6 +83,8 @@ export interface ActiveFilter {
   tags?: string[]
   /** A public token's: only the processes it covers. */
   scope?: CoverScope
+  /** Only one tree: the root and its descendants. */
+  rootId?: number
   /** Keyset: only ids above this one (0 for the first page). */
   after: number
   limit: number
@@ -98,6 +101,7 @@ export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> 
        ${f.type ? sql`and type = ${f.type}` : sql``}
        ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}
        ${coveredBy(sql, f.scope)}
+       ${f.rootId !== undefined ? sql`and (root_id = ${f.rootId} or id = ${f.rootId})` : sql``}
      order by id
      limit ${f.limit}`
   return rows.map(toProcess)
@@ -133,7 +137,17 @@ export async function listEvents(sql: Sql, processId: number, after: number, lim
 
 /** Why a guarded statement found no row: the current state, if the process is visible at all. */
 export async function findState(sql: Sql, id: number) {
-  const [row] = await sql<{ status: Status; worker_id: string | null; attempts: number; workspace_id: number; type: string; worker_token_id: number | null }[]>`
-    select status, worker_id, attempts, workspace_id, type, worker_token_id from processes where id = ${id}`
+  const [row] = await sql<
+    {
+      status: Status
+      worker_id: string | null
+      attempts: number
+      workspace_id: number
+      type: string
+      worker_token_id: number | null
+      awaiting: Status | null
+    }[]
+  >`
+    select status, worker_id, attempts, workspace_id, type, worker_token_id, awaiting from processes where id = ${id}`
   return row ?? null
 }

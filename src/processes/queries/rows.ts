@@ -28,7 +28,32 @@ export function toProcess(row: Row): Process {
     run_at: row.run_at,
     max_attempts: row.max_attempts,
     tags: row.tags,
+    ...treeFields(row),
     metadata: row.metadata,
     result_summary: row.result_summary,
+  }
+}
+
+/**
+ * The tree's fields of a process (issue #22), in the API's key order, after the queue's fields: the parent, the
+ * root (its own id on a root) and the children's counts (null when it never had children). The one place that
+ * renders them from a row (sql/013_trees.sql's process_json says the same in SQL).
+ */
+export function treeFields(row: Row): Pick<Process, 'parent_id' | 'root_id' | 'children'> {
+  return {
+    parent_id: row.parent_id ?? null,
+    root_id: row.root_id ?? row.id,
+    children:
+      row.children_total > 0
+        ? {
+            total: row.children_total,
+            pending: row.children_pending,
+            running: row.children_running,
+            waiting_review: row.children_waiting_review,
+            completed: row.children_completed,
+            failed: row.children_failed,
+            cancelled: row.children_cancelled,
+          }
+        : null,
   }
 }

@@ -4,10 +4,11 @@ import { Elysia, t } from 'elysia'
 import { activeWorkspace, authPlugin } from '../../auth/plugin'
 import { JSON_CONTENT_TYPE, notFound } from '../../errors'
 import type { Services } from '../../wiring'
-import { EventsQuery, IdParams, ListQuery, OutputChunk, OutputQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
+import { ChildrenQuery, EventsQuery, IdParams, ListQuery, OutputChunk, OutputQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
 import { listOutput } from '../queries/output'
 import { requireCovered } from '../scope'
 import { listEvents, listProcesses } from '../queries/reads'
+import { listChildren, listChildSummaries } from '../queries/trees'
 import { errors, responses } from './docs'
 
 /** `"<version>"`; If-None-Match may list several, weak or strong, or `*`. */
@@ -28,7 +29,7 @@ export function processReads(s: Services) {
       async ({ query, principal, state, request, set }) => {
         const workspaceId = activeWorkspace(principal, state, query.workspace_id)
         const limit = query.limit ?? 50
-        const { rows, more } = await listProcesses(s.sql, {
+        const filter = {
           workspaceId,
           statuses: query.status?.split(','),
           type: query.type,
@@ -36,7 +37,9 @@ export function processReads(s: Services) {
           scope: principal.scope,
           before: query.before,
           limit,
-        })
+        }
+        const { rows, more } =
+          query.parent_id !== undefined ? await listChildSummaries(s.sql, { ...filter, parentId: query.parent_id }) : await listProcesses(s.sql, filter)
         if (more) {
           const url = new URL(request.url)
           url.searchParams.set('before', String(rows[rows.length - 1]!.id))
@@ -87,6 +90,31 @@ export function processReads(s: Services) {
           summary: 'Get one process with its full state (ETag / If-None-Match)',
           tags: ['processes'],
           responses: responses({ 200: Process, 304: null, ...errors }),
+        },
+      },
+    )
+    .get(
+      '/:id/children',
+      async ({ params: { id }, query, principal, state, request, set }) => {
+        const visible = await s.reader.version(id, principal.workspaceIds)
+        if (visible === null) throw notFound('Process not found')
+        state.workspaceId = visible.workspace_id
+        const limit = query.limit ?? 100
+        const { rows, more } = await listChildren(s.sql, { parentId: id, statuses: query.status?.split(','), after: query.after, limit })
+        if (more) {
+          const url = new URL(request.url)
+          url.searchParams.set('after', String(rows[rows.length - 1]!.id))
+          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
+        }
+        return rows
+      },
+      {
+        params: IdParams,
+        query: ChildrenQuery,
+        detail: {
+          summary: "A process's children, oldest first (extension); status filter, `after` for the next page (Link header)",
+          tags: ['processes'],
+          responses: responses({ 200: t.Array(Process), ...errors }),
         },
       },
     )

@@ -75,9 +75,10 @@ export function processStreams(s: Services) {
           type: query.type,
           tags,
           scope: principal.scope,
+          rootId: query.root_id,
           // Each row as the newest state this instance knows of it (a running process's live state).
           readPage: async (after, limit) =>
-            (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, scope: principal.scope, after, limit })).map(
+            (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, scope: principal.scope, rootId: query.root_id, after, limit })).map(
               (row) => newer(row, s.reader.liveState(row.id))!,
             ),
         })

@@ -7,7 +7,7 @@ import type { RequestState } from '../../request-state'
 import type { Services } from '../../wiring'
 import { BatchBody, type BatchItem, CreateBody, ErrorSchema, IdempotencyHeaders, IdParams, Process, ReviewBody, unstorableJson } from '../model'
 import type { NewProcess } from '../queries/create'
-import { createProcesses, userAction } from '../service'
+import { createProcess, createProcesses, userAction } from '../service'
 import { JSON_BODY, noBody } from './body'
 import { bodyErrors, errors, responses } from './docs'
 
@@ -20,13 +20,20 @@ export function processWrites(s: Services) {
         const item = newProcess(s, body, '')
         const workspaceId = activeWorkspace(principal, state, body.workspace_id)
         requireWriter(principal, workspaceId)
-        const { process, replayed, uniqueReplayed } = await s.creates.submit({
+        const input = {
           principal,
           workspaceId,
           item,
           idempotencyKey: headers['idempotency-key'] ?? null,
           audit: auditRowFor(request, state, 201),
-        })
+        }
+        // A tree (issue #22) is made in its own transaction, parent and children together; a plain create is
+        // group-committed with the others.
+        const tree =
+          body.parent_id !== undefined || (body.children && body.children.length > 0)
+            ? { parentId: body.parent_id, children: body.children?.map((child, i) => newProcess(s, child, `/children/${i}`)) }
+            : null
+        const { process, replayed, uniqueReplayed } = tree ? await createProcess(s.sql, s.hub, { ...input, tree }) : await s.creates.submit(input)
         state.audited = !replayed
         set.status = uniqueReplayed ? 200 : 201
         set.headers.location = `/processes/${process.id}`
@@ -56,6 +63,7 @@ export function processWrites(s: Services) {
           principal,
           workspaceId,
           items,
+          ...(body.parent_id !== undefined ? { tree: { parentId: body.parent_id } } : {}),
           idempotencyKey: headers['idempotency-key'] ?? null,
           audit: auditRowFor(request, state, 201),
         })
@@ -131,6 +139,9 @@ function newProcess(s: Services, body: BatchItem, at: string): NewProcess {
     run_at: runAt,
     delay_ms: body.delay_ms ?? null,
     unique_key: body.unique_key ?? null,
+    ...(body.weight !== undefined ? { weight: body.weight } : {}),
+    ...(body.child_failures !== undefined ? { child_failures: body.child_failures } : {}),
+    ...(body.finalize !== undefined ? { finalize: body.finalize } : {}),
   }
 }
 

@@ -1,6 +1,6 @@
--- Live output, live results and tags (issue 23). Tags: up to 10 short strings per process, set at creation,
+-- Live output, live results and tags. Tags: up to 10 short strings per process, set at creation,
 -- filtered with `tags @> …` (the GIN index). A constant default: no table rewrite. The API's JSON gains
--- "tags" after max_attempts (the one key order of src/processes/queries/rows.ts toProcess).
+-- "tags" after max_attempts, before the tree's fields (sql/013_trees.sql; the one key order of src/processes/queries/rows.ts toProcess).
 alter table processes add column tags text[] not null default '{}';
 create index processes_tags_idx on processes using gin (tags);
 
@@ -25,6 +25,12 @@ select id, workspace_id, version,
        ',"run_at":' || ('"' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
        ',"max_attempts":' || max_attempts ||
        ',"tags":' || to_json(tags)::text ||
+       ',"parent_id":' || coalesce(parent_id::text, 'null') ||
+       ',"root_id":' || coalesce(root_id, id) ||
+       ',"children":' || case when children_total = 0 then 'null' else
+         '{"total":' || children_total || ',"pending":' || children_pending || ',"running":' || children_running ||
+         ',"waiting_review":' || children_waiting_review || ',"completed":' || children_completed ||
+         ',"failed":' || children_failed || ',"cancelled":' || children_cancelled || '}' end ||
        ',"metadata":' || compact_json(metadata) ||
        ',"result_summary":' || compact_json(result_summary) ||
        '}' as json
