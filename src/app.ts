@@ -3,7 +3,7 @@
 // audit of authenticated routes, the JSON log line and metrics).
 import { openapi } from '@elysiajs/openapi'
 import { Elysia } from 'elysia'
-import { allowedMethods } from './allowed-methods'
+import { allowedMethods, routeTemplates } from './allowed-methods'
 import { Authenticator } from './auth/authenticator'
 import { CorsRefusals } from './cors-refusals'
 import { auditRowFor } from './auth/plugin'
@@ -12,6 +12,7 @@ import { dashboard } from './dashboard/routes'
 import { docs } from './ops/docs'
 import { HttpError, JSON_CONTENT_TYPE, errorResponse, isUnavailable, payloadTooLarge } from './errors'
 import { me } from './me'
+import { knownMethod } from './ops/metrics'
 import { ops } from './ops/routes'
 import { processes } from './processes/index'
 import { queues } from './queues/routes'
@@ -110,6 +111,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
   const anyOrigin = origins.delete('*')
   const logRequests = s.log.enabled('info')
   const corsRefusals = new CorsRefusals(s.log, s.config.CORS_ORIGINS)
+  const templateOf = routeTemplates(app.routes)
 
   return async (request, ip) => {
     const incoming = request.headers.get('x-request-id')
@@ -139,7 +141,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
             ? errorResponse(error.status, error.code, error.message)
             : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
         // A refused body is audited like any request that carries a credential (its principal if it has a valid one).
-        if (error instanceof HttpError && error.status === 413) await audit413(s, request, state)
+        if (error instanceof HttpError && error.status === 413) await audit413(s, request, state, templateOf)
       }
     }
 
@@ -155,18 +157,21 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
       headers.append('vary', 'Origin')
     }
     const status = response.status
+    // A template (what Elysia matched) or `unmatched`: a raw path never becomes a label, a log field or an audit row.
     const route = state.route ?? 'unmatched'
     if (state.authenticated && !state.audited) s.audit.record(auditRowFor(request, state, status))
     const ms = performance.now() - state.startedAt
-    s.metrics.request(request.method, route, status, ms)
-    if (logRequests) s.log.request(request.method, route, status, ms, requestId)
+    const method = knownMethod(request.method)
+    s.metrics.request(method, route, status, ms)
+    if (logRequests) s.log.request(method, route, status, ms, requestId)
     return response
   }
 }
 
-async function audit413(s: Services, request: Request, state: ReturnType<typeof requestState>) {
+async function audit413(s: Services, request: Request, state: ReturnType<typeof requestState>, templateOf: (pathname: string) => string | null) {
   state.authenticated = true
-  state.route ??= new URL(request.url).pathname.replace(/\/\d+(?=\/|$)/g, '/:id')
+  // Refused before routing: the template its path would match, else `unmatched` (never the path itself).
+  state.route ??= templateOf(new URL(request.url).pathname) ?? 'unmatched'
   state.principal = await s.auth.authenticate(Authenticator.tokenOf(request)).catch(() => null)
 }
 

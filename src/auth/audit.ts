@@ -23,6 +23,35 @@ export interface AuditRow {
   worker_token_id?: number | null
 }
 
+/**
+ * What one audit row may hold of what a client chose: a stranger's 8 KB User-Agent or 16 KB path must not
+ * become 8 KB of audit log per request (issue #19). Routes are templates or `unmatched` already; the caps are
+ * the second guard.
+ */
+export const AUDIT_MAX = { method: 16, route: 512, user_agent: 256, ip: 64, request_id: 128 } as const
+
+const cap = (text: string | null, max: number) => (text !== null && text.length > max ? text.slice(0, max) : text)
+
+/** The row with every client-chosen text capped (AUDIT_MAX); the same object when nothing is over. */
+export function capAuditRow(row: AuditRow): AuditRow {
+  if (
+    row.method.length <= AUDIT_MAX.method &&
+    row.route.length <= AUDIT_MAX.route &&
+    (row.user_agent?.length ?? 0) <= AUDIT_MAX.user_agent &&
+    (row.ip?.length ?? 0) <= AUDIT_MAX.ip &&
+    (row.request_id?.length ?? 0) <= AUDIT_MAX.request_id
+  )
+    return row
+  return {
+    ...row,
+    method: cap(row.method, AUDIT_MAX.method)!,
+    route: cap(row.route, AUDIT_MAX.route)!,
+    user_agent: cap(row.user_agent, AUDIT_MAX.user_agent),
+    ip: cap(row.ip, AUDIT_MAX.ip),
+    request_id: cap(row.request_id, AUDIT_MAX.request_id),
+  }
+}
+
 // While the database is down rows wait in memory, up to this many; beyond it the oldest are dropped and counted.
 const MAX_BUFFERED = 100_000
 
@@ -39,7 +68,7 @@ export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
                            request_id_from_client, worker_token_id)
     select user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at,
            coalesce(request_id_from_client, false), worker_token_id
-      from json_to_recordset(${JSON.stringify(rows)}::text::json)
+      from json_to_recordset(${JSON.stringify(rows.map(capAuditRow))}::text::json)
         as x(user_id bigint, token_id bigint, workspace_id bigint, method text, route text, status int,
              ip text, user_agent text, request_id text, created_at timestamptz, request_id_from_client boolean,
              worker_token_id bigint)`
@@ -68,7 +97,8 @@ export class AuditLog {
       this.buffer.shift()
       this.dropped++
     }
-    this.buffer.push(row)
+    // Capped as it is kept: a buffer of 100,000 rows must not hold 100,000 long User-Agents either.
+    this.buffer.push(capAuditRow(row))
   }
 
   get pending() {

@@ -122,7 +122,7 @@ export function auditRowFor(request: Request, state: RequestState, status: numbe
     token_id: state.principal?.tokenId ?? null,
     workspace_id: state.workspaceId,
     method: request.method,
-    route: state.route ?? new URL(request.url).pathname,
+    route: state.route ?? 'unmatched',
     status,
     ip: state.ip(),
     user_agent: request.headers.get('user-agent'),
