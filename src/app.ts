@@ -110,8 +110,8 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
   // no cookie). Credentials go only to origins listed by name.
   const anyOrigin = origins.delete('*')
   const logRequests = s.log.enabled('info')
-  const corsRefusals = new CorsRefusals(s.log, s.config.CORS_ORIGINS)
   const templateOf = routeTemplates(app.routes)
+  const corsRefusals = new CorsRefusals(s.log, s.config.CORS_ORIGINS, templateOf)
 
   return async (request, ip) => {
     const incoming = request.headers.get('x-request-id')

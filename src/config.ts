@@ -23,6 +23,21 @@ export const ConfigSchema = T.Object({
   /** Live state (progress) is written behind its ack at most once per this per process (src/workers/write-behind.ts). */
   PROGRESS_PERSIST_MS: Int(250, 0, 60_000),
   DB_POOL_MAX: Int(10, 1, 200),
+  /**
+   * Postgres's statement_timeout on the server's pool: a statement running longer is cancelled by Postgres
+   * itself, so a request the server gave up on (503 after 3 s) does not keep its query running (0 = none).
+   * Migrations run without it. The embedded database (PGlite) ignores it.
+   */
+  DB_STATEMENT_TIMEOUT_MS: Int(5000, 0, 3_600_000),
+  /** A process's metadata at most this many bytes as JSON (413 beyond; 0 = only the 1 MiB body limit). */
+  METADATA_MAX_BYTES: Int(64 * 1024, 0, 1024 * 1024),
+  /**
+   * Per-workspace quotas (src/processes/quotas.ts), refused with 429 naming the quota in details.quota; 0 = no
+   * quota. Pending processes, distinct types among them, and the bytes of their metadata.
+   */
+  WORKSPACE_MAX_PENDING: Int(100_000, 0, 100_000_000),
+  WORKSPACE_MAX_PENDING_TYPES: Int(1000, 0, 10_000_000),
+  WORKSPACE_MAX_METADATA_BYTES: Int(1024 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
   CORS_ORIGINS: T.String({ default: '' }),
   LOG_LEVEL: T.Union([T.Literal('debug'), T.Literal('info'), T.Literal('warn'), T.Literal('error'), T.Literal('silent')], { default: 'info' }),
   /** How long a token look-up may be served from memory; revocation takes effect within this. */

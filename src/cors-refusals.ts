@@ -14,6 +14,8 @@ export class CorsRefusals {
   constructor(
     private readonly log: Logger,
     private readonly configured: string,
+    /** The route template a path matches (a preflight is refused before routing), else null: logged as `unmatched`. */
+    private readonly templateOf: (pathname: string) => string | null = () => null,
   ) {}
 
   /**
@@ -36,7 +38,7 @@ export class CorsRefusals {
       this.log.warn('cross-origin request refused', {
         origin: origin.slice(0, 256),
         method: request.method.slice(0, 16),
-        route: route ?? 'unmatched',
+        route: route ?? this.templateOf(new URL(request.url).pathname) ?? 'unmatched',
         CORS_ORIGINS: this.configured,
         hint: `browsers on ${origin} cannot read this server's answers: add ${origin} to CORS_ORIGINS (comma-separated) to allow it`,
       })

@@ -49,7 +49,14 @@ export async function buildServices(
 ): Promise<{ services: Services; bridge: RedisBridge<Process> | null; sweeper: LeaseSweeper; held: HeldLeases }> {
   const log = o.log ?? new Logger(config.LOG_LEVEL)
   const db =
-    o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
+    o.db ??
+    (await openDatabase({
+      url: config.DATABASE_URL,
+      dataDir: config.DATA_DIR,
+      poolMax: config.DB_POOL_MAX,
+      queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS,
+      statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
+    }))
   try {
     await migrate(db.sql)
   } catch (error) {

@@ -31,6 +31,11 @@ export interface OpenOptions {
    * QUERY_TIMEOUT (a 503 `unavailable`). The server sets it; the CLI and scripts run unbounded.
    */
   queryTimeoutMs?: number
+  /**
+   * Postgres only: the sessions' statement_timeout, so Postgres itself cancels a statement running longer (the
+   * client-side deadline above only stops waiting for it). 0 or unset: none. PGlite has no timer to run it.
+   */
+  statementTimeoutMs?: number
 }
 
 /** The server's bound on one query: with one or two queries per request, an answer (503 at worst) comes within 5 s. */
@@ -70,8 +75,8 @@ export function parseTimestamp(x: string): string {
   return new Date(x.includes('T') ? x : x.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString()
 }
 
-export async function openDatabase({ url, dataDir, poolMax, queryTimeoutMs }: OpenOptions): Promise<Database> {
-  if (url) return openPostgres(url, poolMax, queryTimeoutMs)
+export async function openDatabase({ url, dataDir, poolMax, queryTimeoutMs, statementTimeoutMs }: OpenOptions): Promise<Database> {
+  if (url) return openPostgres(url, poolMax, queryTimeoutMs, statementTimeoutMs)
   return openPglite(dataDir)
 }
 
@@ -110,7 +115,7 @@ export function explainDatabaseError(error: unknown, url: string | undefined): u
   return new Error(`DATABASE_URL ${redact(url!)}: ${problem} (${detail})`, { cause: error })
 }
 
-function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number): Database {
+function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number, statementTimeoutMs?: number): Database {
   let parsed: URL
   try {
     parsed = new URL(url)
@@ -130,7 +135,8 @@ function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number): Da
     // Leave idle connections to the server's defaults but recycle slowly-leaking ones.
     max_lifetime: 60 * 30,
     // UTC sessions: timestamps come back in the one format parseTimestamp slices.
-    connection: { TimeZone: 'UTC' },
+    // statement_timeout as a startup parameter: every connection of the pool has it from its first query.
+    connection: { TimeZone: 'UTC', ...(statementTimeoutMs ? { statement_timeout: statementTimeoutMs } : {}) },
     types: {
       int8: { to: INT8_OID, from: [INT8_OID], serialize: (x: number) => String(x), parse: parseInt8 },
       timestamptz: {

@@ -12,6 +12,7 @@ import liveState from '../../sql/009_live_state.sql' with { type: 'text' }
 import queues from '../../sql/010_queues.sql' with { type: 'text' }
 import schedules from '../../sql/011_schedules.sql' with { type: 'text' }
 import webhooks from '../../sql/012_webhooks.sql' with { type: 'text' }
+import boundedCost from '../../sql/013_bounded_cost.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -31,4 +32,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '010_queues.sql', text: queues },
   { name: '011_schedules.sql', text: schedules },
   { name: '012_webhooks.sql', text: webhooks },
+  { name: '013_bounded_cost.sql', text: boundedCost },
 ]

@@ -1,7 +1,8 @@
 // Issue #19: a hostile tenant, or a stranger, costs only itself. Each case is an attack the review measured:
 // what it used to grow or stall, bounded now.
 import { describe, expect, it } from 'bun:test'
-import { createTenant, inProcessApp } from '../helpers'
+import { openDatabase } from '../../src/db/client'
+import { createTenant, hasPostgres, inProcessApp } from '../helpers'
 
 const app = await inProcessApp({ RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0' })
 const { s, handle, request, db } = app
@@ -78,5 +79,74 @@ describe('unmatched routes and long headers cost nothing lasting', () => {
     const [row] = await db.sql<{ user_agent: string }[]>`
       select user_agent from audit_log where user_id = ${tenant.userId} and route = '/processes' order by id desc limit 1`
     expect(row!.user_agent.length).toBeLessThanOrEqual(256)
+  })
+})
+
+describe('one process cannot make its reads expensive', () => {
+  it('answers GET of a process with 200,000 values in metadata quickly, rendered by the server', async () => {
+    // Stored as an older server let it be (no cap then): the read path must not cost per JSON value in SQL.
+    const [row] = await db.sql<{ id: number }[]>`
+      insert into processes (workspace_id, type, metadata, message)
+      values (${tenant.workspaceId}, 'huge', jsonb_build_object('zeros', (select jsonb_agg(0) from generate_series(1, 200000))), 'Queued')
+      returning id`
+    const started = performance.now()
+    const response = await request('GET', `/processes/${row!.id}`, { token: tenant.token })
+    const ms = performance.now() - started
+    expect(response.status).toBe(200)
+    expect(response.body.id).toBe(row!.id)
+    expect(typeof response.body.version).toBe('number')
+    expect(response.body.metadata.zeros.length).toBe(200_000)
+    // The SQL renderer took ~3 s for this on the same machine.
+    expect(ms).toBeLessThan(1000)
+  })
+
+  it('refuses metadata over METADATA_MAX_BYTES with 413 naming the field and the limit', async () => {
+    const response = await request('POST', '/processes', { token: tenant.token, body: { type: 'big', metadata: { blob: 'x'.repeat(70_000) } } })
+    expect(response.status).toBe(413)
+    expect(response.body.error.code).toBe('payload_too_large')
+    expect(response.body.error.message).toContain('METADATA_MAX_BYTES')
+    expect(response.body.error.details[0]).toMatchObject({ path: '/metadata', limit_bytes: 65536 })
+    const batch = await request('POST', '/processes/batch', {
+      token: tenant.token,
+      body: { processes: [{ type: 'ok' }, { type: 'big', metadata: { blob: 'x'.repeat(70_000) } }] },
+    })
+    expect(batch.status).toBe(413)
+    expect(batch.body.error.details[0].path).toBe('/processes/1/metadata')
+  })
+
+  it('refuses metadata with more than 10,000 values with 422 saying so', async () => {
+    const response = await request('POST', '/processes', { token: tenant.token, body: { type: 'many', metadata: { zeros: new Array(20_000).fill(0) } } })
+    expect(response.status).toBe(422)
+    expect(response.body.error.code).toBe('invalid_request')
+    expect(response.body.error.message).toContain('more than 10000 values')
+    expect(response.body.error.details[0].path).toBe('/metadata')
+    const fine = await request('POST', '/processes', { token: tenant.token, body: { type: 'many', metadata: { zeros: new Array(5000).fill(0) } } })
+    expect(fine.status).toBe(201)
+  })
+
+  it('refuses metadata nested deeper than 64 levels with 422', async () => {
+    let deep: unknown = 1
+    for (let i = 0; i < 80; i++) deep = [deep]
+    const response = await request('POST', '/processes', { token: tenant.token, body: { type: 'deep', metadata: { deep } } })
+    expect(response.status).toBe(422)
+    expect(response.body.error.message).toContain('nested deeper than 64 levels')
+  })
+
+  it.skipIf(!hasPostgres)('stops a statement past DB_STATEMENT_TIMEOUT_MS in Postgres itself', async () => {
+    const timed = await openDatabase({ url: process.env.DATABASE_URL, dataDir: '', poolMax: 1, statementTimeoutMs: 200 })
+    try {
+      const started = performance.now()
+      const error = await Promise.resolve(timed.sql`select pg_sleep(3), 'bounds-sleep' as tag`).then(
+        () => null,
+        (e) => e,
+      )
+      expect((error as { code?: string })?.code).toBe('57014')
+      expect(performance.now() - started).toBeLessThan(2000)
+      // Cancelled, not left running behind a client that stopped waiting.
+      const running = await db.sql`select 1 from pg_stat_activity where query like '%bounds-sleep%' and state = 'active' and pid <> pg_backend_pid()`
+      expect(running.length).toBe(0)
+    } finally {
+      await timed.close()
+    }
   })
 })

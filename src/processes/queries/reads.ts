@@ -12,13 +12,8 @@ export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> 
 }
 
 export interface ProcessText extends ProcessVersion {
-  /** The process's JSON as the API shows it (sql/002_process_json.sql). */
+  /** The process's JSON as the API shows it, rendered by the server (src/processes/reader.ts findText). */
   json: string
-}
-
-export async function getProcessTexts(sql: Sql, ids: number[]): Promise<ProcessText[]> {
-  if (ids.length === 0) return []
-  return sql<ProcessText[]>`select id, workspace_id, version, json from process_json where id = any(${ids}::bigint[])`
 }
 
 export interface ProcessVersion {

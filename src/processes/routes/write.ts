@@ -5,7 +5,20 @@ import { auditRowFor, activeWorkspace, authPlugin, requireWriter } from '../../a
 import { invalidRequest } from '../../errors'
 import type { RequestState } from '../../request-state'
 import type { Services } from '../../wiring'
-import { BatchBody, type BatchItem, CreateBody, ErrorSchema, IdempotencyHeaders, IdParams, Process, ReviewBody, unstorableJson } from '../model'
+import {
+  BatchBody,
+  type BatchItem,
+  CreateBody,
+  checkMetadataBytes,
+  ErrorSchema,
+  IdempotencyHeaders,
+  IdParams,
+  MAX_METADATA_DEPTH,
+  MAX_METADATA_VALUES,
+  Process,
+  ReviewBody,
+  unstorableJson,
+} from '../model'
 import type { NewProcess } from '../queries/create'
 import { createProcesses, userAction } from '../service'
 import { JSON_BODY, noBody } from './body'
@@ -112,8 +125,9 @@ export function processWrites(s: Services) {
 
 /** A create body's item with its defaults resolved; 422 for what the schema cannot say. */
 function newProcess(s: Services, body: BatchItem, at: string): NewProcess {
-  const unstorable = unstorableJson(body.metadata)
-  if (unstorable) throw invalidRequest(`Invalid body ${at}/metadata: ${unstorable}`)
+  checkMetadataBytes(body.metadata, at, s.config.METADATA_MAX_BYTES)
+  const unstorable = unstorableJson(body.metadata, MAX_METADATA_DEPTH, MAX_METADATA_VALUES)
+  if (unstorable) throw invalidRequest(`Invalid body ${at}/metadata: ${unstorable}`, [{ path: `${at}/metadata`, message: unstorable }])
   if (body.run_at !== undefined && body.delay_ms !== undefined) throw invalidRequest(`Invalid body ${at}: give run_at or delay_ms, not both`)
   let runAt: string | null = null
   if (body.run_at !== undefined) {

@@ -1,0 +1,31 @@
+-- Bounded cost per request and per tenant (issue #19). The API's process JSON is rendered by the server now
+-- (src/processes/reader.ts); what is left of process_json is the webhook payload (sql/012_webhooks.sql), and
+-- there metadata and result_summary are jsonb's own text, written in C, instead of compact_json, a PL/pgSQL
+-- call per JSON value (a 1 MB array of zeros: 8 s per render). jsonb's text has ", " and ": " where
+-- JSON.stringify writes "," and ":": the same JSON to any parser.
+create or replace view process_json as
+select id, workspace_id, version,
+       '{"id":' || id ||
+       ',"workspace_id":' || workspace_id ||
+       ',"type":' || to_json(type)::text ||
+       ',"status":' || to_json(status)::text ||
+       ',"progress":' || progress ||
+       ',"message":' || coalesce(to_json(message)::text, 'null') ||
+       ',"error":' || coalesce(to_json(error)::text, 'null') ||
+       ',"attempts":' || attempts ||
+       ',"version":' || version ||
+       ',"worker_id":' || coalesce(to_json(worker_id)::text, 'null') ||
+       ',"created_by":' || coalesce(created_by::text, 'null') ||
+       ',"created_at":' || ('"' || to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
+       ',"updated_at":' || ('"' || to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
+       ',"started_at":' || coalesce(('"' || to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"'), 'null') ||
+       ',"finished_at":' || coalesce(('"' || to_char(finished_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"'), 'null') ||
+       ',"priority":' || priority ||
+       ',"run_at":' || ('"' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
+       ',"max_attempts":' || max_attempts ||
+       ',"metadata":' || coalesce(metadata::text, 'null') ||
+       ',"result_summary":' || coalesce(result_summary::text, 'null') ||
+       '}' as json
+  from processes;
+
+drop function compact_json(jsonb);
