@@ -2,6 +2,7 @@
 // what it used to grow or stall, bounded now.
 import { describe, expect, it } from 'bun:test'
 import { openDatabase } from '../../src/db/client'
+import { claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
 import { createTenant, hasPostgres, inProcessApp } from '../helpers'
 
 const app = await inProcessApp({ RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0' })
@@ -148,5 +149,59 @@ describe('one process cannot make its reads expensive', () => {
     } finally {
       await timed.close()
     }
+  })
+})
+
+const TYPES = 20_000
+const hostile = await createTenant(db.sql)
+const victim = await createTenant(db.sql)
+await db.sql`insert into processes (workspace_id, type, message) select ${hostile.workspaceId}, 'h' || n, 'Queued' from generate_series(1, ${TYPES}) n`
+await db.sql`insert into processes (workspace_id, type, message) values (${victim.workspaceId}, 'victim_job', 'Queued')`
+
+describe('a claim walks only the lanes it may take', () => {
+  /** Rows the claim reads from processes (EXPLAIN ANALYZE, rolled back), and what it claimed. */
+  async function claimCost(o: Parameters<typeof claimStatement>[1]) {
+    let read = 0
+    let claimed: number[] = []
+    await db.sql
+      .begin(async (tx) => {
+        await claimPlanSettings(tx)
+        const [row] = await tx`explain (analyze, format json) ${claimStatement(tx, o)}`
+        const walk = (n: any): void => {
+          if (n['Relation Name'] === 'processes' && n['Node Type'] !== 'ModifyTable')
+            read += (n['Actual Rows'] + (n['Rows Removed by Filter'] ?? 0)) * n['Actual Loops']
+          for (const c of n.Plans ?? []) walk(c)
+        }
+        walk((row as any)['QUERY PLAN'][0].Plan)
+        // EXPLAIN ANALYZE ran it: what it took is running under this worker id until the rollback.
+        claimed = (await tx`select workspace_id from processes where worker_id = ${o.workerId} and status = 'running'`).map((r: any) => r.workspace_id)
+        throw new Error('rollback')
+      })
+      .catch((e) => {
+        if ((e as Error).message !== 'rollback') throw e
+      })
+    return { read, claimed }
+  }
+
+  it(`reads a handful of rows for a worker scoped to another workspace, with ${TYPES.toLocaleString('en')} pending types next door`, async () => {
+    const token = { tokenId: 0, workspaceIds: [victim.workspaceId], types: null }
+    const { read, claimed } = await claimCost({ workerId: 'w-scoped', types: null, max: 1, token })
+    expect(claimed).toEqual([victim.workspaceId])
+    expect(read).toBeLessThan(50)
+  })
+
+  it('reads a handful of rows for a worker asking for one type, whatever another workspace holds', async () => {
+    const { read, claimed } = await claimCost({ workerId: 'w-typed', types: ['victim_job'], max: 1 })
+    expect(claimed).toEqual([victim.workspaceId])
+    expect(read).toBeLessThan(50)
+  })
+
+  it('pairs a token scoped to workspaces and types directly, and still claims within the scope only', async () => {
+    const token = { tokenId: 0, workspaceIds: [victim.workspaceId, hostile.workspaceId], types: ['victim_job', 'h7'] }
+    const { read, claimed } = await claimCost({ workerId: 'w-both', types: null, max: 5, token })
+    expect(claimed.sort()).toEqual([victim.workspaceId, hostile.workspaceId].sort())
+    expect(read).toBeLessThan(50)
+    const narrowed = await claimCost({ workerId: 'w-both', types: ['h7', 'h8'], max: 5, token })
+    expect(narrowed.claimed).toEqual([hostile.workspaceId])
   })
 })
