@@ -18,6 +18,7 @@ import { Metrics } from './ops/metrics'
 import { createProcessHub } from './processes/hub-rules'
 import type { Process } from './processes/model'
 import { CreateBatcher } from './processes/create-batcher'
+import { quotasOf } from './processes/quotas'
 import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/sse-session'
 import type { Services } from './wiring'
@@ -87,7 +88,7 @@ export async function buildServices(
     live: held,
     queue,
     reader: new ProcessReader(db.sql, held, hub),
-    creates: new CreateBatcher(db.sql, hub),
+    creates: new CreateBatcher(db.sql, hub, quotasOf(config)),
     credentials,
     limits,
     draining: { value: false },

@@ -11,6 +11,7 @@ import type { NewProcess } from './queries/create'
 import { findState } from './queries/reads'
 import { toProcess } from './queries/rows'
 import { transitionProcess, type Transition, userTransition } from './queries/transitions'
+import { admit, NO_QUOTAS, type Quotas } from './quotas'
 import { insertUnique, UNIQUE_KEY_INDEX } from './unique'
 
 const UNIQUE_VIOLATION = '23505'
@@ -35,7 +36,7 @@ export interface CreateResult {
 export async function createProcess(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow },
+  input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow; quotas?: Quotas },
 ): Promise<CreateResult> {
   const { processes, replayed, uniqueReplayed } = await createMany(sql, hub, { ...input, items: [input.item], keyPrefix: '', single: true })
   return { process: processes[0]!, replayed, uniqueReplayed: uniqueReplayed.length > 0 }
@@ -45,7 +46,7 @@ export async function createProcess(
 export async function createProcesses(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow },
+  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; quotas?: Quotas },
 ): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   return createMany(sql, hub, { ...input, keyPrefix: 'batch:', single: false })
 }
@@ -53,7 +54,16 @@ export async function createProcesses(
 async function createMany(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; keyPrefix: string; single: boolean },
+  input: {
+    principal: Principal
+    workspaceId: number
+    items: NewProcess[]
+    idempotencyKey: string | null
+    audit: AuditRow
+    keyPrefix: string
+    single: boolean
+    quotas?: Quotas
+  },
 ): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   const { principal } = input
   const key = input.idempotencyKey === null ? null : input.keyPrefix + input.idempotencyKey
@@ -74,6 +84,14 @@ async function createMany(
             return { processes: (input.single ? [seen.response] : seen.response.processes).map(toProcess), replayed: true, uniqueReplayed, created: [] }
           }
         }
+        // A batch is one transaction: an item over a quota refuses it whole.
+        const verdicts = await admit(
+          tx,
+          input.quotas ?? NO_QUOTAS,
+          input.items.map((item) => ({ workspaceId: input.workspaceId, type: item.type, metadata: item.metadata })),
+        )
+        const refused = verdicts.find((v) => v !== null)
+        if (refused) throw refused
         const made = await insertUnique(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items })
         const { processes } = made
         const uniqueReplayed = made.replayed.flatMap((r, i) => (r ? [i] : []))

@@ -3,7 +3,9 @@
 import { describe, expect, it } from 'bun:test'
 import { openDatabase } from '../../src/db/client'
 import { claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
-import { createTenant, hasPostgres, inProcessApp } from '../helpers'
+import { buildServices } from '../../src/server'
+import { createHandler } from '../../src/app'
+import { createTenant, hasPostgres, inProcessApp, quietLogger, requester, testConfig } from '../helpers'
 
 const app = await inProcessApp({ RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0' })
 const { s, handle, request, db } = app
@@ -203,5 +205,66 @@ describe('a claim walks only the lanes it may take', () => {
     expect(read).toBeLessThan(50)
     const narrowed = await claimCost({ workerId: 'w-both', types: ['h7', 'h8'], max: 5, token })
     expect(narrowed.claimed).toEqual([hostile.workspaceId])
+  })
+})
+
+describe('per-workspace quotas', () => {
+  const QUOTAS = { WORKSPACE_MAX_PENDING: '5', WORKSPACE_MAX_PENDING_TYPES: '3', WORKSPACE_MAX_METADATA_BYTES: '3000' }
+  const env = { RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0', ...QUOTAS }
+  // Two instances on one database: each group-commits its own creates.
+  const instances = Promise.all(
+    [0, 1].map(async () => {
+      const { services } = await buildServices(testConfig(env), { db, log: quietLogger() })
+      return requester(createHandler(services))
+    }),
+  )
+  const create = (req: Awaited<typeof instances>[number], token: string, body: object) => req('POST', '/processes', { token, body })
+
+  it('admits exactly WORKSPACE_MAX_PENDING of 20 racing creates over two instances, and says which quota refused the rest', async () => {
+    const [one, two] = await instances
+    const t = await createTenant(db.sql)
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => create(i % 2 ? one! : two!, t.token, { type: 'q_job' })))
+    expect(results.filter((r) => r.status === 201).length).toBe(5)
+    const refused = results.filter((r) => r.status !== 201)
+    expect(refused.length).toBe(15)
+    for (const r of refused) {
+      expect(r.status).toBe(429)
+      expect(r.body.error.code).toBe('rate_limited')
+      expect(r.body.error.details).toMatchObject({ quota: 'WORKSPACE_MAX_PENDING', limit: 5 })
+      expect(r.headers.get('retry-after')).toBe('1')
+    }
+    const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from processes where workspace_id = ${t.workspaceId} and status = 'pending'`
+    expect(n).toBe(5)
+    // Another tenant is not touched by it; and once work drains, the first can create again.
+    const other = await createTenant(db.sql)
+    expect((await create(one!, other.token, { type: 'q_job' })).status).toBe(201)
+    await db.sql`update processes set status = 'cancelled' where workspace_id = ${t.workspaceId} and id = (select min(id) from processes where workspace_id = ${t.workspaceId})`
+    expect((await create(two!, t.token, { type: 'q_job' })).status).toBe(201)
+  })
+
+  it('refuses a new type past WORKSPACE_MAX_PENDING_TYPES, not more of a pending one', async () => {
+    const [one] = await instances
+    const t = await createTenant(db.sql)
+    for (const type of ['a1', 'a2', 'a3']) expect((await create(one!, t.token, { type })).status).toBe(201)
+    const fourth = await create(one!, t.token, { type: 'a4' })
+    expect(fourth.status).toBe(429)
+    expect(fourth.body.error.details.quota).toBe('WORKSPACE_MAX_PENDING_TYPES')
+    expect(fourth.body.error.message).toContain('"a4"')
+    expect((await create(one!, t.token, { type: 'a2' })).status).toBe(201)
+  })
+
+  it('refuses metadata past WORKSPACE_MAX_METADATA_BYTES, and a batch over a quota whole', async () => {
+    const [one] = await instances
+    const t = await createTenant(db.sql)
+    // Random, so that Postgres cannot compress it: stored bytes are what the quota counts.
+    expect((await create(one!, t.token, { type: 'b', metadata: { blob: randomPath(2000) } })).status).toBe(201)
+    const over = await create(one!, t.token, { type: 'b', metadata: { blob: randomPath(2000) } })
+    expect(over.status).toBe(429)
+    expect(over.body.error.details.quota).toBe('WORKSPACE_MAX_METADATA_BYTES')
+    const batch = await one!('POST', '/processes/batch', { token: t.token, body: { processes: Array.from({ length: 6 }, () => ({ type: 'b' })) } })
+    expect(batch.status).toBe(429)
+    expect(batch.body.error.details.quota).toBe('WORKSPACE_MAX_PENDING')
+    const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from processes where workspace_id = ${t.workspaceId}`
+    expect(n).toBe(1)
   })
 })

@@ -20,6 +20,7 @@ import {
   unstorableJson,
 } from '../model'
 import type { NewProcess } from '../queries/create'
+import { quotasOf } from '../quotas'
 import { createProcesses, userAction } from '../service'
 import { JSON_BODY, noBody } from './body'
 import { bodyErrors, errors, responses } from './docs'
@@ -71,6 +72,7 @@ export function processWrites(s: Services) {
           items,
           idempotencyKey: headers['idempotency-key'] ?? null,
           audit: auditRowFor(request, state, 201),
+          quotas: quotasOf(s.config),
         })
         state.audited = !replayed
         set.status = uniqueReplayed.length === processes.length ? 200 : 201
