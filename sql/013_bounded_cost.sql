@@ -29,3 +29,12 @@ select id, workspace_id, version,
   from processes;
 
 drop function compact_json(jsonb);
+
+-- Audit rows of a flood (failed authentications, 429s) are aggregated: one row per address per window, with
+-- how many requests it stands for (src/auth/audit.ts).
+alter table audit_log add column count integer not null default 1;
+
+-- Sessions: a sign-in deletes those that ended over a day ago (src/auth/queries.ts createSession), and
+-- counts and revokes the open ones of its API token past MAX_SESSIONS_PER_TOKEN.
+create index sessions_expires_idx on sessions (expires_at);
+create index sessions_token_idx on sessions (api_token_id, id);

@@ -5,6 +5,7 @@ import { openapi } from '@elysiajs/openapi'
 import { Elysia } from 'elysia'
 import { allowedMethods, routeTemplates } from './allowed-methods'
 import { Authenticator } from './auth/authenticator'
+import { clientAddress } from './auth/client-address'
 import { CorsRefusals } from './cors-refusals'
 import { auditRowFor } from './auth/plugin'
 import { sessions } from './auth/session'
@@ -117,7 +118,15 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
     const incoming = request.headers.get('x-request-id')
     const fromClient = incoming !== null && REQUEST_ID.test(incoming)
     const requestId = fromClient ? incoming : newRequestId()
-    const state = beginRequest(request, requestId, ip)
+    // The socket's peer, or the client a trusted proxy names (TRUSTED_PROXIES), worked out once if asked.
+    let client: ReturnType<typeof clientAddress> | undefined
+    const resolve = () => (client ??= clientAddress(request, ip?.() ?? null, s.proxies))
+    const state = beginRequest(
+      request,
+      requestId,
+      () => resolve().address,
+      () => resolve().viaTrustedProxy,
+    )
     state.requestIdFromClient = fromClient
     const origin = request.headers.get('origin')
     const cors = origin ? (origins.has(origin) ? origin : anyOrigin ? '*' : null) : null

@@ -56,13 +56,25 @@ export const ConfigSchema = T.Object({
   SESSION_TTL_MS: Int(8 * 3_600_000, 60_000, 30 * 86_400_000),
   /**
    * Extension (#12): per-instance token buckets, in memory (README "Limits"). Requests per second per
-   * credential (API token or session) and per workspace, and the per-credential bucket size; 0 = off. A
+   * API token (its browser sessions share its bucket) and per workspace, and the per-token bucket size; 0 = off. A
    * workspace's bucket holds RATE_LIMIT_BURST or two seconds of its rate, whichever is more.
    */
   RATE_LIMIT_PER_TOKEN_PER_S: Int(200, 0, 10_000_000),
   RATE_LIMIT_BURST: Int(1000, 1, 10_000_000),
   RATE_LIMIT_PER_WORKSPACE_PER_S: Int(1000, 0, 10_000_000),
-  /** Open SSE streams per credential on this instance (0 = no cap). */
+  /**
+   * Failed authentications (401) one client address may make per minute on this instance; past it, its
+   * requests get 429 before any token look-up (0 = no limit). The address is the socket's peer, or the
+   * X-Forwarded-For client when the peer is in TRUSTED_PROXIES.
+   */
+  AUTH_FAILURES_PER_MIN: Int(60, 0, 10_000_000),
+  /** Proxies (addresses, IPv4 CIDRs, comma-separated) whose X-Forwarded-For and X-Forwarded-Proto are believed; none by default. */
+  TRUSTED_PROXIES: T.String({ default: '' }),
+  /** Sign-ins (POST /auth/session) per API token per minute on this instance (0 = no limit). */
+  SIGN_IN_PER_MIN: Int(10, 0, 10_000_000),
+  /** Open sessions one API token may have; a sign-in past it revokes that token's oldest. */
+  MAX_SESSIONS_PER_TOKEN: Int(20, 1, 1_000_000),
+  /** Open SSE streams per API token on this instance, its browser sessions' streams included (0 = no cap). */
   MAX_STREAMS_PER_TOKEN: Int(100, 0, 10_000_000),
   /** Open worker sockets per worker token on this instance (0 = no cap): a leaked token cannot open sockets without bound. */
   MAX_SOCKETS_PER_WORKER_TOKEN: Int(1000, 0, 10_000_000),

@@ -4,6 +4,7 @@ import type { Server } from 'bun'
 import { createHandler } from './app'
 import { AuditLog } from './auth/audit'
 import { Authenticator } from './auth/authenticator'
+import { clientAddress, parseTrustedProxies } from './auth/client-address'
 import { RateLimiter } from './auth/limits'
 import { CredentialWatch } from './auth/revocation'
 import { type Config, listenHost, sweepIntervalMs, urlHost } from './config'
@@ -75,6 +76,8 @@ export async function buildServices(
   const limits = {
     token: new RateLimiter(config.RATE_LIMIT_PER_TOKEN_PER_S, config.RATE_LIMIT_BURST),
     workspace: new RateLimiter(config.RATE_LIMIT_PER_WORKSPACE_PER_S, Math.max(config.RATE_LIMIT_BURST, 2 * config.RATE_LIMIT_PER_WORKSPACE_PER_S)),
+    failures: new RateLimiter(config.AUTH_FAILURES_PER_MIN / 60, Math.max(1, config.AUTH_FAILURES_PER_MIN)),
+    signIn: new RateLimiter(config.SIGN_IN_PER_MIN / 60, Math.max(1, config.SIGN_IN_PER_MIN)),
   }
   const services: Services = {
     config,
@@ -91,6 +94,7 @@ export async function buildServices(
     creates: new CreateBatcher(db.sql, hub, quotasOf(config)),
     credentials,
     limits,
+    proxies: parseTrustedProxies(config.TRUSTED_PROXIES),
     draining: { value: false },
   }
 
@@ -174,9 +178,19 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     const token = header ? (/^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? null) : url.searchParams.get('token')
     let status = 101
     let workerTokenId: number | null = null
+    const address = clientAddress(request, server.requestIP(request)?.address ?? null, services.proxies).address
     try {
       if (services.draining.value) throw new HttpError(503, 'unavailable', 'Server is shutting down')
-      const worker = await services.auth.authenticateWorker(token)
+      // Failed authentications per address, as on REST (src/auth/plugin.ts authenticateFrom).
+      const wait = address === null ? 0 : services.limits.failures.peek(address)
+      if (wait > 0)
+        throw new HttpError(429, 'rate_limited', `Too many failed authentications from this address; retry after ${wait} s`, undefined, {
+          'Retry-After': String(wait),
+        })
+      const worker = await services.auth.authenticateWorker(token).catch((error) => {
+        if (address !== null && error instanceof HttpError && error.status === 401) services.limits.failures.take(address)
+        throw error
+      })
       workerTokenId = worker.tokenId
       if (!gateway.admitSocket(worker.tokenId)) {
         throw new HttpError(
@@ -209,7 +223,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         method: 'GET',
         route: '/workers/ws',
         status,
-        ip: server.requestIP(request)?.address ?? null,
+        ip: address,
         user_agent: request.headers.get('user-agent'),
         request_id: incoming !== null && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID(),
         request_id_from_client: incoming !== null && /^[\w.:-]{1,128}$/.test(incoming),

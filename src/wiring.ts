@@ -2,6 +2,7 @@
 import type { AuditLog } from './auth/audit'
 import type { Authenticator } from './auth/authenticator'
 import type { RateLimiter } from './auth/limits'
+import type { TrustedProxies } from './auth/client-address'
 import type { CredentialWatch } from './auth/revocation'
 import type { Config } from './config'
 import type { Database, Sql } from './db/client'
@@ -32,8 +33,13 @@ export interface Services {
   reader: ProcessReader
   /** Open streams and worker sockets by credential: closed when it is revoked or expires (#12). */
   credentials: CredentialWatch
-  /** Per-credential and per-workspace request rates (#12). */
-  limits: { token: RateLimiter; workspace: RateLimiter }
+  /**
+   * Request rates (#12): per API token (its sessions included) and per workspace; failed authentications per
+   * client address, and sign-ins per API token (#19).
+   */
+  limits: { token: RateLimiter; workspace: RateLimiter; failures: RateLimiter; signIn: RateLimiter }
+  /** TRUSTED_PROXIES: whose X-Forwarded-For / X-Forwarded-Proto are believed (src/auth/client-address.ts). */
+  proxies: TrustedProxies
   /** Set while shutting down: streams end, new ones are refused. */
   draining: { value: boolean }
 }

@@ -21,6 +21,8 @@ export interface AuditRow {
   request_id_from_client?: boolean
   /** A worker socket's connect (accepted or refused): the worker token, when it was known. */
   worker_token_id?: number | null
+  /** How many requests the row stands for (> 1: a flood's aggregate, see AuditLog.record). */
+  count?: number
 }
 
 /**
@@ -65,17 +67,33 @@ export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
   if (rows.length === 0) return
   await sql`
     insert into audit_log (user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at,
-                           request_id_from_client, worker_token_id)
+                           request_id_from_client, worker_token_id, count)
     select user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at,
-           coalesce(request_id_from_client, false), worker_token_id
+           coalesce(request_id_from_client, false), worker_token_id, coalesce(count, 1)
       from json_to_recordset(${JSON.stringify(rows.map(capAuditRow))}::text::json)
         as x(user_id bigint, token_id bigint, workspace_id bigint, method text, route text, status int,
              ip text, user_agent text, request_id text, created_at timestamptz, request_id_from_client boolean,
-             worker_token_id bigint)`
+             worker_token_id bigint, count int)`
 }
+
+/**
+ * A flood's rows are aggregated (issue #19: 2,000 random tokens wrote 2,000 rows, each with its 8 KB
+ * User-Agent): failed authentications (401 with no user) and refusals for rate (429). The first of each
+ * (status, address, credential) in a window is written as it is; the rest of that window become one row
+ * with their count, written when the window ends. At most two rows per address per window, however fast.
+ */
+export const AUDIT_AGGREGATE_MS = 10_000
+/** Distinct floods tracked per window; past it, further ones are counted together (address null). */
+const MAX_FLOODS = 10_000
+
+/** Per address: a request without one (in-process) is written as it is. */
+const aggregated = (row: AuditRow) => row.ip !== null && (row.status === 429 || (row.status === 401 && row.user_id === null))
 
 export class AuditLog {
   private buffer: AuditRow[] = []
+  /** This window's floods: the first row of each, and how many more came after it. */
+  private floods = new Map<string, { row: AuditRow; more: number }>()
+  private windowStartedAt = Date.now()
   private timer: Timer | null = null
   private flushing: Promise<void> | null = null
   dropped = 0
@@ -93,6 +111,23 @@ export class AuditLog {
   }
 
   record(row: AuditRow) {
+    if (aggregated(row)) {
+      let key = `${row.status} ${row.ip} ${row.token_id} ${row.worker_token_id ?? ''}`
+      if (!this.floods.has(key) && this.floods.size >= MAX_FLOODS) {
+        key = `${row.status} *`
+        row = { ...row, ip: null, user_agent: null }
+      }
+      const flood = this.floods.get(key)
+      if (flood) {
+        flood.more++
+        return
+      }
+      this.floods.set(key, { row, more: 0 })
+    }
+    this.push(row)
+  }
+
+  private push(row: AuditRow) {
     if (this.buffer.length >= MAX_BUFFERED) {
       this.buffer.shift()
       this.dropped++
@@ -109,15 +144,28 @@ export class AuditLog {
    * Writes everything recorded before the call: one flush at a time, so a call made while another flush is
    * writing waits for it and then writes what that one did not take. Rows stay buffered if the database is down.
    */
-  async flush(): Promise<void> {
+  async flush(force = false): Promise<void> {
     while (this.flushing) await this.flushing
-    this.flushing = this.flushOnce().finally(() => {
+    this.flushing = this.flushOnce(force).finally(() => {
       this.flushing = null
     })
     await this.flushing
   }
 
-  private async flushOnce() {
+  /** Ends the window when it is due (or `force`): one row per flood that had more than its first. */
+  private closeWindow(force: boolean) {
+    const now = Date.now()
+    if (!force && now - this.windowStartedAt < AUDIT_AGGREGATE_MS) return
+    const floods = this.floods
+    this.floods = new Map()
+    this.windowStartedAt = now
+    const at = new Date(now).toISOString()
+    for (const { row, more } of floods.values())
+      if (more > 0) this.push({ ...row, count: more, created_at: at, request_id: null, request_id_from_client: false })
+  }
+
+  private async flushOnce(force = false) {
+    this.closeWindow(force)
     const rows = this.buffer
     const apiIds = [...this.auth.usedApiTokens]
     const workerIds = [...this.auth.usedWorkerTokens]
@@ -138,7 +186,7 @@ export class AuditLog {
   async stop() {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
-    await this.flush()
+    await this.flush(true)
     if (this.buffer.length > 0) await this.flush()
   }
 }

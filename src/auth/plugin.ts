@@ -4,7 +4,7 @@ import { Elysia } from 'elysia'
 import type { AuditRow } from './audit'
 import { Authenticator, type Principal } from './authenticator'
 import { rateLimited } from './limits'
-import { forbidden } from '../errors'
+import { forbidden, HttpError } from '../errors'
 import { requestState, type RequestState } from '../request-state'
 import type { Services } from '../wiring'
 
@@ -17,12 +17,13 @@ export function authPlugin(s: Services) {
     state.authenticated = true
     if (!state.principal) {
       const { token, via } = Authenticator.credentialOf(request)
-      const principal = await s.auth.authenticate(token)
+      const principal = await authenticateFrom(s, state, token)
       state.principal = principal
       // A browser sends its cookie with a request another site started: a change made with the cookie must
       // come from our own pages (README "Browser sessions and CSRF").
       if (via === 'cookie' && !SAFE_METHODS.has(request.method)) checkSameOrigin(request, trusted, true)
-      const wait = s.limits.token.take(principal.sessionId !== null ? `s${principal.sessionId}` : `t${principal.tokenId}`)
+      // Per API token: its browser sessions share its bucket, so minting sessions buys no allowance (#19).
+      const wait = s.limits.token.take(`t${principal.tokenId}`)
       if (wait > 0) throw rateLimited(wait, 'token')
       state.limitWorkspace = (id) => {
         const wait = s.limits.workspace.take(String(id))
@@ -42,6 +43,31 @@ export function authPlugin(s: Services) {
       })
       .derive({ as: 'scoped' }, ({ request }) => authenticate(request))
   )
+}
+
+/**
+ * Authenticates a credential, throttling failures per client address (AUTH_FAILURES_PER_MIN): an address past
+ * its allowance gets 429 before any look-up, so a flood of random tokens costs neither a query nor, through
+ * the audit log's aggregation, a row per request.
+ */
+export async function authenticateFrom(s: Pick<Services, 'auth' | 'limits'>, state: RequestState, token: string | null): Promise<Principal> {
+  const address = state.ip()
+  if (address !== null) {
+    const wait = s.limits.failures.peek(address)
+    if (wait > 0) {
+      const known = s.auth.cached(token)
+      if (known) return known
+      throw new HttpError(429, 'rate_limited', `Too many failed authentications from this address; retry after ${wait} s`, undefined, {
+        'Retry-After': String(wait),
+      })
+    }
+  }
+  try {
+    return await s.auth.authenticate(token)
+  } catch (error) {
+    if (address !== null && error instanceof HttpError && error.status === 401) s.limits.failures.take(address)
+    throw error
+  }
 }
 
 /** The active workspace: the one asked for (if a member), else the caller's first membership. */

@@ -1,6 +1,7 @@
 // Issue #19: a hostile tenant, or a stranger, costs only itself. Each case is an attack the review measured:
 // what it used to grow or stall, bounded now.
 import { describe, expect, it } from 'bun:test'
+import { createSession } from '../../src/auth/queries'
 import { openDatabase } from '../../src/db/client'
 import { claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
 import { buildServices } from '../../src/server'
@@ -266,5 +267,143 @@ describe('per-workspace quotas', () => {
     expect(batch.body.error.details.quota).toBe('WORKSPACE_MAX_PENDING')
     const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from processes where workspace_id = ${t.workspaceId}`
     expect(n).toBe(1)
+  })
+})
+
+const limited = await inProcessApp({
+  AUTH_FAILURES_PER_MIN: '5',
+  TRUSTED_PROXIES: '10.0.0.1, 10.1.0.0/16',
+  SIGN_IN_PER_MIN: '3',
+  MAX_SESSIONS_PER_TOKEN: '2',
+  RATE_LIMIT_PER_TOKEN_PER_S: '1',
+  RATE_LIMIT_BURST: '6',
+  MAX_STREAMS_PER_TOKEN: '2',
+})
+const sql = limited.db.sql
+describe('strangers and sessions are bounded per address and per token', () => {
+  /** A request from a client address (the socket's peer), with headers. */
+  const from = async (peer: string, path: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => {
+    const response = await limited.handle(new Request(`http://test.local${path}`, { method, headers, body }), () => peer)
+    const text = await response.text()
+    return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null }
+  }
+  const signIn = (peer: string, token: string, headers: Record<string, string> = {}) =>
+    from(peer, '/auth/session', { 'content-type': 'application/json', ...headers }, 'POST', JSON.stringify({ token }))
+  const randomToken = () => `ps_${crypto.randomUUID().replaceAll('-', '')}`
+
+  it('throttles failed authentication per address with 429, caches unknown tokens, and lets a cached valid token through', async () => {
+    const t = await createTenant(sql)
+    expect((await from('198.51.100.7', '/processes', { authorization: `Bearer ${t.token}` })).status).toBe(200)
+    const bad = randomToken()
+    const hitsBefore = limited.s.auth.negativeHits
+    const statuses: number[] = []
+    for (let i = 0; i < 5; i++) statuses.push((await from('198.51.100.7', '/processes', { authorization: `Bearer ${bad}` })).status)
+    expect(statuses).toEqual([401, 401, 401, 401, 401])
+    // The same unknown token again: answered from memory, no look-up.
+    expect(limited.s.auth.negativeHits - hitsBefore).toBe(4)
+    const throttled = await from('198.51.100.7', '/processes', { authorization: `Bearer ${randomToken()}` })
+    expect(throttled.status).toBe(429)
+    expect(throttled.body.error.code).toBe('rate_limited')
+    expect(Number(throttled.headers.get('retry-after'))).toBeGreaterThan(0)
+    // A token already in use from there still works; another address is not affected.
+    expect((await from('198.51.100.7', '/processes', { authorization: `Bearer ${t.token}` })).status).toBe(200)
+    expect((await from('198.51.100.8', '/processes', { authorization: `Bearer ${randomToken()}` })).status).toBe(401)
+  })
+
+  it('believes X-Forwarded-For only from TRUSTED_PROXIES', async () => {
+    // A client that rotates X-Forwarded-For is throttled as its own address all the same.
+    const spoofed: number[] = []
+    for (let i = 0; i < 7; i++)
+      spoofed.push((await from('192.0.2.50', '/processes', { authorization: `Bearer ${randomToken()}`, 'x-forwarded-for': `203.0.113.${i}` })).status)
+    expect(spoofed.slice(0, 5)).toEqual([401, 401, 401, 401, 401])
+    expect(spoofed.slice(5)).toEqual([429, 429])
+    // Behind a trusted proxy, each client has its own allowance (the right-most untrusted hop).
+    const proxied: number[] = []
+    for (let i = 0; i < 7; i++)
+      proxied.push(
+        (await from('10.0.0.1', '/processes', { authorization: `Bearer ${randomToken()}`, 'x-forwarded-for': `1.2.3.4, 203.0.114.${i}, 10.1.2.3` })).status,
+      )
+    expect(proxied).toEqual([401, 401, 401, 401, 401, 401, 401])
+    await limited.s.audit.flush(true)
+    const ips = await sql<{ ip: string }[]>`select distinct ip from audit_log where ip like '203.0.114.%'`
+    expect(ips.length).toBe(7)
+  })
+
+  it('aggregates a flood of failed authentications into a few audit rows with their count', async () => {
+    await limited.s.audit.flush(true)
+    for (let i = 0; i < 40; i++) await from('198.51.100.99', '/processes', { authorization: `Bearer ${randomToken()}`, 'user-agent': 'x'.repeat(8000) })
+    await limited.s.audit.flush(true)
+    const rows = await sql<{ status: number; count: number; user_agent: string }[]>`select status, count, user_agent from audit_log where ip = '198.51.100.99'`
+    expect(rows.reduce((sum, r) => sum + r.count, 0)).toBe(40)
+    expect(rows.length).toBeLessThanOrEqual(4)
+    for (const r of rows) expect(r.user_agent.length).toBeLessThanOrEqual(256)
+  })
+
+  it('counts sessions against their API token: rate limit, stream cap, sign-ins, open sessions', async () => {
+    const t = await createTenant(sql)
+    const peer = '198.51.100.20'
+    const cookies: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const response = await signIn(peer, t.token)
+      expect(response.status).toBe(200)
+      cookies.push(/ps_session=([^;]*)/.exec(response.headers.get('set-cookie')!)![1]!)
+    }
+    const fourth = await signIn(peer, t.token)
+    expect(fourth.status).toBe(429)
+    // Only MAX_SESSIONS_PER_TOKEN stay open: the oldest was revoked by the third sign-in.
+    const open = await sql`select id from sessions where api_token_id = ${t.tokenId} and revoked_at is null and expires_at > now()`
+    expect(open.length).toBe(2)
+    expect((await from(peer, '/processes', { cookie: `ps_session=${cookies[0]}` })).status).toBe(401)
+    // One bucket for the token and its sessions: RATE_LIMIT_BURST (6) requests in all, not 6 each.
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) {
+      statuses.push((await from(peer, '/processes', { cookie: `ps_session=${cookies[1]}` })).status)
+      statuses.push((await from(peer, '/processes', { cookie: `ps_session=${cookies[2]}` })).status)
+    }
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(7)
+    expect(statuses).toContain(429)
+  })
+
+  it('caps streams per API token across its sessions', async () => {
+    const t = await createTenant(sql)
+    const opened: Response[] = []
+    for (let i = 0; i < 2; i++) {
+      const { secret } = await createSession(sql, t.userId, t.tokenId, new Date(Date.now() + 60_000))
+      const response = await limited.handle(new Request('http://test.local/processes/stream', { headers: { cookie: `ps_session=${secret}` } }))
+      expect(response.status).toBe(200)
+      opened.push(response)
+    }
+    const { secret } = await createSession(sql, t.userId, t.tokenId, new Date(Date.now() + 60_000))
+    const third = await limited.handle(new Request('http://test.local/processes/stream', { headers: { cookie: `ps_session=${secret}` } }))
+    expect(third.status).toBe(429)
+    for (const r of opened) await r.body?.cancel()
+  })
+
+  it('ends a stream when its session expires, not at the next check', async () => {
+    const t = await createTenant(sql)
+    const { secret } = await createSession(sql, t.userId, t.tokenId, new Date(Date.now() + 800))
+    const started = performance.now()
+    const response = await limited.handle(new Request('http://test.local/processes/stream', { headers: { cookie: `ps_session=${secret}` } }))
+    expect(response.status).toBe(200)
+    const reader = response.body!.getReader()
+    while (!(await reader.read()).done) {}
+    // SSE_MAX_MS is 25 s, and this app runs no credential checks: only the expiry's own timer ends it.
+    expect(performance.now() - started).toBeLessThan(3000)
+  })
+
+  it('deletes sessions that ended over a day ago at the next sign-in', async () => {
+    const t = await createTenant(sql)
+    const { id } = await createSession(sql, t.userId, t.tokenId, new Date(Date.now() - 2 * 86_400_000))
+    expect((await signIn('198.51.100.30', t.token)).status).toBe(200)
+    expect((await sql`select 1 from sessions where id = ${id}`).length).toBe(0)
+  })
+
+  it('sets the cookie Secure from X-Forwarded-Proto only behind a trusted proxy', async () => {
+    const t = await createTenant(sql)
+    const direct = await signIn('192.0.2.77', t.token, { 'x-forwarded-proto': 'https' })
+    expect(direct.status).toBe(200)
+    expect(direct.headers.get('set-cookie')).not.toMatch(/Secure/)
+    const proxied = await signIn('10.0.0.1', t.token, { 'x-forwarded-proto': 'https', 'x-forwarded-for': '192.0.2.78' })
+    expect(proxied.headers.get('set-cookie')).toMatch(/; Secure/)
   })
 })
