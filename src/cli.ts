@@ -46,7 +46,7 @@ const USAGE = `usage: cli <command> [options]
   create-user --email E --workspace ID [--role R]
   add-member --user ID --workspace ID [--role R]
   create-token --user ID [--name N] [--ttl-days D]
-  create-worker-token [--name N] [--workspace ID]... [--type T]...
+  create-worker-token [--name N] (--workspace ID... | --all-workspaces) [--type T]...
   revoke-token --id ID [--worker]
   list-sessions --user ID
   revoke-sessions --user ID | --id SESSION_ID
@@ -73,6 +73,7 @@ const OPTIONS = {
   'ttl-days': { type: 'string' },
   id: { type: 'string' },
   worker: { type: 'boolean' },
+  'all-workspaces': { type: 'boolean' },
   token: { type: 'string' },
   url: { type: 'string' },
 } as const
@@ -177,6 +178,14 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
     }
     case 'create-worker-token': {
       const workspaceIds = ((values.workspace as string[] | undefined) ?? []).map((raw) => parseId(raw, 'workspace'))
+      // Scoped by default (#19): a token for every workspace lets any member feed it any job; say so on purpose.
+      const all = values['all-workspaces'] === true
+      if (all === workspaceIds.length > 0)
+        throw new UsageError(
+          all
+            ? 'give --workspace ID… or --all-workspaces, not both'
+            : 'create-worker-token needs --workspace ID (repeatable) for the workspaces it serves, or --all-workspaces for a token that serves every workspace',
+        )
       const types = (values.type as string[] | undefined) ?? []
       for (const type of types) if (!new RegExp(TypePattern).test(type)) throw new UsageError(`--type must be ${TYPE_MEANING} (got ${JSON.stringify(type)})`)
       return async (sql) => {
