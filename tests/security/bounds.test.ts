@@ -407,3 +407,14 @@ describe('strangers and sessions are bounded per address and per token', () => {
     expect(proxied.headers.get('set-cookie')).toMatch(/; Secure/)
   })
 })
+
+describe('the docs page (#19)', () => {
+  it('is served with a CSP that forbids framing and foreign scripts', async () => {
+    const response = await handle(new Request('http://test.local/openapi'))
+    expect(response.status).toBe(200)
+    const csp = response.headers.get('content-security-policy') ?? ''
+    expect(csp).toContain("frame-ancestors 'none'")
+    expect(csp).toContain("script-src 'self'")
+    expect(response.headers.get('x-frame-options')).toBe('DENY')
+  })
+})

@@ -242,3 +242,23 @@ describe('audit of worker connects', () => {
     worker.close()
   })
 })
+
+describe('start honours run_at (#19)', () => {
+  it('refuses to start a delayed process before its run_at, and starts it once due', async () => {
+    const response = await fetch(`${base}/processes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: freshType(), delay_ms: 1500 }),
+    })
+    const p = (await response.json()) as { id: number }
+    const worker = await TestWorker.connect(base, await workerToken(db.sql))
+    expect((await worker.request({ op: 'hello', worker_id: 'early-starter' })).op).toBe('ack')
+    const early = await worker.request({ op: 'start', process_id: p.id })
+    expect(early).toMatchObject({ op: 'error', code: 'invalid_transition' })
+    expect(early.message).toContain('run_at')
+    expect((await get(p.id)).status).toBe('pending')
+    await waitFor(async () => (await worker.request({ op: 'start', process_id: p.id })).op === 'ack', 5000, 'the start once due')
+    expect((await get(p.id)).status).toBe('running')
+    worker.close()
+  })
+})

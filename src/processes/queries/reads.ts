@@ -109,3 +109,9 @@ export async function findState(sql: Sql, id: number) {
     select status, worker_id, attempts, workspace_id, type, worker_token_id from processes where id = ${id}`
   return row ?? null
 }
+
+/** When a pending process comes due, if that is still ahead: what a worker's `start` is refused for. */
+export async function notDueUntil(sql: Sql, id: number): Promise<string | null> {
+  const [row] = await sql<{ run_at: string }[]>`select run_at from processes where id = ${id} and status = 'pending' and run_at > now()`
+  return row?.run_at ?? null
+}
