@@ -38,3 +38,6 @@ alter table audit_log add column count integer not null default 1;
 -- counts and revokes the open ones of its API token past MAX_SESSIONS_PER_TOKEN.
 create index sessions_expires_idx on sessions (expires_at);
 create index sessions_token_idx on sessions (api_token_id, id);
+
+-- Log lines a process has had (worker `log` frames): capped by MAX_LOG_EVENTS_PER_PROCESS.
+alter table processes add column log_events integer not null default 0;

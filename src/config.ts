@@ -76,6 +76,8 @@ export const ConfigSchema = T.Object({
   MAX_SESSIONS_PER_TOKEN: Int(20, 1, 1_000_000),
   /** Open SSE streams per API token on this instance, its browser sessions' streams included (0 = no cap). */
   MAX_STREAMS_PER_TOKEN: Int(100, 0, 10_000_000),
+  /** `log` lines (events) one process may have; past it a log frame is refused with invalid_message (0 = no cap). */
+  MAX_LOG_EVENTS_PER_PROCESS: Int(10_000, 0, 100_000_000),
   /** Open worker sockets per worker token on this instance (0 = no cap): a leaked token cannot open sockets without bound. */
   MAX_SOCKETS_PER_WORKER_TOKEN: Int(1000, 0, 10_000_000),
   /** `claim`s waiting for work on one worker socket at once (0 = no cap). */

@@ -262,3 +262,23 @@ describe('start honours run_at (#19)', () => {
     worker.close()
   })
 })
+
+describe('log lines per process are capped (#19)', () => {
+  it('refuses a log frame past MAX_LOG_EVENTS_PER_PROCESS with invalid_message, and the process goes on', async () => {
+    const capped = await listeningServer({ MAX_LOG_EVENTS_PER_PROCESS: '3' }, db)
+    const type = freshType()
+    const p = await restAs(capped.url, tenant.token).create(type)
+    const worker = await TestWorker.connect(capped.url, await workerToken(db.sql))
+    expect((await worker.request({ op: 'hello', worker_id: 'chatty' })).op).toBe('ack')
+    const claimed = (await worker.request({ op: 'claim', types: [type] })).process
+    expect(claimed.id).toBe(p.id)
+    for (let i = 0; i < 3; i++) expect((await worker.request({ op: 'log', process_id: p.id, message: `line ${i}` })).op).toBe('ack')
+    const refused = await worker.request({ op: 'log', process_id: p.id, message: 'one too many' })
+    expect(refused).toMatchObject({ op: 'error', code: 'invalid_message' })
+    expect(refused.message).toContain('MAX_LOG_EVENTS_PER_PROCESS')
+    expect((await worker.request({ op: 'complete', process_id: p.id })).op).toBe('ack')
+    const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from process_events where process_id = ${p.id} and message like 'line %'`
+    expect(n).toBe(3)
+    worker.close()
+  })
+})
