@@ -7,7 +7,7 @@ import { allowedMethods, routeTemplates } from './allowed-methods'
 import { Authenticator } from './auth/authenticator'
 import { clientAddress } from './auth/client-address'
 import { CorsRefusals } from './cors-refusals'
-import { auditRowFor } from './auth/plugin'
+import { auditRowFor, authenticateFrom } from './auth/plugin'
 import { sessions } from './auth/session'
 import { dashboard } from './dashboard/routes'
 import { docs } from './ops/docs'
@@ -181,7 +181,8 @@ async function audit413(s: Services, request: Request, state: ReturnType<typeof 
   state.authenticated = true
   // Refused before routing: the template its path would match, else `unmatched` (never the path itself).
   state.route ??= templateOf(new URL(request.url).pathname) ?? 'unmatched'
-  state.principal = await s.auth.authenticate(Authenticator.tokenOf(request)).catch(() => null)
+  // Throttled per address like any authentication: a flood of 413s with random tokens costs no look-up each.
+  state.principal = await authenticateFrom(s, state, Authenticator.tokenOf(request)).catch(() => null)
 }
 
 function preflight(origin: string): Response {

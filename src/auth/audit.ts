@@ -78,7 +78,8 @@ export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
 
 /**
  * A flood's rows are aggregated (issue #19: 2,000 random tokens wrote 2,000 rows, each with its 8 KB
- * User-Agent): failed authentications (401 with no user) and refusals for rate (429). The first of each
+ * User-Agent): failed authentications (401 with no user), refused bodies of strangers (413 with no user) and
+ * refusals for rate (429). The first of each
  * (status, address, credential) in a window is written as it is; the rest of that window become one row
  * with their count, written when the window ends. At most two rows per address per window, however fast.
  */
@@ -86,8 +87,11 @@ export const AUDIT_AGGREGATE_MS = 10_000
 /** Distinct floods tracked per window; past it, further ones are counted together (address null). */
 const MAX_FLOODS = 10_000
 
-/** Per address: a request without one (in-process) is written as it is. */
-const aggregated = (row: AuditRow) => row.ip !== null && (row.status === 429 || (row.status === 401 && row.user_id === null))
+/**
+ * Per address (a request without one, in-process, is written as it is): 429s, and the refusals of strangers,
+ * failed authentications (401) and refused bodies (413) with no user.
+ */
+const aggregated = (row: AuditRow) => row.ip !== null && (row.status === 429 || (row.user_id === null && (row.status === 401 || row.status === 413)))
 
 export class AuditLog {
   private buffer: AuditRow[] = []

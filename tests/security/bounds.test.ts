@@ -337,6 +337,23 @@ describe('strangers and sessions are bounded per address and per token', () => {
     expect(rows.reduce((sum, r) => sum + r.count, 0)).toBe(40)
     expect(rows.length).toBeLessThanOrEqual(4)
     for (const r of rows) expect(r.user_agent.length).toBeLessThanOrEqual(256)
+    // Refused bodies of strangers, on random paths, too.
+    for (let i = 0; i < 20; i++) {
+      const response = await limited.handle(
+        new Request(`http://test.local${randomPath(3000)}`, {
+          method: 'POST',
+          headers: { 'content-length': String(2 << 20), authorization: `Bearer ${randomToken()}` },
+          body: 'x',
+        }),
+        () => '198.51.100.98',
+      )
+      expect(response.status).toBe(413)
+    }
+    await limited.s.audit.flush(true)
+    const refused = await sql<{ route: string; count: number }[]>`select route, count from audit_log where ip = '198.51.100.98'`
+    expect(refused.reduce((sum, r) => sum + r.count, 0)).toBe(20)
+    expect(refused.length).toBe(2)
+    expect(new Set(refused.map((r) => r.route))).toEqual(new Set(['unmatched']))
   })
 
   it('counts sessions against their API token: rate limit, stream cap, sign-ins, open sessions', async () => {
