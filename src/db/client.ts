@@ -1,7 +1,7 @@
 // One SQL handle for both backends: postgres.js against a server, or embedded PGlite.
 // Queries everywhere are postgres.js tagged templates; the PGlite adapter below speaks
 // the same subset (parameters, nested fragments, begin, unsafe), so the very same SQL runs on both.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import postgres from 'postgres'
 
@@ -238,6 +238,7 @@ async function openPglite(dataDir: string): Promise<Database> {
   try {
     db = inMemory ? new PGlite() : new PGlite(dataDir)
     await db.waitReady
+    if (!inMemory) ownerOnly(dataDir)
   } catch (error) {
     unlock()
     throw error
@@ -309,6 +310,22 @@ class Fragment implements PromiseLike<any> {
   }
 }
 
+/**
+ * DATA_DIR is the database: its owner's only (#19: PGlite wrote 968 of 1,093 files 0666). The folder 0700, so
+ * nothing in it can be reached by anyone else whatever mode PGlite gives a new file, and what is there 0600.
+ */
+function ownerOnly(dir: string) {
+  chmodSync(dir, 0o700)
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    const path = join(entry.parentPath, entry.name)
+    try {
+      chmodSync(path, entry.isDirectory() ? 0o700 : 0o600)
+    } catch {
+      // Gone meanwhile, or a socket (admin.sock sets its own mode): nothing to restrict.
+    }
+  }
+}
+
 /** The code of the error saying another live process holds DATA_DIR. */
 export const DATA_DIR_LOCKED = 'DATA_DIR_LOCKED'
 
@@ -317,11 +334,11 @@ export const DATA_DIR_LOCKED = 'DATA_DIR_LOCKED'
  * corrupt it. A lock file holding the owner's pid refuses the second opener; a stale one is taken over.
  */
 function lockDataDir(dataDir: string): () => void {
-  mkdirSync(dataDir, { recursive: true })
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
   const path = join(dataDir, 'processes.lock')
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      writeFileSync(path, String(process.pid), { flag: 'wx' })
+      writeFileSync(path, String(process.pid), { flag: 'wx', mode: 0o600 })
       return () => rmSync(path, { force: true })
     } catch (error) {
       if ((error as { code?: string }).code !== 'EEXIST') throw error

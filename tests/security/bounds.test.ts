@@ -2,6 +2,9 @@
 // what it used to grow or stall, bounded now.
 import { describe, expect, it } from 'bun:test'
 import { createSession } from '../../src/auth/queries'
+import { mkdtempSync, readdirSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { openDatabase } from '../../src/db/client'
 import { claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
 import { buildServices } from '../../src/server'
@@ -434,4 +437,19 @@ describe('the docs page (#19)', () => {
     expect(csp).toContain("script-src 'self'")
     expect(response.headers.get('x-frame-options')).toBe('DENY')
   })
+})
+
+describe('the embedded data directory (#19)', () => {
+  it("is its owner's only: the folder 0700 and nothing in it readable by others", async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'ps-perm-')), 'data')
+    const embedded = await openDatabase({ dataDir: dir, poolMax: 1 })
+    try {
+      await embedded.sql`select 1`
+      expect(statSync(dir).mode & 0o777).toBe(0o700)
+      const open = readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => statSync(join(e.parentPath, e.name)).mode & 0o077)
+      expect(open.map((e) => e.name)).toEqual([])
+    } finally {
+      await embedded.close()
+    }
+  }, 30_000)
 })
