@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util'
 import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, listSessions, revokeSessions, revokeToken } from './auth/queries'
 import { ROLES } from './auth/authenticator'
-import { loadConfig } from './config'
+import { loadConfig, redisPrefix } from './config'
 import { listApiTokens, listUsers, listWorkerTokens, listWorkspaces } from './auth/listing'
 import { exitCodeOf, WatchError, watchProcess } from './cli-watch'
 import { TYPE_MEANING, TypePattern } from './processes/model'
@@ -334,7 +334,7 @@ async function publishResume(config: ReturnType<typeof loadConfig>, result: obje
     await new Promise<void>((resolve) =>
       announceResume(result, (type, n) => {
         redis
-          .publish(`${config.REDIS_PREFIX}work`, `cli ${type} ${n}`)
+          .publish(`${redisPrefix(config)}work`, `cli ${type} ${n}`)
           .catch(() => {})
           .finally(resolve)
       }),

@@ -1,6 +1,8 @@
 // Environment → typed config. The only module that reads process.env.
 import { Type as T, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { createHash } from 'node:crypto'
+import { resolve } from 'node:path'
 
 const Int = (def: number, min: number, max: number) => T.Integer({ default: def, minimum: min, maximum: max })
 const Days = (def?: number) => T.Number({ ...(def === undefined ? {} : { default: def }), minimum: 0, maximum: 36_500 })
@@ -12,8 +14,12 @@ export const ConfigSchema = T.Object({
   DATABASE_URL: T.Optional(T.String({ minLength: 1 })),
   DATA_DIR: T.String({ default: './data' }),
   REDIS_URL: T.Optional(T.String({ minLength: 1 })),
-  /** Extension: prefix for every Redis channel, so test runs and tenants can share one Redis. */
-  REDIS_PREFIX: T.String({ default: '' }),
+  /**
+   * Extension: prefix for every Redis channel, so deployments and test runs can share one Redis. Unset: one
+   * derived from the database's identity (redisPrefix), so two deployments on one Redis never see each
+   * other's states, and every instance of one deployment (one database) agrees on it.
+   */
+  REDIS_PREFIX: T.Optional(T.String()),
   SSE_MAX_MS: Int(25_000, 100, 3_600_000),
   SSE_KEEPALIVE_MS: Int(10_000, 50, 600_000),
   SSE_RETRY_MS: Int(1000, 0, 600_000),
@@ -220,6 +226,24 @@ export type RetainedStatus = 'completed' | 'failed' | 'cancelled'
 export function retentionDays(config: Config, status: RetainedStatus): number {
   const own = { completed: config.RETENTION_DAYS_COMPLETED, failed: config.RETENTION_DAYS_FAILED, cancelled: config.RETENTION_DAYS_CANCELLED }[status]
   return own ?? config.RETENTION_DAYS
+}
+
+/**
+ * REDIS_PREFIX, or `ps:<8 hex>:` from the database's identity: DATABASE_URL's user, host, port and database
+ * (not its password or options), or the embedded DATA_DIR's absolute path.
+ */
+export function redisPrefix(config: Pick<Config, 'REDIS_PREFIX' | 'DATABASE_URL' | 'DATA_DIR'>): string {
+  if (config.REDIS_PREFIX !== undefined) return config.REDIS_PREFIX
+  let identity = `embedded ${resolve(config.DATA_DIR)}`
+  if (config.DATABASE_URL) {
+    try {
+      const url = new URL(config.DATABASE_URL)
+      identity = `postgres ${decodeURIComponent(url.username)}@${url.hostname}:${url.port || '5432'}${url.pathname}`
+    } catch {
+      identity = `postgres ${config.DATABASE_URL}`
+    }
+  }
+  return `ps:${createHash('sha256').update(identity).digest('hex').slice(0, 8)}:`
 }
 
 export function sweepIntervalMs(config: Config): number {

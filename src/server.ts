@@ -7,7 +7,7 @@ import { Authenticator } from './auth/authenticator'
 import { clientAddress, parseTrustedProxies } from './auth/client-address'
 import { RateLimiter } from './auth/limits'
 import { CredentialWatch } from './auth/revocation'
-import { type Config, listenHost, sweepIntervalMs, urlHost } from './config'
+import { type Config, listenHost, redisPrefix, sweepIntervalMs, urlHost } from './config'
 import { explainDatabaseError, openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
 import { RetentionJob, retentionSettings } from './db/retention'
@@ -102,7 +102,7 @@ export async function buildServices(
   if (config.REDIS_URL) {
     bridge = new RedisBridge({
       url: config.REDIS_URL,
-      prefix: config.REDIS_PREFIX,
+      prefix: redisPrefix(config),
       hub,
       log,
       metrics,

@@ -5,6 +5,7 @@ import { createSession } from '../../src/auth/queries'
 import { mkdtempSync, readdirSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { loadConfig, redisPrefix } from '../../src/config'
 import { openDatabase } from '../../src/db/client'
 import { claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
 import { buildServices } from '../../src/server'
@@ -452,4 +453,18 @@ describe('the embedded data directory (#19)', () => {
       await embedded.close()
     }
   }, 30_000)
+})
+
+describe('the Redis prefix (#19)', () => {
+  it('defaults to one derived from the database, so two deployments on one Redis stay apart', () => {
+    const of = (env: Record<string, string>) => redisPrefix(loadConfig(env))
+    const a = of({ DATABASE_URL: 'postgres://app:secret@db1:5432/orders' })
+    expect(a).toMatch(/^ps:[0-9a-f]{8}:$/)
+    // Every instance of one deployment agrees, whatever its password or options.
+    expect(of({ DATABASE_URL: 'postgres://app:other@db1/orders?sslmode=require' })).toBe(a)
+    expect(of({ DATABASE_URL: 'postgres://app:secret@db1:5432/billing' })).not.toBe(a)
+    expect(of({ DATABASE_URL: 'postgres://app:secret@db2:5432/orders' })).not.toBe(a)
+    expect(of({ DATA_DIR: './one' })).not.toBe(of({ DATA_DIR: './two' }))
+    expect(of({ DATABASE_URL: 'postgres://app@db1/orders', REDIS_PREFIX: 'mine:' })).toBe('mine:')
+  })
 })
