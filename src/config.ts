@@ -86,6 +86,8 @@ export const ConfigSchema = T.Object({
   MAX_LOG_EVENTS_PER_PROCESS: Int(10_000, 0, 100_000_000),
   /** Open worker sockets per worker token on this instance (0 = no cap): a leaked token cannot open sockets without bound. */
   MAX_SOCKETS_PER_WORKER_TOKEN: Int(1000, 0, 10_000_000),
+  /** `off`: a worker token in the URL (`/workers/ws?token=`) is refused; only the Authorization header is taken. */
+  WORKER_TOKEN_IN_QUERY: T.Union([T.Literal('on'), T.Literal('off')], { default: 'on' }),
   /** `claim`s waiting for work on one worker socket at once (0 = no cap). */
   MAX_WAITING_CLAIMS_PER_SOCKET: Int(100, 0, 10_000_000),
   /** Frames one worker socket may have in hand (received, not yet answered); beyond it they are refused at once. */

@@ -175,12 +175,17 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     const started = performance.now()
     const url = new URL(request.url)
     const header = request.headers.get('authorization')
+    const inQuery = !header && url.searchParams.has('token')
     const token = header ? (/^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? null) : url.searchParams.get('token')
     let status = 101
     let workerTokenId: number | null = null
     const address = clientAddress(request, server.requestIP(request)?.address ?? null, services.proxies).address
     try {
       if (services.draining.value) throw new HttpError(503, 'unavailable', 'Server is shutting down')
+      if (inQuery && config.WORKER_TOKEN_IN_QUERY === 'off')
+        throw new HttpError(401, 'unauthenticated', 'WORKER_TOKEN_IN_QUERY is off: send the worker token as Authorization: Bearer, not ?token=', undefined, {
+          'WWW-Authenticate': 'Bearer',
+        })
       // Failed authentications per address, as on REST (src/auth/plugin.ts authenticateFrom).
       const wait = address === null ? 0 : services.limits.failures.peek(address)
       if (wait > 0)

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import { createWorkerToken, revokeToken } from '../../src/auth/queries'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, within, workerToken } from '../helpers'
+import { connectWorker } from '@processes/client/worker'
 import { TestWorker } from '../support/worker-client'
 
 const AUTH_CACHE_MS = 1000
@@ -281,4 +282,22 @@ describe('log lines per process are capped (#19)', () => {
     expect(n).toBe(3)
     worker.close()
   })
+})
+
+describe('the worker token stays out of URLs (#19)', () => {
+  it('refuses ?token= with WORKER_TOKEN_IN_QUERY=off, and the SDK on Bun sends a header instead', async () => {
+    const strict = await listeningServer({ WORKER_TOKEN_IN_QUERY: 'off' }, db)
+    const wtoken = await workerToken(db.sql)
+    const inUrl = await fetch(`${strict.url}/workers/ws?token=${wtoken}`, { headers: { upgrade: 'websocket', connection: 'Upgrade' } })
+    expect(inUrl.status).toBe(401)
+    expect(((await inUrl.json()) as any).error.message).toContain('WORKER_TOKEN_IN_QUERY')
+    const type = freshType()
+    const p = await restAs(strict.url, tenant.token).create(type)
+    const worker = connectWorker(strict.url, wtoken, { types: [type], handler: async () => ({ result_summary: { ok: true } }) })
+    try {
+      await waitFor(async () => (await restAs(strict.url, tenant.token).get(p.id)).status === 'completed', 10_000, 'the SDK worker completing the job')
+    } finally {
+      await worker.close()
+    }
+  }, 30_000)
 })
