@@ -46,6 +46,11 @@ const MAX_CACHED = 50_000
 const NEGATIVE_CACHE_MS = 2000
 /** Separate from the valid tokens' cache, so a flood of random tokens never evicts a valid one. */
 const MAX_NEGATIVE = 10_000
+/**
+ * Tokens found valid in this long are still looked up for an address past its failed-authentication
+ * allowance (they are not guesses): a colleague behind the same NAT keeps working after the cache entry ends.
+ */
+const RECENTLY_VALID_MS = 10 * 60_000
 const MAX_TOKEN_LENGTH = 512
 
 /** The wrong kind of token, said so (both kinds are `Bearer`, and "unknown token" sent people looking for a typo). */
@@ -55,6 +60,8 @@ export const API_TOKEN_ON_WORKERS = 'This is an API token (ps_…): /workers/ws 
 export class Authenticator {
   private readonly api = new Map<string, Cached<Principal | null>>()
   private readonly workers = new Map<string, Cached<WorkerPrincipal | null>>()
+  /** API token hash → when it was last found valid (see RECENTLY_VALID_MS). */
+  private readonly recentlyValid = new Map<string, number>()
   /** Token hash → when it was found unknown or revoked (either kind). */
   private readonly negative = new Map<string, number>()
   /** Look-ups spared by the negative cache (tests, metrics). */
@@ -127,8 +134,11 @@ export class Authenticator {
           : null
       entry = { value: principal, fetchedAt: now }
       // Unknown tokens are not cached: a token created a moment ago must work at once.
-      if (principal) this.remember(this.api, hash, entry)
-      else {
+      if (principal) {
+        this.remember(this.api, hash, entry)
+        if (this.recentlyValid.size >= MAX_CACHED) this.recentlyValid.clear()
+        this.recentlyValid.set(hash, now)
+      } else {
         this.api.delete(hash)
         this.rememberBad(hash, now)
       }
@@ -153,6 +163,13 @@ export class Authenticator {
     if (!principal || (principal.expiresAt !== null && principal.expiresAt <= now)) return null
     this.usedApiTokens.add(principal.tokenId)
     return principal
+  }
+
+  /** Whether this API token was found valid within RECENTLY_VALID_MS (so looking it up again is no guess). */
+  validRecently(token: string | null): boolean {
+    if (!token || token.length > MAX_TOKEN_LENGTH) return false
+    const at = this.recentlyValid.get(hashToken(token))
+    return at !== undefined && Date.now() - at < RECENTLY_VALID_MS
   }
 
   /** Returns the worker token's id and scope, or throws 401. */

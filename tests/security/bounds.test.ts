@@ -311,6 +311,13 @@ describe('strangers and sessions are bounded per address and per token', () => {
     expect(Number(throttled.headers.get('retry-after'))).toBeGreaterThan(0)
     // A token already in use from there still works; another address is not affected.
     expect((await from('198.51.100.7', '/processes', { authorization: `Bearer ${t.token}` })).status).toBe(200)
+    // Also once out of the look-up cache: it was valid a moment ago, so it is looked up, not refused.
+    const other = await createTenant(sql)
+    expect((await from('198.51.100.8', '/processes', { authorization: `Bearer ${other.token}` })).status).toBe(200)
+    limited.s.auth.forget(other.token)
+    expect((await from('198.51.100.7', '/processes', { authorization: `Bearer ${other.token}` })).status).toBe(200)
+    const stranger = await createTenant(sql)
+    expect((await from('198.51.100.7', '/processes', { authorization: `Bearer ${stranger.token}` })).status).toBe(429)
     expect((await from('198.51.100.8', '/processes', { authorization: `Bearer ${randomToken()}` })).status).toBe(401)
   })
 
