@@ -309,6 +309,9 @@ export const BENCH_LIMITS_OFF = {
   MAX_WAITING_CLAIMS_PER_SOCKET: '0',
   MAX_SOCKETS_PER_WORKER_TOKEN: '0',
   MAX_FRAMES_IN_FLIGHT_PER_SOCKET: '10000000',
+  // Quotas (#19) still checked, with room for any backlog a benchmark builds (its cost stays in the figures).
+  WORKSPACE_MAX_PENDING: '100000000',
+  WORKSPACE_MAX_PENDING_TYPES: '10000000',
 }
 
 export function startProcessesServer(label: string, env: Record<string, string | undefined>) {

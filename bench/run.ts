@@ -75,6 +75,12 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 40,
     run: async () => (await import('./tree')).run(),
   },
+  abuse: {
+    describe:
+      "a well-behaved tenant's p99 (create, claim, GET) with no attack and under each attack (413 path flood, huge-metadata reads, 100,000 pending types, session minting, random tokens); server RSS after",
+    seconds: 60,
+    run: async () => (await import('./abuse')).run(),
+  },
   realtime: {
     describe: "issue 3's figures: 10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest",
     seconds: 140,

@@ -3,16 +3,18 @@
 // audit of authenticated routes, the JSON log line and metrics).
 import { openapi } from '@elysiajs/openapi'
 import { Elysia } from 'elysia'
-import { allowedMethods } from './allowed-methods'
+import { allowedMethods, routeTemplates } from './allowed-methods'
 import { Authenticator } from './auth/authenticator'
+import { clientAddress } from './auth/client-address'
 import { CorsRefusals } from './cors-refusals'
-import { auditRowFor } from './auth/plugin'
+import { auditRowFor, authenticateFrom } from './auth/plugin'
 import { sessions } from './auth/session'
 import { dashboard } from './dashboard/routes'
 import { docs } from './ops/docs'
 import { HttpError, JSON_CONTENT_TYPE, errorResponse, isUnavailable, payloadTooLarge } from './errors'
 import { me } from './me'
 import { ops } from './health'
+import { knownMethod } from './ops/metrics'
 import { processes } from './processes/index'
 import { queues } from './queues/routes'
 import { schedules } from './schedules/routes'
@@ -109,13 +111,22 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
   // no cookie). Credentials go only to origins listed by name.
   const anyOrigin = origins.delete('*')
   const logRequests = s.log.enabled('info')
-  const corsRefusals = new CorsRefusals(s.log, s.config.CORS_ORIGINS)
+  const templateOf = routeTemplates(app.routes)
+  const corsRefusals = new CorsRefusals(s.log, s.config.CORS_ORIGINS, templateOf)
 
   return async (request, ip) => {
     const incoming = request.headers.get('x-request-id')
     const fromClient = incoming !== null && REQUEST_ID.test(incoming)
     const requestId = fromClient ? incoming : newRequestId()
-    const state = beginRequest(request, requestId, ip)
+    // The socket's peer, or the client a trusted proxy names (TRUSTED_PROXIES), worked out once if asked.
+    let client: ReturnType<typeof clientAddress> | undefined
+    const resolve = () => (client ??= clientAddress(request, ip?.() ?? null, s.proxies))
+    const state = beginRequest(
+      request,
+      requestId,
+      () => resolve().address,
+      () => resolve().viaTrustedProxy,
+    )
     state.requestIdFromClient = fromClient
     const origin = request.headers.get('origin')
     const cors = origin ? (origins.has(origin) ? origin : anyOrigin ? '*' : null) : null
@@ -139,7 +150,7 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
             ? errorResponse(error.status, error.code, error.message)
             : errorResponse(500, 'internal', 'Internal server error', undefined, undefined, requestId)
         // A refused body is audited like any request that carries a credential (its principal if it has a valid one).
-        if (error instanceof HttpError && error.status === 413) await audit413(s, request, state)
+        if (error instanceof HttpError && error.status === 413) await audit413(s, request, state, templateOf)
       }
     }
 
@@ -155,19 +166,23 @@ export function createHandler(s: Services, app = createApp(s)): Handler {
       headers.append('vary', 'Origin')
     }
     const status = response.status
+    // A template (what Elysia matched) or `unmatched`: a raw path never becomes a label, a log field or an audit row.
     const route = state.route ?? 'unmatched'
     if (state.authenticated && !state.audited) s.audit.record(auditRowFor(request, state, status))
     const ms = performance.now() - state.startedAt
-    s.metrics.request(request.method, route, status, ms)
-    if (logRequests) s.log.request(request.method, route, status, ms, requestId)
+    const method = knownMethod(request.method)
+    s.metrics.request(method, route, status, ms)
+    if (logRequests) s.log.request(method, route, status, ms, requestId)
     return response
   }
 }
 
-async function audit413(s: Services, request: Request, state: ReturnType<typeof requestState>) {
+async function audit413(s: Services, request: Request, state: ReturnType<typeof requestState>, templateOf: (pathname: string) => string | null) {
   state.authenticated = true
-  state.route ??= new URL(request.url).pathname.replace(/\/\d+(?=\/|$)/g, '/:id')
-  state.principal = await s.auth.authenticate(Authenticator.tokenOf(request)).catch(() => null)
+  // Refused before routing: the template its path would match, else `unmatched` (never the path itself).
+  state.route ??= templateOf(new URL(request.url).pathname) ?? 'unmatched'
+  // Throttled per address like any authentication: a flood of 413s with random tokens costs no look-up each.
+  state.principal = await authenticateFrom(s, state, Authenticator.tokenOf(request)).catch(() => null)
 }
 
 function preflight(origin: string): Response {

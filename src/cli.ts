@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util'
 import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, listSessions, revokeSessions, revokeToken } from './auth/queries'
 import { ROLES } from './auth/authenticator'
-import { loadConfig } from './config'
+import { loadConfig, redisPrefix } from './config'
 import { listApiTokens, listUsers, listWorkerTokens, listWorkspaces } from './auth/listing'
 import { exitCodeOf, WatchError, watchProcess } from './cli-watch'
 import { TYPE_MEANING, TypePattern } from './processes/model'
@@ -46,7 +46,7 @@ const USAGE = `usage: cli <command> [options]
   create-user --email E --workspace ID [--role R]
   add-member --user ID --workspace ID [--role R]
   create-token --user ID [--name N] [--ttl-days D]
-  create-worker-token [--name N] [--workspace ID]... [--type T]...
+  create-worker-token [--name N] (--workspace ID... | --all-workspaces) [--type T]...
   revoke-token --id ID [--worker]
   list-sessions --user ID
   revoke-sessions --user ID | --id SESSION_ID
@@ -73,6 +73,7 @@ const OPTIONS = {
   'ttl-days': { type: 'string' },
   id: { type: 'string' },
   worker: { type: 'boolean' },
+  'all-workspaces': { type: 'boolean' },
   token: { type: 'string' },
   url: { type: 'string' },
 } as const
@@ -177,6 +178,14 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
     }
     case 'create-worker-token': {
       const workspaceIds = ((values.workspace as string[] | undefined) ?? []).map((raw) => parseId(raw, 'workspace'))
+      // Scoped by default (#19): a token for every workspace lets any member feed it any job; say so on purpose.
+      const all = values['all-workspaces'] === true
+      if (all === workspaceIds.length > 0)
+        throw new UsageError(
+          all
+            ? 'give --workspace ID… or --all-workspaces, not both'
+            : 'create-worker-token needs --workspace ID (repeatable) for the workspaces it serves, or --all-workspaces for a token that serves every workspace',
+        )
       const types = (values.type as string[] | undefined) ?? []
       for (const type of types) if (!new RegExp(TypePattern).test(type)) throw new UsageError(`--type must be ${TYPE_MEANING} (got ${JSON.stringify(type)})`)
       return async (sql) => {
@@ -325,7 +334,7 @@ async function publishResume(config: ReturnType<typeof loadConfig>, result: obje
     await new Promise<void>((resolve) =>
       announceResume(result, (type, n) => {
         redis
-          .publish(`${config.REDIS_PREFIX}work`, `cli ${type} ${n}`)
+          .publish(`${redisPrefix(config)}work`, `cli ${type} ${n}`)
           .catch(() => {})
           .finally(resolve)
       }),

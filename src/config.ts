@@ -1,6 +1,8 @@
 // Environment → typed config. The only module that reads process.env.
 import { Type as T, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { createHash } from 'node:crypto'
+import { resolve } from 'node:path'
 
 const Int = (def: number, min: number, max: number) => T.Integer({ default: def, minimum: min, maximum: max })
 const Days = (def?: number) => T.Number({ ...(def === undefined ? {} : { default: def }), minimum: 0, maximum: 36_500 })
@@ -12,8 +14,12 @@ export const ConfigSchema = T.Object({
   DATABASE_URL: T.Optional(T.String({ minLength: 1 })),
   DATA_DIR: T.String({ default: './data' }),
   REDIS_URL: T.Optional(T.String({ minLength: 1 })),
-  /** Extension: prefix for every Redis channel, so test runs and tenants can share one Redis. */
-  REDIS_PREFIX: T.String({ default: '' }),
+  /**
+   * Extension: prefix for every Redis channel, so deployments and test runs can share one Redis. Unset: one
+   * derived from the database's identity (redisPrefix), so two deployments on one Redis never see each
+   * other's states, and every instance of one deployment (one database) agrees on it.
+   */
+  REDIS_PREFIX: T.Optional(T.String()),
   SSE_MAX_MS: Int(25_000, 100, 3_600_000),
   SSE_KEEPALIVE_MS: Int(10_000, 50, 600_000),
   SSE_RETRY_MS: Int(1000, 0, 600_000),
@@ -27,6 +33,21 @@ export const ConfigSchema = T.Object({
   /** Live output is written behind in one statement per this interval, for every process (src/workers/output-behind.ts). */
   OUTPUT_FLUSH_MS: Int(10, 1, 10_000),
   DB_POOL_MAX: Int(10, 1, 200),
+  /**
+   * Postgres's statement_timeout on the server's pool: a statement running longer is cancelled by Postgres
+   * itself, so a request the server gave up on (503 after 3 s) does not keep its query running (0 = none).
+   * Migrations run without it. The embedded database (PGlite) ignores it.
+   */
+  DB_STATEMENT_TIMEOUT_MS: Int(5000, 0, 3_600_000),
+  /** A process's metadata at most this many bytes as JSON (413 beyond; 0 = only the 1 MiB body limit). */
+  METADATA_MAX_BYTES: Int(64 * 1024, 0, 1024 * 1024),
+  /**
+   * Per-workspace quotas (src/processes/quotas.ts), refused with 429 naming the quota in details.quota; 0 = no
+   * quota. Pending processes, distinct types among them, and the bytes of their metadata.
+   */
+  WORKSPACE_MAX_PENDING: Int(100_000, 0, 100_000_000),
+  WORKSPACE_MAX_PENDING_TYPES: Int(1000, 0, 10_000_000),
+  WORKSPACE_MAX_METADATA_BYTES: Int(1024 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
   CORS_ORIGINS: T.String({ default: '' }),
   LOG_LEVEL: T.Union([T.Literal('debug'), T.Literal('info'), T.Literal('warn'), T.Literal('error'), T.Literal('silent')], { default: 'info' }),
   /** How long a token look-up may be served from memory; revocation takes effect within this. */
@@ -45,16 +66,32 @@ export const ConfigSchema = T.Object({
   SESSION_TTL_MS: Int(8 * 3_600_000, 60_000, 30 * 86_400_000),
   /**
    * Extension (#12): per-instance token buckets, in memory (README "Limits"). Requests per second per
-   * credential (API token or session) and per workspace, and the per-credential bucket size; 0 = off. A
+   * API token (its browser sessions share its bucket) and per workspace, and the per-token bucket size; 0 = off. A
    * workspace's bucket holds RATE_LIMIT_BURST or two seconds of its rate, whichever is more.
    */
   RATE_LIMIT_PER_TOKEN_PER_S: Int(200, 0, 10_000_000),
   RATE_LIMIT_BURST: Int(1000, 1, 10_000_000),
   RATE_LIMIT_PER_WORKSPACE_PER_S: Int(1000, 0, 10_000_000),
-  /** Open SSE streams per credential on this instance (0 = no cap). */
+  /**
+   * Failed authentications (401) one client address may make per minute on this instance; past it, its
+   * requests get 429 before any token look-up (0 = no limit). The address is the socket's peer, or the
+   * X-Forwarded-For client when the peer is in TRUSTED_PROXIES.
+   */
+  AUTH_FAILURES_PER_MIN: Int(60, 0, 10_000_000),
+  /** Proxies (addresses, IPv4 CIDRs, comma-separated) whose X-Forwarded-For and X-Forwarded-Proto are believed; none by default. */
+  TRUSTED_PROXIES: T.String({ default: '' }),
+  /** Sign-ins (POST /auth/session) per API token per minute on this instance (0 = no limit). */
+  SIGN_IN_PER_MIN: Int(10, 0, 10_000_000),
+  /** Open sessions one API token may have; a sign-in past it revokes that token's oldest. */
+  MAX_SESSIONS_PER_TOKEN: Int(20, 1, 1_000_000),
+  /** Open SSE streams per API token on this instance, its browser sessions' streams included (0 = no cap). */
   MAX_STREAMS_PER_TOKEN: Int(100, 0, 10_000_000),
+  /** `log` lines (events) one process may have; past it a log frame is refused with invalid_message (0 = no cap). */
+  MAX_LOG_EVENTS_PER_PROCESS: Int(10_000, 0, 100_000_000),
   /** Open worker sockets per worker token on this instance (0 = no cap): a leaked token cannot open sockets without bound. */
   MAX_SOCKETS_PER_WORKER_TOKEN: Int(1000, 0, 10_000_000),
+  /** `off`: a worker token in the URL (`/workers/ws?token=`) is refused; only the Authorization header is taken. */
+  WORKER_TOKEN_IN_QUERY: T.Union([T.Literal('on'), T.Literal('off')], { default: 'on' }),
   /** `claim`s waiting for work on one worker socket at once (0 = no cap). */
   MAX_WAITING_CLAIMS_PER_SOCKET: Int(100, 0, 10_000_000),
   /** Frames one worker socket may have in hand (received, not yet answered); beyond it they are refused at once. */
@@ -195,6 +232,24 @@ export type RetainedStatus = 'completed' | 'failed' | 'cancelled'
 export function retentionDays(config: Config, status: RetainedStatus): number {
   const own = { completed: config.RETENTION_DAYS_COMPLETED, failed: config.RETENTION_DAYS_FAILED, cancelled: config.RETENTION_DAYS_CANCELLED }[status]
   return own ?? config.RETENTION_DAYS
+}
+
+/**
+ * REDIS_PREFIX, or `ps:<8 hex>:` from the database's identity: DATABASE_URL's user, host, port and database
+ * (not its password or options), or the embedded DATA_DIR's absolute path.
+ */
+export function redisPrefix(config: Pick<Config, 'REDIS_PREFIX' | 'DATABASE_URL' | 'DATA_DIR'>): string {
+  if (config.REDIS_PREFIX !== undefined) return config.REDIS_PREFIX
+  let identity = `embedded ${resolve(config.DATA_DIR)}`
+  if (config.DATABASE_URL) {
+    try {
+      const url = new URL(config.DATABASE_URL)
+      identity = `postgres ${decodeURIComponent(url.username)}@${url.hostname}:${url.port || '5432'}${url.pathname}`
+    } catch {
+      identity = `postgres ${config.DATABASE_URL}`
+    }
+  }
+  return `ps:${createHash('sha256').update(identity).digest('hex').slice(0, 8)}:`
 }
 
 export function sweepIntervalMs(config: Config): number {

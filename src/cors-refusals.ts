@@ -14,6 +14,8 @@ export class CorsRefusals {
   constructor(
     private readonly log: Logger,
     private readonly configured: string,
+    /** The route template a path matches (a preflight is refused before routing), else null: logged as `unmatched`. */
+    private readonly templateOf: (pathname: string) => string | null = () => null,
   ) {}
 
   /**
@@ -34,9 +36,9 @@ export class CorsRefusals {
       if (this.lastLogged.size >= MAX_TRACKED) this.lastLogged.clear()
       this.lastLogged.set(origin, now)
       this.log.warn('cross-origin request refused', {
-        origin,
-        method: request.method,
-        route: route ?? new URL(request.url).pathname.replace(/\/\d+(?=\/|$)/g, '/:id'),
+        origin: origin.slice(0, 256),
+        method: request.method.slice(0, 16),
+        route: route ?? this.templateOf(new URL(request.url).pathname) ?? 'unmatched',
         CORS_ORIGINS: this.configured,
         hint: `browsers on ${origin} cannot read this server's answers: add ${origin} to CORS_ORIGINS (comma-separated) to allow it`,
       })

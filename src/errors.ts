@@ -76,6 +76,7 @@ const CONNECTION_ERROR_CODES = new Set([
   'ETIMEDOUT',
   'EHOSTUNREACH',
   'QUERY_TIMEOUT',
+  '57014', // query_canceled: statement_timeout (DB_STATEMENT_TIMEOUT_MS) stopped it
   '57P01', // admin_shutdown
   '57P03', // cannot_connect_now
   '53300', // too_many_connections

@@ -7,8 +7,10 @@ import type { Principal } from './auth/authenticator'
 export interface RequestState {
   requestId: string
   startedAt: number
-  /** The client's address, asked of the socket only when needed (the audit row). */
+  /** The client's address (src/auth/client-address.ts), asked of the socket only when needed. */
   ip: () => string | null
+  /** The peer is a proxy in TRUSTED_PROXIES: its X-Forwarded-Proto may be believed. */
+  viaTrustedProxy: () => boolean
   route: string | null
   /** The request reached an authenticated route: it is audited, successful or not. */
   authenticated: boolean
@@ -25,12 +27,14 @@ export interface RequestState {
 const STATE = Symbol('processes.requestState')
 type WithState = Request & { [STATE]?: RequestState }
 const noIp = () => null
+const direct = () => false
 
-export function beginRequest(request: Request, requestId: string, ip: () => string | null = noIp): RequestState {
+export function beginRequest(request: Request, requestId: string, ip: () => string | null = noIp, viaTrustedProxy: () => boolean = direct): RequestState {
   const state: RequestState = {
     requestId,
     startedAt: performance.now(),
     ip,
+    viaTrustedProxy,
     route: null,
     authenticated: false,
     principal: null,

@@ -11,7 +11,8 @@ export async function seedDemoIfEmpty(sql: Sql, port: number): Promise<string | 
   const workspace = await createWorkspace(sql, 'Demo')
   const user = await createUser(sql, 'demo@example.com', workspace.id, 'owner')
   const api = await createApiToken(sql, user.id, 'demo', null)
-  const worker = await createWorkerToken(sql, 'demo worker')
+  // Scoped to the demo workspace: the default a user copies (README "Security").
+  const worker = await createWorkerToken(sql, 'demo worker', { workspaceIds: [workspace.id] })
   const base = `http://localhost:${port}`
   return [
     '',
@@ -31,7 +32,7 @@ export async function seedDemoIfEmpty(sql: Sql, port: number): Promise<string | 
     '',
     'Lost them? Tokens are stored only hashed, so new ones are minted instead (this works while the server runs):',
     `  npm run cli -- create-token --user ${user.id}`,
-    '  npm run cli -- create-worker-token',
+    `  npm run cli -- create-worker-token --workspace ${workspace.id}`,
     '',
   ].join('\n')
 }

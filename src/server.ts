@@ -4,10 +4,11 @@ import type { Server } from 'bun'
 import { createHandler } from './app'
 import { AuditLog } from './auth/audit'
 import { Authenticator } from './auth/authenticator'
+import { clientAddress, parseTrustedProxies } from './auth/client-address'
 import { RateLimiter } from './auth/limits'
 import { CredentialWatch } from './auth/revocation'
 import { PublicTokens } from './auth/public-tokens'
-import { type Config, listenHost, sweepIntervalMs, urlHost } from './config'
+import { type Config, listenHost, redisPrefix, sweepIntervalMs, urlHost } from './config'
 import { explainDatabaseError, openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
 import { RetentionJob, retentionSettings } from './db/retention'
@@ -19,6 +20,7 @@ import { Metrics } from './ops/metrics'
 import { createProcessHub } from './processes/hub-rules'
 import type { Process } from './processes/model'
 import { CreateBatcher } from './processes/create-batcher'
+import { quotasOf } from './processes/quotas'
 import { ProcessReader } from './processes/reader'
 import { closeAllStreams, streamStats } from './processes/sse-session'
 import type { Services } from './wiring'
@@ -51,7 +53,14 @@ export async function buildServices(
 ): Promise<{ services: Services; bridge: RedisBridge<Process> | null; sweeper: LeaseSweeper; held: HeldLeases }> {
   const log = o.log ?? new Logger(config.LOG_LEVEL)
   const db =
-    o.db ?? (await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX, queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS }))
+    o.db ??
+    (await openDatabase({
+      url: config.DATABASE_URL,
+      dataDir: config.DATA_DIR,
+      poolMax: config.DB_POOL_MAX,
+      queryTimeoutMs: SERVER_QUERY_TIMEOUT_MS,
+      statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
+    }))
   try {
     await migrate(db.sql)
   } catch (error) {
@@ -74,6 +83,8 @@ export async function buildServices(
   const limits = {
     token: new RateLimiter(config.RATE_LIMIT_PER_TOKEN_PER_S, config.RATE_LIMIT_BURST),
     workspace: new RateLimiter(config.RATE_LIMIT_PER_WORKSPACE_PER_S, Math.max(config.RATE_LIMIT_BURST, 2 * config.RATE_LIMIT_PER_WORKSPACE_PER_S)),
+    failures: new RateLimiter(config.AUTH_FAILURES_PER_MIN / 60, Math.max(1, config.AUTH_FAILURES_PER_MIN)),
+    signIn: new RateLimiter(config.SIGN_IN_PER_MIN / 60, Math.max(1, config.SIGN_IN_PER_MIN)),
   }
   const services: Services = {
     config,
@@ -87,10 +98,11 @@ export async function buildServices(
     live: held,
     queue,
     reader: new ProcessReader(db.sql, held, hub),
-    creates: new CreateBatcher(db.sql, hub),
+    creates: new CreateBatcher(db.sql, hub, quotasOf(config)),
     credentials,
     publicTokens: new PublicTokens(db.sql, log, config.AUTH_CACHE_MS),
     limits,
+    proxies: parseTrustedProxies(config.TRUSTED_PROXIES),
     draining: { value: false },
   }
 
@@ -98,7 +110,7 @@ export async function buildServices(
   if (config.REDIS_URL) {
     bridge = new RedisBridge({
       url: config.REDIS_URL,
-      prefix: config.REDIS_PREFIX,
+      prefix: redisPrefix(config),
       hub,
       log,
       metrics,
@@ -171,12 +183,27 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     const started = performance.now()
     const url = new URL(request.url)
     const header = request.headers.get('authorization')
+    const inQuery = !header && url.searchParams.has('token')
     const token = header ? (/^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? null) : url.searchParams.get('token')
     let status = 101
     let workerTokenId: number | null = null
+    const address = clientAddress(request, server.requestIP(request)?.address ?? null, services.proxies).address
     try {
       if (services.draining.value) throw new HttpError(503, 'unavailable', 'Server is shutting down')
-      const worker = await services.auth.authenticateWorker(token)
+      if (inQuery && config.WORKER_TOKEN_IN_QUERY === 'off')
+        throw new HttpError(401, 'unauthenticated', 'WORKER_TOKEN_IN_QUERY is off: send the worker token as Authorization: Bearer, not ?token=', undefined, {
+          'WWW-Authenticate': 'Bearer',
+        })
+      // Failed authentications per address, as on REST (src/auth/plugin.ts authenticateFrom).
+      const wait = address === null ? 0 : services.limits.failures.peek(address)
+      if (wait > 0)
+        throw new HttpError(429, 'rate_limited', `Too many failed authentications from this address; retry after ${wait} s`, undefined, {
+          'Retry-After': String(wait),
+        })
+      const worker = await services.auth.authenticateWorker(token).catch((error) => {
+        if (address !== null && error instanceof HttpError && error.status === 401) services.limits.failures.take(address)
+        throw error
+      })
       workerTokenId = worker.tokenId
       if (!gateway.admitSocket(worker.tokenId)) {
         throw new HttpError(
@@ -209,7 +236,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
         method: 'GET',
         route: '/workers/ws',
         status,
-        ip: server.requestIP(request)?.address ?? null,
+        ip: address,
         user_agent: request.headers.get('user-agent'),
         request_id: incoming !== null && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID(),
         request_id_from_client: incoming !== null && /^[\w.:-]{1,128}$/.test(incoming),

@@ -2,6 +2,7 @@
 import type { AuditLog } from './auth/audit'
 import type { Authenticator } from './auth/authenticator'
 import type { RateLimiter } from './auth/limits'
+import type { TrustedProxies } from './auth/client-address'
 import type { PublicTokens } from './auth/public-tokens'
 import type { CredentialWatch } from './auth/revocation'
 import type { Config } from './config'
@@ -35,8 +36,13 @@ export interface Services {
   credentials: CredentialWatch
   /** Public (end-user) tokens: their look-ups and their open streams (src/auth/public-tokens.ts). */
   publicTokens: PublicTokens
-  /** Per-credential and per-workspace request rates (#12). */
-  limits: { token: RateLimiter; workspace: RateLimiter }
+  /**
+   * Request rates: per API token (its sessions included; a public token has its own) and per workspace;
+   * failed authentications per client address, and sign-ins per API token.
+   */
+  limits: { token: RateLimiter; workspace: RateLimiter; failures: RateLimiter; signIn: RateLimiter }
+  /** TRUSTED_PROXIES: whose X-Forwarded-For / X-Forwarded-Proto are believed (src/auth/client-address.ts). */
+  proxies: TrustedProxies
   /** Set while shutting down: streams end, new ones are refused. */
   draining: { value: boolean }
 }

@@ -47,15 +47,35 @@ interface Cached<T> {
 
 // Bounds the cache against a flood of distinct valid tokens; entries are cheap, a refill is one query.
 const MAX_CACHED = 50_000
+/**
+ * Unknown and revoked tokens are remembered this long, or AUTH_CACHE_MS if shorter (issue #19: 2,000 random
+ * tokens cost 2,000 look-ups). A new token works at once all the same: its secret is random, so no one can
+ * have tried it before it existed.
+ */
+const NEGATIVE_CACHE_MS = 2000
+/** Separate from the valid tokens' cache, so a flood of random tokens never evicts a valid one. */
+const MAX_NEGATIVE = 10_000
+/**
+ * Tokens found valid in this long are still looked up for an address past its failed-authentication
+ * allowance (they are not guesses): a colleague behind the same NAT keeps working after the cache entry ends.
+ */
+const RECENTLY_VALID_MS = 10 * 60_000
 const MAX_TOKEN_LENGTH = 512
 
 /** The wrong kind of token, said so (both kinds are `Bearer`, and "unknown token" sent people looking for a typo). */
 export const WORKER_TOKEN_ON_REST = 'This is a worker token (psw_…): it opens the worker WebSocket (/workers/ws) only; REST routes need an API token (ps_…)'
-export const API_TOKEN_ON_WORKERS = 'This is an API token (ps_…): /workers/ws needs a worker token (psw_…, from `npm run cli -- create-worker-token`)'
+export const API_TOKEN_ON_WORKERS =
+  'This is an API token (ps_…): /workers/ws needs a worker token (psw_…, from `npm run cli -- create-worker-token --workspace ID`)'
 
 export class Authenticator {
   private readonly api = new Map<string, Cached<Principal | null>>()
   private readonly workers = new Map<string, Cached<WorkerPrincipal | null>>()
+  /** API token hash → when it was last found valid (see RECENTLY_VALID_MS). */
+  private readonly recentlyValid = new Map<string, number>()
+  /** Token hash → when it was found unknown or revoked (either kind). */
+  private readonly negative = new Map<string, number>()
+  /** Look-ups spared by the negative cache (tests, metrics). */
+  negativeHits = 0
   readonly usedApiTokens = new Set<number>()
   readonly usedWorkerTokens = new Set<number>()
 
@@ -105,6 +125,7 @@ export class Authenticator {
     if (token.startsWith('psw_')) throw unauthenticated(WORKER_TOKEN_ON_REST)
     const hash = hashToken(token)
     const now = Date.now()
+    if (this.knownBad(hash, now)) throw unauthenticated('Unknown or revoked token')
     let entry = this.api.get(hash)
     if (!entry || now - entry.fetchedAt >= this.cacheMs) {
       // A session secret (`pss_`) is looked up as a session; anything else as an API token.
@@ -123,8 +144,14 @@ export class Authenticator {
           : null
       entry = { value: principal, fetchedAt: now }
       // Unknown tokens are not cached: a token created a moment ago must work at once.
-      if (principal) this.remember(this.api, hash, entry)
-      else this.api.delete(hash)
+      if (principal) {
+        this.remember(this.api, hash, entry)
+        if (this.recentlyValid.size >= MAX_CACHED) this.recentlyValid.clear()
+        this.recentlyValid.set(hash, now)
+      } else {
+        this.api.delete(hash)
+        this.rememberBad(hash, now)
+      }
     }
     const principal = entry.value
     if (!principal) throw unauthenticated('Unknown or revoked token')
@@ -133,12 +160,35 @@ export class Authenticator {
     return principal
   }
 
+  /**
+   * The principal when the token is valid in the cache (no look-up), else null: what an address past its
+   * failed-authentication allowance is still served, so a flood from a shared address (a NAT, a proxy not in
+   * TRUSTED_PROXIES) does not lock out a colleague whose token is in use.
+   */
+  cached(token: string | null): Principal | null {
+    if (!token || token.length > MAX_TOKEN_LENGTH) return null
+    const entry = this.api.get(hashToken(token))
+    const now = Date.now()
+    const principal = entry && now - entry.fetchedAt < this.cacheMs ? entry.value : null
+    if (!principal || (principal.expiresAt !== null && principal.expiresAt <= now)) return null
+    this.usedApiTokens.add(principal.tokenId)
+    return principal
+  }
+
+  /** Whether this API token was found valid within RECENTLY_VALID_MS (so looking it up again is no guess). */
+  validRecently(token: string | null): boolean {
+    if (!token || token.length > MAX_TOKEN_LENGTH) return false
+    const at = this.recentlyValid.get(hashToken(token))
+    return at !== undefined && Date.now() - at < RECENTLY_VALID_MS
+  }
+
   /** Returns the worker token's id and scope, or throws 401. */
   async authenticateWorker(token: string | null): Promise<WorkerPrincipal> {
     if (!token || token.length > MAX_TOKEN_LENGTH) throw unauthenticated()
     if (!token.startsWith('psw_') && (token.startsWith('ps_') || token.startsWith('pss_'))) throw unauthenticated(API_TOKEN_ON_WORKERS)
     const hash = hashToken(token)
     const now = Date.now()
+    if (this.knownBad(hash, now)) throw unauthenticated('Unknown or revoked worker token')
     let entry = this.workers.get(hash)
     if (!entry || now - entry.fetchedAt >= this.cacheMs) {
       const row = await findWorkerToken(this.sql, hash)
@@ -148,7 +198,11 @@ export class Authenticator {
         fetchedAt: now,
       }
       if (valid) this.remember(this.workers, hash, entry)
-      else this.workers.delete(hash)
+      else {
+        this.workers.delete(hash)
+        // Expired or revoked or unknown: none of them comes back.
+        this.rememberBad(hash, now)
+      }
     }
     if (entry.value === null) throw unauthenticated('Unknown or revoked worker token')
     this.usedWorkerTokens.add(entry.value.tokenId)
@@ -160,6 +214,22 @@ export class Authenticator {
     const hash = hashToken(token)
     this.api.delete(hash)
     this.workers.delete(hash)
+  }
+
+  private knownBad(hash: string, now: number): boolean {
+    const at = this.negative.get(hash)
+    if (at === undefined) return false
+    if (now - at < Math.min(NEGATIVE_CACHE_MS, this.cacheMs)) {
+      this.negativeHits++
+      return true
+    }
+    this.negative.delete(hash)
+    return false
+  }
+
+  private rememberBad(hash: string, now: number) {
+    if (this.negative.size >= MAX_NEGATIVE) this.negative.clear()
+    this.negative.set(hash, now)
   }
 
   private remember<T>(map: Map<string, Cached<T>>, key: string, entry: Cached<T>) {

@@ -38,6 +38,15 @@ export class RateLimiter {
     return Math.max(1, Math.ceil((1 - bucket.tokens) / this.perSecond))
   }
 
+  /** What take would answer, without taking: 0 while a request's worth is left, else the seconds until one is. */
+  peek(key: string, now = performance.now()): number {
+    if (this.perSecond === 0) return 0
+    const bucket = this.buckets.get(key)
+    if (!bucket) return 0
+    const tokens = Math.min(this.capacity, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond)
+    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / this.perSecond))
+  }
+
   private prune(now: number) {
     const fullAfterMs = (this.capacity / this.perSecond) * 1000
     for (const [key, bucket] of this.buckets) if (now - bucket.at >= fullAfterMs) this.buckets.delete(key)

@@ -4,8 +4,8 @@ import { Elysia } from 'elysia'
 import type { AuditRow } from './audit'
 import { Authenticator, type Principal } from './authenticator'
 import { rateLimited } from './limits'
+import { forbidden, HttpError } from '../errors'
 import { PublicTokens } from './public-tokens'
-import { forbidden } from '../errors'
 import { requestState, type RequestState } from '../request-state'
 import type { Services } from '../wiring'
 
@@ -19,14 +19,14 @@ export function authPlugin(s: Services) {
     if (!state.principal) {
       const { token, via } = Authenticator.credentialOf(request)
       const publicToken = PublicTokens.tokenOf(request, via === 'bearer' ? token : null)
-      const principal = publicToken ? await s.publicTokens.authenticate(publicToken, request) : await s.auth.authenticate(token)
+      const principal = publicToken ? await s.publicTokens.authenticate(publicToken, request) : await authenticateFrom(s, state, token)
       state.principal = principal
       // A browser sends its cookie with a request another site started: a change made with the cookie must
       // come from our own pages (README "Browser sessions and CSRF").
       if (via === 'cookie' && !SAFE_METHODS.has(request.method)) checkSameOrigin(request, trusted, true)
-      const wait = s.limits.token.take(
-        principal.scope ? `p${principal.scope.tokenId}` : principal.sessionId !== null ? `s${principal.sessionId}` : `t${principal.tokenId}`,
-      )
+      // Per API token: its browser sessions share its bucket, so minting sessions buys no allowance; a public
+      // token has its own.
+      const wait = s.limits.token.take(principal.scope ? `p${principal.scope.tokenId}` : `t${principal.tokenId}`)
       if (wait > 0) throw rateLimited(wait, 'token')
       state.limitWorkspace = (id) => {
         const wait = s.limits.workspace.take(String(id))
@@ -46,6 +46,33 @@ export function authPlugin(s: Services) {
       })
       .derive({ as: 'scoped' }, ({ request }) => authenticate(request))
   )
+}
+
+/**
+ * Authenticates a credential, throttling failures per client address (AUTH_FAILURES_PER_MIN): an address past
+ * its allowance gets 429 before any look-up, so a flood of random tokens costs neither a query nor, through
+ * the audit log's aggregation, a row per request.
+ */
+export async function authenticateFrom(s: Pick<Services, 'auth' | 'limits'>, state: RequestState, token: string | null): Promise<Principal> {
+  const address = state.ip()
+  if (address !== null) {
+    const wait = s.limits.failures.peek(address)
+    if (wait > 0) {
+      const known = s.auth.cached(token)
+      if (known) return known
+      // Valid a few minutes ago from anywhere: a user sharing the address with a flood, not a guess.
+      if (s.auth.validRecently(token)) return s.auth.authenticate(token)
+      throw new HttpError(429, 'rate_limited', `Too many failed authentications from this address; retry after ${wait} s`, undefined, {
+        'Retry-After': String(wait),
+      })
+    }
+  }
+  try {
+    return await s.auth.authenticate(token)
+  } catch (error) {
+    if (address !== null && error instanceof HttpError && error.status === 401) s.limits.failures.take(address)
+    throw error
+  }
 }
 
 /** The active workspace: the one asked for (if a member), else the caller's first membership. */
@@ -126,7 +153,7 @@ export function auditRowFor(request: Request, state: RequestState, status: numbe
     token_id: state.principal?.tokenId ?? null,
     workspace_id: state.workspaceId,
     method: request.method,
-    route: state.route ?? new URL(request.url).pathname,
+    route: state.route ?? 'unmatched',
     status,
     ip: state.ip(),
     user_agent: request.headers.get('user-agent'),

@@ -43,17 +43,39 @@ export async function findSession(sql: Sql, secretHash: string): Promise<(TokenR
   return row ?? null
 }
 
-export async function createSession(sql: Sql, userId: number, apiTokenId: number, expiresAt: Date) {
+/** Sessions ended (expired, or revoked: which ends them too) longer ago than this are deleted. */
+const DEAD_SESSION_KEPT = '1 day'
+/** Dead sessions each sign-in deletes: sessions are only made by sign-ins, so this keeps up with any rate. */
+const DEAD_SESSIONS_PER_SIGN_IN = 100
+
+/**
+ * A new session; beyond `maxOpen` open sessions of the API token, its oldest are revoked; and up to a hundred
+ * sessions that ended over a day ago (any token's) are deleted (sessions_expires_idx), so the table holds the
+ * open ones and a day's worth, however many sign-ins there are.
+ */
+export async function createSession(sql: Sql, userId: number, apiTokenId: number, expiresAt: Date, maxOpen = Number.MAX_SAFE_INTEGER) {
   const secret = newToken('session')
-  const [row] = await sql<{ id: number; expires_at: Date }[]>`
-    insert into sessions (user_id, api_token_id, secret_hash, expires_at)
-    values (${userId}, ${apiTokenId}, ${hashToken(secret)}, ${expiresAt})
-    returning id, expires_at`
-  return { id: row!.id, secret, expiresAt: new Date(row!.expires_at) }
+  const row = await sql.begin(async (tx) => {
+    const [made] = await tx<{ id: number; expires_at: Date }[]>`
+      insert into sessions (user_id, api_token_id, secret_hash, expires_at)
+      values (${userId}, ${apiTokenId}, ${hashToken(secret)}, ${expiresAt})
+      returning id, expires_at`
+    await tx`
+      update sessions set revoked_at = now(), expires_at = least(expires_at, now())
+       where id in (select id from sessions
+                     where api_token_id = ${apiTokenId} and revoked_at is null and expires_at > now()
+                     order by id desc offset ${Math.min(maxOpen, 2 ** 31 - 1)})`
+    await tx`
+      delete from sessions where id in (
+        select id from sessions where expires_at < now() - ${DEAD_SESSION_KEPT}::interval limit ${DEAD_SESSIONS_PER_SIGN_IN})`
+    return made!
+  })
+  return { id: row.id, secret, expiresAt: new Date(row.expires_at) }
 }
 
+/** Revoked, and so ended: its expiry moves to now (what the clean-up in createSession goes by). */
 export async function revokeSession(sql: Sql, id: number) {
-  await sql`update sessions set revoked_at = coalesce(revoked_at, now()) where id = ${id}`
+  await sql`update sessions set revoked_at = coalesce(revoked_at, now()), expires_at = least(expires_at, now()) where id = ${id}`
 }
 
 /** A user's open sessions (neither revoked nor expired), newest first: for `cli list-sessions`. */

@@ -3,7 +3,8 @@
 // a raw API token where a script can read it. `DELETE /auth/session` revokes it and clears the cookie.
 import { Elysia, t } from 'elysia'
 import { Authenticator } from './authenticator'
-import { checkSameOrigin, trustedOrigins } from './plugin'
+import { rateLimited } from './limits'
+import { authenticateFrom, checkSameOrigin, trustedOrigins } from './plugin'
 import { createSession, findUser, revokeSession } from './queries'
 import { badRequest, ErrorSchema, HttpError, unauthenticated } from '../errors'
 import { requestState } from '../request-state'
@@ -12,9 +13,13 @@ import type { Services } from '../wiring'
 
 export const SESSION_COOKIE = 'ps_session'
 
-/** `Secure` when the request came over https, directly or as a proxy's `X-Forwarded-Proto: https` says. */
+/**
+ * `Secure` when the request came over https, directly or as a proxy's `X-Forwarded-Proto: https` says, a proxy
+ * in TRUSTED_PROXIES (from anyone else the header is ignored).
+ */
 function isHttps(request: Request): boolean {
   if (request.url.startsWith('https:')) return true
+  if (!requestState(request).viaTrustedProxy()) return false
   const forwarded = request.headers.get('x-forwarded-proto')
   return forwarded !== null && forwarded.split(',')[0]!.trim().toLowerCase() === 'https'
 }
@@ -47,11 +52,14 @@ export function sessions(s: Services) {
           throw new HttpError(422, 'invalid_request', 'Invalid body /token: expected a string', [{ path: '/token', message: 'Expected string' }])
         // Only an API token opens a session (not a session secret: a session cannot extend itself).
         if (token.startsWith('pss_')) throw unauthenticated('Sign in with an API token')
-        const principal = await s.auth.authenticate(token)
+        const principal = await authenticateFrom(s, state, token)
         state.principal = principal
+        // Sign-ins per API token: a session is a credential of its own, so minting them is limited (#19).
+        const wait = s.limits.signIn.take(`t${principal.tokenId}`)
+        if (wait > 0) throw rateLimited(wait, 'token (SIGN_IN_PER_MIN sign-ins a minute)')
         const ttlEnd = Date.now() + s.config.SESSION_TTL_MS
         const expiresAt = new Date(principal.expiresAt === null ? ttlEnd : Math.min(ttlEnd, principal.expiresAt))
-        const session = await createSession(s.sql, principal.userId, principal.tokenId, expiresAt)
+        const session = await createSession(s.sql, principal.userId, principal.tokenId, expiresAt, s.config.MAX_SESSIONS_PER_TOKEN)
         const user = await findUser(s.sql, principal.userId)
         set.headers['set-cookie'] = cookie(request, session.secret, Math.max(1, Math.floor((session.expiresAt.getTime() - Date.now()) / 1000)))
         set.headers['cache-control'] = 'no-store'
@@ -70,6 +78,7 @@ export function sessions(s: Services) {
             ],
             400: ['Body is not JSON', ErrorSchema],
             401: ['Unknown, expired or revoked API token', ErrorSchema],
+            429: ['Too many sign-ins with this token, or failed authentications from this address', ErrorSchema],
             403: ['From another origin', ErrorSchema],
             422: ['Not application/json, or no token', ErrorSchema],
             500: ['Internal error (with a request_id)', ErrorSchema],

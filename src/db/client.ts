@@ -1,7 +1,7 @@
 // One SQL handle for both backends: postgres.js against a server, or embedded PGlite.
 // Queries everywhere are postgres.js tagged templates; the PGlite adapter below speaks
 // the same subset (parameters, nested fragments, begin, unsafe), so the very same SQL runs on both.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import postgres from 'postgres'
 
@@ -31,6 +31,11 @@ export interface OpenOptions {
    * QUERY_TIMEOUT (a 503 `unavailable`). The server sets it; the CLI and scripts run unbounded.
    */
   queryTimeoutMs?: number
+  /**
+   * Postgres only: the sessions' statement_timeout, so Postgres itself cancels a statement running longer (the
+   * client-side deadline above only stops waiting for it). 0 or unset: none. PGlite has no timer to run it.
+   */
+  statementTimeoutMs?: number
 }
 
 /** The server's bound on one query: with one or two queries per request, an answer (503 at worst) comes within 5 s. */
@@ -70,8 +75,8 @@ export function parseTimestamp(x: string): string {
   return new Date(x.includes('T') ? x : x.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString()
 }
 
-export async function openDatabase({ url, dataDir, poolMax, queryTimeoutMs }: OpenOptions): Promise<Database> {
-  if (url) return openPostgres(url, poolMax, queryTimeoutMs)
+export async function openDatabase({ url, dataDir, poolMax, queryTimeoutMs, statementTimeoutMs }: OpenOptions): Promise<Database> {
+  if (url) return openPostgres(url, poolMax, queryTimeoutMs, statementTimeoutMs)
   return openPglite(dataDir)
 }
 
@@ -110,7 +115,7 @@ export function explainDatabaseError(error: unknown, url: string | undefined): u
   return new Error(`DATABASE_URL ${redact(url!)}: ${problem} (${detail})`, { cause: error })
 }
 
-function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number): Database {
+function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number, statementTimeoutMs?: number): Database {
   let parsed: URL
   try {
     parsed = new URL(url)
@@ -130,7 +135,8 @@ function openPostgres(url: string, poolMax: number, queryTimeoutMs?: number): Da
     // Leave idle connections to the server's defaults but recycle slowly-leaking ones.
     max_lifetime: 60 * 30,
     // UTC sessions: timestamps come back in the one format parseTimestamp slices.
-    connection: { TimeZone: 'UTC' },
+    // statement_timeout as a startup parameter: every connection of the pool has it from its first query.
+    connection: { TimeZone: 'UTC', ...(statementTimeoutMs ? { statement_timeout: statementTimeoutMs } : {}) },
     types: {
       int8: { to: INT8_OID, from: [INT8_OID], serialize: (x: number) => String(x), parse: parseInt8 },
       timestamptz: {
@@ -232,6 +238,7 @@ async function openPglite(dataDir: string): Promise<Database> {
   try {
     db = inMemory ? new PGlite() : new PGlite(dataDir)
     await db.waitReady
+    if (!inMemory) ownerOnly(dataDir)
   } catch (error) {
     unlock()
     throw error
@@ -303,6 +310,22 @@ class Fragment implements PromiseLike<any> {
   }
 }
 
+/**
+ * DATA_DIR is the database: its owner's only (#19: PGlite wrote 968 of 1,093 files 0666). The folder 0700, so
+ * nothing in it can be reached by anyone else whatever mode PGlite gives a new file, and what is there 0600.
+ */
+function ownerOnly(dir: string) {
+  chmodSync(dir, 0o700)
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    const path = join(entry.parentPath, entry.name)
+    try {
+      chmodSync(path, entry.isDirectory() ? 0o700 : 0o600)
+    } catch {
+      // Gone meanwhile, or a socket (admin.sock sets its own mode): nothing to restrict.
+    }
+  }
+}
+
 /** The code of the error saying another live process holds DATA_DIR. */
 export const DATA_DIR_LOCKED = 'DATA_DIR_LOCKED'
 
@@ -311,11 +334,11 @@ export const DATA_DIR_LOCKED = 'DATA_DIR_LOCKED'
  * corrupt it. A lock file holding the owner's pid refuses the second opener; a stale one is taken over.
  */
 function lockDataDir(dataDir: string): () => void {
-  mkdirSync(dataDir, { recursive: true })
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
   const path = join(dataDir, 'processes.lock')
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      writeFileSync(path, String(process.pid), { flag: 'wx' })
+      writeFileSync(path, String(process.pid), { flag: 'wx', mode: 0o600 })
       return () => rmSync(path, { force: true })
     } catch (error) {
       if ((error as { code?: string }).code !== 'EEXIST') throw error

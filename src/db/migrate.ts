@@ -8,6 +8,8 @@ const MIGRATION_LOCK_ID = 0x70726f63
 
 export async function migrate(sql: Sql, migrations: Migration[] = MIGRATIONS): Promise<string[]> {
   return sql.begin(async (tx) => {
+    // A migration may build an index over a large table: the server's statement_timeout is not for it.
+    await tx`select set_config('statement_timeout', '0', true)`
     await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`
     await tx`create table if not exists schema_migrations (
       name text primary key,

@@ -14,6 +14,7 @@ import schedules from '../../sql/011_schedules.sql' with { type: 'text' }
 import webhooks from '../../sql/012_webhooks.sql' with { type: 'text' }
 import trees from '../../sql/013_trees.sql' with { type: 'text' }
 import liveOutput from '../../sql/014_live_output.sql' with { type: 'text' }
+import boundedCost from '../../sql/015_bounded_cost.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -35,4 +36,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '012_webhooks.sql', text: webhooks },
   { name: '013_trees.sql', text: trees },
   { name: '014_live_output.sql', text: liveOutput },
+  { name: '015_bounded_cost.sql', text: boundedCost },
 ]

@@ -46,8 +46,20 @@ const INIT = `window.ui = SwaggerUIBundle({
 })
 `
 
+/**
+ * The docs page may run only its own scripts and be framed by no one (clickjacking, issue #19). Swagger UI
+ * sets style attributes and draws icons as data: images, so styles allow inline and images data:.
+ */
+export const DOCS_SECURITY_HEADERS = {
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+}
+
 const asset = (body: string, type: string, cache: string) => () =>
-  new Response(body, { headers: { 'content-type': `${type}; charset=utf-8`, 'cache-control': cache } })
+  new Response(body, { headers: { 'content-type': `${type}; charset=utf-8`, 'cache-control': cache, ...DOCS_SECURITY_HEADERS } })
 
 export function docs() {
   const hidden = { detail: { hide: true } }

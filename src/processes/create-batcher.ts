@@ -13,6 +13,7 @@ import type { ProcessHub } from './hub-rules'
 import type { Process } from './model'
 import { insertProcessesOf, type NewProcess } from './queries/create'
 import { toProcess } from './queries/rows'
+import { admit, NO_QUOTAS, type Quotas } from './quotas'
 import { announceNew, type CreateResult, createProcess, keyReused, requestHashOf } from './service'
 
 const UNIQUE_VIOLATION = '23505'
@@ -49,11 +50,13 @@ export class CreateBatcher {
   constructor(
     private readonly sql: Sql,
     private readonly hub: ProcessHub,
+    /** Per-workspace quotas, checked in each batch's transaction under the workspaces' locks (quotas.ts). */
+    private readonly quotas: Quotas = NO_QUOTAS,
   ) {}
 
   submit(input: CreateRequest): Promise<CreateResult> {
     // A unique_key is answered by what holds it (src/processes/unique.ts), each on its own transaction.
-    if (input.item.unique_key) return createProcess(this.sql, this.hub, input)
+    if (input.item.unique_key) return createProcess(this.sql, this.hub, { ...input, quotas: this.quotas })
     return new Promise((resolve, reject) => {
       const key = input.idempotencyKey === null ? null : `${input.principal.userId} ${input.idempotencyKey}`
       const hash = key === null ? null : requestHashOf(input.workspaceId, [input.item])
@@ -110,7 +113,7 @@ export class CreateBatcher {
     }
     if (outcomes === null) {
       // One by one, each in its own transaction: only a create at fault fails.
-      await Promise.all(batch.map((e) => createProcess(this.sql, this.hub, e.input).then(e.resolve, e.reject)))
+      await Promise.all(batch.map((e) => createProcess(this.sql, this.hub, { ...e.input, quotas: this.quotas }).then(e.resolve, e.reject)))
       return
     }
     const created = outcomes.flatMap((o) => ('process' in o && !o.replayed ? [o.process] : []))
@@ -150,7 +153,15 @@ export class CreateBatcher {
               : { process: toProcess(first.response), replayed: true, uniqueReplayed: first.unique_replayed }
         }
       }
-      const fresh = batch.flatMap((_, i) => (outcomes[i] === null ? [i] : []))
+      const unseen = batch.flatMap((_, i) => (outcomes[i] === null ? [i] : []))
+      // Over a workspace's quota: that create alone is refused (429), the rest of the batch goes on.
+      const verdicts = await admit(
+        tx,
+        this.quotas,
+        unseen.map((i) => ({ workspaceId: batch[i]!.input.workspaceId, type: batch[i]!.input.item.type, metadata: batch[i]!.input.item.metadata })),
+      )
+      for (const [n, i] of unseen.entries()) if (verdicts[n]) outcomes[i] = { error: verdicts[n] }
+      const fresh = unseen.filter((_, n) => verdicts[n] === null)
       const processes = await insertProcessesOf(
         tx,
         fresh.map((i) => ({ ...batch[i]!.input.item, workspace_id: batch[i]!.input.workspaceId, created_by: batch[i]!.input.principal.userId })),

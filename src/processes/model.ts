@@ -2,6 +2,7 @@
 import { Kind, Type, TypeRegistry, type TSchema } from '@sinclair/typebox'
 import { DefaultErrorFunction, SetErrorFunction } from '@sinclair/typebox/errors'
 import { t } from 'elysia'
+import { HttpError } from '../errors'
 import { meaning } from '../validation'
 import { STATUSES } from './states'
 
@@ -203,14 +204,24 @@ export const EventsQuery = Query({
 export const MAX_METADATA_DEPTH = 64
 
 /**
- * Why a JSON value cannot be stored as jsonb, or null: nesting deeper than `maxDepth`, or a string (key or
- * value) holding U+0000 or an unpaired surrogate, which Postgres refuses. Iterative, so depth cannot hurt it.
+ * Values (array elements and object members, at every level) one process's metadata may hold. Far beyond
+ * real metadata; what it bounds is the work every read, stream and webhook of the process costs: a 1 MB
+ * array of zeros (500,000 values) once made each GET of it cost 8 s of database CPU (issue #19).
  */
-export function unstorableJson(value: unknown, maxDepth = MAX_METADATA_DEPTH): string | null {
+export const MAX_METADATA_VALUES = 10_000
+
+/**
+ * Why a JSON value cannot be stored as jsonb, or null: nesting deeper than `maxDepth`, more than `maxValues`
+ * values, or a string (key or value) holding U+0000 or an unpaired surrogate, which Postgres refuses.
+ * Iterative, so depth cannot hurt it.
+ */
+export function unstorableJson(value: unknown, maxDepth = MAX_METADATA_DEPTH, maxValues = Number.POSITIVE_INFINITY): string | null {
   const storable = (text: string) => !text.includes('\u0000') && text.isWellFormed()
   const stack: Array<[unknown, number]> = [[value, 1]]
+  let values = 0
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!
+    if (++values > maxValues + 1) return `holds more than ${maxValues} values (array elements and object members, at every level)`
     if (typeof node === 'string') {
       if (!storable(node)) return 'strings may not contain U+0000 or unpaired surrogates'
     } else if (typeof node === 'number') {
@@ -225,6 +236,18 @@ export function unstorableJson(value: unknown, maxDepth = MAX_METADATA_DEPTH): s
     }
   }
   return null
+}
+
+/**
+ * 413 `payload_too_large` when a create's metadata is over METADATA_MAX_BYTES as compact JSON (UTF-8), naming
+ * the field and both sizes; `at` is the item's path in the body ('' for a single create).
+ */
+export function checkMetadataBytes(metadata: unknown, at: string, maxBytes: number) {
+  if (metadata === undefined || maxBytes === 0) return
+  const bytes = Buffer.byteLength(JSON.stringify(metadata))
+  if (bytes <= maxBytes) return
+  const message = `metadata is ${bytes} bytes as JSON; at most ${maxBytes} (METADATA_MAX_BYTES)`
+  throw new HttpError(413, 'payload_too_large', `Invalid body ${at}/metadata: ${message}`, [{ path: `${at}/metadata`, message, limit_bytes: maxBytes, bytes }])
 }
 
 /**

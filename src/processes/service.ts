@@ -13,6 +13,7 @@ import { toProcess } from './queries/rows'
 import { transitionProcess, type Transition, userTransition } from './queries/transitions'
 import { cancelDescendants, lockDescendants, resumeWaiting, retryDescendants } from './queries/trees'
 import { isParentEnded, parentEnded, parentFor } from './tree'
+import { admit, NO_QUOTAS, type Quotas } from './quotas'
 import { insertUnique, UNIQUE_KEY_INDEX } from './unique'
 
 const UNIQUE_VIOLATION = '23505'
@@ -53,7 +54,7 @@ export interface CreateResult {
 export async function createProcess(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow; tree?: TreeInput },
+  input: { principal: Principal; workspaceId: number; item: NewProcess; idempotencyKey: string | null; audit: AuditRow; tree?: TreeInput; quotas?: Quotas },
 ): Promise<CreateResult> {
   const { processes, replayed, uniqueReplayed } = await createMany(sql, hub, { ...input, items: [input.item], keyPrefix: '', single: true })
   return { process: processes[0]!, replayed, uniqueReplayed: uniqueReplayed.length > 0 }
@@ -63,12 +64,12 @@ export async function createProcess(
 export async function createProcesses(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; tree?: TreeInput },
+  input: { principal: Principal; workspaceId: number; items: NewProcess[]; idempotencyKey: string | null; audit: AuditRow; tree?: TreeInput; quotas?: Quotas },
 ): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   return createMany(sql, hub, { ...input, keyPrefix: 'batch:', single: false })
 }
 
-/** A create's tree (issue #22): the parent its items go under, and (a single create) the children made with it. */
+/** A create's tree: the parent its items go under, and (a single create) the children made with it. */
 export interface TreeInput {
   parentId?: number
   children?: NewProcess[]
@@ -86,6 +87,7 @@ async function createMany(
     keyPrefix: string
     single: boolean
     tree?: TreeInput
+    quotas?: Quotas
   },
 ): Promise<{ processes: Process[]; replayed: boolean; uniqueReplayed: number[] }> {
   const { principal } = input
@@ -109,6 +111,14 @@ async function createMany(
           }
         }
         const children = tree?.children && tree.children.length > 0 ? tree.children : null
+        // A batch (or a tree) is one transaction: an item over a quota refuses it whole; children count too.
+        const verdicts = await admit(
+          tx,
+          input.quotas ?? NO_QUOTAS,
+          [...input.items, ...(children ?? [])].map((item) => ({ workspaceId: input.workspaceId, type: item.type, metadata: item.metadata })),
+        )
+        const refused = verdicts.find((v) => v !== null)
+        if (refused) throw refused
         const parent = tree?.parentId ? await parentFor(tx, tree.parentId, input.workspaceId, children ? 2 : 1) : null
         const made = await insertUnique(tx, { workspaceId: input.workspaceId, createdBy: principal.userId, items: input.items, parent })
         const { processes } = made

@@ -7,7 +7,7 @@ import type { Sql } from '../db/client'
 import { invalidRequest, notFound } from '../errors'
 import { documented } from '../ops/docs'
 import { JSON_BODY } from '../processes/routes/body'
-import { ErrorSchema, IdParams, unstorableJson } from '../processes/model'
+import { checkMetadataBytes, ErrorSchema, IdParams, MAX_METADATA_DEPTH, MAX_METADATA_VALUES, unstorableJson } from '../processes/model'
 import type { RequestState } from '../request-state'
 import type { Services } from '../wiring'
 import type { ScheduleLoop } from './loop'
@@ -30,7 +30,8 @@ import { NEXT_RUNS_LIST, toSchedule } from './view'
 function check(s: Services, c: { cron: string; timezone: string; metadata?: unknown }) {
   const problem = scheduleProblem(c.cron, c.timezone, s.config.SCHEDULE_MIN_INTERVAL_MS)
   if (problem) throw invalidRequest(`Invalid body ${problem.path}: ${problem.message}`, [problem])
-  const unstorable = c.metadata === undefined ? null : unstorableJson(c.metadata)
+  checkMetadataBytes(c.metadata, '', s.config.METADATA_MAX_BYTES)
+  const unstorable = c.metadata === undefined ? null : unstorableJson(c.metadata, MAX_METADATA_DEPTH, MAX_METADATA_VALUES)
   if (unstorable) throw invalidRequest(`Invalid body /metadata: ${unstorable}`, [{ path: '/metadata', message: unstorable }])
 }
 

@@ -6,12 +6,18 @@ import type { Sql } from '../db/client'
 export const STALE_MS = 30_000
 
 /** Every worker socket some live instance has written down, by worker. */
-export function listSessions(sql: Sql) {
+/**
+ * Connected workers whose token's scope includes the workspace (an unscoped token's: every workspace): a
+ * worker scoped to other tenants is none of this one's business (issue #19), and one whose token is unknown
+ * is not shown at all.
+ */
+export function listSessions(sql: Sql, workspaceId: number) {
   return sql<{ worker_id: string; instance_id: string; types: string[] | null; connected_at: Date; last_frame_at: Date }[]>`
-    select worker_id, instance_id, types, connected_at, last_frame_at
-      from worker_sessions
-     where refreshed_at >= now() - ${STALE_MS} * interval '1 millisecond'
-     order by worker_id, connected_at`
+    select s.worker_id, s.instance_id, s.types, s.connected_at, s.last_frame_at
+      from worker_sessions s join worker_tokens t on t.id = s.token_id
+     where s.refreshed_at >= now() - ${STALE_MS} * interval '1 millisecond'
+       and (t.workspace_ids is null or ${workspaceId}::bigint = any(t.workspace_ids))
+     order by s.worker_id, s.connected_at`
 }
 
 /** The running processes of a workspace with their lease holders. */

@@ -2,8 +2,9 @@
 // leases they hold in the caller's workspace with each lease's last heartbeat, and the pending types of that
 // workspace no connected worker claims.
 //
-// Tenancy: worker tokens are not bound to a workspace, so every connected worker may claim this workspace's
-// work: all are listed, with their id, types and connection times (infrastructure, no tenant data). Leases,
+// Tenancy: the connected workers whose token's scope includes this workspace (unscoped tokens: every
+// workspace) may claim its work: those are listed, with their id, types and connection times; a worker scoped
+// to other workspaces is not (issue #19). Leases,
 // pending counts and lease-holding workers that are not connected come only from the caller's workspace;
 // another workspace's processes are never counted or shown.
 import { Elysia, t } from 'elysia'
@@ -17,7 +18,7 @@ import { countPendingByType, listLeasesIn, listSessions } from './queries'
 const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString())
 
 export async function listWorkers(sql: Sql, workspaceId: number) {
-  const [sessions, leases, pending] = await Promise.all([listSessions(sql), listLeasesIn(sql, workspaceId), countPendingByType(sql, workspaceId)])
+  const [sessions, leases, pending] = await Promise.all([listSessions(sql, workspaceId), listLeasesIn(sql, workspaceId), countPendingByType(sql, workspaceId)])
   type Worker = WorkersPage['workers'][number]
   const workers = new Map<string, Worker>()
   const entry = (id: string): Worker => {

@@ -176,7 +176,7 @@ for (const backend of backends) {
     })
 
     it('creates a worker token', async () => {
-      const out = expectOutput(await run('create-worker-token', '--name', 'importer'), ['id', 'token'])
+      const out = expectOutput(await run('create-worker-token', '--name', 'importer', '--all-workspaces'), ['id', 'token'])
       expect(out.token).toMatch(/^psw_[\w-]{20,}$/)
       made.revokedWorker = out.token
       made.revokedWorkerId = out.id

@@ -48,7 +48,9 @@ function fakeGateway() {
     port: 0,
     fetch(req, srv) {
       const u = new URL(req.url)
-      if (u.searchParams.get('token') !== 'wt') return new Response('no', { status: 401 })
+      // As the server takes it: the header (the SDK on Bun and with `ws`), or ?token= (browsers).
+      const token = u.searchParams.get('token') ?? /^Bearer (\S+)$/.exec(req.headers.get('authorization') ?? '')?.[1]
+      if (token !== 'wt') return new Response('no', { status: 401 })
       return srv.upgrade(req, { data: { workerId: null as string | null } }) ? undefined : new Response('x', { status: 400 })
     },
     websocket: {

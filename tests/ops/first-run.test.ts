@@ -45,7 +45,7 @@ describe('a running embedded server', async () => {
     expect(out).toContain(`curl -s http://localhost:${port}/processes`)
     // How to get new tokens later, in the form that works with npm.
     expect(out).toContain('npm run cli -- create-token --user 1')
-    expect(out).toContain('npm run cli -- create-worker-token')
+    expect(out).toContain('npm run cli -- create-worker-token --workspace 1')
     // The printed worker token works.
     const w = await TestWorker.connect(server.url, worker![2]!)
     w.close()
@@ -60,7 +60,7 @@ describe('a running embedded server', async () => {
   })
 
   it('mints a worker token the same way, which connects to that server', async () => {
-    const created = json(await cli(env, 'create-worker-token', '--name', 'recovered worker'))
+    const created = json(await cli(env, 'create-worker-token', '--name', 'recovered worker', '--workspace', '1'))
     const w = await TestWorker.connect(server.url, created.token)
     w.close()
   })
@@ -78,7 +78,7 @@ describe('a running embedded server', async () => {
     expect(workspaces.workspaces[0]).toMatchObject({ id: 1, name: 'Demo', members: 1 })
     expect(users.users[0]).toMatchObject({ id: 1, email: 'demo@example.com', workspaces: [{ id: 1, role: 'owner' }] })
     expect(tokens.tokens[0]).toMatchObject({ id: 1, user_id: 1, name: 'demo', revoked_at: null })
-    expect(workers.worker_tokens[0]).toMatchObject({ id: 1, name: 'demo worker', workspace_ids: null, types: null })
+    expect(workers.worker_tokens[0]).toMatchObject({ id: 1, name: 'demo worker', workspace_ids: [1], types: null })
     for (const run of listed) expect(run.stdout).not.toMatch(/ps[ws]?_[\w-]{20,}|hash/)
   })
 
@@ -114,7 +114,7 @@ describe('a running embedded server', async () => {
     const created = json(await npmCli(env, 'create-token', '--user', '1'))
     expect((await fetch(`${server.url}/me`, { headers: { authorization: `Bearer ${created.token}` } })).status).toBe(200)
     // `--name x` npm keeps as a string of its own; `--id N --worker` as `true` plus a bare `N`.
-    const worker = json(await npmCli(env, 'create-worker-token', '--name', 'via npm'))
+    const worker = json(await npmCli(env, 'create-worker-token', '--name', 'via npm', '--all-workspaces'))
     expect(json(await npmCli(env, 'revoke-token', '--id', String(worker.id), '--worker'))).toEqual({ id: worker.id, revoked: true })
     // And the documented form, with `--`.
     expect(Object.keys(json(await npmCli(env, '--', 'create-token', '--user', '1', '--ttl-days', '2'))).sort()).toEqual(['id', 'token'])

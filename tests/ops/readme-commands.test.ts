@@ -66,7 +66,7 @@ describe('the commands a user is told to type', () => {
     expect(bench.stdout).toContain('usage: npm run bench -- <name>')
     // The demo worker's own hint is a command that works with npm.
     expect(demo.code).toBe(1)
-    expect(demo.stderr).toContain('WORKER_TOKEN is not set: create one with `npm run cli -- create-worker-token`')
+    expect(demo.stderr).toContain('WORKER_TOKEN is not set: create one with `npm run cli -- create-worker-token --workspace 1`')
   }, 60_000)
 })
 

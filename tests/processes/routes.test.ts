@@ -7,7 +7,8 @@ import { appendLog } from '../../src/processes/queries/reports'
 import { createTenant, inProcessApp, type Tenant } from '../helpers'
 import { createPending, processIn, uniqueType, WORKER_ID } from './drive'
 
-const { s, handle, request } = await inProcessApp()
+// METADATA_MAX_BYTES off: the body-limit cases send 1 MiB of metadata (the cap has its own tests, tests/security/bounds.test.ts).
+const { s, handle, request } = await inProcessApp({ METADATA_MAX_BYTES: '0' })
 const { sql } = s
 
 let a: Tenant

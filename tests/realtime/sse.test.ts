@@ -185,7 +185,7 @@ describe('GET /processes/{id}/stream', () => {
     const response = await fetch(`${base}/processes`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ type: 'sse_slow', metadata: { blob: 'x'.repeat(64 * 1024) } }),
+      body: JSON.stringify({ type: 'sse_slow', metadata: { blob: 'x'.repeat(60 * 1024) } }), // under METADATA_MAX_BYTES (64 KiB)
     })
     const p = (await response.json()) as any
     expect(response.status).toBe(201)

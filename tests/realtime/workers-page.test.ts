@@ -3,6 +3,7 @@
 // worker claims. Two instances on one database; the worker is a real `ws` client on the first, the page asks
 // the second.
 import { describe, expect, it } from 'bun:test'
+import { createWorkerToken } from '../../src/auth/queries'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
 import { TestWorker } from '../support/worker-client'
 
@@ -58,4 +59,16 @@ describe('GET /workers', () => {
     expect((await fetch(`${two.url}/workers`)).status).toBe(401)
     expect((await fetch(`${two.url}/workers?workspace_id=${acme.workspaceId}`, { headers: { authorization: `Bearer ${globex.token}` } })).status).toBe(403)
   }, 60_000)
+
+  it("shows a worker scoped to another workspace to no one but that workspace's members (#19)", async () => {
+    const scoped = await TestWorker.connect(one.url, (await createWorkerToken(db.sql, 'globex only', { workspaceIds: [globex.workspaceId] })).token)
+    expect((await scoped.request({ op: 'hello', worker_id: 'wp-globex-only' })).op).toBe('ack')
+    await waitFor(
+      async () => (await workersAs(globex.token)).workers.some((w: any) => w.worker_id === 'wp-globex-only'),
+      20_000,
+      'the scoped worker on its own workspace page',
+    )
+    expect((await workersAs(acme.token)).workers.some((w: any) => w.worker_id === 'wp-globex-only')).toBe(false)
+    scoped.close()
+  }, 30_000)
 })

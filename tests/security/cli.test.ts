@@ -40,7 +40,12 @@ describe('cli: scoped worker tokens and roles', () => {
     )
     expect(made.code).toBe(0)
     expect(made.json).toMatchObject({ workspace_ids: [a.id, b.id], types: ['csv_import', 'pdf.render'] })
-    const global = await cli('create-worker-token')
+    // Scoped by default: a global token must be asked for (#19).
+    const unscoped = await cli('create-worker-token')
+    expect(unscoped.code).toBe(1)
+    expect(unscoped.stderr).toContain('--all-workspaces')
+    expect((await cli('create-worker-token', '--all-workspaces', '--workspace', String(a.id))).code).toBe(1)
+    const global = await cli('create-worker-token', '--all-workspaces')
     expect(Object.keys(global.json).sort()).toEqual(['id', 'token'])
     expect((await cli('create-worker-token', '--workspace', '999')).code).toBe(1)
     expect((await cli('create-worker-token', '--type', 'Bad Type')).code).toBe(1)

@@ -10,7 +10,15 @@ const AUTH_CACHE_MS = 1000
 const METRICS_TOKEN = 'metrics-secret-123'
 const { db } = await testDatabase()
 const server = await listeningServer(
-  { AUTH_CACHE_MS: String(AUTH_CACHE_MS), SSE_MAX_MS: '120000', METRICS_TOKEN, CORS_ORIGINS: 'http://app.example', MAX_STREAMS_PER_TOKEN: '2' },
+  {
+    AUTH_CACHE_MS: String(AUTH_CACHE_MS),
+    SSE_MAX_MS: '120000',
+    METRICS_TOKEN,
+    CORS_ORIGINS: 'http://app.example',
+    MAX_STREAMS_PER_TOKEN: '2',
+    // The test client is the proxy: its X-Forwarded-Proto is believed (only from TRUSTED_PROXIES).
+    TRUSTED_PROXIES: '127.0.0.1, ::1',
+  },
   db,
 )
 const base = server.url
@@ -237,7 +245,7 @@ describe('browser sessions', () => {
     expect(secret).not.toBe(tenant.token)
     expect(secret).not.toContain(tenant.token)
     expect((await fetch(`${base}/me`, { headers: { cookie: `ps_session=${secret}` } })).status).toBe(200)
-    // Behind an https proxy the cookie is Secure.
+    // Behind an https proxy (a trusted one) the cookie is Secure.
     const https = await signIn(tenant.token, { 'x-forwarded-proto': 'https' })
     expect(https.headers.get('set-cookie')).toMatch(/; Secure/)
     // Only the hash is stored.

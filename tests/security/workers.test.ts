@@ -5,6 +5,7 @@ import { describe, expect, it } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import { createWorkerToken, revokeToken } from '../../src/auth/queries'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, within, workerToken } from '../helpers'
+import { connectWorker } from '@processes/client/worker'
 import { TestWorker } from '../support/worker-client'
 
 const AUTH_CACHE_MS = 1000
@@ -241,4 +242,62 @@ describe('audit of worker connects', () => {
     expect(refused[0]!.n).toBeGreaterThanOrEqual(1)
     worker.close()
   })
+})
+
+describe('start honours run_at (#19)', () => {
+  it('refuses to start a delayed process before its run_at, and starts it once due', async () => {
+    const response = await fetch(`${base}/processes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: freshType(), delay_ms: 1500 }),
+    })
+    const p = (await response.json()) as { id: number }
+    const worker = await TestWorker.connect(base, await workerToken(db.sql))
+    expect((await worker.request({ op: 'hello', worker_id: 'early-starter' })).op).toBe('ack')
+    const early = await worker.request({ op: 'start', process_id: p.id })
+    expect(early).toMatchObject({ op: 'error', code: 'invalid_transition' })
+    expect(early.message).toContain('run_at')
+    expect((await get(p.id)).status).toBe('pending')
+    await waitFor(async () => (await worker.request({ op: 'start', process_id: p.id })).op === 'ack', 5000, 'the start once due')
+    expect((await get(p.id)).status).toBe('running')
+    worker.close()
+  })
+})
+
+describe('log lines per process are capped (#19)', () => {
+  it('refuses a log frame past MAX_LOG_EVENTS_PER_PROCESS with invalid_message, and the process goes on', async () => {
+    const capped = await listeningServer({ MAX_LOG_EVENTS_PER_PROCESS: '3' }, db)
+    const type = freshType()
+    const p = await restAs(capped.url, tenant.token).create(type)
+    const worker = await TestWorker.connect(capped.url, await workerToken(db.sql))
+    expect((await worker.request({ op: 'hello', worker_id: 'chatty' })).op).toBe('ack')
+    const claimed = (await worker.request({ op: 'claim', types: [type] })).process
+    expect(claimed.id).toBe(p.id)
+    for (let i = 0; i < 3; i++) expect((await worker.request({ op: 'log', process_id: p.id, message: `line ${i}` })).op).toBe('ack')
+    const refused = await worker.request({ op: 'log', process_id: p.id, message: 'one too many' })
+    expect(refused).toMatchObject({ op: 'error', code: 'invalid_message' })
+    expect(refused.message).toContain('MAX_LOG_EVENTS_PER_PROCESS')
+    expect((await worker.request({ op: 'complete', process_id: p.id })).op).toBe('ack')
+    const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from process_events where process_id = ${p.id} and message like 'line %'`
+    expect(n).toBe(3)
+    worker.close()
+  })
+})
+
+describe('the worker token stays out of URLs (#19)', () => {
+  it('refuses ?token= with WORKER_TOKEN_IN_QUERY=off, and the SDK on Bun sends a header instead', async () => {
+    const strict = await listeningServer({ WORKER_TOKEN_IN_QUERY: 'off' }, db)
+    const wtoken = await workerToken(db.sql)
+    const inUrl = await fetch(`${strict.url}/workers/ws?token=${wtoken}`, { headers: { upgrade: 'websocket', connection: 'Upgrade' } })
+    expect(inUrl.status).toBe(401)
+    expect(((await inUrl.json()) as any).error.message).toContain('WORKER_TOKEN_IN_QUERY')
+    const type = freshType()
+    const p = await restAs(strict.url, tenant.token).create(type)
+    const worker = connectWorker(strict.url, wtoken, { types: [type], handler: async () => ({ result_summary: { ok: true } }) })
+    try {
+      await waitFor(async () => (await restAs(strict.url, tenant.token).get(p.id)).status === 'completed', 10_000, 'the SDK worker completing the job')
+    } finally {
+      await worker.close()
+    }
+  }, 30_000)
 })

@@ -3,7 +3,7 @@
  *
  * Environment:
  *   PROCESSES_URL  the server (default http://localhost:3000)
- *   WORKER_TOKEN   a worker token (`npm run cli -- create-worker-token`, or the one printed at first start)
+ *   WORKER_TOKEN   a worker token (`npm run cli -- create-worker-token --workspace ID`, or the one printed at first start)
  *   DEMO_TYPES     types to claim, comma-separated, or `*` for any (default csv_import,ai_location_import)
  *
  * `csv_import` simulates importing `metadata.rows` rows (default 200) in ~10 s,
@@ -22,7 +22,7 @@ const PROGRESS_EVERY_ROWS = 20
 const url = process.env.PROCESSES_URL ?? 'http://localhost:3000'
 const token = process.env.WORKER_TOKEN
 if (!token) {
-  console.error('WORKER_TOKEN is not set: create one with `npm run cli -- create-worker-token`')
+  console.error('WORKER_TOKEN is not set: create one with `npm run cli -- create-worker-token --workspace 1`')
   process.exit(1)
 }
 const demoTypes = process.env.DEMO_TYPES ?? 'csv_import,ai_location_import'

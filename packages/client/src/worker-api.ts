@@ -98,7 +98,8 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void
   addEventListener(type: 'open' | 'message' | 'close' | 'error', listener: (event: any) => void): void
 }
-export type WebSocketConstructor = new (url: string) => WebSocketLike
+/** A WebSocket class; the second argument is passed only to those known to take `{ headers }` (Bun's, `ws`). */
+export type WebSocketConstructor = new (url: string, options?: { headers: Record<string, string> }) => WebSocketLike
 
 export interface WorkerOptions {
   /** Leases belong to it: keep it stable across restarts to keep them. Default: a random id per `connectWorker`. */

@@ -34,6 +34,8 @@ export interface ConnectionConfig {
   url: string
   workerId: string
   WebSocket: WebSocketConstructor
+  /** Sent with the upgrade where the WebSocket class takes them (Bun, the `ws` package): the token's header. */
+  headers?: Record<string, string>
   reconnectMinMs: number
   reconnectMaxMs: number
   /** After each accepted hello. */
@@ -68,7 +70,7 @@ export class WorkerConnection {
     if (this.closed) return
     let socket: WebSocketLike
     try {
-      socket = new this.config.WebSocket(this.config.url)
+      socket = this.config.headers ? new this.config.WebSocket(this.config.url, { headers: this.config.headers }) : new this.config.WebSocket(this.config.url)
     } catch (error) {
       this.config.onError(asError(error))
       return this.scheduleReconnect(this.nextDelayMs(true))
@@ -287,15 +289,15 @@ export async function probeToken(socketUrl: string): Promise<WorkerAuthError | n
   }
 }
 
-export function workerSocketUrl(url: string, token: string): string {
+/** The socket URL; with a token, carrying it as `?token=` (for runtimes that cannot send a header: browsers). */
+export function workerSocketUrl(url: string, token: string | null): string {
   const target = new URL(url)
   if (target.protocol === 'http:') target.protocol = 'ws:'
   else if (target.protocol === 'https:') target.protocol = 'wss:'
   if (!target.pathname.endsWith('/workers/ws')) {
     target.pathname = `${target.pathname.replace(/\/+$/, '')}/workers/ws`
   }
-  // `?token=` rather than a header: not every WebSocket client can set headers.
-  target.searchParams.set('token', token)
+  if (token !== null) target.searchParams.set('token', token)
   return target.toString()
 }
 

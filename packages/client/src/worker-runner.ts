@@ -78,6 +78,7 @@ export class Worker {
     workerId: string,
     WebSocketImpl: WebSocketConstructor | Promise<WebSocketConstructor>,
     private readonly options: WorkerOptions,
+    headers?: Record<string, string>,
   ) {
     this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
     this.webSocketLoad = WebSocketImpl instanceof Promise ? WebSocketImpl : null
@@ -85,6 +86,7 @@ export class Worker {
       url,
       workerId,
       WebSocket: WebSocketImpl instanceof Promise ? NotLoadedYet : WebSocketImpl,
+      headers,
       reconnectMinMs: options.reconnectMinMs ?? 500,
       reconnectMaxMs: options.reconnectMaxMs ?? 30_000,
       onReady: () => this.heartbeatAll(),

@@ -52,9 +52,16 @@ export {
 export function connectWorker(url: string, token: string, options: WorkerOptions): WorkerHandle {
   // Without one (Node before 22) the `ws` package is loaded: the worker connects once it is. Not installed
   // either: onError and a rejected `stopped` say `npm install ws`.
-  const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? loadWebSocket<WebSocketConstructor>()
+  const global = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+  const WebSocketImpl = options.WebSocket ?? global ?? loadWebSocket<WebSocketConstructor>()
   const workerId = options.workerId ?? `worker-${crypto.randomUUID()}`
-  const worker = new Worker(workerSocketUrl(url, token), workerId, WebSocketImpl, options)
+  // The token in a header where the class is known to send one: Bun's own WebSocket, and the `ws` package
+  // loaded here. Anywhere else (a browser, a class passed in) `?token=`, which the server may refuse
+  // (WORKER_TOKEN_IN_QUERY=off): a URL is more often logged than a header.
+  const inHeader = options.WebSocket === undefined && ((global !== undefined && 'Bun' in globalThis) || WebSocketImpl instanceof Promise)
+  const worker = inHeader
+    ? new Worker(workerSocketUrl(url, null), workerId, WebSocketImpl, options, { Authorization: `Bearer ${token}` })
+    : new Worker(workerSocketUrl(url, token), workerId, WebSocketImpl, options)
   worker.start()
   return { workerId, close: (closeOptions) => worker.close(closeOptions), stopped: worker.stopped }
 }

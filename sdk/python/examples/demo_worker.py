@@ -5,7 +5,7 @@
 
 Environment:
   PROCESSES_URL  the server (default http://localhost:3000)
-  WORKER_TOKEN   a worker token (`npm run cli -- create-worker-token`, or the one printed at first start)
+  WORKER_TOKEN   a worker token (`npm run cli -- create-worker-token --workspace ID`, or the one printed at first start)
   DEMO_TYPES     types to claim, comma-separated, or `*` for any (default csv_import,ai_location_import)
 
 `csv_import` simulates importing `metadata.rows` rows (default 200) in ~10 s, failing at
@@ -128,7 +128,7 @@ async def main() -> int:
     url = os.environ.get("PROCESSES_URL", "http://localhost:3000")
     token = os.environ.get("WORKER_TOKEN")
     if not token:
-        print("WORKER_TOKEN is not set: create one with `npm run cli -- create-worker-token`", file=sys.stderr)
+        print("WORKER_TOKEN is not set: create one with `npm run cli -- create-worker-token --workspace 1`", file=sys.stderr)
         return 1
     demo_types = os.environ.get("DEMO_TYPES", "csv_import,ai_location_import").strip()
     types = None if demo_types == "*" else [t.strip() for t in demo_types.split(",")]

@@ -73,18 +73,7 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
   const cappedTypes = caps ? Object.keys(caps.types) : []
   const typeCaps = caps ? cappedTypes.map((t) => caps.types[t]!) : []
   return sql`
-    with recursive lanes as (
-      -- 'pending': EDGES.claim.from, as a literal for processes_claim_idx (see EDGES).
-      (select workspace_id, type from processes where status = 'pending' order by workspace_id, type limit 1)
-      union all
-      select n.workspace_id, n.type
-        from lanes l cross join lateral (
-          select workspace_id, type from processes
-           where status = 'pending' and (workspace_id, type) > (l.workspace_id, l.type)
-           order by workspace_id, type
-           limit 1
-        ) n
-    ), candidates as (
+    with recursive ${lanesOf(sql, o)}, candidates as (
       select c.*
         from lanes l cross join lateral (
           select id, workspace_id, type, priority, run_at from processes p
@@ -142,6 +131,71 @@ export function claimStatement(sql: Sql, o: ClaimOptions) {
       insert into process_events (process_id, status, message) select id, status, message from p
     )
     select p.*, next.rank from p join next using (id) order by next.rank`
+}
+
+/** What a claim may take: the claim's types within its token's, and its token's workspaces (null: any). */
+export function claimScope(o: Pick<ClaimOptions, 'types' | 'token'>): { types: string[] | null; workspaceIds: number[] | null } {
+  const asked = o.types
+  const allowed = o.token?.types ?? null
+  const types = asked && allowed ? asked.filter((t) => allowed.includes(t)) : (asked ?? allowed)
+  return { types, workspaceIds: o.token?.workspaceIds ?? null }
+}
+
+/**
+ * The `lanes` CTE: the (workspace, type) pairs the claim looks into, only those it may take (issue #19). A
+ * walk of every pending lane cost a claim by a worker scoped to workspace B 107 ms once workspace A had 20,000
+ * pending types. So: with both its workspaces and its types known, the lanes are their pairs (one index probe
+ * each, empty or not); with only workspaces, a skip scan over the types of those workspaces; with only types,
+ * a skip scan over the workspaces with pending work (one probe each, however many types they hold), paired
+ * with the types; with neither (an unscoped worker claiming any type), the walk of every pending lane.
+ * 'pending' is EDGES.claim.from, as a literal for processes_claim_idx (see EDGES).
+ */
+function lanesOf(sql: Sql, o: ClaimOptions) {
+  const { types, workspaceIds } = claimScope(o)
+  if (types && workspaceIds)
+    return sql`lanes as (
+      select w.workspace_id, t.type from unnest(${workspaceIds}::bigint[]) as w(workspace_id) cross join unnest(${types}::text[]) as t(type)
+    )`
+  if (workspaceIds)
+    return sql`lanes as (
+      (select w.workspace_id, f.type
+         from unnest(${workspaceIds}::bigint[]) as w(workspace_id) cross join lateral (
+           select type from processes where status = 'pending' and workspace_id = w.workspace_id order by type limit 1
+         ) f)
+      union all
+      select l.workspace_id, n.type
+        from lanes l cross join lateral (
+          select type from processes
+           where status = 'pending' and workspace_id = l.workspace_id and type > l.type
+           order by type
+           limit 1
+        ) n
+    )`
+  if (types)
+    return sql`spaces as (
+      (select workspace_id from processes where status = 'pending' order by workspace_id limit 1)
+      union all
+      select n.workspace_id
+        from spaces s cross join lateral (
+          select workspace_id from processes
+           where status = 'pending' and workspace_id > s.workspace_id
+           order by workspace_id
+           limit 1
+        ) n
+    ), lanes as (
+      select s.workspace_id, t.type from spaces s cross join unnest(${types}::text[]) as t(type)
+    )`
+  return sql`lanes as (
+      (select workspace_id, type from processes where status = 'pending' order by workspace_id, type limit 1)
+      union all
+      select n.workspace_id, n.type
+        from lanes l cross join lateral (
+          select workspace_id, type from processes
+           where status = 'pending' and (workspace_id, type) > (l.workspace_id, l.type)
+           order by workspace_id, type
+           limit 1
+        ) n
+    )`
 }
 
 /** Takes the cap lock for the rest of the transaction (see CAP_LOCK_KEY). */

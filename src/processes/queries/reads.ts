@@ -24,13 +24,8 @@ export async function getProcesses(sql: Sql, ids: number[]): Promise<Process[]> 
 }
 
 export interface ProcessText extends ProcessVersion {
-  /** The process's JSON as the API shows it (sql/002_process_json.sql). */
+  /** The process's JSON as the API shows it, rendered by the server (src/processes/reader.ts findText). */
   json: string
-}
-
-export async function getProcessTexts(sql: Sql, ids: number[]): Promise<ProcessText[]> {
-  if (ids.length === 0) return []
-  return sql<ProcessText[]>`select id, workspace_id, version, json from process_json where id = any(${ids}::bigint[])`
 }
 
 export interface ProcessVersion {
@@ -150,4 +145,10 @@ export async function findState(sql: Sql, id: number) {
   >`
     select status, worker_id, attempts, workspace_id, type, worker_token_id, awaiting from processes where id = ${id}`
   return row ?? null
+}
+
+/** When a pending process comes due, if that is still ahead: what a worker's `start` is refused for. */
+export async function notDueUntil(sql: Sql, id: number): Promise<string | null> {
+  const [row] = await sql<{ run_at: string }[]>`select run_at from processes where id = ${id} and status = 'pending' and run_at > now()`
+  return row?.run_at ?? null
 }

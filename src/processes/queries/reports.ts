@@ -95,19 +95,29 @@ export async function appendLog(
     message: string
     tokenId?: number
     holder?: HolderVersion & { progress: number; result_summary: unknown }
+    maxEvents?: number
   },
 ): Promise<Process | null> {
+  // Log events per process are capped (#19: a worker could append without end); 0 = no cap.
+  const capped = o.maxEvents ? sql`and log_events < ${o.maxEvents}` : sql``
   const version = o.holder ? sql`greatest(version, ${o.holder.version}) + 1` : sql`greatest(version, live_base) + ${LIVE_VERSION_JUMP}`
   const [row] = await sql`
     with p as (
       update processes
-         set message = ${o.message}, version = ${version}, updated_at = now(), heartbeat_at = now()
+         set message = ${o.message}, version = ${version}, updated_at = now(), heartbeat_at = now(), log_events = log_events + 1
              ${o.holder ? sql`, progress = ${o.holder.progress}, result_summary = ${o.holder.result_summary === null ? null : JSON.stringify(o.holder.result_summary)}::text::jsonb` : sql``}
-       where id = ${id} and status = 'running' ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)} ${holderGuard(sql, o.holder)}
+       where id = ${id} and status = 'running' ${ownerGuard(sql, o.workerId, o.attempt, o.tokenId)} ${holderGuard(sql, o.holder)} ${capped}
       returning *
     ), e as (
       insert into process_events (process_id, status, message) select id, status, ${o.message} from p
     )
     select * from p`
   return row ? toProcess(row) : null
+}
+
+/** Whether a process has reached its cap of log events (appendLog's maxEvents). */
+export async function logEventsFull(sql: Sql, id: number, maxEvents: number): Promise<boolean> {
+  if (!maxEvents) return false
+  const [row] = await sql<{ full: boolean }[]>`select log_events >= ${maxEvents} as full from processes where id = ${id}`
+  return row?.full === true
 }

@@ -29,17 +29,26 @@ export function processStreams(s: Services) {
    */
   const admitStream = (principal: Principal) => {
     if (principal.scope) return admitPublicStream(principal.scope.tokenId)
-    const kind = principal.sessionId !== null ? 'session' : 'api'
-    const id = principal.sessionId ?? principal.tokenId
+    // Counted per API token, its browser sessions' streams included: six sessions of one token share one cap.
     const cap = s.config.MAX_STREAMS_PER_TOKEN
-    if (cap > 0 && s.credentials.count(kind, id) >= cap) {
+    if (cap > 0 && s.credentials.count('api', principal.tokenId) >= cap) {
       throw new HttpError(429, 'rate_limited', `At most ${cap} open streams per token on this instance`, { limit: cap }, { 'Retry-After': '1' })
     }
     let close = () => {}
-    const untrack = s.credentials.track(kind, id, () => close())
+    const closeOnce = () => close()
+    const untrackToken = s.credentials.track('api', principal.tokenId, closeOnce)
+    // A session's stream also ends with the session (DELETE /auth/session, its expiry), not only with its token.
+    const untrackSession = principal.sessionId !== null ? s.credentials.track('session', principal.sessionId, closeOnce) : () => {}
+    // At the credential's expiry exactly, not at the next credential check (up to AUTH_CACHE_MS / 2 later).
+    const expiresInMs = principal.expiresAt === null ? null : principal.expiresAt - Date.now()
+    const expiry = expiresInMs !== null && expiresInMs < 2 ** 31 - 1 ? setTimeout(closeOnce, Math.max(0, expiresInMs)) : null
     return (closeStream: () => void) => {
       close = closeStream
-      return untrack
+      return () => {
+        if (expiry) clearTimeout(expiry)
+        untrackToken()
+        untrackSession()
+      }
     }
   }
   /** A public token's stream: capped and closed on revocation or expiry by its own watch (auth/public-tokens.ts). */

@@ -5,8 +5,22 @@ import { auditRowFor, activeWorkspace, authPlugin, requireWriter } from '../../a
 import { invalidRequest } from '../../errors'
 import type { RequestState } from '../../request-state'
 import type { Services } from '../../wiring'
-import { BatchBody, type BatchItem, CreateBody, ErrorSchema, IdempotencyHeaders, IdParams, Process, ReviewBody, unstorableJson } from '../model'
+import {
+  BatchBody,
+  type BatchItem,
+  CreateBody,
+  checkMetadataBytes,
+  ErrorSchema,
+  IdempotencyHeaders,
+  IdParams,
+  MAX_METADATA_DEPTH,
+  MAX_METADATA_VALUES,
+  Process,
+  ReviewBody,
+  unstorableJson,
+} from '../model'
 import type { NewProcess } from '../queries/create'
+import { quotasOf } from '../quotas'
 import { createProcess, createProcesses, userAction } from '../service'
 import { JSON_BODY, noBody } from './body'
 import { bodyErrors, errors, responses } from './docs'
@@ -27,13 +41,15 @@ export function processWrites(s: Services) {
           idempotencyKey: headers['idempotency-key'] ?? null,
           audit: auditRowFor(request, state, 201),
         }
-        // A tree (issue #22) is made in its own transaction, parent and children together; a plain create is
+        // A tree is made in its own transaction, parent and children together; a plain create is
         // group-committed with the others.
         const tree =
           body.parent_id !== undefined || (body.children && body.children.length > 0)
             ? { parentId: body.parent_id, children: body.children?.map((child, i) => newProcess(s, child, `/children/${i}`)) }
             : null
-        const { process, replayed, uniqueReplayed } = tree ? await createProcess(s.sql, s.hub, { ...input, tree }) : await s.creates.submit(input)
+        const { process, replayed, uniqueReplayed } = tree
+          ? await createProcess(s.sql, s.hub, { ...input, tree, quotas: quotasOf(s.config) })
+          : await s.creates.submit(input)
         state.audited = !replayed
         set.status = uniqueReplayed ? 200 : 201
         set.headers.location = `/processes/${process.id}`
@@ -66,6 +82,7 @@ export function processWrites(s: Services) {
           ...(body.parent_id !== undefined ? { tree: { parentId: body.parent_id } } : {}),
           idempotencyKey: headers['idempotency-key'] ?? null,
           audit: auditRowFor(request, state, 201),
+          quotas: quotasOf(s.config),
         })
         state.audited = !replayed
         set.status = uniqueReplayed.length === processes.length ? 200 : 201
@@ -120,8 +137,9 @@ export function processWrites(s: Services) {
 
 /** A create body's item with its defaults resolved; 422 for what the schema cannot say. */
 function newProcess(s: Services, body: BatchItem, at: string): NewProcess {
-  const unstorable = unstorableJson(body.metadata)
-  if (unstorable) throw invalidRequest(`Invalid body ${at}/metadata: ${unstorable}`)
+  checkMetadataBytes(body.metadata, at, s.config.METADATA_MAX_BYTES)
+  const unstorable = unstorableJson(body.metadata, MAX_METADATA_DEPTH, MAX_METADATA_VALUES)
+  if (unstorable) throw invalidRequest(`Invalid body ${at}/metadata: ${unstorable}`, [{ path: `${at}/metadata`, message: unstorable }])
   if (body.run_at !== undefined && body.delay_ms !== undefined) throw invalidRequest(`Invalid body ${at}: give run_at or delay_ms, not both`)
   let runAt: string | null = null
   if (body.run_at !== undefined) {
