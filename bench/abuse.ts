@@ -1,4 +1,4 @@
-// bench abuse (issue #19): a well-behaved tenant's p99 beside the same tenant's p99 with no attack, in the same
+// bench abuse: a well-behaved tenant's p99 beside the same tenant's p99 with no attack, in the same
 // run, for each attack: a 413 flood on random 8 KB paths, reads of a process with the largest metadata allowed,
 // 100,000 distinct pending types in another workspace, session minting, and a random-token flood; and the
 // server's RSS after all of them against before. The hostile clients come through TRUSTED_PROXIES with an

@@ -13,7 +13,7 @@ const WATCHED = Number(env.BENCH_FANOUT_WATCHED ?? 100)
 const BROADCAST_MS = 500
 const WARMUP_MS = Number(env.BENCH_WARMUP_MS ?? 3000)
 const MEASURE_MS = Number(env.BENCH_MEASURE_MS ?? 10_000)
-/** Goal: memory per stream, from issue 5 (a trivial Bun stream costs about 6 KB here). */
+/** Goal: memory per stream (a trivial Bun stream costs about 6 KB here). */
 const MAX_KIB_PER_STREAM = 15
 const MAX_P99_RATIO = 1.5
 

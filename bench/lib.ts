@@ -298,7 +298,7 @@ export async function startServer(label: string, cmd: string[], env: Record<stri
  * BENCH_SERVER_BUN_ARGS adds flags for bun, e.g. `--cpu-prof-md --cpu-prof-dir=/tmp/prof` (written at exit).
  */
 /**
- * The limits of #12 (README "Limits") protect a deployment from one caller; a benchmark is that one caller on
+ * The limits (README "Limits") protect a deployment from one caller; a benchmark is that one caller on
  * purpose (bench rest drives ~20k req/s with one token, fanout holds 15,000 streams of one token, ingest
  * thousands of waiting claims), so the child servers it starts run with them off unless the benchmark says.
  */
@@ -309,7 +309,7 @@ export const BENCH_LIMITS_OFF = {
   MAX_WAITING_CLAIMS_PER_SOCKET: '0',
   MAX_SOCKETS_PER_WORKER_TOKEN: '0',
   MAX_FRAMES_IN_FLIGHT_PER_SOCKET: '10000000',
-  // Quotas (#19) still checked, with room for any backlog a benchmark builds (its cost stays in the figures).
+  // Quotas still checked, with room for any backlog a benchmark builds (its cost stays in the figures).
   WORKSPACE_MAX_PENDING: '100000000',
   WORKSPACE_MAX_PENDING_TYPES: '10000000',
 }

@@ -1,4 +1,4 @@
-// bench queue (issue #11): this server against pg-boss, graphile-worker and BullMQ on the same workload, in
+// bench queue: this server against pg-boss, graphile-worker and BullMQ on the same workload, in
 // one interleaved run (round after round, each queue in turn): N jobs enqueued first, then one worker with
 // concurrency 50 times from its start to the last job done — with 5 progress updates per job (awaited: this
 // server and BullMQ, the two that have progress) and without (all four). Also: bulk enqueue through

@@ -1,4 +1,4 @@
-// bench realtime: issue 3's three figures in one run.
+// bench realtime: three figures in one run.
 // (a) 10,000 concurrent streams on one instance with reconnect churn every 25 s (SSE_MAX_MS default; each
 //     ended stream re-opens at once, on a new connection, with Last-Event-ID), a worker broadcasting on the
 //     100 processes they watch every 500 ms: failed connects, server RSS (goal < 1 GiB), latency under churn;

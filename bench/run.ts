@@ -82,7 +82,7 @@ const BENCHMARKS: Record<string, Benchmark> = {
     run: async () => (await import('./abuse')).run(),
   },
   realtime: {
-    describe: "issue 3's figures: 10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest",
+    describe: '10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest',
     seconds: 140,
     run: async () => (await import('./realtime')).run(),
   },

@@ -1,4 +1,4 @@
-// bench soak (issue #13): N jobs through the real server with retention set very short, to show storage and
+// bench soak: N jobs through the real server with retention set very short, to show storage and
 // claim latency stay flat while finished processes, events and audit rows are pruned during the run.
 // The load (tests/bench/load/soak-load.ts, a process of its own): bulk create, 1,000 a request, kept at most
 // BENCH_SOAK_BACKLOG ahead of the workers; SDK workers (batch claim, claim-next), a few awaited progress

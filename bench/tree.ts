@@ -1,4 +1,4 @@
-// bench tree (issue #22): process trees on one instance.
+// bench tree: process trees on one instance.
 // - a parent with 10,000 children created in one POST /processes: the request's wall time;
 // - 10,000 children of one parent processed by one worker socket at concurrency 50 (each job: one progress
 //   frame, then complete-and-claim-next) against 10,000 independent processes the same way, in the same run

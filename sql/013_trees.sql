@@ -1,4 +1,4 @@
--- Process trees (extension, issue #22): a process may have a parent (same workspace, depth ≤ 5). A parent keeps
+-- Process trees (extension): a process may have a parent (same workspace, depth ≤ 5). A parent keeps
 -- its children's counts per status on its own row, and the database keeps them: statement triggers on processes
 -- apply every child's status change to its parent in the same statement (so in the same transaction) as the
 -- change, whichever code path made it — a transition, a claim, a group commit of completes or fails, the sweep,

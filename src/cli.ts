@@ -178,7 +178,7 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
     }
     case 'create-worker-token': {
       const workspaceIds = ((values.workspace as string[] | undefined) ?? []).map((raw) => parseId(raw, 'workspace'))
-      // Scoped by default (#19): a token for every workspace lets any member feed it any job; say so on purpose.
+      // Scoped by default: a token for every workspace lets any member feed it any job; say so on purpose.
       const all = values['all-workspaces'] === true
       if (all === workspaceIds.length > 0)
         throw new UsageError(

@@ -62,10 +62,10 @@ export const ConfigSchema = T.Object({
   TYPE_DEFAULTS: T.String({ default: '' }),
   /** Running processes one workspace may hold at once (claims stop at it); 0 = no cap. */
   WORKSPACE_CONCURRENCY: Int(0, 0, 1_000_000),
-  /** Extension (#12): how long a browser session (POST /auth/session) lasts; never past its API token's expiry. */
+  /** Extension: how long a browser session (POST /auth/session) lasts; never past its API token's expiry. */
   SESSION_TTL_MS: Int(8 * 3_600_000, 60_000, 30 * 86_400_000),
   /**
-   * Extension (#12): per-instance token buckets, in memory (README "Limits"). Requests per second per
+   * Extension: per-instance token buckets, in memory (README "Limits"). Requests per second per
    * API token (its browser sessions share its bucket) and per workspace, and the per-token bucket size; 0 = off. A
    * workspace's bucket holds RATE_LIMIT_BURST or two seconds of its rate, whichever is more.
    */

@@ -69,7 +69,7 @@ export async function buildServices(
   }
   const metrics = new Metrics()
   const hub = createProcessHub()
-  // Parents' streams follow their children (issue #22, src/processes/tree-refresh.ts).
+  // Parents' streams follow their children (src/processes/tree-refresh.ts).
   const trees = new TreeRefresher(db.sql, hub, log)
   hub.onPublish = (processes) => {
     metrics.jobs.observe(processes)

@@ -32,7 +32,7 @@ export interface Services {
   creates: CreateBatcher
   /** Batched reads of one process by id (GET /processes/{id}, the stream snapshot). */
   reader: ProcessReader
-  /** Open streams and worker sockets by credential: closed when it is revoked or expires (#12). */
+  /** Open streams and worker sockets by credential: closed when it is revoked or expires. */
   credentials: CredentialWatch
   /** Public (end-user) tokens: their look-ups and their open streams (src/auth/public-tokens.ts). */
   publicTokens: PublicTokens

@@ -1,4 +1,4 @@
-// bench queue's Python row (issue #26): jobs/s of the Python worker SDK (sdk/python) at concurrency 50 with 5
+// bench queue's Python row: jobs/s of the Python worker SDK (sdk/python) at concurrency 50 with 5
 // awaited progress updates, on the same server and workload as the TypeScript SDK's run in the same round.
 // The worker runs in its own python process (bench/queue/python_worker.py); its CPU is counted as `client`.
 // Python: PYTHON, else /usr/bin/python3 (Debian's python3-websockets), else `python3`; none → no row, a note.

@@ -27,7 +27,7 @@ export interface AuditRow {
 
 /**
  * What one audit row may hold of what a client chose: a stranger's 8 KB User-Agent or 16 KB path must not
- * become 8 KB of audit log per request (issue #19). Routes are templates or `unmatched` already; the caps are
+ * become 8 KB of audit log per request. Routes are templates or `unmatched` already; the caps are
  * the second guard.
  */
 export const AUDIT_MAX = { method: 16, route: 512, user_agent: 256, ip: 64, request_id: 128 } as const
@@ -77,7 +77,7 @@ export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
 }
 
 /**
- * A flood's rows are aggregated (issue #19: 2,000 random tokens wrote 2,000 rows, each with its 8 KB
+ * A flood's rows are aggregated (2,000 random tokens wrote 2,000 rows, each with its 8 KB
  * User-Agent): failed authentications (401 with no user), refused bodies of strangers (413 with no user) and
  * refusals for rate (429). The first of each
  * (status, address, credential) in a window is written as it is; the rest of that window become one row

@@ -48,7 +48,7 @@ interface Cached<T> {
 // Bounds the cache against a flood of distinct valid tokens; entries are cheap, a refill is one query.
 const MAX_CACHED = 50_000
 /**
- * Unknown and revoked tokens are remembered this long, or AUTH_CACHE_MS if shorter (issue #19: 2,000 random
+ * Unknown and revoked tokens are remembered this long, or AUTH_CACHE_MS if shorter (2,000 random
  * tokens cost 2,000 look-ups). A new token works at once all the same: its secret is random, so no one can
  * have tried it before it existed.
  */

@@ -1,4 +1,4 @@
-// Rate limits (#12): token buckets per credential and per workspace, in this instance's memory. With N
+// Rate limits: token buckets per credential and per workspace, in this instance's memory. With N
 // instances behind a balancer a client gets up to N times the rate; what they protect is each instance's
 // event loop and the shared database from one caller (README "Limits").
 import { HttpError } from '../errors'

@@ -1,4 +1,4 @@
-// The browser's sign-in exchange (#12): `POST /auth/session {token}` trades an API token for a session of its
+// The browser's sign-in exchange: `POST /auth/session {token}` trades an API token for a session of its
 // own (an opaque `pss_` secret in an HttpOnly cookie, SESSION_TTL_MS, revocable), so the dashboard never keeps
 // a raw API token where a script can read it. `DELETE /auth/session` revokes it and clears the cookie.
 import { Elysia, t } from 'elysia'
@@ -54,7 +54,7 @@ export function sessions(s: Services) {
         if (token.startsWith('pss_')) throw unauthenticated('Sign in with an API token')
         const principal = await authenticateFrom(s, state, token)
         state.principal = principal
-        // Sign-ins per API token: a session is a credential of its own, so minting them is limited (#19).
+        // Sign-ins per API token: a session is a credential of its own, so minting them is limited.
         const wait = s.limits.signIn.take(`t${principal.tokenId}`)
         if (wait > 0) throw rateLimited(wait, 'token (SIGN_IN_PER_MIN sign-ins a minute)')
         const ttlEnd = Date.now() + s.config.SESSION_TTL_MS

@@ -544,7 +544,7 @@ function renderDetail(p: Process) {
   )
 }
 
-// A parent's children (issue #22): the counts from its state, and a page of them with links, oldest first.
+// A parent's children: the counts from its state, and a page of them with links, oldest first.
 function childrenSection(p: Process): HTMLElement[] {
   const c = p.children
   if (!c) return []

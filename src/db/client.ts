@@ -311,7 +311,7 @@ class Fragment implements PromiseLike<any> {
 }
 
 /**
- * DATA_DIR is the database: its owner's only (#19: PGlite wrote 968 of 1,093 files 0666). The folder 0700, so
+ * DATA_DIR is the database: its owner's only (PGlite wrote 968 of 1,093 files 0666). The folder 0700, so
  * nothing in it can be reached by anyone else whatever mode PGlite gives a new file, and what is there 0600.
  */
 function ownerOnly(dir: string) {

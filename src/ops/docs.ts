@@ -47,7 +47,7 @@ const INIT = `window.ui = SwaggerUIBundle({
 `
 
 /**
- * The docs page may run only its own scripts and be framed by no one (clickjacking, issue #19). Swagger UI
+ * The docs page may run only its own scripts and be framed by no one (clickjacking). Swagger UI
  * sets style attributes and draws icons as data: images, so styles allow inline and images data:.
  */
 export const DOCS_SECURITY_HEADERS = {

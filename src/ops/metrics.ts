@@ -1,7 +1,7 @@
 // Counters and gauges rendered as Prometheus text. Gauges, and counters kept by their owners, are read at
 // scrape time.
 //
-// Every label set is bounded by design (issue #19: 1,500 requests with random 16 KB paths once grew /metrics
+// Every label set is bounded by design (1,500 requests with random 16 KB paths once grew /metrics
 // to 49 MB): routes are the app's templates or `unmatched` (and past MAX_ROUTES, `other`), methods the
 // known ones or OTHER, statuses the codes the server itself answers with (100–599).
 

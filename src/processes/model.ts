@@ -155,11 +155,11 @@ export const ListQuery = Query({
   tag: t.Optional(TagFilter),
   limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 200, default: 50 })),
   before: t.Optional(NumericId()),
-  /** Only the children of this process (extension, issue #22). */
+  /** Only the children of this process (extension). */
   parent_id: t.Optional(NumericId()),
 })
 
-/** GET /processes/{id}/children (extension, issue #22): oldest first, `after` an id for the next page. */
+/** GET /processes/{id}/children (extension): oldest first, `after` an id for the next page. */
 export const ChildrenQuery = Query({
   status: t.Optional(StatusFilter),
   limit: t.Optional(DecimalInteger({ minimum: 1, maximum: 1000, default: 100 })),
@@ -206,7 +206,7 @@ export const MAX_METADATA_DEPTH = 64
 /**
  * Values (array elements and object members, at every level) one process's metadata may hold. Far beyond
  * real metadata; what it bounds is the work every read, stream and webhook of the process costs: a 1 MB
- * array of zeros (500,000 values) once made each GET of it cost 8 s of database CPU (issue #19).
+ * array of zeros (500,000 values) once made each GET of it cost 8 s of database CPU.
  */
 export const MAX_METADATA_VALUES = 10_000
 
@@ -310,7 +310,7 @@ const QueueOptions = {
   unique_key: t.Optional(t.String({ minLength: 1, maxLength: 255, pattern: '^[^\\u0000]*$' })),
 }
 
-/** A process's options as a tree node (extension, issue #22). */
+/** A process's options as a tree node (extension). */
 const TreeOptions = {
   /** Its share of its parent's progress (default 1). */
   weight: t.Optional(t.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
@@ -369,7 +369,7 @@ export type BatchItem = typeof BatchItem.static
 export const BatchBody = t.Object(
   {
     workspace_id: t.Optional(Id),
-    /** Every item becomes a child of this process (extension, issue #22). */
+    /** Every item becomes a child of this process (extension). */
     parent_id: t.Optional(Id),
     processes: t.Array(BatchItem, { minItems: 1, maxItems: MAX_BATCH }),
   },

@@ -1,4 +1,4 @@
-// Per-workspace quotas on new work (issue #19): pending processes, distinct types among them, and the bytes
+// Per-workspace quotas on new work: pending processes, distinct types among them, and the bytes
 // of their metadata. One tenant filling the queue with 600,000 types or gigabytes of metadata costs every
 // claim, every depth sample and the disk; past its quota its creates are refused with 429 `rate_limited`,
 // details.quota naming the quota, until workers drain it.

@@ -4,7 +4,7 @@
 //
 // The JSON is rendered here, from the row postgres.js has parsed (jsonb arrives parsed), not by Postgres: the
 // SQL renderer (sql/003_queue.sql's compact_json) ran a PL/pgSQL call per JSON value, and a 1 MB array of
-// zeros in one process's metadata made every GET of it cost 8 s of database CPU (issue #19); JSON.stringify
+// zeros in one process's metadata made every GET of it cost 8 s of database CPU; JSON.stringify
 // of the same row is a few milliseconds of this instance's own.
 //
 // A running process may have a newer live state than its row (src/processes/live.ts): the one this instance

@@ -20,7 +20,7 @@ const UNIQUE_VIOLATION = '23505'
 const DEADLOCK_DETECTED = '40P01'
 
 /**
- * A cascade (issue #22) locks a tree bottom-up, as children's transitions do, but children spawned while it
+ * A cascade locks a tree bottom-up, as children's transitions do, but children spawned while it
  * waited for the parent are locked after it: in that narrow window Postgres may pick it as a deadlock's victim.
  * Nothing of it committed, so it is run again.
  */
@@ -247,7 +247,7 @@ export async function userAction(
     sql.begin(async (tx) => {
       // Guarded by the workspaces the caller may change (a viewer's are not): visible but read-only is 403.
       const transition = userTransition(tx, input.action, principal.writableWorkspaceIds, input.note)
-      // A cancel or a retry reaches the descendants (issue #22): locked first, from the bottom up (trees.ts).
+      // A cancel or a retry reaches the descendants: locked first, from the bottom up (trees.ts).
       const cascades = input.action === 'cancel' || input.action === 'retry'
       const descendants = cascades ? await lockDescendants(tx, id) : []
       const changed = await applyTransition(tx, id, transition, principal.workspaceIds, principal.writableWorkspaceIds, input.action)

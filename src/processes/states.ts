@@ -4,7 +4,7 @@ export type Status = (typeof STATUSES)[number]
 
 export const TRANSITIONS = {
   pending: ['running', 'cancelled'],
-  // running → pending is the queue's extension (issue #11): a fail or a lease time-out with attempts left
+  // running → pending is the queue's extension: a fail or a lease time-out with attempts left
   // (attempts < max_attempts) goes back to pending, due after a backoff; with none left, failed.
   running: ['completed', 'waiting_review', 'failed', 'cancelled', 'pending'],
   waiting_review: ['completed', 'cancelled'],

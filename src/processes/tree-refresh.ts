@@ -1,4 +1,4 @@
-// The parents' streams (issue #22). A child's change updates its parent's row in the database, in the child's
+// The parents' streams. A child's change updates its parent's row in the database, in the child's
 // own statement (sql/013_trees.sql), but only the child's state is published by the code that made it. This
 // sees every state published on this instance (hub.onPublish: commits, and accepted live progress) and
 // re-reads the parents of the children among them, coalesced: at most one read per REFRESH_MS for all dirty

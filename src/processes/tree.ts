@@ -1,4 +1,4 @@
-// Process trees (issue #22), the service side: where new children may go (404, 409, 422 in the user's words),
+// Process trees, the service side: where new children may go (404, 409, 422 in the user's words),
 // and how a trigger's refusal reads. The counts and the fan-in are the database's (sql/013_trees.sql).
 import type { Sql } from '../db/client'
 import { invalidRequest, invalidTransition, notFound } from '../errors'

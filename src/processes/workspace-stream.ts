@@ -93,7 +93,7 @@ export async function openWorkspaceStream(o: {
   tags?: string[]
   /** A public token's scope: only the processes it covers. */
   scope?: { processIds: number[] | null; tags: string[] | null }
-  /** Only the processes of one tree (issue #22): the root and its descendants. */
+  /** Only the processes of one tree: the root and its descendants. */
   rootId?: number
   /** Non-final matching processes with an id above `after`, ascending by id, at most `limit`. */
   readPage: (after: number, limit: number) => Promise<Process[]>

@@ -407,7 +407,7 @@ export class WorkerGateway implements GatewayOps {
     if (state.worker_token_id !== null && Number(state.worker_token_id) !== ws.data.tokenId) return 'not_owner'
     if (outcome === 'running' && state.status === 'running' && state.worker_id === workerId) return 'ack'
     if (state.status === 'cancelled') return 'cancelled'
-    // A parent whose handler's complete was applied waits for its children with no lease (issue #22): the same
+    // A parent whose handler's complete was applied waits for its children with no lease: the same
     // complete again, from the same attempt, is acked again.
     if (outcome !== null && state.awaiting === outcome && attempt !== undefined) return 'ack'
     if (state.worker_id !== workerId) return 'not_owner'

@@ -61,7 +61,7 @@ export const Frame = T.Union([
     claim: ClaimNext,
   }),
   T.Object({ op: T.Literal('fail'), ref: Ref, process_id: ProcessId, error: T.String({ minLength: 1, maxLength: 4000 }), attempt: Attempt, claim: ClaimNext }),
-  // Trees (extension, issue #22): children of the process this worker holds, and a page of them.
+  // Trees (extension): children of the process this worker holds, and a page of them.
   T.Object({
     op: T.Literal('spawn'),
     ref: Ref,

@@ -8,7 +8,7 @@ export const STALE_MS = 30_000
 /** Every worker socket some live instance has written down, by worker. */
 /**
  * Connected workers whose token's scope includes the workspace (an unscoped token's: every workspace): a
- * worker scoped to other tenants is none of this one's business (issue #19), and one whose token is unknown
+ * worker scoped to other tenants is none of this one's business, and one whose token is unknown
  * is not shown at all.
  */
 export function listSessions(sql: Sql, workspaceId: number) {

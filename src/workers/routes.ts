@@ -4,7 +4,7 @@
 //
 // Tenancy: the connected workers whose token's scope includes this workspace (unscoped tokens: every
 // workspace) may claim its work: those are listed, with their id, types and connection times; a worker scoped
-// to other workspaces is not (issue #19). Leases,
+// to other workspaces is not. Leases,
 // pending counts and lease-holding workers that are not connected come only from the caller's workspace;
 // another workspace's processes are never counted or shown.
 import { Elysia, t } from 'elysia'

@@ -84,7 +84,7 @@ describe('token checks', () => {
     expect((await request('GET', '/processes', { token })).status).toBe(200)
   })
 
-  it('remembers an unknown token only briefly: with AUTH_CACHE_MS=0 not at all, else for at most 2 s (#19)', async () => {
+  it('remembers an unknown token only briefly: with AUTH_CACHE_MS=0 not at all, else for at most 2 s', async () => {
     // A real token is random and cannot be tried before it exists; a guessed one is spared a look-up a while.
     const t = await createTenant(cached.s.sql)
     const late = `ps_late_${Date.now()}`

@@ -1,4 +1,4 @@
-// The SDKs and live output (issue 23): ctx.output and ctx.update in the worker SDK, onOutput on
+// The SDKs and live output: ctx.output and ctx.update in the worker SDK, onOutput on
 // monitorProcess, across stream windows, against a real listening server.
 import { describe, expect, it } from 'bun:test'
 import WebSocket from 'ws'

@@ -143,7 +143,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
       'the detail view from its URL',
     )
     await direct.getByTestId('event-log').locator('li').first().waitFor()
-    // The live output (issue 23) shows like a log pane: text as it comes, other chunks as JSON lines.
+    // The live output shows like a log pane: text as it comes, other chunks as JSON lines.
     await worker.request({ op: 'output', process_id: running.id, attempt: running.attempts, chunk: 'Reading stores.csv…\n' })
     await worker.request({ op: 'output', process_id: running.id, attempt: running.attempts, chunk: { rows: 80 } })
     const pane = direct.getByTestId('process-output')

@@ -12,7 +12,7 @@ import { reportAfterAll, scenario, skipped } from './report'
 
 const SLOW_READERS = 500
 const UPDATES = 150
-const METADATA_BYTES = 60 * 1024 // under METADATA_MAX_BYTES (64 KiB, issue #19)
+const METADATA_BYTES = 60 * 1024 // under METADATA_MAX_BYTES (64 KiB)
 // Each stuck loopback socket absorbs about 3 MB in kernel buffers (send and receive queues, not RSS; 1.5 GB
 // for all 500, measured with `ss`) before the server feels backpressure: about 50 of these updates.
 // Buffering the other 100 would grow RSS by 100 × 500 × 64 KiB ≈ 3.2 GB; conflation keeps one unsent state
@@ -37,7 +37,7 @@ const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/pr
 describe.skipIf(!hasPostgres)('slow readers', async () => {
   if (!hasPostgres) return
   const { url, tenant, wtoken } = await seededDatabase()
-  // 500 streams of one token on purpose: the per-token stream cap (#12, default 100) is lifted for this fault.
+  // 500 streams of one token on purpose: the per-token stream cap(default 100) is lifted for this fault.
   const server = await spawnServer({
     DATABASE_URL: url,
     REDIS_URL: '',

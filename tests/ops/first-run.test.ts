@@ -1,4 +1,4 @@
-// The first five minutes (#15): a busy port is refused, the start banner's commands work as printed, the CLI
+// The first five minutes: a busy port is refused, the start banner's commands work as printed, the CLI
 // works through `npm run` and beside a running embedded server, and failures say what is wrong. Every server
 // here is a real child process (`bun src/main.ts`); the CLI runs as `bun src/cli.ts` and through real npm.
 import { afterAll, describe, expect, it } from 'bun:test'

@@ -1,4 +1,4 @@
-// The queue engine (issue #11) and one JSON shape (issue #15): claims by the pending-only index, in fair turns,
+// The queue engine and one JSON shape: claims by the pending-only index, in fair turns,
 // several at once; retries with backoff; run_at, priority, max_attempts; batch create; caps; wake-one.
 import { describe, expect, it } from 'bun:test'
 import { loadConfig } from '../../src/config'

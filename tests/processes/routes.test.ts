@@ -662,7 +662,7 @@ describe('POST /processes', () => {
     const first = await request('POST', '/processes', { token: a.token, headers, body: { type, metadata: { n: 1 } } })
     expect(first.status).toBe(201)
     await request('POST', `/processes/${first.body.id}/cancel`, { token: a.token })
-    // The same body: a different one with this key is refused with 422 since #12 (tests/security).
+    // The same body: a different one with this key is refused with 422 since the attack pass (tests/security).
     const again = await request('POST', '/processes', { token: a.token, headers, body: { type, metadata: { n: 1 } } })
     expect(again.status).toBe(201)
     expect(again.body).toEqual(first.body)

@@ -32,7 +32,7 @@ const CONTRACT: Record<Status, Status[]> = {
   cancelled: [],
 }
 
-/** The queue's one extension (issue #11): a fail or time-out with attempts left goes back to pending (tests/processes/queue.test.ts). */
+/** The queue's one extension: a fail or time-out with attempts left goes back to pending (tests/processes/queue.test.ts). */
 const EXTENDED: Record<Status, Status[]> = { ...CONTRACT, running: [...CONTRACT.running, 'pending'] }
 
 type Action = 'claim' | 'start' | 'complete' | 'review' | 'fail' | 'cancel' | 'retry' | 'approve' | 'discard'

@@ -1,4 +1,4 @@
-// Live output (issue 23): `output` frames are fenced by the lease, acked on accept (with their seq), written
+// Live output: `output` frames are fenced by the lease, acked on accept (with their seq), written
 // behind in batches, capped per process, streamed as `event: output` with `<version>.<seq>` ids that resume
 // across reconnects (and instances) losing and duplicating nothing, paged by GET /processes/{id}/output, and
 // removed with their process.

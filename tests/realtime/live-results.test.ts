@@ -1,4 +1,4 @@
-// Live results and tags (issue 23): `update` merges a JSON merge patch into result_summary as live state
+// Live results and tags: `update` merges a JSON merge patch into result_summary as live state
 // (acked on accept, fanned out, written behind with the progress, newest wins; a terminal frame supersedes it),
 // size-capped; tags on create, shown in JSON, filtered in the list, stats and the workspace stream.
 import { describe, expect, it } from 'bun:test'

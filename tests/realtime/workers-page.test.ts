@@ -60,7 +60,7 @@ describe('GET /workers', () => {
     expect((await fetch(`${two.url}/workers?workspace_id=${acme.workspaceId}`, { headers: { authorization: `Bearer ${globex.token}` } })).status).toBe(403)
   }, 60_000)
 
-  it("shows a worker scoped to another workspace to no one but that workspace's members (#19)", async () => {
+  it("shows a worker scoped to another workspace to no one but that workspace's members", async () => {
     const scoped = await TestWorker.connect(one.url, (await createWorkerToken(db.sql, 'globex only', { workspaceIds: [globex.workspaceId] })).token)
     expect((await scoped.request({ op: 'hello', worker_id: 'wp-globex-only' })).op).toBe('ack')
     await waitFor(

@@ -1,4 +1,4 @@
-// Issue #19: a hostile tenant, or a stranger, costs only itself. Each case is an attack the review measured:
+// A hostile tenant, or a stranger, costs only itself. Each case is an attack the review measured:
 // what it used to grow or stall, bounded now.
 import { describe, expect, it } from 'bun:test'
 import { createSession } from '../../src/auth/queries'
@@ -436,7 +436,7 @@ describe('strangers and sessions are bounded per address and per token', () => {
   })
 })
 
-describe('the docs page (#19)', () => {
+describe('the docs page', () => {
   it('is served with a CSP that forbids framing and foreign scripts', async () => {
     const response = await handle(new Request('http://test.local/openapi'))
     expect(response.status).toBe(200)
@@ -447,7 +447,7 @@ describe('the docs page (#19)', () => {
   })
 })
 
-describe('the embedded data directory (#19)', () => {
+describe('the embedded data directory', () => {
   it("is its owner's only: the folder 0700 and nothing in it readable by others", async () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'ps-perm-')), 'data')
     const embedded = await openDatabase({ dataDir: dir, poolMax: 1 })
@@ -462,7 +462,7 @@ describe('the embedded data directory (#19)', () => {
   }, 30_000)
 })
 
-describe('the Redis prefix (#19)', () => {
+describe('the Redis prefix', () => {
   it('defaults to one derived from the database, so two deployments on one Redis stay apart', () => {
     const of = (env: Record<string, string>) => redisPrefix(loadConfig(env))
     const a = of({ DATABASE_URL: 'postgres://app:secret@db1:5432/orders' })

@@ -1,4 +1,4 @@
-// Issue #12, the admin CLI: scoped worker tokens (`create-worker-token --workspace … --type …`) and the known
+// The admin CLI: scoped worker tokens (`create-worker-token --workspace … --type …`) and the known
 // roles, as a child process on an embedded DATA_DIR; the scoped token it prints is checked by the server's
 // own authenticator.
 import { afterAll, describe, expect, it } from 'bun:test'
@@ -40,7 +40,7 @@ describe('cli: scoped worker tokens and roles', () => {
     )
     expect(made.code).toBe(0)
     expect(made.json).toMatchObject({ workspace_ids: [a.id, b.id], types: ['csv_import', 'pdf.render'] })
-    // Scoped by default: a global token must be asked for (#19).
+    // Scoped by default: a global token must be asked for.
     const unscoped = await cli('create-worker-token')
     expect(unscoped.code).toBe(1)
     expect(unscoped.stderr).toContain('--all-workspaces')

@@ -1,4 +1,4 @@
-// Issue #12, the HTTP side, attacked with real clients (fetch, the `eventsource` package) against listening
+// The HTTP side, attacked with real clients (fetch, the `eventsource` package) against listening
 // servers, and in-process (`handle`) where a setting needs a server of its own: CSRF, CORS, roles,
 // idempotency, audit, /metrics, browser sessions, dashboard headers, rate limits and stream caps.
 import { describe, expect, it } from 'bun:test'

@@ -1,4 +1,4 @@
-// Public (end-user) tokens (issue 23): minted by a member's API token, read-only, scoped to process ids and/or
+// Public (end-user) tokens: minted by a member's API token, read-only, scoped to process ids and/or
 // tags of one workspace; `?access_token=` on stream routes only; never in a log line; revocation and expiry
 // close their streams within AUTH_CACHE_MS. Against a real server (and, with Redis, a second instance).
 import { afterAll, describe, expect, it } from 'bun:test'

@@ -1,4 +1,4 @@
-// Issue #12, the worker side, attacked with real WebSocket clients against a listening server: leases bound
+// The worker side, attacked with real WebSocket clients against a listening server: leases bound
 // to the token that claimed them, revoked tokens' open sockets closed, scoped tokens, the waiting-claim cap,
 // a worker that never reads, and every connect audited.
 import { describe, expect, it } from 'bun:test'
@@ -244,7 +244,7 @@ describe('audit of worker connects', () => {
   })
 })
 
-describe('start honours run_at (#19)', () => {
+describe('start honours run_at', () => {
   it('refuses to start a delayed process before its run_at, and starts it once due', async () => {
     const response = await fetch(`${base}/processes`, {
       method: 'POST',
@@ -264,7 +264,7 @@ describe('start honours run_at (#19)', () => {
   })
 })
 
-describe('log lines per process are capped (#19)', () => {
+describe('log lines per process are capped', () => {
   it('refuses a log frame past MAX_LOG_EVENTS_PER_PROCESS with invalid_message, and the process goes on', async () => {
     const capped = await listeningServer({ MAX_LOG_EVENTS_PER_PROCESS: '3' }, db)
     const type = freshType()
@@ -284,7 +284,7 @@ describe('log lines per process are capped (#19)', () => {
   })
 })
 
-describe('the worker token stays out of URLs (#19)', () => {
+describe('the worker token stays out of URLs', () => {
   it('refuses ?token= with WORKER_TOKEN_IN_QUERY=off, and the SDK on Bun sends a header instead', async () => {
     const strict = await listeningServer({ WORKER_TOKEN_IN_QUERY: 'off' }, db)
     const wtoken = await workerToken(db.sql)

@@ -1,4 +1,4 @@
-// kill -9 in the middle of trees (issue #22): two instances and two worker processes run two parents of 500
+// kill -9 in the middle of trees: two instances and two worker processes run two parents of 500
 // children each (1,000 children: the issue's 10,000 shape at a size that runs in seconds); instance A and the
 // worker on it are killed with SIGKILL mid-tree, a new A and a new worker come back; every tree then ends
 // completed, and every parent's counts equal a recount of its children.

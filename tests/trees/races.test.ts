@@ -1,4 +1,4 @@
-// Races in trees (issue #22), each repeated: two "instances" are two servers' worth of services on two
+// Races in trees, each repeated: two "instances" are two servers' worth of services on two
 // connection pools of one database, and a real listening server for the worker's spawn.
 import { afterAll, describe, expect, it } from 'bun:test'
 import { createHandler } from '../../src/app'

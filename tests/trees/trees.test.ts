@@ -1,4 +1,4 @@
-// Process trees (issue #22): creating one, the children's counts kept by the database on every path, fan-in,
+// Process trees: creating one, the children's counts kept by the database on every path, fan-in,
 // cancel and retry cascades, finalize, and the refusals (404, 409, 422).
 import { describe, expect, it } from 'bun:test'
 import { claimNext } from '../../src/processes/queries/claims'

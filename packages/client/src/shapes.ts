@@ -32,7 +32,7 @@ export interface Process {
   max_attempts: number
   /** Set at creation (at most 10, e.g. `user:42`): filter lists and streams with `?tag=`. */
   tags: string[]
-  /** Trees (issue #22): the parent (null on a root), the root (its own id on a root). */
+  /** Trees: the parent (null on a root), the root (its own id on a root). */
   parent_id: number | null
   root_id: number
   /** Its children by status; null when it never had any. */

@@ -142,7 +142,7 @@ export function claimScope(o: Pick<ClaimOptions, 'types' | 'token'>): { types: s
 }
 
 /**
- * The `lanes` CTE: the (workspace, type) pairs the claim looks into, only those it may take (issue #19). A
+ * The `lanes` CTE: the (workspace, type) pairs the claim looks into, only those it may take. A
  * walk of every pending lane cost a claim by a worker scoped to workspace B 107 ms once workspace A had 20,000
  * pending types. So: with both its workspaces and its types known, the lanes are their pairs (one index probe
  * each, empty or not); with only workspaces, a skip scan over the types of those workspaces; with only types,

@@ -15,7 +15,7 @@ export interface NewProcess {
   delay_ms: number | null
   /** While a process with this key is pending or running in the workspace, none other is made (src/processes/unique.ts). */
   unique_key?: string | null
-  /** Tree options (issue #22): its share of its parent's progress, and how it ends as a parent. */
+  /** Tree options: its share of its parent's progress, and how it ends as a parent. */
   weight?: number
   child_failures?: 'fail' | 'tolerate'
   finalize?: boolean

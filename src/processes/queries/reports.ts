@@ -98,7 +98,7 @@ export async function appendLog(
     maxEvents?: number
   },
 ): Promise<Process | null> {
-  // Log events per process are capped (#19: a worker could append without end); 0 = no cap.
+  // Log events per process are capped (a worker could append without end); 0 = no cap.
   const capped = o.maxEvents ? sql`and log_events < ${o.maxEvents}` : sql``
   const version = o.holder ? sql`greatest(version, ${o.holder.version}) + 1` : sql`greatest(version, live_base) + ${LIVE_VERSION_JUMP}`
   const [row] = await sql`

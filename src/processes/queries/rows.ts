@@ -35,7 +35,7 @@ export function toProcess(row: Row): Process {
 }
 
 /**
- * The tree's fields of a process (issue #22), in the API's key order, after the queue's fields: the parent, the
+ * The tree's fields of a process, in the API's key order, after the queue's fields: the parent, the
  * root (its own id on a root) and the children's counts (null when it never had children). The one place that
  * renders them from a row (sql/013_trees.sql's process_json says the same in SQL).
  */

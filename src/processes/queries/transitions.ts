@@ -137,7 +137,7 @@ export function workerTransition(
         message: 'Started',
         set: sql`, worker_id = ${workerId}, worker_token_id = ${token?.tokenId ?? null}, attempts = attempts + 1, progress = 0, started_at = now(), heartbeat_at = now(),
                  live_base = version + 1`,
-        // Not before its run_at (a delayed process, a retry's backoff): claim would not take it either (#19).
+        // Not before its run_at (a delayed process, a retry's backoff): claim would not take it either.
         guard: sql`${scopeGuard(sql, token)} and run_at <= now()`,
       }
     case 'complete':

@@ -1,4 +1,4 @@
-// Process trees (issue #22): the parent a create or spawn goes under, the children's page, and the cascades of a
+// Process trees: the parent a create or spawn goes under, the children's page, and the cascades of a
 // cancel and a retry. The children's counts are kept by the database (sql/013_trees.sql), never here.
 import type { Sql } from '../../db/client'
 import type { Process, ProcessSummary } from '../model'

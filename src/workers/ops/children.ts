@@ -1,4 +1,4 @@
-// children (issue #22): a page of the held process's children (status, progress, result_summary …), oldest
+// children: a page of the held process's children (status, progress, result_summary …), oldest
 // first, for a handler that aggregates them (a finalize run: ctx.children). Fenced like every frame on a process.
 import { findState } from '../../processes/queries/reads'
 import { listChildren } from '../../processes/queries/trees'

@@ -1,4 +1,4 @@
-// spawn (issue #22): children of the process this worker holds, in one transaction, fenced like every frame
+// spawn: children of the process this worker holds, in one transaction, fenced like every frame
 // on a process (the lease holder, its token, the attempt) and checked again on the locked row, so a spawn that
 // races a cancel either lands before it (and is cancelled with it) or is refused with `cancelled`. A scoped
 // worker token spawns only types it may claim, into the workspace of the process it holds.
