@@ -5,7 +5,7 @@ import { addMember, createApiToken, createWorkspace, revokeToken } from '../../s
 import { hashToken } from '../../src/auth/tokens'
 import { createHandler } from '../../src/app'
 import { buildServices } from '../../src/server'
-import { createTenant, inProcessApp, quietLogger, requester, testConfig, waitFor, type Tenant } from '../helpers'
+import { createTenant, inProcessApp, quietLogger, requester, testConfig, waitFor, type Tenant } from '../support/helpers'
 
 // The default cache (AUTH_CACHE_MS unset), and a second app on the same database with no cache at all.
 const cached = await inProcessApp()

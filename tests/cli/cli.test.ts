@@ -9,7 +9,7 @@ import { buildServices } from '../../src/server'
 import { createHandler } from '../../src/app'
 import { openDatabase } from '../../src/db/client'
 import { MIGRATIONS } from '../../src/db/migrations'
-import { BUN, freshDatabaseUrl, hasPostgres, quietLogger, requester, type Run, runToEnd, testConfig } from '../helpers'
+import { BUN, freshDatabaseUrl, hasPostgres, quietLogger, requester, type Run, runToEnd, testConfig } from '../support/helpers'
 
 const cli = (env: Record<string, string>, ...args: string[]): Promise<Run> => runToEnd([BUN, 'src/cli.ts', ...args], env)
 

@@ -3,7 +3,7 @@
 // object on stdout at the end, and the exit code by the final status.
 import { describe, expect, it } from 'bun:test'
 import { streamStats } from '../../src/processes/sse-session'
-import { BUN, collectOutput, createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { BUN, collectOutput, createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()

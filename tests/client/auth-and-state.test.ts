@@ -5,7 +5,7 @@ import { describe, expect, it } from 'bun:test'
 import WebSocket from 'ws'
 import { monitorProcess, monitorWorkspace, type ConnectionState } from '@processes/client'
 import { connectWorker, WorkerAuthError, type WebSocketConstructor, type WebSocketLike, type WorkerEvent } from '@processes/client/worker'
-import { freePort, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { freePort, listeningServer, testDatabase, waitFor, workerToken } from '../support/helpers'
 
 describe('monitor connection state', () => {
   it('monitorProcess against a closed port: connecting, reconnecting, then polling; stop() ends the callbacks', async () => {

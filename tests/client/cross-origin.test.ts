@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { type Browser, chromium } from 'playwright-core'
 import { Logger } from '../../src/ops/log'
 import { startServer } from '../../src/server'
-import { ROOT, createTenant, testConfig, testDatabase, waitFor, workerToken } from '../helpers'
+import { ROOT, createTenant, testConfig, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 const CHROMIUM = '/usr/bin/chromium'

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'bun:test'
 import WebSocket from 'ws'
 import { monitorProcess, type Process } from '@processes/client'
 import { connectWorker, type JobContext, type WebSocketConstructor } from '@processes/client/worker'
-import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../support/helpers'
 
 const { db } = await testDatabase()
 const server = await listeningServer({ SSE_MAX_MS: '1500', PROGRESS_PERSIST_MS: '20' }, db)

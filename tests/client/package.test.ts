@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'bun:test'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createTenant, listeningServer, ROOT, restAs, testDatabase, workerToken } from '../helpers'
+import { createTenant, listeningServer, ROOT, restAs, testDatabase, workerToken } from '../support/helpers'
 
 const node = Bun.which('node')
 const npm = Bun.which('npm')

@@ -9,7 +9,7 @@ import { act, createElement, StrictMode, useLayoutEffect } from 'react'
 import { createRoot } from 'react-dom/client'
 import type { FetchLike, Process } from '@processes/client'
 import { useProcessMonitor, type ProcessMonitorState, type UseProcessMonitorOptions } from '@processes/client/react'
-import { createTenant, listeningServer, testDatabase, waitFor, workerToken, type Tenant } from '../helpers'
+import { createTenant, listeningServer, testDatabase, waitFor, workerToken, type Tenant } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 // Short windows, so a monitor that failed to stop would be seen reconnecting within a test.

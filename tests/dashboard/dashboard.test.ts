@@ -9,7 +9,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
-import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { createApiToken, createUser } from '../../src/auth/queries'
 

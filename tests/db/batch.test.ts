@@ -9,7 +9,7 @@ import { getProcesses } from '../../src/processes/queries/reads'
 import { createProcessHub } from '../../src/processes/hub-rules'
 import { NO_LIVE_STATES } from '../../src/processes/live'
 import { ProcessReader } from '../../src/processes/reader'
-import { createTenant, hasPostgres, testDatabase } from '../helpers'
+import { createTenant, hasPostgres, testDatabase } from '../support/helpers'
 
 const { db } = await testDatabase()
 const { sql } = db

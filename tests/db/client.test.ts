@@ -1,7 +1,7 @@
 // The SQL handle (README: Layout): the same queries on postgres.js and PGlite, int8 as numbers, timestamps as ISO strings,
 // and a failed transaction never leaves the one embedded backend stuck.
 import { describe, expect, it } from 'bun:test'
-import { testDatabase } from '../helpers'
+import { testDatabase } from '../support/helpers'
 
 const { db } = await testDatabase()
 const { sql } = db

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { openDatabase, type Database } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
 import { MIGRATIONS } from '../../src/db/migrations'
-import { BUN, freshDatabaseUrl, hasPostgres, ROOT } from '../helpers'
+import { BUN, freshDatabaseUrl, hasPostgres, ROOT } from '../support/helpers'
 
 const SQL_DIR = join(ROOT, 'sql')
 const names = MIGRATIONS.map((m) => m.name)

@@ -1,7 +1,7 @@
 // Bounded storage: audit_log and process_events partitioned by time, retention that drops old partitions and
 // prunes finished processes (with their idempotency keys), safe on every instance, and its metrics.
 import { describe, expect, it } from 'bun:test'
-import { createTenant, freshDatabaseUrl, waitFor, hasPostgres, listeningServer, quietLogger, testConfig, testDatabase } from '../helpers'
+import { createTenant, freshDatabaseUrl, waitFor, hasPostgres, listeningServer, quietLogger, testConfig, testDatabase } from '../support/helpers'
 import { openDatabase, type Sql } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
 import { MIGRATIONS } from '../../src/db/migrations'

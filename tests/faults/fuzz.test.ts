@@ -10,7 +10,7 @@ import { insertProcess } from '../../src/processes/queries/create'
 import { transitionProcess, userTransition, workerTransition } from '../../src/processes/queries/transitions'
 import { STATUSES } from '../../src/processes/states'
 import { OPS } from '../../src/workers/model'
-import { createTenant, inProcessApp, listeningServer, workerToken } from '../helpers'
+import { createTenant, inProcessApp, listeningServer, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { reportAfterAll, scenario } from './report'
 

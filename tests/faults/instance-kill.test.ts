@@ -2,7 +2,7 @@
 // reconnects to the other instance with the same worker_id, keeps its lease and completes; the streams that
 // were on the dead instance reconnect to the other one (Last-Event-ID) and, like the rest, end with `done`.
 import { describe, expect } from 'bun:test'
-import { hasPostgres, hasRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
+import { hasPostgres, hasRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { openStream, versionsIncrease } from '../support/sse-client'
 import { Traffic } from './clients'

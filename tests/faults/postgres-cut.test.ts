@@ -4,7 +4,7 @@
 // live state fenced in memory with no database read, is still acked and written once Postgres is back; nothing
 // acked is lost, nothing refused is applied later, and everything recovers by itself.
 import { afterAll, describe, expect } from 'bun:test'
-import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
+import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { type CutMode, TcpProxy } from './proxy'
 import { reportAfterAll, scenario, skipped } from './report'

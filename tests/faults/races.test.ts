@@ -4,7 +4,7 @@
 import { describe, expect } from 'bun:test'
 import { LIVE_VERSION_JUMP } from '../../src/processes/live'
 import { TRANSITIONS, type Status } from '../../src/processes/states'
-import { createTenant, listeningServer, testDatabase, workerToken } from '../helpers'
+import { createTenant, listeningServer, testDatabase, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { Traffic } from './clients'
 import { reportAfterAll, scenario } from './report'

@@ -2,7 +2,7 @@
 // while a worker on instance A reports progress to streams on A and on B. Local delivery on A goes on,
 // /ready says degraded on both, B's streams get the final state once Redis is back, and nothing answers 5xx.
 import { afterAll, describe, expect } from 'bun:test'
-import { hasPostgres, hasRedis, ownRedis, seededDatabase, spawnServer, waitFor } from '../helpers'
+import { hasPostgres, hasRedis, ownRedis, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { openStream, versionsIncrease } from '../support/sse-client'
 import { Traffic } from './clients'

@@ -2,7 +2,7 @@
 // sweep, running on two instances at once, fails the process exactly once; after a retry, a late frame of the
 // old attempt is refused with `not_owner`, whatever it says, and the new run completes.
 import { describe, expect } from 'bun:test'
-import { createTenant, hasRedis, listeningServer, redisPrefix, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, hasRedis, listeningServer, redisPrefix, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { Traffic } from './clients'
 import { reportAfterAll, scenario } from './report'

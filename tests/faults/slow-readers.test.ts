@@ -4,7 +4,7 @@
 import { describe, expect } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import { readFileSync } from 'node:fs'
-import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../helpers'
+import { hasPostgres, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { openStream, versionsIncrease } from '../support/sse-client'
 import { Traffic } from './clients'

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'bun:test'
 import { cpSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BUN, ROOT, freshDatabaseUrl, hasPostgres, spawnServer } from '../helpers'
+import { BUN, ROOT, freshDatabaseUrl, hasPostgres, spawnServer } from '../support/helpers'
 
 const dir = mkdtempSync(join(tmpdir(), 'ps-binary-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'bun:test'
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/config'
-import { ROOT, collectOutput, freePort, freshDatabaseUrl, hasPostgres, waitFor, within } from '../helpers'
+import { ROOT, collectOutput, freePort, freshDatabaseUrl, hasPostgres, waitFor, within } from '../support/helpers'
 import {
   DOCKER_STOP_TIMEOUT_MS,
   REPO_BUN,

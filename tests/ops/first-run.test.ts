@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { listenHost, loadConfig, urlHost } from '../../src/config'
 import { PortInUseError, startServer } from '../../src/server'
-import { BUN, freePort, freshDatabaseUrl, hasPostgres, quietLogger, type Run, runToEnd, spawnServer, testConfig, waitFor } from '../helpers'
+import { BUN, freePort, freshDatabaseUrl, hasPostgres, quietLogger, type Run, runToEnd, spawnServer, testConfig, waitFor } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 const tmp = mkdtempSync(join(tmpdir(), 'ps-first-run-'))

@@ -2,7 +2,7 @@
 // failures per type) and GET /processes/stats (the dashboard's counts and time buckets), against a real
 // server with a real worker.
 import { describe, expect, it } from 'bun:test'
-import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()

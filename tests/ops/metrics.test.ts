@@ -1,5 +1,5 @@
 import { expect, it } from 'bun:test'
-import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 it('exposes Prometheus metrics: requests by route and status, streams, workers, events, coalescing, lag', async () => {

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { inProcessApp, listeningServer, testDatabase } from '../helpers'
+import { inProcessApp, listeningServer, testDatabase } from '../support/helpers'
 
 const CHROMIUM = '/usr/bin/chromium'
 const PUBLIC_PATHS = ['/health', '/ready', '/metrics']

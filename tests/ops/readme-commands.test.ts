@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'bun:test'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { collectOutput, createTenant, listeningServer, ownEnv, ROOT, testDatabase, waitFor, workerToken } from '../helpers'
+import { collectOutput, createTenant, listeningServer, ownEnv, ROOT, testDatabase, waitFor, workerToken } from '../support/helpers'
 
 /** Node and npm, and nothing else: where a user's shell finds them. No global bun there. */
 const NODE_ONLY_PATH = [...new Set([Bun.which('node'), Bun.which('npm')].map((bin) => bin!.slice(0, bin!.lastIndexOf('/'))))].join(':')

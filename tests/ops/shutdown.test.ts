@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openDatabase } from '../../src/db/client'
 import { migrate } from '../../src/db/migrate'
-import { createTenant, freshDatabaseUrl, hasPostgres, redisPrefix, spawnServer, waitFor, workerToken } from '../helpers'
+import { createTenant, freshDatabaseUrl, hasPostgres, redisPrefix, spawnServer, waitFor, workerToken } from '../support/helpers'
 import { openEventSource, readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

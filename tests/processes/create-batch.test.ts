@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'bun:test'
 import { createHandler } from '../../src/app'
 import { buildServices } from '../../src/server'
-import { createTenant, hasPostgres, inProcessApp, quietLogger, requester, testConfig } from '../helpers'
+import { createTenant, hasPostgres, inProcessApp, quietLogger, requester, testConfig } from '../support/helpers'
 
 const { s, request, db } = await inProcessApp({ RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0' })
 const sql = db.sql

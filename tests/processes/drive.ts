@@ -7,7 +7,7 @@ import type { Process } from '../../src/processes/model'
 import { claimNext } from '../../src/processes/queries/claims'
 import { transitionProcess, workerTransition } from '../../src/processes/queries/transitions'
 import type { Status } from '../../src/processes/states'
-import type { Requester } from '../helpers'
+import type { Requester } from '../support/helpers'
 
 let counter = 0
 export const uniqueType = (prefix = 'job') => `${prefix}_${Date.now().toString(36)}_${counter++}`

@@ -7,7 +7,7 @@ import { connect } from 'node:net'
 import { createHandler } from '../../src/app'
 import { Logger } from '../../src/ops/log'
 import { buildServices } from '../../src/server'
-import { createTenant, inProcessApp, listeningServer, requester, testConfig, waitFor, workerToken, type Tenant } from '../helpers'
+import { createTenant, inProcessApp, listeningServer, requester, testConfig, waitFor, workerToken, type Tenant } from '../support/helpers'
 import { createPending, processIn } from './drive'
 
 const ORIGIN = 'http://app.example'

@@ -8,7 +8,7 @@ import { completeStatement } from '../../src/processes/queries/completions'
 import { insertProcess } from '../../src/processes/queries/create'
 import { liveStatement } from '../../src/processes/queries/reports'
 import { QueuePolicy } from '../../src/workers/queue'
-import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

@@ -4,7 +4,7 @@ import { addMember, createWorkspace } from '../../src/auth/queries'
 import { claimNext } from '../../src/processes/queries/claims'
 import { getProcesses } from '../../src/processes/queries/reads'
 import { appendLog } from '../../src/processes/queries/reports'
-import { createTenant, inProcessApp, type Tenant } from '../helpers'
+import { createTenant, inProcessApp, type Tenant } from '../support/helpers'
 import { createPending, processIn, uniqueType, WORKER_ID } from './drive'
 
 // METADATA_MAX_BYTES off: the body-limit cases send 1 MiB of metadata (the cap has its own tests, tests/security/bounds.test.ts).

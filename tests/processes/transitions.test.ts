@@ -8,7 +8,7 @@ import { sweepExpired } from '../../src/processes/queries/failures'
 import { listActive } from '../../src/processes/queries/reads'
 import { EDGES, transitionProcess, workerTransition } from '../../src/processes/queries/transitions'
 import { edge, FINAL, NOT_FINAL, STATUSES, TRANSITIONS, type Status } from '../../src/processes/states'
-import { createTenant, inProcessApp, listeningServer, waitFor, workerToken, type Tenant } from '../helpers'
+import { createTenant, inProcessApp, listeningServer, waitFor, workerToken, type Tenant } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { eventsOf, processIn, WORKER_ID } from './drive'
 

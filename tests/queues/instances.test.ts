@@ -4,7 +4,7 @@
 // 30 would, each tick once and none missing.
 import { afterAll, describe, expect, it } from 'bun:test'
 import type { Running } from '../../src/server'
-import { hasPostgres, hasRedis, listeningServer, redisPrefix, seededDatabase, sleep, waitFor } from '../helpers'
+import { hasPostgres, hasRedis, listeningServer, redisPrefix, seededDatabase, sleep, waitFor } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 const enabled = hasPostgres && hasRedis

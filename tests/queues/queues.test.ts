@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'bun:test'
 import { createApiToken, createUser } from '../../src/auth/queries'
 import { runCommand } from '../../src/cli'
 import { claimNext } from '../../src/processes/queries/claims'
-import { createTenant, inProcessApp, sleep, waitFor } from '../helpers'
+import { createTenant, inProcessApp, sleep, waitFor } from '../support/helpers'
 
 const RATE = { max: 3, per_ms: 400 }
 // Registered before the database's hooks, so audit and pool close (afterAll hooks run in order) before the

@@ -1,6 +1,6 @@
 // Two real server processes sharing one Postgres and one Redis, real clients on each.
 import { describe, expect, it } from 'bun:test'
-import { hasPostgres, hasRedis, ownRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
+import { hasPostgres, hasRedis, ownRedis, redisPrefix, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 import { openEventSource } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

@@ -6,7 +6,7 @@ import { RedisBridge } from '../../src/hub/redis'
 import { Metrics } from '../../src/ops/metrics'
 import { createProcessHub } from '../../src/processes/hub-rules'
 import type { Process } from '../../src/processes/model'
-import { BUN, hasRedis, quietLogger, redisPrefix, waitFor } from '../helpers'
+import { BUN, hasRedis, quietLogger, redisPrefix, waitFor } from '../support/helpers'
 
 const state = (id: number, version: number, status: Process['status'] = 'running'): Process => ({
   id,

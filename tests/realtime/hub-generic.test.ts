@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'bun:test'
 import { Hub, type HubRules } from '../../src/hub/hub'
 import { RedisBridge } from '../../src/hub/redis'
 import { Metrics } from '../../src/ops/metrics'
-import { hasRedis, quietLogger, redisPrefix, waitFor } from '../helpers'
+import { hasRedis, quietLogger, redisPrefix, waitFor } from '../support/helpers'
 
 interface Note {
   id: number

@@ -4,7 +4,7 @@
 // removed with their process.
 import { describe, expect, it } from 'bun:test'
 import { parseEventCursor } from '../../src/processes/process-stream'
-import { createTenant, hasRedis, listeningServer, redisPrefix, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, hasRedis, listeningServer, redisPrefix, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

@@ -3,7 +3,7 @@
 // size-capped; tags on create, shown in JSON, filtered in the list, stats and the workspace stream.
 import { describe, expect, it } from 'bun:test'
 import { inJsonbOrder, mergePatch } from '../../src/processes/merge-patch'
-import { createTenant, hasRedis, listeningServer, redisPrefix, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, hasRedis, listeningServer, redisPrefix, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

@@ -3,7 +3,7 @@
 // versions of changes by anyone but the lease holder jump past the holder's live versions.
 import { describe, expect, it } from 'bun:test'
 import { LIVE_VERSION_JUMP } from '../../src/processes/live'
-import { createTenant, hasRedis, listeningServer, redisPrefix, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, hasRedis, listeningServer, redisPrefix, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

@@ -2,7 +2,7 @@
 // than that must still last its whole window. Keepalives are set to 20 s here, so the stream is silent for
 // 20 s and must then carry on to its 25-second end.
 import { expect, it } from 'bun:test'
-import { createTenant, listeningServer, testDatabase } from '../helpers'
+import { createTenant, listeningServer, testDatabase } from '../support/helpers'
 import { readFrames } from '../support/sse-client'
 
 it('keeps a stream with no updates open for the full 25-second window, then ends it cleanly', async () => {

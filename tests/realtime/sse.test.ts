@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
 import { connect } from 'node:net'
-import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { streamStats } from '../../src/processes/sse-session'
 import { openEventSource, readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'

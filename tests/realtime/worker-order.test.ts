@@ -1,7 +1,7 @@
 // Frames on one worker socket about one process take effect in the order they were sent (README: Worker protocol), even when the
 // worker does not wait for each ack — while progress frames still coalesce and other processes never wait.
 import { describe, expect, it } from 'bun:test'
-import { createTenant, listeningServer, restAs, testDatabase, workerToken } from '../helpers'
+import { createTenant, listeningServer, restAs, testDatabase, workerToken } from '../support/helpers'
 import { type Frame, TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()

@@ -4,7 +4,7 @@
 // the second.
 import { describe, expect, it } from 'bun:test'
 import { createWorkerToken } from '../../src/auth/queries'
-import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'bun:test'
-import { BUN, createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { BUN, createTenant, hasPostgres, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { type Frame, TestWorker } from '../support/worker-client'
 
 const { db } = await testDatabase()

@@ -7,7 +7,7 @@ import { connect, type Socket } from 'node:net'
 import type { Sql } from '../../src/db/client'
 import { getProcesses } from '../../src/processes/queries/reads'
 import { streamStats } from '../../src/processes/sse-session'
-import { createTenant, listeningServer, testDatabase, waitFor, type Tenant } from '../helpers'
+import { createTenant, listeningServer, testDatabase, waitFor, type Tenant } from '../support/helpers'
 import { openEventSource } from '../support/sse-client'
 
 const { db } = await testDatabase()

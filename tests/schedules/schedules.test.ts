@@ -6,7 +6,7 @@ import { createApiToken, createUser } from '../../src/auth/queries'
 import { ScheduleLoop } from '../../src/schedules/loop'
 import { planTicks } from '../../src/schedules/ticks'
 import { runCommand } from '../../src/cli'
-import { createTenant, inProcessApp } from '../helpers'
+import { createTenant, inProcessApp } from '../support/helpers'
 
 const { s, request } = await inProcessApp({ SCHEDULE_MIN_INTERVAL_MS: '2000', SCHEDULE_GRACE_MS: '10000' })
 const { sql } = s

@@ -6,7 +6,7 @@
 // first that imports `websockets` wins. None: the tests are skipped with a warning on a developer's machine,
 // and fail in CI (`CI` set, or PYTHON_SDK_REQUIRED=1, which `.ci/run` exports), so CI never skips silently.
 import { expect } from 'bun:test'
-import { collectOutput, ROOT, waitFor } from '../helpers'
+import { collectOutput, ROOT, waitFor } from '../support/helpers'
 
 /** PYTHON, when set, is the only one tried: a test run can pin (or, to check the CI rule, break) the choice. */
 const CANDIDATES = process.env.PYTHON ? [process.env.PYTHON] : ['/usr/bin/python3', 'python3']

@@ -1,7 +1,7 @@
 // The Python worker across a server restart (SIGTERM closes worker sockets with 1012): it reconnects with
 // the same worker id, keeps its lease, and re-sends the `complete` it made while the server was down.
 import { afterAll, describe, expect, it } from 'bun:test'
-import { restAs, seededDatabase, spawnServer, waitFor } from '../helpers'
+import { restAs, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 import { endsCleanly, PYTHON, runScenario } from './python'
 
 describe.skipIf(!PYTHON)('the Python worker across a server restart', async () => {

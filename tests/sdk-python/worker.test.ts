@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createWorkerToken, revokeToken } from '../../src/auth/queries'
 import { OPS } from '../../src/workers/model'
-import { collectOutput, createTenant, listeningServer, ROOT, restAs, testDatabase, waitFor, workerToken } from '../helpers'
+import { collectOutput, createTenant, listeningServer, ROOT, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { openStream } from '../support/sse-client'
 import { endsCleanly, MISSING_PYTHON, PYTHON, PYTHON_REQUIRED, runScenario } from './python'
 

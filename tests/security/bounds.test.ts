@@ -10,7 +10,7 @@ import { openDatabase } from '../../src/db/client'
 import { claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
 import { buildServices } from '../../src/server'
 import { createHandler } from '../../src/app'
-import { createTenant, hasPostgres, inProcessApp, quietLogger, requester, testConfig } from '../helpers'
+import { createTenant, hasPostgres, inProcessApp, quietLogger, requester, testConfig } from '../support/helpers'
 
 const app = await inProcessApp({ RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0' })
 const { s, handle, request, db } = app

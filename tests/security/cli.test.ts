@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Authenticator } from '../../src/auth/authenticator'
 import { createSession } from '../../src/auth/queries'
 import { openDatabase } from '../../src/db/client'
-import { BUN, ROOT } from '../helpers'
+import { BUN, ROOT } from '../support/helpers'
 
 const dir = mkdtempSync(join(tmpdir(), 'ps-sec-cli-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

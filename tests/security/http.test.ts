@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'bun:test'
 import { EventSource } from 'eventsource'
 import { addMember, createApiToken, createUser, revokeToken } from '../../src/auth/queries'
-import { createTenant, inProcessApp, listeningServer, testDatabase, waitFor, within } from '../helpers'
+import { createTenant, inProcessApp, listeningServer, testDatabase, waitFor, within } from '../support/helpers'
 
 const AUTH_CACHE_MS = 1000
 const METRICS_TOKEN = 'metrics-secret-123'

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'bun:test'
 import { createUser, createApiToken } from '../../src/auth/queries'
 import { Logger } from '../../src/ops/log'
 import { startServer } from '../../src/server'
-import { createTenant, hasRedis, listeningServer, redisPrefix, testConfig, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, hasRedis, listeningServer, redisPrefix, testConfig, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { readFrames } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'bun:test'
 import { connect, type Socket } from 'node:net'
 import { createWorkerToken, revokeToken } from '../../src/auth/queries'
-import { createTenant, listeningServer, restAs, testDatabase, waitFor, within, workerToken } from '../helpers'
+import { createTenant, listeningServer, restAs, testDatabase, waitFor, within, workerToken } from '../support/helpers'
 import { connectWorker } from '@processes/client/worker'
 import { TestWorker } from '../support/worker-client'
 

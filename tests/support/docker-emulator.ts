@@ -14,7 +14,7 @@ import { afterAll } from 'bun:test'
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix } from 'node:path'
-import { ROOT } from '../helpers'
+import { ROOT } from './helpers'
 
 export const REPO_BUN = join(ROOT, 'node_modules', '.bin', 'bun')
 /** Docker's PATH when an image sets none (debian:bookworm-slim sets none). */

@@ -4,7 +4,7 @@
 // completed, and every parent's counts equal a recount of its children.
 import { describe, expect, it } from 'bun:test'
 import { driftedParents } from '../../src/processes/queries/trees'
-import { BUN, hasPostgres, hasRedis, ROOT, redisPrefix, seededDatabase, spawnServer, waitFor } from '../helpers'
+import { BUN, hasPostgres, hasRedis, ROOT, redisPrefix, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 
 const enabled = hasPostgres && hasRedis
 const CHILDREN = 500

@@ -8,7 +8,7 @@ import { completeProcesses } from '../../src/processes/queries/completions'
 import { failProcesses } from '../../src/processes/queries/failures'
 import { driftedParents } from '../../src/processes/queries/trees'
 import { buildServices, startServer } from '../../src/server'
-import { createTenant, hasPostgres, quietLogger, requester, testConfig, testDatabase, workerToken } from '../helpers'
+import { createTenant, hasPostgres, quietLogger, requester, testConfig, testDatabase, workerToken } from '../support/helpers'
 import { uniqueType } from '../processes/drive'
 import { TestWorker } from '../support/worker-client'
 

@@ -6,7 +6,7 @@ import WebSocket from 'ws'
 import { monitorProcess } from '@processes/client'
 import { connectWorker, type WebSocketConstructor } from '@processes/client/worker'
 import { createWorkerToken } from '../../src/auth/queries'
-import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { openStream } from '../support/sse-client'
 import { TestWorker } from '../support/worker-client'
 

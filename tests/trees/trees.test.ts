@@ -6,7 +6,7 @@ import { completeProcesses } from '../../src/processes/queries/completions'
 import { failProcesses, sweepExpired } from '../../src/processes/queries/failures'
 import { writeLive } from '../../src/processes/queries/reports'
 import { aggregateProgress, driftedParents } from '../../src/processes/queries/trees'
-import { createTenant, inProcessApp } from '../helpers'
+import { createTenant, inProcessApp } from '../support/helpers'
 import { uniqueType } from '../processes/drive'
 
 const { request, db } = await inProcessApp({ RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0' })

@@ -10,7 +10,7 @@ import { EDGES, transitionProcess } from '../../src/processes/queries/transition
 import { checkWebhookUrl } from '../../src/webhooks/routes'
 import { sendDelivery } from '../../src/webhooks/sender'
 import { isBlockedAddress } from '../../src/webhooks/ssrf'
-import { createTenant, listeningServer, sleep, testDatabase, waitFor, workerToken } from '../helpers'
+import { createTenant, listeningServer, sleep, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 
 interface Received {

@@ -2,18 +2,18 @@
 // an in-memory PGlite otherwise), a Redis prefix per file, tenants with tokens, servers in-process or as
 // real child processes on free ports.
 import { afterAll, expect } from 'bun:test'
-import { freePort } from './support/net'
-import { sleep, waitFor, within } from './support/wait'
-import { createHandler, type Handler } from '../src/app'
-import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../src/auth/queries'
-import { loadConfig, type Config } from '../src/config'
-import { openDatabase, type Database, type Sql } from '../src/db/client'
-import { migrate } from '../src/db/migrate'
-import { Logger } from '../src/ops/log'
-import { buildServices, startServer, type Running } from '../src/server'
-import type { Services } from '../src/wiring'
+import { freePort } from './net'
+import { sleep, waitFor, within } from './wait'
+import { createHandler, type Handler } from '../../src/app'
+import { createApiToken, createUser, createWorkerToken, createWorkspace } from '../../src/auth/queries'
+import { loadConfig, type Config } from '../../src/config'
+import { openDatabase, type Database, type Sql } from '../../src/db/client'
+import { migrate } from '../../src/db/migrate'
+import { Logger } from '../../src/ops/log'
+import { buildServices, startServer, type Running } from '../../src/server'
+import type { Services } from '../../src/wiring'
 
-export const ROOT = new URL('..', import.meta.url).pathname
+export const ROOT = new URL('../..', import.meta.url).pathname
 export const BUN = process.execPath
 export const hasPostgres = Boolean(process.env.DATABASE_URL)
 export const hasRedis = Boolean(process.env.REDIS_URL)
