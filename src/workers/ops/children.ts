@@ -16,7 +16,7 @@ export const children: Handler<'children'> = async (g, ws, workerId, frame) => {
   const limit = frame.limit ?? 100
   const page = await listChildren(g.s.sql, { parentId: frame.process_id, statuses: frame.status?.split(','), after: frame.after, limit })
   return {
-    op: 'children',
+    op: 'ack',
     children: page.rows.map(({ id, type, status, progress, message, error, attempts, metadata, result_summary, finished_at }) => ({
       id,
       type,
