@@ -14,6 +14,10 @@ const server = await listeningServer(
   { AUTH_CACHE_MS: String(AUTH_CACHE_MS), MAX_WAITING_CLAIMS_PER_SOCKET: '5', MAX_WORKER_BUFFERED_BYTES: String(64 * 1024), MAX_SOCKETS_PER_WORKER_TOKEN: '3' },
   db,
 )
+// Servers of their own for two settings, made at the top like the others: made inside a test (its afterAll
+// registered mid-run), one found the file's database connection already ended in a full run.
+const capped = await listeningServer({ MAX_LOG_EVENTS_PER_PROCESS: '3' }, db)
+const strict = await listeningServer({ WORKER_TOKEN_IN_QUERY: 'off' }, db)
 const base = server.url
 const tenant = await createTenant(db.sql)
 const { create, get } = restAs(base, tenant.token)
@@ -266,7 +270,6 @@ describe('start honours run_at', () => {
 
 describe('log lines per process are capped', () => {
   it('refuses a log frame past MAX_LOG_EVENTS_PER_PROCESS with invalid_message, and the process goes on', async () => {
-    const capped = await listeningServer({ MAX_LOG_EVENTS_PER_PROCESS: '3' }, db)
     const type = freshType()
     const p = await restAs(capped.url, tenant.token).create(type)
     const worker = await TestWorker.connect(capped.url, await workerToken(db.sql))
@@ -286,7 +289,6 @@ describe('log lines per process are capped', () => {
 
 describe('the worker token stays out of URLs', () => {
   it('refuses ?token= with WORKER_TOKEN_IN_QUERY=off, and the SDK on Bun sends a header instead', async () => {
-    const strict = await listeningServer({ WORKER_TOKEN_IN_QUERY: 'off' }, db)
     const wtoken = await workerToken(db.sql)
     const inUrl = await fetch(`${strict.url}/workers/ws?token=${wtoken}`, { headers: { upgrade: 'websocket', connection: 'Upgrade' } })
     expect(inUrl.status).toBe(401)
