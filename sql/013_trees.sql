@@ -239,35 +239,5 @@ create trigger processes_tree_insert
   for each statement
   execute function processes_tree_insert();
 
--- The API's JSON gains the tree: parent_id, root_id (its own id on a root) and children (null on a process that
--- never had any), after the queue's fields, as src/processes/queries/rows.ts treeFields writes them.
-create or replace view process_json as
-select id, workspace_id, version,
-       '{"id":' || id ||
-       ',"workspace_id":' || workspace_id ||
-       ',"type":' || to_json(type)::text ||
-       ',"status":' || to_json(status)::text ||
-       ',"progress":' || progress ||
-       ',"message":' || coalesce(to_json(message)::text, 'null') ||
-       ',"error":' || coalesce(to_json(error)::text, 'null') ||
-       ',"attempts":' || attempts ||
-       ',"version":' || version ||
-       ',"worker_id":' || coalesce(to_json(worker_id)::text, 'null') ||
-       ',"created_by":' || coalesce(created_by::text, 'null') ||
-       ',"created_at":' || ('"' || to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
-       ',"updated_at":' || ('"' || to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
-       ',"started_at":' || coalesce(('"' || to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"'), 'null') ||
-       ',"finished_at":' || coalesce(('"' || to_char(finished_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"'), 'null') ||
-       ',"priority":' || priority ||
-       ',"run_at":' || ('"' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
-       ',"max_attempts":' || max_attempts ||
-       ',"parent_id":' || coalesce(parent_id::text, 'null') ||
-       ',"root_id":' || coalesce(root_id, id) ||
-       ',"children":' || case when children_total = 0 then 'null' else
-         '{"total":' || children_total || ',"pending":' || children_pending || ',"running":' || children_running ||
-         ',"waiting_review":' || children_waiting_review || ',"completed":' || children_completed ||
-         ',"failed":' || children_failed || ',"cancelled":' || children_cancelled || '}' end ||
-       ',"metadata":' || compact_json(metadata) ||
-       ',"result_summary":' || compact_json(result_summary) ||
-       '}' as json
-  from processes;
+-- The webhook payload's JSON (process_json) gains the tree's fields in sql/015_bounded_cost.sql, which defines
+-- the view once with every column it shows.

@@ -1,40 +1,10 @@
 -- Live output, live results and tags. Tags: up to 10 short strings per process, set at creation,
 -- filtered with `tags @> …` (the GIN index). A constant default: no table rewrite. The API's JSON gains
--- "tags" after max_attempts, before the tree's fields (sql/013_trees.sql; the one key order of src/processes/queries/rows.ts toProcess).
+-- "tags" after max_attempts, before the tree's fields (the one key order of src/processes/queries/rows.ts toProcess).
 alter table processes add column tags text[] not null default '{}';
 create index processes_tags_idx on processes using gin (tags);
 
-create or replace view process_json as
-select id, workspace_id, version,
-       '{"id":' || id ||
-       ',"workspace_id":' || workspace_id ||
-       ',"type":' || to_json(type)::text ||
-       ',"status":' || to_json(status)::text ||
-       ',"progress":' || progress ||
-       ',"message":' || coalesce(to_json(message)::text, 'null') ||
-       ',"error":' || coalesce(to_json(error)::text, 'null') ||
-       ',"attempts":' || attempts ||
-       ',"version":' || version ||
-       ',"worker_id":' || coalesce(to_json(worker_id)::text, 'null') ||
-       ',"created_by":' || coalesce(created_by::text, 'null') ||
-       ',"created_at":' || ('"' || to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
-       ',"updated_at":' || ('"' || to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
-       ',"started_at":' || coalesce(('"' || to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"'), 'null') ||
-       ',"finished_at":' || coalesce(('"' || to_char(finished_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"'), 'null') ||
-       ',"priority":' || priority ||
-       ',"run_at":' || ('"' || to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"') ||
-       ',"max_attempts":' || max_attempts ||
-       ',"tags":' || to_json(tags)::text ||
-       ',"parent_id":' || coalesce(parent_id::text, 'null') ||
-       ',"root_id":' || coalesce(root_id, id) ||
-       ',"children":' || case when children_total = 0 then 'null' else
-         '{"total":' || children_total || ',"pending":' || children_pending || ',"running":' || children_running ||
-         ',"waiting_review":' || children_waiting_review || ',"completed":' || children_completed ||
-         ',"failed":' || children_failed || ',"cancelled":' || children_cancelled || '}' end ||
-       ',"metadata":' || compact_json(metadata) ||
-       ',"result_summary":' || compact_json(result_summary) ||
-       '}' as json
-  from processes;
+-- process_json (the webhook payload) gains "tags" in sql/015_bounded_cost.sql.
 
 -- A webhook's tag filter matches the process's tags as well as metadata.tags (what it matched before tags).
 create or replace function processes_webhook_status() returns trigger language plpgsql as $$

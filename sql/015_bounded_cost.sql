@@ -2,7 +2,8 @@
 -- (src/processes/reader.ts); what is left of process_json is the webhook payload (sql/012_webhooks.sql), and
 -- there metadata and result_summary are jsonb's own text, written in C, instead of compact_json, a PL/pgSQL
 -- call per JSON value (a 1 MB array of zeros: 8 s per render). jsonb's text has ", " and ": " where
--- JSON.stringify writes "," and ":": the same JSON to any parser.
+-- JSON.stringify writes "," and ":": the same JSON to any parser. It carries the tags
+-- (sql/014) and the tree's fields (sql/013), in the API's key order (src/processes/queries/rows.ts toProcess).
 create or replace view process_json as
 select id, workspace_id, version,
        '{"id":' || id ||
