@@ -35,6 +35,8 @@ export const ProcessSummary = t.Object({
   priority: Int(),
   run_at: Timestamp,
   max_attempts: Int({ minimum: 1, maximum: 100 }),
+  /** Trees (extension): the parent, null on a root. */
+  parent_id: t.Union([Int(), t.Null()]),
 })
 
 /** Tags (extension, set at creation): at most MAX_TAGS, each TAG_PATTERN. */

@@ -12,7 +12,7 @@ export interface CoverScope {
 }
 
 /** A public token's scope as a condition: only the processes it covers (nothing when there is no scope). */
-export function coveredBy(sql: Sql, scope: CoverScope | undefined) {
+function coveredBy(sql: Sql, scope: CoverScope | undefined) {
   if (!scope) return sql``
   return sql`and (id = any(${scope.processIds ?? []}::bigint[]) or tags && ${scope.tags ?? []}::text[])`
 }
@@ -48,6 +48,8 @@ export interface ListFilter {
   tags?: string[]
   /** A public token's: only the processes it covers. */
   scope?: CoverScope
+  /** Only the children of this process. */
+  parentId?: number
   before?: number
   limit: number
 }
@@ -56,9 +58,10 @@ export interface ListFilter {
 export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: ProcessSummary[]; more: boolean }> {
   const rows = await sql<ProcessSummary[]>`
     select id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
-           created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts
+           created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts, parent_id
       from processes
      where workspace_id = ${f.workspaceId}
+       ${f.parentId !== undefined ? sql`and parent_id = ${f.parentId}` : sql``}
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
        ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}

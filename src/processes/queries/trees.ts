@@ -1,9 +1,8 @@
 // Process trees: the parent a create or spawn goes under, the children's page, and the cascades of a
 // cancel and a retry. The children's counts are kept by the database (sql/013_trees.sql), never here.
 import type { Sql } from '../../db/client'
-import type { Process, ProcessSummary } from '../model'
+import type { Process } from '../model'
 import type { Status } from '../states'
-import { type CoverScope, coveredBy } from './reads'
 import { toProcess } from './rows'
 import { nextVersion } from './transitions'
 
@@ -46,27 +45,6 @@ export async function listChildren(sql: Sql, f: ChildFilter): Promise<{ rows: Pr
      limit ${f.limit + 1}`
   const more = rows.length > f.limit
   return { rows: (more ? rows.slice(0, f.limit) : [...rows]).map(toProcess), more }
-}
-
-/** GET /processes?parent_id=: the children newest first, as the list's summaries. */
-export async function listChildSummaries(
-  sql: Sql,
-  f: { workspaceId: number; parentId: number; statuses?: string[]; type?: string; tags?: string[]; scope?: CoverScope; before?: number; limit: number },
-) {
-  const rows = await sql<ProcessSummary[]>`
-    select id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
-           created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts, parent_id
-      from processes
-     where parent_id = ${f.parentId} and workspace_id = ${f.workspaceId}
-       ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
-       ${f.type ? sql`and type = ${f.type}` : sql``}
-       ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}
-       ${coveredBy(sql, f.scope)}
-       ${f.before ? sql`and id < ${f.before}` : sql``}
-     order by id desc
-     limit ${f.limit + 1}`
-  const more = rows.length > f.limit
-  return { rows: more ? rows.slice(0, f.limit) : [...rows], more }
 }
 
 /**

@@ -8,7 +8,7 @@ import { ChildrenQuery, EventsQuery, IdParams, ListQuery, OutputChunk, OutputQue
 import { listOutput } from '../queries/output'
 import { requireCovered } from '../scope'
 import { listEvents, listProcesses } from '../queries/reads'
-import { listChildren, listChildSummaries } from '../queries/trees'
+import { listChildren } from '../queries/trees'
 import { errors, responses } from './docs'
 
 /** `"<version>"`; If-None-Match may list several, weak or strong, or `*`. */
@@ -38,8 +38,7 @@ export function processReads(s: Services) {
           before: query.before,
           limit,
         }
-        const { rows, more } =
-          query.parent_id !== undefined ? await listChildSummaries(s.sql, { ...filter, parentId: query.parent_id }) : await listProcesses(s.sql, filter)
+        const { rows, more } = await listProcesses(s.sql, { ...filter, parentId: query.parent_id })
         if (more) {
           const url = new URL(request.url)
           url.searchParams.set('before', String(rows[rows.length - 1]!.id))
