@@ -12,6 +12,8 @@ export interface StreamLog {
   errors: number
   /** The Last-Event-ID sent on each (re)connect, as the server saw it. */
   lastEventIds: Array<string | null>
+  /** How many messages had arrived when each (re)connect was sent (beside lastEventIds). */
+  messagesBefore: number[]
   source: EventSource
 }
 
@@ -28,12 +30,13 @@ export interface StreamOptions {
  */
 export function openStream(url: string | (() => string), token: string, o: StreamOptions = {}): StreamLog {
   const target = typeof url === 'string' ? () => url : url
-  const log = { messages: [], done: [], versions: [], opens: 0, errors: 0, lastEventIds: [] } as unknown as StreamLog
+  const log = { messages: [], done: [], versions: [], opens: 0, errors: 0, lastEventIds: [], messagesBefore: [] } as unknown as StreamLog
   const source = new EventSource(target(), {
     fetch: async (_input, init) => {
       const headers: Record<string, string> = { ...(init?.headers as Record<string, string>), authorization: `Bearer ${token}` }
       if (o.lastEventId && log.opens === 0) headers['last-event-id'] = o.lastEventId
       log.lastEventIds.push(headers['Last-Event-ID'] ?? headers['last-event-id'] ?? null)
+      log.messagesBefore.push(log.messages.length)
       const to = target()
       const response = await fetch(to, { ...init, headers })
       o.onResponse?.(to, response.status)
