@@ -37,7 +37,7 @@ const longAgo = () => new Date(Date.now() - 10 * 86_400_000)
 
 /**
  * 200 fresh rows (~7 pages), then 3 rounds of one progress write per row, each its own statement, as a worker's
- * awaited progress makes them: what writeProgress sets (src/processes/queries.ts), no indexed column, so HOT when
+ * awaited progress makes them: what the write-behind sets (src/processes/queries/reports.ts), no indexed column, so HOT when
  * the page has room. Measured: 95–100 % HOT at fillfactor 70; 54–79 % at the default 100 (the rest new versions
  * on other pages, each with an entry in every one of the table's ten indexes).
  *
