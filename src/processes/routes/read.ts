@@ -1,8 +1,10 @@
 // Reading processes: the list, one process (ETag / If-None-Match), its event log. A running process shows its
 // newest live state this instance knows (src/processes/reader.ts), in the list too.
 import { Elysia, t } from 'elysia'
+import type { Principal } from '../../auth/authenticator'
 import { activeWorkspace, authPlugin } from '../../auth/plugin'
 import { JSON_CONTENT_TYPE, notFound } from '../../errors'
+import type { RequestState } from '../../request-state'
 import type { Services } from '../../wiring'
 import { ChildrenQuery, EventsQuery, IdParams, ListQuery, OutputChunk, OutputQuery, Process, ProcessEvent, ProcessSummary, tagsOf } from '../model'
 import { listOutput } from '../queries/output'
@@ -21,7 +23,20 @@ function matchesEtag(header: string, version: number): boolean {
   })
 }
 
+/** `Link: <this URL with param=value>; rel="next"`: the next page of a cursor-paged list. */
+function linkNext(request: Request, set: { headers: Record<string, unknown> }, param: string, value: number) {
+  const url = new URL(request.url)
+  url.searchParams.set(param, String(value))
+  set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
+}
+
 export function processReads(s: Services) {
+  /** A process the caller may see (else 404), its workspace named for the audit row. */
+  const visible = async (id: number, principal: Principal, state: RequestState) => {
+    const found = await s.reader.version(id, principal.workspaceIds)
+    if (found === null) throw notFound('Process not found')
+    state.workspaceId = found.workspace_id
+  }
   return new Elysia({ prefix: '/processes' })
     .use(authPlugin(s))
     .get(
@@ -39,11 +54,7 @@ export function processReads(s: Services) {
           limit,
         }
         const { rows, more } = await listProcesses(s.sql, { ...filter, parentId: query.parent_id })
-        if (more) {
-          const url = new URL(request.url)
-          url.searchParams.set('before', String(rows[rows.length - 1]!.id))
-          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
-        }
+        if (more) linkNext(request, set, 'before', rows[rows.length - 1]!.id)
         // A running process's newest live state, where this instance knows one (src/processes/reader.ts).
         return rows.map((row) => {
           const live = s.reader.liveState(row.id)
@@ -95,16 +106,10 @@ export function processReads(s: Services) {
     .get(
       '/:id/children',
       async ({ params: { id }, query, principal, state, request, set }) => {
-        const visible = await s.reader.version(id, principal.workspaceIds)
-        if (visible === null) throw notFound('Process not found')
-        state.workspaceId = visible.workspace_id
+        await visible(id, principal, state)
         const limit = query.limit ?? 100
         const { rows, more } = await listChildren(s.sql, { parentId: id, statuses: query.status?.split(','), after: query.after, limit })
-        if (more) {
-          const url = new URL(request.url)
-          url.searchParams.set('after', String(rows[rows.length - 1]!.id))
-          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
-        }
+        if (more) linkNext(request, set, 'after', rows[rows.length - 1]!.id)
         return rows
       },
       {
@@ -121,9 +126,7 @@ export function processReads(s: Services) {
       '/:id/events',
       async ({ params: { id }, query, principal, state }) => {
         await requireCovered(s.reader, principal, id)
-        const visible = await s.reader.version(id, principal.workspaceIds)
-        if (visible === null) throw notFound('Process not found')
-        state.workspaceId = visible.workspace_id
+        await visible(id, principal, state)
         return listEvents(s.sql, id, query.after ?? 0, query.limit ?? 1000)
       },
       {
@@ -136,16 +139,10 @@ export function processReads(s: Services) {
       '/:id/output',
       async ({ params: { id }, query, principal, state, request, set }) => {
         await requireCovered(s.reader, principal, id)
-        const visible = await s.reader.version(id, principal.workspaceIds)
-        if (visible === null) throw notFound('Process not found')
-        state.workspaceId = visible.workspace_id
+        await visible(id, principal, state)
         const limit = query.limit ?? 1000
         const chunks = await listOutput(s.sql, id, query.after ?? 0, limit)
-        if (chunks.length === limit) {
-          const url = new URL(request.url)
-          url.searchParams.set('after', String(chunks[chunks.length - 1]!.seq))
-          set.headers.link = `<${url.pathname}${url.search}>; rel="next"`
-        }
+        if (chunks.length === limit) linkNext(request, set, 'after', chunks[chunks.length - 1]!.seq)
         return chunks
       },
       {
