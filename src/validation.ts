@@ -8,6 +8,14 @@ import { ValueErrorType } from '@sinclair/typebox/errors'
 export const MEANING = 'x-meaning'
 export const meaning = (text: string) => ({ [MEANING]: text })
 
+/** A process type (and a queue's name): what every route and the CLI accept. */
+export const TypePattern = '^[a-z][a-z0-9_.-]{0,63}$'
+/** TypePattern in words: what a 422 or the CLI says instead of the regex. */
+export const TYPE_MEANING = 'lowercase letters, digits, _ . -, starting with a letter, ≤ 64 chars'
+
+/** `parse` of a route without a body (retry, cancel, pause): whatever is sent is ignored, not read, let alone parsed. */
+export const noBody = () => null
+
 interface ReportedError {
   type?: number
   path?: string

@@ -6,7 +6,7 @@ import { Authenticator, type Principal } from './authenticator'
 import { rateLimited } from './limits'
 import { forbidden, HttpError } from '../errors'
 import { PublicTokens } from './public-tokens'
-import { requestState, type RequestState } from '../request-state'
+import { requestState, type RequestState } from './request-state'
 import type { Services } from '../wiring'
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])

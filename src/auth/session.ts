@@ -7,7 +7,7 @@ import { rateLimited } from './limits'
 import { authenticateFrom, checkSameOrigin, trustedOrigins } from './plugin'
 import { createSession, findUser, revokeSession } from './queries'
 import { badRequest, ErrorSchema, HttpError, unauthenticated } from '../errors'
-import { requestState } from '../request-state'
+import { requestState } from './request-state'
 import { PUBLIC, documented } from '../ops/docs'
 import type { Services } from '../wiring'
 

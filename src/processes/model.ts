@@ -3,7 +3,7 @@ import { Kind, Type, TypeRegistry, type TSchema } from '@sinclair/typebox'
 import { DefaultErrorFunction, SetErrorFunction } from '@sinclair/typebox/errors'
 import { t } from 'elysia'
 import { HttpError } from '../errors'
-import { meaning } from '../validation'
+import { meaning, TYPE_MEANING, TypePattern } from '../validation'
 import { STATUSES } from './states'
 
 // Integers are TypeBox's own `Type.Integer`: Elysia's `t.Integer` also accepts a string of digits (`"1"` in a
@@ -139,9 +139,7 @@ export const StatusFilter = t.String({
   pattern: `^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$`,
   ...meaning(`one of ${STATUSES.join(', ')} (or several, comma-separated)`),
 })
-export const TypePattern = '^[a-z][a-z0-9_.-]{0,63}$'
-/** TypePattern in words: what a 422 or the CLI says instead of the regex. */
-export const TYPE_MEANING = 'lowercase letters, digits, _ . -, starting with a letter, ≤ 64 chars'
+export { TYPE_MEANING, TypePattern } from '../validation'
 export const TypeString = () => t.String({ pattern: TypePattern, ...meaning(TYPE_MEANING) })
 /** A positive id as a query string (`workspace_id` where the route reads it as text). */
 export const IdString = () => t.String({ pattern: '^[1-9][0-9]{0,15}$', ...meaning('a positive integer id') })

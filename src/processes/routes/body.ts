@@ -30,5 +30,4 @@ export async function jsonBody({ request }: { request: Request }): Promise<unkno
  */
 export const JSON_BODY: [typeof jsonBody, 'json'] = [jsonBody, 'json']
 
-/** Routes without a body (retry, cancel) ignore whatever is sent: it is not read, let alone parsed. */
-export const noBody = () => null
+export { noBody } from '../../validation'

@@ -3,7 +3,7 @@
 import { Elysia, t } from 'elysia'
 import { auditRowFor, activeWorkspace, authPlugin, requireWriter } from '../../auth/plugin'
 import { invalidRequest } from '../../errors'
-import type { RequestState } from '../../request-state'
+import type { RequestState } from '../../auth/request-state'
 import type { Services } from '../../wiring'
 import {
   BatchBody,

@@ -2,7 +2,7 @@
 // its id, when it started, which route matched, and who made it (for the log, metrics and audit).
 // It rides on the Request itself (a symbol-keyed property): a WeakMap keyed by every Request cost more than
 // the rest of a GET /health together under `wrk -c50` (weak-map upkeep in the collector).
-import type { Principal } from './auth/authenticator'
+import type { Principal } from './authenticator'
 
 export interface RequestState {
   requestId: string
