@@ -2,12 +2,13 @@
 // claim latency stay flat while finished processes, events and audit rows are pruned during the run.
 // The load (tests/bench/load/soak-load.ts, a process of its own): bulk create, 1,000 a request, kept at most
 // BENCH_SOAK_BACKLOG ahead of the workers; SDK workers (batch claim, claim-next), a few awaited progress
-// updates each; a probe worker timing one `claim {max:1, wait_ms:0}` round trip a second; a reader making
+// updates each; a probe worker timing a `claim {max:1, wait_ms:0}` round trip every BENCH_SOAK_PROBE_MS; a reader making
 // audit rows. This process samples the catalog every few seconds (sampleStorage: partitions summed into
 // their table) and the server's /metrics (retention totals). The comparison (first tenth vs last tenth)
 // starts after a warm-up long enough for retention to reach its steady state.
 // Sizes: BENCH_SOAK_JOBS (default 1,000,000), BENCH_SOAK_BACKLOG (20,000), BENCH_SOAK_RETENTION_DAYS (0.0003
-// ≈ 26 s, for processes, events and audit), BENCH_SOAK_PARTITION_MS (60,000), BENCH_SOAK_PROGRESS (3).
+// ≈ 26 s, for processes, events and audit), BENCH_SOAK_PARTITION_MS (60,000), BENCH_SOAK_PROGRESS (3),
+// BENCH_SOAK_PROBE_MS (100). Each sample also reads pgstatindex of the claim index, to tell its bloat from the machine.
 // Vacuum is the server's own business (autovacuum, or retention's vacuum where none runs): the benchmark does none.
 import { loadavg } from 'node:os'
 import { sampleStorage } from '../src/db/retention'
@@ -21,6 +22,7 @@ const RETENTION_DAYS = Number(env.BENCH_SOAK_RETENTION_DAYS ?? 0.0003)
 const PARTITION_MS = Number(env.BENCH_SOAK_PARTITION_MS ?? 60_000)
 const RETENTION_INTERVAL_MS = Number(env.BENCH_SOAK_RETENTION_INTERVAL_MS ?? 5000)
 const PROGRESS = Number(env.BENCH_SOAK_PROGRESS ?? 3)
+const PROBE_MS = Number(env.BENCH_SOAK_PROBE_MS ?? 100)
 const SAMPLE_MS = 3000
 const WORKERS = 2
 const CONCURRENCY = 100
@@ -32,6 +34,8 @@ interface Sample {
   created: number
   tables: Record<string, { bytes: number; live_rows: number; dead_rows: number }>
   /** The server's resident memory and CPU seconds so far, and the machine's 1-minute load: what else drifts. */
+  /** The claim index (pgstatindex): its size, leaf density and deleted pages. */
+  claim_index: { bytes: number; leaf_density: number; deleted_pages: number }
   server_rss: number
   server_cpu_s: number
   load: number
@@ -58,6 +62,7 @@ export async function run(): Promise<Report> {
     workers: WORKERS,
     concurrency: CONCURRENCY,
     warmup_s: warmupS,
+    probe_ms: PROBE_MS,
   })
   const { url, db } = await freshDatabase(2)
   const tenant = await createBenchTenant(db)
@@ -90,8 +95,15 @@ export async function run(): Promise<Report> {
       workers: WORKERS,
       progressFrames: PROGRESS,
       readEveryMs: 50,
+      probeEveryMs: PROBE_MS,
     }),
   })
+  await db.sql`create extension if not exists pgstattuple`
+  const claimIndex = async () => {
+    const [r] = await db.sql<{ bytes: string; leaf_density: number; deleted_pages: string }[]>`
+      select index_size as bytes, avg_leaf_density as leaf_density, deleted_pages from pgstatindex('processes_claim_idx')`
+    return { bytes: Number(r!.bytes), leaf_density: Number(r!.leaf_density), deleted_pages: Number(r!.deleted_pages) }
+  }
   const autovacuum = (await db.sql<{ autovacuum: string }[]>`show autovacuum`)[0]!.autovacuum === 'on'
   const cpu0 = { server: procStat(server.pid).cpuSeconds, postgres: postgresCpuSeconds() }
   const started = performance.now()
@@ -119,6 +131,7 @@ export async function run(): Promise<Report> {
       done: latest?.done ?? samples.at(-1)?.done ?? 0,
       created: latest?.created ?? samples.at(-1)?.created ?? 0,
       tables: Object.fromEntries(s.tables.map((x) => [x.name, { bytes: Number(x.bytes), live_rows: Number(x.live_rows), dead_rows: Number(x.dead_rows) }])),
+      claim_index: await claimIndex(),
       server_rss: proc.rssBytes,
       server_cpu_s: proc.cpuSeconds,
       load: loadavg()[0]!,
@@ -203,6 +216,9 @@ export async function run(): Promise<Report> {
     report.note(
       `first / last tenth: server CPU per job ${cpuPerJob(first).toFixed(3)} / ${cpuPerJob(last).toFixed(3)} ms, server RSS ${(mean(first, (s) => s.server_rss) / 2 ** 20).toFixed(0)} / ${(mean(last, (s) => s.server_rss) / 2 ** 20).toFixed(0)} MiB, machine load average ${mean(first, (s) => s.load).toFixed(1)} / ${mean(last, (s) => s.load).toFixed(1)} (${Math.min(...samples.map((s) => s.load)).toFixed(1)}–${Math.max(...samples.map((s) => s.load)).toFixed(1)} over the run)`,
     )
+    const idx = (xs: Sample[]) =>
+      `${(Math.max(...xs.map((s) => s.claim_index.bytes)) / 2 ** 10).toFixed(0)} KiB peak, leaf density ${mean(xs, (s) => s.claim_index.leaf_density).toFixed(0)} %, ${Math.max(...xs.map((s) => s.claim_index.deleted_pages))} deleted pages`
+    report.note(`claim index (pgstatindex) first tenth: ${idx(first)}; last tenth: ${idx(last)}`)
     report.note(
       `jobs/s in the first tenth ${jobsIn(first).toFixed(0)}, in the last ${jobsIn(last).toFixed(0)}; bytes per live row (mean over the tenth) first / last: ${TABLES.map((n) => `${n} ${perRow(first, n).toFixed(0)} / ${perRow(last, n).toFixed(0)}`).join(', ')}`,
     )
@@ -233,7 +249,9 @@ export async function run(): Promise<Report> {
   report.note(
     `${autovacuum ? 'autovacuum is on' : `autovacuum is off on this Postgres: the server's retention vacuumed processes and idempotency_keys itself ${metrics.processes_retention_vacuums_total ?? NaN} times, ${(metrics.processes_retention_vacuum_seconds_total ?? NaN).toFixed(0)} s in all`}; processes' dead rows peaked at ${maxDead.toLocaleString('en')}`,
   )
-  report.note(`claim round trip: a probe worker's \`claim {max:1, wait_ms:0}\` on its own socket, send → \`claimed\`, once a second (${probes.length} probes)`)
+  report.note(
+    `claim round trip: a probe worker's \`claim {max:1, wait_ms:0}\` on its own socket, send → \`claimed\`, every ${PROBE_MS} ms (${probes.length} probes)`,
+  )
   report.note(
     `at the end: ${TABLES.map((n) => `${n} ${(end.tables[n]!.bytes / 2 ** 20).toFixed(1)} MiB, ${end.tables[n]!.live_rows.toLocaleString('en')} live / ${end.tables[n]!.dead_rows.toLocaleString('en')} dead rows`).join('; ')}`,
   )

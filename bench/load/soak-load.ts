@@ -2,7 +2,7 @@
 // - a creator: POST /processes/batch, 1,000 a request, while fewer than `backlog` are created and not done;
 // - workers: the worker SDK (connectWorker: batch claim, claim-next), `progressFrames` awaited progress
 //   updates per job, then complete;
-// - a probe: its own raw worker socket, once a second `claim {max:1, wait_ms:0}` timed from send to `claimed`
+// - a probe: its own raw worker socket, every `probeEveryMs` a `claim {max:1, wait_ms:0}` timed from send to `claimed`
 //   (the claim round trip on the busy queue), then `complete` of what it got;
 // - a reader: GET /processes/{id} of a recent process every `readEveryMs` (audit rows, as a dashboard makes).
 // Config: JSON in BENCH_SOAK. Output: a JSON line a second `{t, created, done, probe_ms: [...], errors}`,
@@ -19,6 +19,7 @@ interface Config {
   workers: number
   progressFrames: number
   readEveryMs: number
+  probeEveryMs: number
 }
 
 const c = JSON.parse(process.env.BENCH_SOAK!) as Config
@@ -101,7 +102,7 @@ function probe(): Promise<void> {
             else noteError(`probe complete ${ack.code}`)
           }
         } else noteError(`probe claim ${reply.code}`)
-        await Bun.sleep(Math.max(0, 1000 - (performance.now() - t0)))
+        await Bun.sleep(Math.max(0, c.probeEveryMs - (performance.now() - t0)))
       }
       ws.close()
       resolve()
