@@ -1,34 +1,11 @@
 import { describe, expect, it, afterEach } from 'bun:test'
 import { EventSource as NpmEventSource } from 'eventsource'
+import { processFixture } from '../support/process-fixture'
 import { waitFor as until } from '../support/wait'
 import { monitorProcess, monitorWorkspace, SseParser, MonitorError, type Process, type SseEvent } from '@processes/client'
 
-const proc = (version: number, status: Process['status'] = 'running', id = 1): Process => ({
-  id,
-  workspace_id: 1,
-  type: 'csv_import',
-  status,
-  progress: Math.min(100, version * 10),
-  message: null,
-  metadata: {},
-  result_summary: null,
-  error: null,
-  attempts: 1,
-  version,
-  worker_id: 'w',
-  created_by: 1,
-  created_at: '',
-  updated_at: '',
-  started_at: null,
-  finished_at: null,
-  priority: 0,
-  run_at: '',
-  max_attempts: 1,
-  tags: [],
-  parent_id: null,
-  root_id: 1,
-  children: null,
-})
+const proc = (version: number, status: Process['status'] = 'running', id = 1): Process =>
+  processFixture({ id, status, progress: Math.min(100, version * 10), attempts: 1, version, worker_id: 'w' })
 const sse = (chunks: string[], delayMs = 20, end = true) =>
   new ReadableStream({
     async start(c) {

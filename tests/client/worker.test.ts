@@ -3,6 +3,7 @@ import WS from 'ws'
 import { connectWorker, JobStoppedError, type WorkerEvent, type WebSocketConstructor } from '@processes/client/worker'
 import type { Process } from '@processes/client'
 import type { ServerWebSocket } from 'bun'
+import { processFixture } from '../support/process-fixture'
 import { waitFor } from '../support/wait'
 
 type P = Process
@@ -14,32 +15,7 @@ function fakeGateway() {
   const hooks: { onFrame?: (f: any, ws: ServerWebSocket<unknown>) => boolean } = {}
   let nextId = 1
   const add = (type = 'csv_import', metadata = {}) => {
-    const p: P = {
-      id: nextId++,
-      workspace_id: 1,
-      type,
-      status: 'pending',
-      progress: 0,
-      message: null,
-      metadata,
-      result_summary: null,
-      error: null,
-      attempts: 0,
-      version: 1,
-      worker_id: null,
-      created_by: 1,
-      created_at: '',
-      updated_at: '',
-      started_at: null,
-      finished_at: null,
-      priority: 0,
-      run_at: '',
-      max_attempts: 1,
-      tags: [],
-      parent_id: null,
-      root_id: 1,
-      children: null,
-    }
+    const p: P = processFixture({ id: nextId++, type, metadata })
     processes.set(p.id, p)
     for (const w of waiting.splice(0)) w()
     return p

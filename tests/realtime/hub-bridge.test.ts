@@ -6,34 +6,27 @@ import { RedisBridge } from '../../src/hub/redis'
 import { Metrics } from '../../src/ops/metrics'
 import { createProcessHub } from '../../src/processes/hub-rules'
 import type { Process } from '../../src/processes/model'
+import { processFixture } from '../support/process-fixture'
 import { BUN, hasRedis, quietLogger, redisPrefix, waitFor } from '../support/helpers'
 
-const state = (id: number, version: number, status: Process['status'] = 'running'): Process => ({
-  id,
-  workspace_id: 7,
-  type: 'bridge_test',
-  status,
-  progress: version,
-  message: null,
-  error: null,
-  attempts: 1,
-  version,
-  worker_id: 'w',
-  created_by: null,
-  created_at: '2026-12-02T00:00:00.000Z',
-  updated_at: '2026-12-02T00:00:00.000Z',
-  started_at: '2026-12-02T00:00:00.000Z',
-  finished_at: null,
-  priority: 0,
-  run_at: '2026-12-02T00:00:00.000Z',
-  max_attempts: 1,
-  tags: [],
-  parent_id: null,
-  root_id: id,
-  children: null,
-  metadata: {},
-  result_summary: null,
-})
+const at = '2026-12-02T00:00:00.000Z'
+const state = (id: number, version: number, status: Process['status'] = 'running'): Process =>
+  processFixture({
+    id,
+    workspace_id: 7,
+    type: 'bridge_test',
+    status,
+    progress: version,
+    attempts: 1,
+    version,
+    worker_id: 'w',
+    created_by: null,
+    created_at: at,
+    updated_at: at,
+    started_at: at,
+    run_at: at,
+    root_id: id,
+  })
 
 /** Another process subscribed to channels: it prints each message with the wall-clock time it arrived. */
 function otherInstance(url: string, channels: string[]) {
