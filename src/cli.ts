@@ -313,7 +313,7 @@ export async function runCommand(sql: Sql, argv: string[], hub?: ProcessHub): Pr
   const { command, work } = parseCommand(argv, {})
   if (command !== 'migrate') await migrate(sql)
   const result = await work(sql)
-  if (command === 'resume-type' && hub) announceResume(result, (type, n) => hub.announceWork(type, n))
+  if (command === 'resume-type' && hub) announceResume(result, (type, n) => hub.work.announce(type, n))
   return result
 }
 

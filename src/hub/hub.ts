@@ -19,6 +19,8 @@ export interface HubRules<T extends HubState> {
   parse(text: string): T
   /** The worker whose channel hears this state, or null (for processes: the holder of a lease it ends). */
   workerOf(state: T): string | null
+  /** The channel prefix of one id's states: `<prefix>:<id>` (the processes': `process`). */
+  channelPrefix: string
   /** When the state was committed (ms since the epoch), for the hub lag metric of states from Redis. */
   committedAtMs?(state: T): number
 }
@@ -35,8 +37,12 @@ export interface HubMessage {
   text: string
 }
 export type MessageListener = (message: HubMessage) => void
-/** A waiting claim: how many processes of `type` it takes from a wake-up (0 when not its type). */
-export type WorkListener = (type: string) => number
+/**
+ * A signal from another instance: a short text on a named channel, neither kept nor ordered with states (the
+ * queue's wake-ups, src/queues/wakeups.ts). null: the link to the other instances came back after an outage,
+ * and signals sent meanwhile are lost.
+ */
+export type SignalListener = (payload: string | null) => void
 
 /** What the hub needs from a cross-instance transport; the Redis bridge implements it. */
 export interface Bridge<T extends HubState> {
@@ -45,31 +51,26 @@ export interface Bridge<T extends HubState> {
   publish(states: readonly T[]): void
   /** Sends these messages (output chunks) to the other instances now, each on its id's output channel. */
   publishMessages?(messages: readonly HubMessage[]): void
-  /** New work on the other instances: `count` processes of `type`, due at `atMs` (now when absent). */
-  publishWork(type: string, count: number, atMs?: number): void
+  /** A signal to the other instances' listeners of `name` (not to this instance's). */
+  publishSignal(name: string, payload: string): void
   subscribe(channel: string): Promise<void>
   unsubscribe(channel: string): void
   close(): Promise<void>
 }
 
-export const processChannel = (id: number) => `process:${id}`
 export const workspaceChannel = (id: number) => `workspace:${id}`
 export const workerChannel = (workerId: string) => `worker:${workerId}`
 export const outputChannel = (id: number) => `output:${id}`
-export const WORK_CHANNEL = 'work'
 
 export class Hub<T extends HubState = HubState> {
-  private readonly byProcess = new Map<number, Set<Listener<T>>>()
+  private readonly byId = new Map<number, Set<Listener<T>>>()
   private readonly byWorkspace = new Map<number, Set<Listener<T>>>()
   private readonly byWorker = new Map<string, Set<Listener<T>>>()
   private readonly byOutput = new Map<number, Set<MessageListener>>()
   // The newest state seen per watched id: a late or echoed copy of an older state is dropped here, and a new
   // watcher's snapshot can start from it (latest).
   private readonly newest = new Map<number, T>()
-  /** Waiting claims, oldest first; each takes a wake-up meant for its types and says how many it can take. */
-  private readonly workListeners = new Set<WorkListener>()
-  /** Wake-ups for work due later (a delayed process, a retry's backoff): one timer per due time. */
-  private readonly dueTimers = new Map<number, { timer: Timer; wakes: Map<string, number> }>()
+  private readonly signals = new Map<string, Set<SignalListener>>()
   private bridge: Bridge<T> | null = null
   /** publishAll's batches whose local fan-out waits for the turn's replies (afterReplies). */
   private deferred: Array<readonly T[]> = []
@@ -82,15 +83,19 @@ export class Hub<T extends HubState = HubState> {
 
   attach(bridge: Bridge<T>) {
     this.bridge = bridge
+    for (const name of this.signals.keys()) void bridge.subscribe(name).catch(() => {})
   }
+
+  /** The channel of one id's states (`process:<id>` for processes: HubRules.channelPrefix). */
+  idChannel = (id: number) => `${this.rules.channelPrefix}:${id}`
 
   get bridgeHealthy(): boolean | null {
     return this.bridge ? this.bridge.healthy : null
   }
 
-  /** Watches one process; resolves once changes are guaranteed to arrive (the Redis subscription is active). */
+  /** Watches one id; resolves once changes are guaranteed to arrive (the Redis subscription is active). */
   async watch(id: number, listener: Listener<T>): Promise<() => void> {
-    return this.add(this.byProcess, id, listener, processChannel)
+    return this.add(this.byId, id, listener, this.idChannel)
   }
 
   async watchWorkspace(workspaceId: number, listener: Listener<T>): Promise<() => void> {
@@ -138,7 +143,7 @@ export class Hub<T extends HubState = HubState> {
       current.delete(listener)
       if (current.size === 0) {
         map.delete(key)
-        if (map === this.byProcess) this.newest.delete(key as number)
+        if (map === this.byId) this.newest.delete(key as number)
         this.bridge?.unsubscribe(channel(key))
       }
     }
@@ -199,7 +204,7 @@ export class Hub<T extends HubState = HubState> {
   }
 
   private deliverOne(state: T) {
-    const listeners = this.byProcess.get(state.id)
+    const listeners = this.byId.get(state.id)
     if (listeners) {
       const seen = this.newest.get(state.id)?.version ?? 0
       if (state.version > seen) {
@@ -216,60 +221,25 @@ export class Hub<T extends HubState = HubState> {
     }
   }
 
-  /**
-   * `count` new or retried processes of a type (due at `atMs`, or now): wake that many waiting claims here and,
-   * through Redis, on every instance — not every waiting claim, which would cost a transaction each for one
-   * process (50 waiting claims: 50 transactions, 49 of them empty).
-   */
-  announceWork(type: string, count = 1, atMs?: number) {
-    if (atMs !== undefined && atMs > Date.now()) this.wakeWorkAt(type, count, atMs)
-    else this.wakeWork(type, count)
-    this.bridge?.publishWork(type, count, atMs)
+  /** Sends a signal to the other instances (through the bridge; nothing without one). */
+  broadcast(name: string, payload: string) {
+    this.bridge?.publishSignal(name, payload)
   }
 
-  /**
-   * Wakes waiting claims for `count` processes of `type`, oldest claim first: a claim that can take several
-   * (`max`) counts for that many. `*` (after a Redis outage) wakes every waiting claim.
-   */
-  wakeWork(type: string, count = 1) {
-    let left = type === '*' ? Infinity : count
-    for (const listener of this.workListeners) {
-      if (left <= 0) break
-      const taken = listener(type)
-      if (taken > 0) {
-        this.workListeners.delete(listener)
-        left -= taken
-      }
+  /** Listens to a signal of the other instances (see SignalListener). */
+  onSignal(name: string, listener: SignalListener): () => void {
+    let set = this.signals.get(name)
+    if (!set) {
+      this.signals.set(name, (set = new Set()))
+      void this.bridge?.subscribe(name).catch(() => {})
     }
+    set.add(listener)
+    return () => set.delete(listener)
   }
 
-  /** Work due later: a timer on its due time (shared by everything due then) wakes claims when it comes. */
-  wakeWorkAt(type: string, count: number, atMs: number) {
-    let due = this.dueTimers.get(atMs)
-    if (!due) {
-      const wakes = new Map<string, number>()
-      const timer = setTimeout(
-        () => {
-          this.dueTimers.delete(atMs)
-          for (const [t, n] of wakes) this.wakeWork(t, n)
-        },
-        Math.max(0, atMs - Date.now()) + 5,
-      ) // a few ms late rather than early: the row must be due when claimed
-      timer.unref?.()
-      this.dueTimers.set(atMs, (due = { timer, wakes }))
-    }
-    due.wakes.set(type, (due.wakes.get(type) ?? 0) + count)
-  }
-
-  /** Listens for work: the listener answers how many processes it takes from a wake-up (0: not its type). */
-  onWork(listener: WorkListener): () => void {
-    this.workListeners.add(listener)
-    return () => this.workListeners.delete(listener)
-  }
-
-  close() {
-    for (const due of this.dueTimers.values()) clearTimeout(due.timer)
-    this.dueTimers.clear()
+  /** A signal arrived from another instance (the bridge), or null after an outage to every listener. */
+  deliverSignal(name: string | null, payload: string | null) {
+    for (const [n, listeners] of this.signals) if (name === null || n === name) for (const listener of listeners) listener(payload)
   }
 
   /** The newest state delivered here of a watched id (undefined when unwatched, or nothing came since). */
@@ -277,8 +247,8 @@ export class Hub<T extends HubState = HubState> {
     return this.newest.get(id)
   }
 
-  watchedProcessIds(): number[] {
-    return [...this.byProcess.keys()]
+  watchedIds(): number[] {
+    return [...this.byId.keys()]
   }
 
   watchedWorkspaceIds(): number[] {
@@ -290,17 +260,16 @@ export class Hub<T extends HubState = HubState> {
   }
 
   counts() {
-    let processListeners = 0
-    for (const set of this.byProcess.values()) processListeners += set.size
+    let idListeners = 0
+    for (const set of this.byId.values()) idListeners += set.size
     let workspaceListeners = 0
     for (const set of this.byWorkspace.values()) workspaceListeners += set.size
     return {
-      processes: this.byProcess.size,
-      processListeners,
+      ids: this.byId.size,
+      idListeners,
       workspaces: this.byWorkspace.size,
       workspaceListeners,
       workers: this.byWorker.size,
-      workListeners: this.workListeners.size,
     }
   }
 }

@@ -1,6 +1,7 @@
 // The Redis bridge: one connection publishes, one subscribes. Channels are `process:<id>`,
 // `workspace:<id>` (for workspace streams), `worker:<worker_id>` (a state that ends a lease, for the instance
-// holding that worker's socket) and `work` (new or retried work), under REDIS_PREFIX.
+// holding that worker's socket), `output:<id>` (live output) and the hub's signals by name (`work`: new or
+// retried work), under REDIS_PREFIX.
 // While Redis is down, publishes are dropped (local delivery goes on) rather than queued; on reconnect the
 // bridge resubscribes and asks the hub's owner to re-read every watched process from Postgres.
 //
@@ -15,7 +16,7 @@
 import Redis from 'ioredis'
 import type { Logger } from '../ops/log'
 import type { Metrics } from '../ops/metrics'
-import { type Bridge, type Hub, type HubMessage, type HubState, WORK_CHANNEL, outputChannel, processChannel, workerChannel, workspaceChannel } from './hub'
+import { type Bridge, type Hub, type HubMessage, type HubState, outputChannel, workerChannel, workspaceChannel } from './hub'
 
 export interface RedisBridgeOptions<T extends HubState> {
   url: string
@@ -36,7 +37,7 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
   private readonly echoes = new Map<string, string>()
   private lostAt: Date | null = null
   private closing = false
-  /** This instance, on the work channel. */
+  /** This instance, on the signal and output channels. */
   private readonly origin = crypto.randomUUID().slice(0, 8)
   private get outputPrefix() {
     return this.key('output:')
@@ -65,10 +66,9 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
 
   /** Connects both links; when Redis is not there yet, the server starts degraded and catches up once it is. */
   async connect() {
-    const work = this.subscribe(WORK_CHANNEL)
     try {
       await Promise.all([this.pub.connect(), this.sub.connect()])
-      await work
+      await Promise.all(this.pending.values())
     } catch (error) {
       this.lostAt ??= new Date()
       this.o.log.warn('redis not reachable at start; running degraded', { error: String(error) })
@@ -87,7 +87,7 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
     // ms with all 200 publishes in one pipeline).
     const streams = this.pub.pipeline()
     for (const process of processes) {
-      const channel = this.key(processChannel(process.id))
+      const channel = this.key(this.o.hub.idChannel(process.id))
       const payload = this.o.hub.rules.serialise(process)
       if (this.channels.has(channel)) this.echoes.set(channel, payload)
       streams.publish(channel, payload)
@@ -122,11 +122,10 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
     pipeline.exec().catch(() => {})
   }
 
-  /** `<origin> <type> <count> [<atMs>]`: the origin lets this instance skip its own (woken locally already). */
-  publishWork(type: string, count: number, atMs?: number) {
+  /** `<origin> <payload>` on the signal's channel: the origin lets this instance skip its own. */
+  publishSignal(name: string, payload: string) {
     if (this.pub.status !== 'ready') return
-    const message = `${this.origin} ${type} ${count}${atMs === undefined ? '' : ` ${atMs}`}`
-    this.pub.publish(this.key(WORK_CHANNEL), message).catch(() => {})
+    this.pub.publish(this.key(name), `${this.origin} ${payload}`).catch(() => {})
   }
 
   /** Subscribes to a channel (named without the prefix); one subscription serves all its watchers. */
@@ -155,12 +154,11 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
   }
 
   private onMessage(channel: string, message: string) {
-    if (channel === this.key(WORK_CHANNEL)) {
-      const [origin, type, count, at] = message.split(' ')
-      if (origin === this.origin || !type) return
-      const n = Math.max(1, Number(count) || 1)
-      if (at !== undefined && Number(at) > Date.now()) this.o.hub.wakeWorkAt(type, n, Number(at))
-      else this.o.hub.wakeWork(type, n)
+    const signal = this.signalOf(channel)
+    if (signal !== null) {
+      const space = message.indexOf(' ')
+      if (space < 0 || message.slice(0, space) === this.origin) return
+      this.o.hub.deliverSignal(signal, message.slice(space + 1))
       return
     }
     if (channel.startsWith(this.outputPrefix)) {
@@ -186,6 +184,13 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
     }
   }
 
+  /** The signal a channel carries, or null (states and output). */
+  private signalOf(channel: string): string | null {
+    if (!channel.startsWith(this.o.prefix)) return null
+    const name = channel.slice(this.o.prefix.length)
+    return name.includes(':') ? null : name
+  }
+
   private onLost() {
     this.echoes.clear()
     if (this.closing || this.lostAt) return
@@ -205,8 +210,8 @@ export class RedisBridge<T extends HubState> implements Bridge<T> {
     const since = this.lostAt
     this.lostAt = null
     this.o.log.info('redis connection restored; resyncing watched processes', { since: since.toISOString() })
-    // Anything that may have been missed: re-read from Postgres, and let waiting claims look again.
-    this.o.hub.wakeWork('*')
+    // Anything that may have been missed: re-read from Postgres, and tell signal listeners theirs may be lost.
+    this.o.hub.deliverSignal(null, null)
     await this.o.onResync(new Date(since.getTime() - 1000)).catch((error) => {
       this.o.log.warn('resync after redis reconnect failed', { error: String(error) })
     })

@@ -1,6 +1,8 @@
 // What the hub (src/hub/hub.ts, generic) is told about processes: their JSON, made once per state, and the
-// lease rule that sends a state to its worker's channel.
+// lease rule that sends a state to its worker's channel. The processes' hub also carries the queue's wake-ups
+// (src/queues/wakeups.ts) on its `work` signal.
 import { Hub, type HubRules } from '../hub/hub'
+import { WorkWakeups } from '../queues/wakeups'
 import type { Process } from './model'
 
 /**
@@ -29,12 +31,20 @@ export function parsedProcess(json: string): Process {
 export const leaseEnded = (process: Process): process is Process & { worker_id: string } => process.worker_id !== null && process.status !== 'running'
 
 export const PROCESS_HUB_RULES: HubRules<Process> = {
+  channelPrefix: 'process',
   serialise: processJson,
   parse: parsedProcess,
   workerOf: (process) => (leaseEnded(process) ? process.worker_id : null),
   committedAtMs: (process) => Date.parse(process.updated_at),
 }
 
-export type ProcessHub = Hub<Process>
+export class ProcessHub extends Hub<Process> {
+  /** Wake-ups of waiting claims: new or retried work, here and on every instance. */
+  readonly work = new WorkWakeups(this)
 
-export const createProcessHub = (): ProcessHub => new Hub(PROCESS_HUB_RULES)
+  constructor() {
+    super(PROCESS_HUB_RULES)
+  }
+}
+
+export const createProcessHub = (): ProcessHub => new ProcessHub()

@@ -6,7 +6,7 @@ import { getProcesses, listChangedSince, listLeasesEndedSince } from './queries/
 import type { ProcessHub } from './hub-rules'
 
 export async function resyncFromDatabase(sql: Sql, hub: ProcessHub, since: Date): Promise<void> {
-  for (const process of await getProcesses(sql, hub.watchedProcessIds())) hub.deliver(process)
+  for (const process of await getProcesses(sql, hub.watchedIds())) hub.deliver(process)
   for (const process of await listChangedSince(sql, hub.watchedWorkspaceIds(), since)) hub.deliver(process)
   for (const process of await listLeasesEndedSince(sql, hub.watchedWorkerIds(), since)) hub.deliver(process)
 }

@@ -183,10 +183,10 @@ export function announceNew(hub: ProcessHub, processes: readonly Process[]) {
         t.atMs = Math.min(t.atMs, g.atMs)
       }
     }
-    for (const g of byType.values()) hub.announceWork(g.type, g.count, g.atMs)
+    for (const g of byType.values()) hub.work.announce(g.type, g.count, g.atMs)
     return
   }
-  for (const g of groups.values()) hub.announceWork(g.type, g.count, g.atMs)
+  for (const g of groups.values()) hub.work.announce(g.type, g.count, g.atMs)
 }
 
 type UserActionName = 'cancel' | 'retry' | 'approve' | 'discard'
@@ -280,6 +280,6 @@ export async function userAction(
     throw error
   })
   hub.publishAll([process, ...cascaded])
-  for (const p of [process, ...cascaded]) if (p.status === 'pending') hub.announceWork(p.type)
+  for (const p of [process, ...cascaded]) if (p.status === 'pending') hub.work.announce(p.type)
   return process
 }

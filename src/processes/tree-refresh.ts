@@ -130,7 +130,7 @@ export class TreeRefresher {
           this.published += fresh.length
           this.hub.publishAll(fresh)
           // A parent whose children ended and that finalizes is pending again: wake a claim for it.
-          for (const p of fresh) if (p.status === 'pending') this.hub.announceWork(p.type)
+          for (const p of fresh) if (p.status === 'pending') this.hub.work.announce(p.type)
         }
       } catch (error) {
         for (const id of ids) this.dirty.add(id)

@@ -116,7 +116,7 @@ export function queues(s: Services) {
         })
         state.audited = true
         // Claims waiting on any instance look again (unless the type is still paused everywhere).
-        s.hub.announceWork(type, Math.max(1, await countPending(s.sql, type, workspaceId)))
+        s.hub.work.announce(type, Math.max(1, await countPending(s.sql, type, workspaceId)))
         return { type, workspace_id: workspaceId, paused: false, paused_at: null }
       },
       {

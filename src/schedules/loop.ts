@@ -82,7 +82,7 @@ export class ScheduleLoop {
       handled++
       if (created.length > 0) {
         this.s.hub.publishAll(created)
-        this.s.hub.announceWork(created[0]!.type, created.length)
+        this.s.hub.work.announce(created[0]!.type, created.length)
       }
     }
     if (nowMs === undefined && Date.now() - this.lastPruneMs > PRUNE_EVERY_MS && this.s.config.RETENTION_DAYS > 0) {

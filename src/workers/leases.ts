@@ -37,7 +37,7 @@ export async function claim(sql: Sql, hub: ProcessHub, queue: QueuePolicy, o: Cl
     const taken: string[] = []
     let wake: () => void = () => {}
     // Listen before looking, so work announced between the query and the sleep is not missed.
-    const off = hub.onWork((type) => {
+    const off = hub.work.onWork((type) => {
       if (type !== '*' && o.types && !o.types.includes(type)) return 0
       taken.push(type)
       wake()
@@ -74,7 +74,7 @@ export async function claim(sql: Sql, hub: ProcessHub, queue: QueuePolicy, o: Cl
     } finally {
       off()
       // Woken while it was busy finding what it returns with: that wake-up was for someone else too.
-      if (found.length > 0) for (const type of taken) hub.wakeWork(type, o.max)
+      if (found.length > 0) for (const type of taken) hub.work.wake(type, o.max)
     }
   }
 }
@@ -138,8 +138,8 @@ export class LeaseSweeper {
     const failed = await sweepExpired(this.sql, this.timeoutMs, this.queue?.backoff)
     this.hub.publishAll(failed)
     for (const p of failed) {
-      if (p.status === 'pending') this.hub.announceWork(p.type, 1, Date.parse(p.run_at))
-      else if (this.queue?.capsAffect(p.type)) this.hub.announceWork(p.type)
+      if (p.status === 'pending') this.hub.work.announce(p.type, 1, Date.parse(p.run_at))
+      else if (this.queue?.capsAffect(p.type)) this.hub.work.announce(p.type)
     }
     if (failed.length > 0) {
       this.metrics.counters.sweeps_failed_processes += failed.length

@@ -353,7 +353,7 @@ describe('waking', () => {
     const hub = createProcessHub()
     const woken: string[] = []
     const listen = (name: string, types: string[] | null, max: number) =>
-      hub.onWork((type) => {
+      hub.work.onWork((type) => {
         if (type !== '*' && types && !types.includes(type)) return 0
         woken.push(name)
         return max
@@ -363,13 +363,13 @@ describe('waking', () => {
     listen('c', ['x'], 1)
     listen('d', null, 5)
     listen('e', ['x'], 1)
-    hub.wakeWork('x', 1)
+    hub.work.wake('x', 1)
     expect(woken).toEqual(['a'])
-    hub.wakeWork('x', 3)
+    hub.work.wake('x', 3)
     expect(woken).toEqual(['a', 'c', 'd'])
-    hub.wakeWork('y', 1)
+    hub.work.wake('y', 1)
     expect(woken).toEqual(['a', 'c', 'd', 'b'])
-    hub.wakeWork('*')
+    hub.work.wake('*')
     expect(woken).toEqual(['a', 'c', 'd', 'b', 'e'])
   })
 

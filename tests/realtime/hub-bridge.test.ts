@@ -1,7 +1,7 @@
 // The hub over a real Redis: what a change committed on this instance does, seen from another process
 // subscribed to the same Redis (standing in for another instance).
 import { afterAll, describe, expect, it } from 'bun:test'
-import { processChannel, workerChannel, workspaceChannel } from '../../src/hub/hub'
+import { workerChannel, workspaceChannel } from '../../src/hub/hub'
 import { RedisBridge } from '../../src/hub/redis'
 import { Metrics } from '../../src/ops/metrics'
 import { createProcessHub } from '../../src/processes/hub-rules'
@@ -9,6 +9,8 @@ import type { Process } from '../../src/processes/model'
 import { processFixture } from '../support/process-fixture'
 import { BUN, hasRedis, quietLogger, redisPrefix, waitFor } from '../support/helpers'
 
+/** The contract's channel of one process's states. */
+const processChannel = (id: number) => `process:${id}`
 const at = '2026-12-02T00:00:00.000Z'
 const state = (id: number, version: number, status: Process['status'] = 'running'): Process =>
   processFixture({

@@ -19,6 +19,7 @@ const note = (id: number, version: number, text: string, for_worker: string | nu
 
 const serialised: number[] = []
 const NOTE_RULES: HubRules<Note> = {
+  channelPrefix: 'note',
   serialise: (n) => {
     serialised.push(n.id)
     return `${n.id}|${n.version}|${n.workspace_id}|${n.text}|${n.for_worker ?? ''}`

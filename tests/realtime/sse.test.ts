@@ -164,15 +164,15 @@ describe('GET /processes/{id}/stream', () => {
 
   it('releases its hub subscription when the client goes away', async () => {
     const p = await create('sse_release')
-    const before = server.services.hub.counts().processListeners
+    const before = server.services.hub.counts().idListeners
     const channelsBefore = server.bridge?.subscriptions ?? 0
     const sources = Array.from({ length: 5 }, () => openEventSource(`${base}/processes/${p.id}/stream`, tenant.token))
     await waitFor(() => sources.every((s) => s.received.messages.length > 0))
-    expect(server.services.hub.counts().processListeners).toBe(before + 5)
+    expect(server.services.hub.counts().idListeners).toBe(before + 5)
     // With Redis: one channel for the five watchers of this process (and one for its live output), not one each.
     if (server.bridge) expect(server.bridge.subscriptions).toBe(channelsBefore + 2)
     for (const s of sources) s.source.close()
-    await waitFor(() => server.services.hub.counts().processListeners === before, 5000, 'hub listeners to be released')
+    await waitFor(() => server.services.hub.counts().idListeners === before, 5000, 'hub listeners to be released')
     if (server.bridge) await waitFor(() => server.bridge!.subscriptions === channelsBefore, 5000, 'the Redis channel to be unsubscribed')
   })
 

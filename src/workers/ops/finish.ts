@@ -68,8 +68,8 @@ export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame:
     return { op: 'ack', repeated: true, ...(frame.claim ? { processes: await g.claimFor(ws, workerId, frame.claim) } : {}) }
   }
   g.release(changed.id)
-  if (changed.status === 'pending') hub.announceWork(changed.type, 1, Date.parse(changed.run_at))
-  else if (queue.capsAffect(changed.type)) hub.announceWork(changed.type)
+  if (changed.status === 'pending') hub.work.announce(changed.type, 1, Date.parse(changed.run_at))
+  else if (queue.capsAffect(changed.type)) hub.work.announce(changed.type)
   return afterFinish(g, ws, workerId, frame, changed, done.claimed)
 }
 
