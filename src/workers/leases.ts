@@ -28,7 +28,7 @@ export interface ClaimRequest {
  * Takes up to `max` claimable processes of the given types, waiting up to waitMs for one to appear. It sleeps
  * until the hub announces new or retried work (from this instance or, through Redis, any other) or until the
  * earliest delayed process of its types comes due, then tries again; the database is not polled in a loop.
- * A wake-up goes to one waiting claim per new process (Hub.wakeWork); one this claim took but did not use
+ * A wake-up goes to one waiting claim per new process (WorkWakeups.wake, src/queues/wakeups.ts); one this claim took but did not use
  * (it returned with what it had found already) is passed on.
  */
 export async function claim(sql: Sql, hub: ProcessHub, queue: QueuePolicy, o: ClaimRequest): Promise<Process[]> {
