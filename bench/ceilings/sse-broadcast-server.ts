@@ -1,13 +1,15 @@
 // Reference ceiling for `bench fanout` / `bench ingest`: a trivial Bun.serve SSE broadcast server speaking just
 // enough of the real protocol for the same clients: `GET /processes/{id}/stream` (a plain ReadableStream per
 // client, a snapshot first) and a worker WebSocket at /workers/ws whose `progress` frames are broadcast at once
-// to every stream of that process and acked. No auth, no database, no hub, no conflation: the cost of the
-// sockets alone.
+// to every stream of that process and acked, and whose `output` frames (bench output) go out as `event: output`
+// with a `<version>.<seq>` id, as the real server's do. No auth, no database, no hub, no conflation: the cost
+// of the sockets alone.
 import type { ServerWebSocket } from 'bun'
 
 const encoder = new TextEncoder()
 const streams = new Map<number, Set<ReadableStreamDefaultController<Uint8Array>>>()
 const versions = new Map<number, number>()
+const outputSeqs = new Map<number, number>()
 const startedAt = new Date().toISOString()
 
 // The same shape (and so about the same size) as the real server's process JSON.
@@ -66,7 +68,7 @@ Bun.serve({
     perMessageDeflate: false,
     idleTimeout: 120,
     message(ws: ServerWebSocket<unknown>, raw) {
-      let frame: { op?: string; ref?: unknown; process_id?: number; progress?: number; message?: string | null }
+      let frame: { op?: string; ref?: unknown; process_id?: number; progress?: number; message?: string | null; chunk?: unknown }
       try {
         frame = JSON.parse(String(raw))
       } catch {
@@ -89,6 +91,22 @@ Bun.serve({
           }
         }
         ws.send(JSON.stringify({ op: 'ack', version, ...ref }))
+      } else if (frame.op === 'output' && typeof frame.process_id === 'number') {
+        const seq = (outputSeqs.get(frame.process_id) ?? 0) + 1
+        outputSeqs.set(frame.process_id, seq)
+        const watchers = streams.get(frame.process_id)
+        if (watchers && watchers.size > 0) {
+          const version = versions.get(frame.process_id) ?? 1
+          const chunk = encoder.encode(`id: ${version}.${seq}\nevent: output\ndata: ${JSON.stringify({ seq, chunk: frame.chunk })}\n\n`)
+          for (const controller of watchers) {
+            try {
+              controller.enqueue(chunk)
+            } catch {
+              watchers.delete(controller)
+            }
+          }
+        }
+        ws.send(JSON.stringify({ op: 'ack', seq, ...ref }))
       } else ws.send(JSON.stringify({ op: 'ack', ...ref }))
     },
   },
