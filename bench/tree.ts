@@ -120,6 +120,12 @@ async function follow(base: string, token: string, id: number): Promise<StreamLo
   return log
 }
 
+/** The process a claim frame took; a refusal or an empty claim ends the run with what the server said. */
+function claimed1(reply: Frame): Frame {
+  if (!reply.process) throw new Error(`claim took nothing: ${JSON.stringify(reply)}`)
+  return reply.process
+}
+
 async function post(base: string, token: string, path: string, body: unknown) {
   const res = await fetch(`${base}${path}`, {
     method: 'POST',
@@ -171,8 +177,9 @@ export async function run(): Promise<Report> {
   const treeStreams: StreamLog[] = []
   const doneLatency: number[] = []
   for (const [k, tree] of trees.entries()) {
-    // The parent's handler returns at once: it waits for its children, its stream followed meanwhile.
-    const claimed = (await w.request({ op: 'claim', types: [`tree_parent_${k + 1}`] })).process
+    // The parent's handler returns at once: it waits for its children, its stream followed meanwhile. The claims
+    // wait, as a worker's do: a claim skips a row another transaction holds (the refresher writes parents).
+    const claimed = claimed1(await w.request({ op: 'claim', types: [`tree_parent_${k + 1}`], wait_ms: 5000 }))
     await w.request({ op: 'complete', process_id: claimed.id, attempt: claimed.attempts })
     const stream = await follow(server.url, tenant.token, tree.id)
     let lastSendAt = 0
@@ -239,7 +246,7 @@ export async function run(): Promise<Report> {
       }),
     )
   for (let i = 0; i < SMALL_TREES; i++) {
-    const p = (await w.request({ op: 'claim', types: ['small_parent'] })).process
+    const p = claimed1(await w.request({ op: 'claim', types: ['small_parent'], wait_ms: 5000 }))
     await w.request({ op: 'complete', process_id: p.id, attempt: p.attempts })
   }
   const streams = new Map<number, StreamLog>()

@@ -1,5 +1,6 @@
 // Process trees: the parent a create or spawn goes under, the children's page, and the cascades of a
-// cancel and a retry. The children's counts are kept by the database (sql/013_trees.sql), never here.
+// cancel and a retry. The children's counts are kept by the database (sql/013_trees.sql,
+// sql/016_tree_claims.sql), never here.
 import type { Sql } from '../../db/client'
 import type { Process } from '../model'
 import type { Status } from '../states'
