@@ -2,8 +2,8 @@
 // - a parent with 10,000 children created in one POST /processes: the request's wall time;
 // - 10,000 children of one parent processed by one worker socket at concurrency 50 (each job: one progress
 //   frame, then complete-and-claim-next) against 10,000 independent processes the same way, in the same run
-//   (flat, tree, flat again: the tree is compared with the mean of the two flats), so the counters kept by the
-//   database (sql/013_trees.sql) show what they cost the queue;
+//   (flat, tree, flat, tree, flat: the trees' mean against the flats'), so the counters kept by the database
+//   (sql/013_trees.sql, sql/016_tree_claims.sql) show what they cost the queue;
 // - while the 10,000 children report progress, the updates per second on the parent's SSE stream (the
 //   coalescing of src/processes/tree-refresh.ts) and its progress never going back;
 // - last child's completion → the parent's SSE `done`: 100 parents of 10 children, each parent followed by its
