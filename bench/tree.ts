@@ -2,8 +2,8 @@
 // - a parent with 10,000 children created in one POST /processes: the request's wall time;
 // - 10,000 children of one parent processed by one worker socket at concurrency 50 (each job: one progress
 //   frame, then complete-and-claim-next) against 10,000 independent processes the same way, in the same run
-//   (flat, tree, flat again: the tree is compared with the mean of the two flats), so the counters kept by the
-//   database (sql/013_trees.sql) show what they cost the queue;
+//   (flat, tree, flat, tree, flat: the trees' mean against the flats'), so the counters kept by the database
+//   (sql/013_trees.sql, sql/016_tree_claims.sql) show what they cost the queue;
 // - while the 10,000 children report progress, the updates per second on the parent's SSE stream (the
 //   coalescing of src/processes/tree-refresh.ts) and its progress never going back;
 // - last child's completion → the parent's SSE `done`: 100 parents of 10 children, each parent followed by its
@@ -120,6 +120,12 @@ async function follow(base: string, token: string, id: number): Promise<StreamLo
   return log
 }
 
+/** The process a claim frame took; a refusal or an empty claim ends the run with what the server said. */
+function claimed1(reply: Frame): Frame {
+  if (!reply.process) throw new Error(`claim took nothing: ${JSON.stringify(reply)}`)
+  return reply.process
+}
+
 async function post(base: string, token: string, path: string, body: unknown) {
   const res = await fetch(`${base}${path}`, {
     method: 'POST',
@@ -171,8 +177,9 @@ export async function run(): Promise<Report> {
   const treeStreams: StreamLog[] = []
   const doneLatency: number[] = []
   for (const [k, tree] of trees.entries()) {
-    // The parent's handler returns at once: it waits for its children, its stream followed meanwhile.
-    const claimed = (await w.request({ op: 'claim', types: [`tree_parent_${k + 1}`] })).process
+    // The parent's handler returns at once: it waits for its children, its stream followed meanwhile. The claims
+    // wait, as a worker's do: a claim skips a row another transaction holds (the refresher writes parents).
+    const claimed = claimed1(await w.request({ op: 'claim', types: [`tree_parent_${k + 1}`], wait_ms: 5000 }))
     await w.request({ op: 'complete', process_id: claimed.id, attempt: claimed.attempts })
     const stream = await follow(server.url, tenant.token, tree.id)
     let lastSendAt = 0
@@ -239,7 +246,7 @@ export async function run(): Promise<Report> {
       }),
     )
   for (let i = 0; i < SMALL_TREES; i++) {
-    const p = (await w.request({ op: 'claim', types: ['small_parent'] })).process
+    const p = claimed1(await w.request({ op: 'claim', types: ['small_parent'], wait_ms: 5000 }))
     await w.request({ op: 'complete', process_id: p.id, attempt: p.attempts })
   }
   const streams = new Map<number, StreamLog>()

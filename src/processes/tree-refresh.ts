@@ -8,7 +8,9 @@
 //
 // Progress is aggregated here, not in the children's statements (sql/013_trees.sql says why): each read first
 // writes the dirty parents' weighted mean of their committed children (aggregateProgress, one statement), so
-// the mean is the same on every instance and survives any crash. A child's live progress reaches its row
+// the mean is the same on every instance and survives any crash. The same statement recounts the running
+// children, which splits the unfinished (exact in the children's statements) into running and pending: claims
+// do not touch their parent (sql/016_tree_claims.sql), so this read is what shows them. A child's live progress reaches its row
 // through the write-behind (every PROGRESS_PERSIST_MS); a parent's progress therefore lags its children's live
 // progress by at most PROGRESS_PERSIST_MS + REFRESH_MS. No instance needs another's live states.
 import type { Sql } from '../db/client'

@@ -1,5 +1,6 @@
 // Process trees, the service side: where new children may go (404, 409, 422 in the user's words),
-// and how a trigger's refusal reads. The counts and the fan-in are the database's (sql/013_trees.sql).
+// and how a trigger's refusal reads. The counts and the fan-in are the database's (sql/013_trees.sql,
+// sql/016_tree_claims.sql).
 import type { Sql } from '../db/client'
 import { invalidRequest, invalidTransition, notFound } from '../errors'
 import { MAX_DEPTH } from './model'
@@ -24,7 +25,7 @@ export async function parentFor(sql: Sql, id: number, workspaceId: number, level
   return { id: row.id, root_id: row.root_id, depth: row.depth, row }
 }
 
-/** The refusal sql/013_trees.sql raises when a child would run again under a parent that has ended. */
+/** The refusal sql/016_tree_claims.sql's trigger raises when a child would run again under an ended parent. */
 export function isParentEnded(error: unknown): boolean {
   const e = error as { code?: string; hint?: string; message?: string }
   return e?.code === 'P0001' && (e.hint === 'tree_parent_ended' || (e.message ?? '').startsWith('tree: '))

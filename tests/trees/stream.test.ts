@@ -70,6 +70,14 @@ describe('a tree followed on its parent stream', () => {
     for (let i = 1; i < progress.length; i++) expect(progress[i]).toBeGreaterThanOrEqual(progress[i - 1])
     expect(stream.messages.some((m) => m.data.children && m.data.children.completed > 0 && m.data.children.completed < 200)).toBe(true)
     expect(stream.messages.some((m) => m.data.progress > 0 && m.data.progress < 100)).toBe(true)
+    // Claims do not touch the parent: its running children are what the refresher recounted, and every state's
+    // counts add up to its total.
+    expect(stream.messages.some((m) => m.data.children && m.data.children.running > 0)).toBe(true)
+    for (const { data } of stream.messages) {
+      if (!data.children) continue
+      const { total, ...each } = data.children as Record<string, number>
+      expect(Object.values(each).reduce((a, b) => a + b, 0)).toBe(total)
+    }
     // Coalesced while the children report (once the parent waits: before that, its own commits, which are never
     // coalesced): no 1-second window carries more than 10 updates.
     const waiting = stream.messages.findIndex((m) => String(m.data.message).startsWith('waiting for'))
