@@ -16,6 +16,7 @@ import trees from '../../sql/013_trees.sql' with { type: 'text' }
 import liveOutput from '../../sql/014_live_output.sql' with { type: 'text' }
 import boundedCost from '../../sql/015_bounded_cost.sql' with { type: 'text' }
 import treeClaims from '../../sql/016_tree_claims.sql' with { type: 'text' }
+import consoleViews from '../../sql/017_console.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -39,4 +40,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '014_live_output.sql', text: liveOutput },
   { name: '015_bounded_cost.sql', text: boundedCost },
   { name: '016_tree_claims.sql', text: treeClaims },
+  { name: '017_console.sql', text: consoleViews },
 ]

@@ -28,6 +28,7 @@ export function processFixture(fields: Partial<Process> = {}): Process {
     parent_id: null,
     root_id: 1,
     children: null,
+    error_stack: null,
     ...fields,
   }
 }
