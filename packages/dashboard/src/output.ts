@@ -1,0 +1,79 @@
+// The detail view's two live panes. Events: the whole log once, then only what is new (`after` the last id)
+// whenever the process's state says something happened — a status change, or a new message (a worker's
+// `log` line moves both the message and the version), so log lines appear as they are written.
+// Output: the live output as a log pane, text as it comes and other chunks as a line of JSON each.
+import { api } from './api'
+import { showError } from './banner'
+import { $, h } from './dom'
+import type { ProcessEvent } from './types'
+
+/** An event; a failed attempt's may carry the error's stack. */
+type Event = ProcessEvent & { error_stack?: string | null }
+
+const EVENT_PAGE = 1000
+const events = { id: 0, lastId: 0, loading: false, again: false, seen: '' }
+
+export function resetEvents(id: number) {
+  events.id = id
+  events.lastId = 0
+  events.seen = ''
+  events.again = false
+  $('event-log').replaceChildren()
+  const pane = $('process-output')
+  pane.textContent = ''
+  $('output-card').hidden = true
+}
+
+/** Called with each state of the process: fetch the new events when its status or message moved. */
+export function eventsFor(p: { id: number; status: string; message: string | null }) {
+  const seen = `${p.status}\n${p.message ?? ''}`
+  if (p.id !== events.id || seen === events.seen) return
+  events.seen = seen
+  void loadEvents()
+}
+
+export async function loadEvents() {
+  if (events.loading) {
+    events.again = true
+    return
+  }
+  const id = events.id
+  events.loading = true
+  try {
+    for (;;) {
+      const page = await api<Event[]>(`/processes/${id}/events?after=${events.lastId}&limit=${EVENT_PAGE}`)
+      if (events.id !== id) return
+      $('event-log').append(...page.map(eventItem))
+      if (page.length > 0) events.lastId = page.at(-1)!.id
+      if (page.length < EVENT_PAGE && !events.again) break
+      events.again = false
+    }
+  } catch (e) {
+    showError(e)
+  } finally {
+    if (events.id === id) events.loading = false
+  }
+}
+
+function eventItem(e: Event): HTMLLIElement {
+  return h(
+    'li',
+    { 'data-id': e.id },
+    h('time', { datetime: e.created_at, title: new Date(e.created_at).toLocaleString(), text: new Date(e.created_at).toLocaleTimeString() }),
+    h('span', { class: `badge ${e.status}`, text: e.status }),
+    h('span', { class: 'event-message', text: e.message ?? '' }),
+    e.error_stack ? stack(e.error_stack) : null,
+  )
+}
+
+export function stack(text: string): HTMLElement {
+  return h('details', { class: 'stack', 'data-testid': 'error-stack' }, h('summary', { text: 'stack' }), h('pre', { text }))
+}
+
+export function appendOutput(chunk: unknown) {
+  const pane = $('process-output')
+  const stick = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 4
+  pane.append(typeof chunk === 'string' ? chunk : `${JSON.stringify(chunk)}\n`)
+  $('output-card').hidden = false
+  if (stick) pane.scrollTop = pane.scrollHeight
+}
