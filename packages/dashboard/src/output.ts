@@ -2,7 +2,7 @@
 // whenever the process's state says something happened — a status change, or a new message (a worker's
 // `log` line moves both the message and the version), so log lines appear as they are written.
 // Output: the live output as a log pane, text as it comes and other chunks as a line of JSON each.
-import { api } from './api'
+import { ApiError, api } from './api'
 import { showError } from './banner'
 import { $, h } from './dom'
 import type { ProcessEvent } from './types'
@@ -49,7 +49,8 @@ export async function loadEvents() {
       events.again = false
     }
   } catch (e) {
-    showError(e)
+    // Not there (or not this workspace's): the detail pane says so; no banner on top of it.
+    if (!(e instanceof ApiError && e.status === 404)) showError(e)
   } finally {
     if (events.id === id) events.loading = false
   }
