@@ -48,6 +48,8 @@ export const ConfigSchema = T.Object({
   WORKSPACE_MAX_PENDING: Int(100_000, 0, 100_000_000),
   WORKSPACE_MAX_PENDING_TYPES: Int(1000, 0, 10_000_000),
   WORKSPACE_MAX_METADATA_BYTES: Int(1024 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
+  /** POST /processes/bulk: a filter matching more processes than this is refused (422) before anything changes. */
+  BULK_MAX: Int(100_000, 1, 10_000_000),
   CORS_ORIGINS: T.String({ default: '' }),
   LOG_LEVEL: T.Union([T.Literal('debug'), T.Literal('info'), T.Literal('warn'), T.Literal('error'), T.Literal('silent')], { default: 'info' }),
   /** How long a token look-up may be served from memory; revocation takes effect within this. */

@@ -23,6 +23,8 @@ export interface AuditRow {
   worker_token_id?: number | null
   /** How many requests the row stands for (> 1: a flood's aggregate, see AuditLog.record). */
   count?: number
+  /** What a request that stands for many changes did (a bulk action: its filter and counts). */
+  details?: unknown
 }
 
 /**
@@ -67,13 +69,13 @@ export async function writeAuditRows(sql: Sql, rows: AuditRow[]) {
   if (rows.length === 0) return
   await sql`
     insert into audit_log (user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at,
-                           request_id_from_client, worker_token_id, count)
+                           request_id_from_client, worker_token_id, count, details)
     select user_id, token_id, workspace_id, method, route, status, ip, user_agent, request_id, created_at,
-           coalesce(request_id_from_client, false), worker_token_id, coalesce(count, 1)
+           coalesce(request_id_from_client, false), worker_token_id, coalesce(count, 1), details
       from json_to_recordset(${JSON.stringify(rows.map(capAuditRow))}::text::json)
         as x(user_id bigint, token_id bigint, workspace_id bigint, method text, route text, status int,
              ip text, user_agent text, request_id text, created_at timestamptz, request_id_from_client boolean,
-             worker_token_id bigint, count int)`
+             worker_token_id bigint, count int, details jsonb)`
 }
 
 /**

@@ -81,6 +81,8 @@ export const Process = t.Composite([
   TreeFields,
   t.Object({
     tags: t.Array(t.String()),
+    /** The stack a worker sent with its latest fail (extension; capped at STACK_MAX_CHARS); cleared by a retry. */
+    error_stack: t.Union([t.String(), t.Null()]),
     metadata: t.Record(t.String(), t.Unknown()),
     result_summary: t.Union([t.Record(t.String(), t.Unknown()), t.Null()]),
   }),
@@ -93,7 +95,40 @@ export const ProcessEvent = t.Object({
   status: StatusSchema,
   message: t.Union([t.String(), t.Null()]),
   created_at: Timestamp,
+  /** A fail's stack, as the worker sent it (extension; null on every other event). */
+  stack: t.Union([t.String(), t.Null()]),
 })
+
+/**
+ * A fail frame's stack is kept up to this many characters (the rest is cut, marked with a last line): a
+ * real stack is a few KB, and 8000 characters of any text stay within a frame's 64 KiB as JSON. The SDKs cut
+ * there too, so their fail frame is never refused for its size.
+ */
+export const STACK_MAX_CHARS = 8000
+
+/**
+ * A stack as it is stored: what Postgres text cannot hold (U+0000, unpaired surrogates) dropped or replaced,
+ * cut at STACK_MAX_CHARS with a line saying so. Null for an empty one.
+ */
+export function storableStack(stack: string): string | null {
+  const text = stack.replaceAll('\u0000', '').toWellFormed()
+  if (text.length === 0) return null
+  if (text.length <= STACK_MAX_CHARS) return text
+  const mark = `\n… (cut at ${STACK_MAX_CHARS} characters)`
+  return text.slice(0, STACK_MAX_CHARS - mark.length).toWellFormed() + mark
+}
+
+/**
+ * The list's views (extension), each one predicate shared by the list, the bulk filter and the stats
+ * (src/processes/queries/filters.ts): scheduled (pending, run_at ahead), retrying (pending after a failed
+ * attempt, waiting for its retry), dead (failed with its attempts exhausted).
+ */
+export const VIEWS = ['scheduled', 'retrying', 'dead'] as const
+export type View = (typeof VIEWS)[number]
+export const ViewSchema = t.UnionEnum(VIEWS)
+
+/** A search (`q`, extension): a case-insensitive substring of message, error, type or metadata. */
+export const SearchString = () => t.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000]*$', ...meaning('1 to 200 characters of text without U+0000') })
 
 /**
  * An integer in a path or query string, written as a plain decimal (`42`; `0` only where the minimum is 0), and
@@ -159,6 +194,10 @@ export const ListQuery = Query({
   before: t.Optional(NumericId()),
   /** Only the children of this process (extension). */
   parent_id: t.Optional(NumericId()),
+  /** One of the views (extension): scheduled, retrying, dead. */
+  view: t.Optional(ViewSchema),
+  /** Search (extension): within the newest SEARCH_SCAN_MAX processes the other filters match. */
+  q: t.Optional(SearchString()),
 })
 
 /** GET /processes/{id}/children (extension): oldest first, `after` an id for the next page. */
@@ -386,6 +425,45 @@ export const ReviewBody = t.Object(
   },
   { additionalProperties: false },
 )
+
+/** What a bulk action selects (extension): the list's filters, as JSON. */
+export const BulkFilter = t.Object(
+  {
+    workspace_id: t.Optional(Id),
+    status: t.Optional(t.Union([StatusFilter, t.Array(StatusSchema, { minItems: 1, maxItems: STATUSES.length })])),
+    type: t.Optional(TypeString()),
+    tag: t.Optional(TagFilter),
+    parent_id: t.Optional(Id),
+    view: t.Optional(ViewSchema),
+    q: t.Optional(SearchString()),
+  },
+  { additionalProperties: false },
+)
+export type BulkFilter = typeof BulkFilter.static
+
+export const BULK_ACTIONS = ['cancel', 'retry', 'discard'] as const
+export type BulkAction = (typeof BULK_ACTIONS)[number]
+
+export const BulkBody = t.Object(
+  {
+    action: t.UnionEnum(BULK_ACTIONS),
+    filter: BulkFilter,
+    /** true: only count what the action would change (the preview). */
+    dry_run: t.Optional(t.Boolean()),
+  },
+  { additionalProperties: false },
+)
+
+export const BulkResult = t.Object({
+  action: t.UnionEnum(BULK_ACTIONS),
+  workspace_id: Int(),
+  /** Processes the filter matches that the action applies to (cancel: pending or running; retry: failed; discard: waiting_review). */
+  matched: Int(),
+  /** Of those, how many it changed (absent on a dry run); fewer when others changed first. */
+  changed: t.Optional(Int()),
+  dry_run: t.Boolean(),
+})
+export type BulkResult = typeof BulkResult.static
 
 export const IdempotencyHeaders = t.Object({
   'idempotency-key': t.Optional(t.String({ minLength: 1, maxLength: 255 })),

@@ -10,7 +10,7 @@ import type { Status } from './states'
 import { insertProcessRows, type NewProcess } from './queries/create'
 import { findState, getProcesses } from './queries/reads'
 import { toProcess } from './queries/rows'
-import { transitionProcess, type Transition, userTransition } from './queries/transitions'
+import { runNow, transitionProcess, type Transition, userTransition } from './queries/transitions'
 import { cancelDescendants, lockDescendants, resumeWaiting, retryDescendants } from './queries/trees'
 import { isParentEnded, parentEnded, parentFor } from './tree'
 import { admit, NO_QUOTAS, type Quotas } from './quotas'
@@ -24,7 +24,7 @@ const DEADLOCK_DETECTED = '40P01'
  * waited for the parent are locked after it: in that narrow window Postgres may pick it as a deadlock's victim.
  * Nothing of it committed, so it is run again.
  */
-async function withDeadlockRetry<T>(run: () => Promise<T>): Promise<T> {
+export async function withDeadlockRetry<T>(run: () => Promise<T>): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await run()
@@ -240,7 +240,7 @@ export async function applyTransition(
 export async function userAction(
   sql: Sql,
   hub: ProcessHub,
-  input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow },
+  input: { principal: Principal; id: number; action: UserActionName; note?: string; audit: AuditRow | null },
 ): Promise<Process> {
   const { principal, id } = input
   const { process, cascaded } = await withDeadlockRetry(() =>
@@ -262,10 +262,10 @@ export async function userAction(
         const byId = new Map([...retried, ...resumed].map((p) => [p.id, p]))
         cascaded = [...byId.values()].filter((p) => p.id !== changed.id)
         const root = resumed.find((p) => p.id === changed.id)
-        await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
+        if (input.audit) await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
         return { process: root ?? changed, cascaded }
       }
-      await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
+      if (input.audit) await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
       return { process: changed, cascaded }
     }),
   ).catch((error) => {
@@ -281,5 +281,25 @@ export async function userAction(
   })
   hub.publishAll([process, ...cascaded])
   for (const p of [process, ...cascaded]) if (p.status === 'pending') hub.announceWork(p.type)
+  return process
+}
+
+/** POST /processes/{id}/run-now: due at once, with its audit row; explained as 404, 403 or 409 when refused. */
+export async function runNowAction(sql: Sql, hub: ProcessHub, input: { principal: Principal; id: number; audit: AuditRow }): Promise<Process> {
+  const { principal, id } = input
+  const process = await sql.begin(async (tx) => {
+    const changed = await runNow(tx, id, principal.writableWorkspaceIds)
+    if (!changed) {
+      const state = await findState(tx, id)
+      if (!state || !principal.workspaceIds.includes(state.workspace_id)) throw notFound('Process not found')
+      if (!principal.writableWorkspaceIds.includes(state.workspace_id)) throw forbidden('Your role in this workspace is read-only')
+      const why = state.status === 'pending' ? 'is already due' : STATUS_WORDS[state.status]
+      throw invalidTransition(`This process ${why}; only a pending process due later can be run now.`, { status: state.status })
+    }
+    await writeAuditRows(tx, [{ ...input.audit, workspace_id: changed.workspace_id }])
+    return changed
+  })
+  hub.publishAll([process])
+  hub.announceWork(process.type)
   return process
 }

@@ -5,7 +5,7 @@ import { activeWorkspace, authPlugin } from '../auth/plugin'
 import { documented } from '../ops/docs'
 import type { Services } from '../wiring'
 import { ErrorSchema, IdString, StatusSchema, TagFilter, tagsOf } from './model'
-import { countByTypeAndStatus, timeBuckets } from './queries/stats'
+import { countByTypeAndStatus, countViews, timeBuckets } from './queries/stats'
 
 /** The windows a dashboard may ask for, and the bucket each is drawn in. */
 export const WINDOWS = { '1h': [3600, 60], '6h': [21_600, 600], '24h': [86_400, 3600], '7d': [604_800, 21_600] } as const
@@ -20,6 +20,8 @@ export const StatsResponse = t.Object({
   window: t.UnionEnum(WINDOW_NAMES),
   bucket_seconds: t.Integer(),
   counts: t.Array(t.Object({ type: t.String(), status: StatusSchema, count: t.Integer() })),
+  /** The list's views (extension): as many as `GET /processes?view=` lists. */
+  views: t.Object({ scheduled: t.Integer(), retrying: t.Integer(), dead: t.Integer() }),
   buckets: t.Array(
     t.Object({
       start: t.String({ format: 'date-time' }),
@@ -44,11 +46,12 @@ export function stats(s: Services) {
       const [windowS, bucketS] = WINDOWS[window]
       const tags = tagsOf(query.tag)
       // `buckets=false`: the counts alone (the dashboard's tabs, refreshed as statuses change), one cheap query.
-      const [counts, buckets] = await Promise.all([
+      const [counts, views, buckets] = await Promise.all([
         countByTypeAndStatus(s.sql, workspaceId, tags),
+        countViews(s.sql, workspaceId, tags),
         query.buckets === 'false' ? [] : timeBuckets(s.sql, workspaceId, windowS, bucketS, tags),
       ])
-      return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts, buckets }
+      return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts, views, buckets }
     },
     {
       query: t.Object(

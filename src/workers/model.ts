@@ -60,7 +60,16 @@ export const Frame = T.Union([
     attempt: Attempt,
     claim: ClaimNext,
   }),
-  T.Object({ op: T.Literal('fail'), ref: Ref, process_id: ProcessId, error: T.String({ minLength: 1, maxLength: 4000 }), attempt: Attempt, claim: ClaimNext }),
+  T.Object({
+    op: T.Literal('fail'),
+    ref: Ref,
+    process_id: ProcessId,
+    error: T.String({ minLength: 1, maxLength: 4000 }),
+    /** The thrown error's stack or traceback (extension): kept up to STACK_MAX_CHARS, the rest cut. */
+    stack: T.Optional(T.String()),
+    attempt: Attempt,
+    claim: ClaimNext,
+  }),
   // Trees (extension): children of the process this worker holds, and a page of them.
   T.Object({
     op: T.Literal('spawn'),

@@ -28,6 +28,7 @@ const proc = (version: number, status: Process['status'] = 'running', id = 1): P
   parent_id: null,
   root_id: 1,
   children: null,
+  error_stack: null,
 })
 const sse = (chunks: string[], delayMs = 20, end = true) =>
   new ReadableStream({

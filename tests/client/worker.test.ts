@@ -39,6 +39,7 @@ function fakeGateway() {
       parent_id: null,
       root_id: 1,
       children: null,
+      error_stack: null,
     }
     processes.set(p.id, p)
     for (const w of waiting.splice(0)) w()

@@ -31,6 +31,7 @@ const state = (id: number, version: number, status: Process['status'] = 'running
   parent_id: null,
   root_id: id,
   children: null,
+  error_stack: null,
   metadata: {},
   result_summary: null,
 })

@@ -32,8 +32,26 @@ import { safely } from './util.ts'
 
 export type { ConnectionInfo, ConnectionState } from './feed.ts'
 export { type EventSourceConstructor, type EventSourceLike, type FetchLike, MonitorError } from './http.ts'
-export { DONE_STATUSES, type OutputChunk, PROCESS_FIELDS, PROCESS_STATUSES, type Process, type ProcessStatus } from './shapes.ts'
+export { type ChildCounts, DONE_STATUSES, type OutputChunk, PROCESS_FIELDS, PROCESS_STATUSES, type Process, type ProcessStatus } from './shapes.ts'
 export { type SseEvent, type SseHandlers, SseParser } from './sse-parser.ts'
+export { type ApiOptions, createApi, type ListPage, type ListParams, type ProcessesApi, type StatsParams } from './api.ts'
+export {
+  BULK_ACTIONS,
+  type BulkAction,
+  type BulkFilter,
+  type BulkResult,
+  PROCESS_VIEWS,
+  type ProcessEvent,
+  type ProcessSummary,
+  type ProcessView,
+  type Queue,
+  type QueuesPage,
+  type Schedule,
+  type Stats,
+  type Worker,
+  type WorkerLease,
+  type WorkersPage,
+} from './api-shapes.ts'
 /** @internal Kept for callers of the single-file version; the package's own code imports util.ts. */
 export { abortableSleep } from './util.ts'
 

@@ -37,6 +37,8 @@ export interface Process {
   root_id: number
   /** Its children by status; null when it never had any. */
   children: ChildCounts | null
+  /** The stack the worker sent with its latest fail (capped); null otherwise, and after a retry. */
+  error_stack: string | null
 }
 
 /** A parent's children by status (the parent's `progress` is their mean, or weighted by each child's `weight`). */
@@ -76,6 +78,7 @@ export const PROCESS_FIELDS = [
   'parent_id',
   'root_id',
   'children',
+  'error_stack',
 ] as const satisfies readonly (keyof Process)[]
 // Compile-time: PROCESS_FIELDS names every key of Process (and, by `satisfies`, nothing else).
 const everyField: Exclude<keyof Process, (typeof PROCESS_FIELDS)[number]> extends never ? true : false = true

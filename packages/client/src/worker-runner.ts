@@ -44,7 +44,15 @@ interface RunningJob {
   stopCode?: string
 }
 
-type Outcome = { op: 'complete'; result_summary?: Record<string, unknown>; review: boolean } | { op: 'fail'; error: string }
+type Outcome = { op: 'complete'; result_summary?: Record<string, unknown>; review: boolean } | { op: 'fail'; error: string; stack?: string }
+
+/** The server keeps a fail's stack up to this many characters (STACK_MAX_CHARS); cut here, the frame stays under 64 KiB. */
+const STACK_MAX_CHARS = 8000
+/** The thrown error's stack, if it has one, cut to what the server keeps. */
+function stackOf(error: unknown): string | undefined {
+  const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : undefined
+  return stack ? stack.slice(0, STACK_MAX_CHARS) : undefined
+}
 
 export class Worker {
   private readonly connection: WorkerConnection
@@ -251,7 +259,8 @@ export class Worker {
       const result = await this.options.handler(job.process, job.context)
       return { op: 'complete', result_summary: result?.result_summary, review: result?.review === true }
     } catch (error) {
-      return { op: 'fail', error: asError(error).message || 'failed' }
+      const stack = stackOf(error)
+      return { op: 'fail', error: asError(error).message || 'failed', ...(stack ? { stack } : {}) }
     }
   }
 
@@ -273,7 +282,14 @@ export class Worker {
             review: outcome.review || undefined,
             ...next,
           }
-        : { op: 'fail', process_id: process.id, attempt: process.attempts, error: outcome.error, ...next }
+        : {
+            op: 'fail',
+            process_id: process.id,
+            attempt: process.attempts,
+            error: outcome.error,
+            ...(outcome.stack ? { stack: outcome.stack } : {}),
+            ...next,
+          }
     for (let refusals = 0; ; refusals++) {
       try {
         const ack = await this.connection.request(frame, { retry: true })

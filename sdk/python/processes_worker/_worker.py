@@ -7,6 +7,7 @@ import inspect
 import logging
 import math
 import threading
+import traceback
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
@@ -52,6 +53,19 @@ def clamp_percent(percent: float) -> int:
 def error_text(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text[:MAX_ERROR_CHARS]
+
+
+# The server keeps a fail's stack up to this many characters; cut here, the frame stays under 64 KiB.
+MAX_STACK_CHARS = 8000
+
+
+def failure_of(error: BaseException) -> Frame:
+    """A handler's exception as the fail frame's fields: its message and its traceback."""
+    frame: Frame = {"op": "fail", "error": error_text(error)}
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    if stack:
+        frame["stack"] = stack[-MAX_STACK_CHARS:]
+    return frame
 
 
 def outcome_of(result: Any) -> Frame:
@@ -440,7 +454,7 @@ class Worker:
             return {"op": "fail", "error": "cancelled"}
         error = task.exception()
         if error is not None:
-            return {"op": "fail", "error": error_text(error)}
+            return failure_of(error)
         result = task.result()
         if inspect.isawaitable(result):
             # A sync-looking callable that returned a coroutine (a lambda around an async function, say).
@@ -450,7 +464,7 @@ class Worker:
             if inner.cancelled():
                 return {"op": "fail", "error": "cancelled"}
             if inner.exception() is not None:
-                return {"op": "fail", "error": error_text(inner.exception())}  # type: ignore[arg-type]
+                return failure_of(inner.exception())  # type: ignore[arg-type]
             result = inner.result()
         return outcome_of(result)
 

@@ -28,10 +28,11 @@ function backoffMs(sql: Sql, b: Backoff) {
  * lease ended (leaseEnded, src/processes/hub-rules.ts), and its late frames are refused by the attempt and the status.
  * `error` and `version` are SQL: per row of the statement (d.error, d.version) or a constant.
  */
-function failOrRetrySet(sql: Sql, error: PromiseLike<unknown>, version: PromiseLike<unknown>, progress = sql`p.progress`) {
+function failOrRetrySet(sql: Sql, error: PromiseLike<unknown>, version: PromiseLike<unknown>, progress = sql`p.progress`, stack = sql`null`) {
   return sql`
          status = case when d.retry then ${EDGES.retryLater.to}::text else ${EDGES.fail.to}::text end,
          error = ${error},
+         error_stack = ${stack},
          message = case when d.retry
                         then 'retry ' || (p.attempts + 1) || ' of ' || p.max_attempts || ' at '
                              || to_char(d.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || ': ' || ${error}
@@ -54,6 +55,8 @@ export interface FailWrite {
   /** The worker token sending it: it must be the one holding the lease (null: not checked). */
   worker_token_id: number | null
   error: string
+  /** The worker's stack for this error (storableStack), or null. */
+  stack?: string | null
   /**
    * From the lease holder's live state (src/processes/live.ts): the version its commit follows, its live_base,
    * and the progress it carries (the last accepted, which the fail keeps). Null: not the holder.
@@ -75,10 +78,10 @@ export async function failProcesses(sql: Sql, writes: FailWrite[], backoff: Back
   const rows = await sql`
     with x as (
       select * from jsonb_to_recordset(${JSON.stringify(writes)}::text::jsonb)
-        as x(id bigint, worker_id text, attempt int, worker_token_id bigint, error text, version bigint, base bigint, progress int,
+        as x(id bigint, worker_id text, attempt int, worker_token_id bigint, error text, stack text, version bigint, base bigint, progress int,
               result boolean, result_summary jsonb)
     ), d as (
-      select p.id, x.error, x.progress, x.result, x.result_summary, p.attempts < p.max_attempts as retry,
+      select p.id, x.error, x.stack, x.progress, x.result, x.result_summary, p.attempts < p.max_attempts as retry,
              now() + ${backoffMs(sql, backoff)} * interval '1 millisecond' as at,
              case when x.version is not null then greatest(p.version, x.version) + 1
                   else greatest(p.version, p.live_base) + ${LIVE_VERSION_JUMP} end as version
@@ -90,13 +93,13 @@ export async function failProcesses(sql: Sql, writes: FailWrite[], backoff: Back
          and (x.worker_token_id is null or p.worker_token_id is null or p.worker_token_id = x.worker_token_id)
          and (x.base is null or p.live_base = x.base)
     ), p as (
-      update processes p set ${failOrRetrySet(sql, sql`d.error`, sql`d.version`, sql`coalesce(d.progress, p.progress)`)},
+      update processes p set ${failOrRetrySet(sql, sql`d.error`, sql`d.version`, sql`coalesce(d.progress, p.progress)`, sql`d.stack`)},
              result_summary = case when d.result then d.result_summary else p.result_summary end
         from d
        where p.id = d.id and p.status = any(${FAIL_FROM}::text[])
       returning p.*
     ), e as (
-      insert into process_events (process_id, status, message) select id, status, message from p
+      insert into process_events (process_id, status, message, stack) select id, status, message, error_stack from p
     )
     select * from p`
   return rows.map(toProcess)
@@ -122,7 +125,7 @@ export async function sweepExpired(sql: Sql, timeoutMs: number, backoff: Backoff
        where p.id = d.id and p.status = any(${FAIL_FROM}::text[])
       returning p.*
     ), e as (
-      insert into process_events (process_id, status, message) select id, status, message from p
+      insert into process_events (process_id, status, message, stack) select id, status, message, error_stack from p
     )
     select * from p`
   return rows.map(toProcess)

@@ -1,8 +1,9 @@
 // Reads of processes and their events: by id (batched by the reader), lists, the workspace stream's pages, and
 // what a Redis outage may have hidden.
 import type { Sql } from '../../db/client'
-import type { Process, ProcessSummary } from '../model'
+import type { Process, ProcessSummary, View } from '../model'
 import { NOT_FINAL, type Status } from '../states'
+import { SEARCH_SCAN_MAX, searchCondition, viewCondition } from './filters'
 import { toProcess } from './rows'
 
 /** What a public token covers: ids and/or tags (null: not scoped by that). */
@@ -50,27 +51,69 @@ export interface ListFilter {
   scope?: CoverScope
   /** Only the children of this process. */
   parentId?: number
+  /** One of the views (queries/filters.ts). */
+  view?: View
+  /** A search: within the newest SEARCH_SCAN_MAX rows the other filters match. */
+  q?: string
   before?: number
   limit: number
 }
 
-/** Newest first by id; fetches one extra row to know whether another page follows. */
-export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: ProcessSummary[]; more: boolean }> {
-  const rows = await sql<ProcessSummary[]>`
-    select id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
-           created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts, parent_id
-      from processes
-     where workspace_id = ${f.workspaceId}
+/** The list's filters (all but the search and the cursor) as conditions; also the bulk actions' selection. */
+export function listConditions(sql: Sql, f: Omit<ListFilter, 'q' | 'before' | 'limit'>) {
+  return sql`workspace_id = ${f.workspaceId}
        ${f.parentId !== undefined ? sql`and parent_id = ${f.parentId}` : sql``}
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
        ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}
-       ${coveredBy(sql, f.scope)}
-       ${f.before ? sql`and id < ${f.before}` : sql``}
-     order by id desc
-     limit ${f.limit + 1}`
-  const more = rows.length > f.limit
-  return { rows: more ? rows.slice(0, f.limit) : [...rows], more }
+       ${viewCondition(sql, f.view)}
+       ${coveredBy(sql, f.scope)}`
+}
+
+const SUMMARY_COLUMNS = `id, workspace_id, type, status, progress, message, error, attempts, version, worker_id,
+  created_by, created_at, updated_at, started_at, finished_at, priority, run_at, max_attempts, parent_id`
+
+/**
+ * Newest first by id; fetches one extra row to know whether another page follows. `next`: the cursor of the
+ * next page, if one may follow. A search reads at most SEARCH_SCAN_MAX rows per page: a page may then hold
+ * fewer rows than `limit` (even none) and still have a next page, which goes on below what this one read.
+ */
+export async function listProcesses(sql: Sql, f: ListFilter): Promise<{ rows: ProcessSummary[]; next: number | null }> {
+  const columns = sql.unsafe(SUMMARY_COLUMNS)
+  if (f.q === undefined) {
+    const rows = await sql<ProcessSummary[]>`
+      select ${columns}
+        from processes
+       where ${listConditions(sql, f)}
+         ${f.before ? sql`and id < ${f.before}` : sql``}
+       order by id desc
+       limit ${f.limit + 1}`
+    const more = rows.length > f.limit
+    const page = more ? rows.slice(0, f.limit) : [...rows]
+    return { rows: page, next: more ? page[page.length - 1]!.id : null }
+  }
+  const rows = await sql<(ProcessSummary & { scanned: number; floor: number })[]>`
+    with scan as (
+      select ${columns}, ${searchCondition(sql, f.q)} as hit
+        from processes
+       where ${listConditions(sql, f)}
+         ${f.before ? sql`and id < ${f.before}` : sql``}
+       order by id desc
+       limit ${SEARCH_SCAN_MAX}
+    ), window_ as (
+      select count(*)::int as scanned, min(id) as floor from scan
+    )
+    select s.*, w.scanned, w.floor
+      from window_ w left join lateral (
+        select ${columns} from scan where hit order by id desc limit ${f.limit + 1}
+      ) s on true`
+  const window = rows[0]
+  const hits = rows.filter((r) => r.id !== null)
+  const more = hits.length > f.limit
+  const page = (more ? hits.slice(0, f.limit) : hits).map(({ scanned: _s, floor: _f, ...row }) => row as ProcessSummary)
+  if (more) return { rows: page, next: page[page.length - 1]!.id }
+  // The window was full: older rows remain unread, below its oldest.
+  return { rows: page, next: window && window.scanned >= SEARCH_SCAN_MAX ? Number(window.floor) : null }
 }
 
 export interface ActiveFilter {
@@ -126,8 +169,8 @@ export async function listLeasesEndedSince(sql: Sql, workerIds: string[], since:
 }
 
 export async function listEvents(sql: Sql, processId: number, after: number, limit: number) {
-  return sql<{ id: number; status: Status; message: string | null; created_at: string }[]>`
-    select id, status, message, created_at from process_events
+  return sql<{ id: number; status: Status; message: string | null; created_at: string; stack: string | null }[]>`
+    select id, status, message, created_at, stack from process_events
      where process_id = ${processId} and id > ${after}
      order by id
      limit ${limit}`

@@ -29,6 +29,7 @@ export function toProcess(row: Row): Process {
     max_attempts: row.max_attempts,
     tags: row.tags,
     ...treeFields(row),
+    error_stack: row.error_stack ?? null,
     metadata: row.metadata,
     result_summary: row.result_summary,
   }

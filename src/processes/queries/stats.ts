@@ -2,6 +2,7 @@
 // (created_at, started_at, finished_at).
 import type { Sql } from '../../db/client'
 import type { DepthRow } from '../../ops/metrics'
+import { viewCondition } from './filters'
 
 /** Non-final processes by type and status, all workspaces: the Prometheus queue-depth gauge. */
 export async function queueDepth(sql: Sql): Promise<DepthRow[]> {
@@ -32,6 +33,18 @@ export async function countByTypeAndStatus(sql: Sql, workspaceId: number, tags?:
      where workspace_id = ${workspaceId} ${tagged(sql, tags)}
      group by type, status
      order by type, status`
+}
+
+/**
+ * The views' counts (queries/filters.ts): each a count over its own partial index (sql/016_console.sql), so
+ * what the tab says and what `GET /processes?view=` lists are one predicate.
+ */
+export async function countViews(sql: Sql, workspaceId: number, tags?: string[]) {
+  const [row] = await sql<{ scheduled: number; retrying: number; dead: number }[]>`
+    select (select count(*)::int from processes where workspace_id = ${workspaceId} ${viewCondition(sql, 'scheduled')} ${tagged(sql, tags)}) as scheduled,
+           (select count(*)::int from processes where workspace_id = ${workspaceId} ${viewCondition(sql, 'retrying')} ${tagged(sql, tags)}) as retrying,
+           (select count(*)::int from processes where workspace_id = ${workspaceId} ${viewCondition(sql, 'dead')} ${tagged(sql, tags)}) as dead`
+  return row!
 }
 
 /**

@@ -76,6 +76,45 @@ export async function transitionProcess(sql: Sql, id: number, tr: Transition): P
   return row ? toProcess(row) : null
 }
 
+/**
+ * One transition applied to many processes in one statement (a bulk action's batch, src/processes/bulk.ts):
+ * the same guard, version bump and event as transitionProcess, per row. Returns the rows it changed.
+ */
+export async function transitionProcesses(sql: Sql, ids: number[], tr: Transition): Promise<Process[]> {
+  if (ids.length === 0) return []
+  const from = sourcesOf(tr.to, tr.from)
+  const rows = await sql`
+    with p as (
+      update processes
+         set status = ${tr.to}, message = ${tr.message}, version = ${nextVersion(sql, tr.holder)}, updated_at = now()
+             ${tr.set ?? sql``}
+       where id = any(${ids}::bigint[]) and status = any(${from}::text[]) ${tr.guard ?? sql``} ${holderGuard(sql, tr.holder)}
+      returning *
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, message from p
+    )
+    select * from p order by id desc`
+  return rows.map(toProcess)
+}
+
+/**
+ * Run now: a pending process due later (a delay, a retry's backoff) becomes due at once. Not a status change:
+ * run_at, a new version and an event. Null when the process is not pending with a run_at ahead (or not in
+ * these workspaces).
+ */
+export async function runNow(sql: Sql, id: number, workspaceIds: number[]): Promise<Process | null> {
+  const [row] = await sql`
+    with p as (
+      update processes set run_at = now(), version = version + 1, updated_at = now()
+       where id = ${id} and status = 'pending' and run_at > now() and workspace_id = any(${workspaceIds}::bigint[])
+      returning *
+    ), e as (
+      insert into process_events (process_id, status, message) select id, status, 'Run now' from p
+    )
+    select * from p`
+  return row ? toProcess(row) : null
+}
+
 /** The transitions users ask for over REST, each guarded by workspace visibility. */
 export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' | 'discard', workspaceIds: number[], note?: string): Transition {
   const guard = sql`and workspace_id = any(${workspaceIds}::bigint[])`
@@ -87,7 +126,7 @@ export function userTransition(sql: Sql, action: 'cancel' | 'retry' | 'approve' 
         ...EDGES.retry,
         message: note ?? 'Retry requested',
         guard,
-        set: sql`, progress = 0, error = null, result_summary = null, started_at = null, finished_at = null,
+        set: sql`, progress = 0, error = null, error_stack = null, result_summary = null, started_at = null, finished_at = null,
                  worker_id = null, worker_token_id = null, heartbeat_at = null, run_at = now()`,
       }
     case 'approve':

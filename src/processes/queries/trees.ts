@@ -86,7 +86,7 @@ export async function retryDescendants(sql: Sql, ids: number[]): Promise<Process
   const rows = await sql`
     with p as (
       update processes
-         set status = 'pending', message = 'Retried with its parent', progress = 0, error = null, result_summary = null,
+         set status = 'pending', message = 'Retried with its parent', progress = 0, error = null, error_stack = null, result_summary = null,
              started_at = null, finished_at = null, worker_id = null, worker_token_id = null, heartbeat_at = null,
              run_at = now(), updated_at = now(), version = version + 1
        where id = any(${ids}::bigint[]) and status = 'failed'

@@ -50,11 +50,13 @@ export function processReads(s: Services) {
           type: query.type,
           tags: tagsOf(query.tag),
           scope: principal.scope,
+          view: query.view,
+          q: query.q,
           before: query.before,
           limit,
         }
-        const { rows, more } = await listProcesses(s.sql, { ...filter, parentId: query.parent_id })
-        if (more) linkNext(request, set, 'before', rows[rows.length - 1]!.id)
+        const { rows, next } = await listProcesses(s.sql, { ...filter, parentId: query.parent_id })
+        if (next !== null) linkNext(request, set, 'before', next)
         // A running process's newest live state, where this instance knows one (src/processes/reader.ts).
         return rows.map((row) => {
           const live = s.reader.liveState(row.id)
@@ -66,7 +68,8 @@ export function processReads(s: Services) {
       {
         query: ListQuery,
         detail: {
-          summary: 'List processes of the active workspace, newest first',
+          summary:
+            'List processes of the active workspace, newest first; `view` (scheduled, retrying, dead) and `q` (search, within the newest SEARCH_SCAN_MAX rows of the other filters: a page may be short and still have a Link next) are extensions',
           tags: ['processes'],
           responses: responses({ 200: t.Array(ProcessSummary), ...errors }),
         },

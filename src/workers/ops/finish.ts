@@ -2,7 +2,7 @@
 // turn's other terminal frames, src/workers/finish.ts), then acked. From the lease holder the commit follows
 // its live version and supersedes what the write-behind has queued: a complete writes progress 100, a fail
 // the last accepted progress.
-import type { Process } from '../../processes/model'
+import { type Process, storableStack } from '../../processes/model'
 import type { Status } from '../../processes/states'
 import type { FinishClaim } from '../finish'
 import { holderVersion } from '../held'
@@ -43,6 +43,7 @@ export async function finish(g: GatewayOps, ws: Socket, workerId: string, frame:
           op: 'fail',
           ...common,
           error: frame.error,
+          stack: frame.stack === undefined ? null : storableStack(frame.stack),
           progress: lease ? lease.state.progress : null,
           // The holder's live result (update frames) is kept by the fail, as its progress is.
           ...(lease ? { result: true, result_summary: lease.state.result_summary } : {}),
