@@ -242,7 +242,7 @@ describeInBrowser('console in Chromium', async () => {
     await waitFor(async () => page.url().endsWith(`#/processes/${second}`), 5000, 'the detail by Enter')
     await page.getByTestId('process-detail').getByTestId('status').waitFor()
     await page.keyboard.press('Escape')
-    await waitFor(async () => page.url().endsWith("#/processes?type=con_many"), 5000, 'back to the list by Esc')
+    await waitFor(async () => page.url().endsWith('#/processes?type=con_many'), 5000, 'back to the list by Esc')
     await page.keyboard.press('/')
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('search-q')
     await page.keyboard.press('Escape')

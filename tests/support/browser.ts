@@ -8,7 +8,8 @@ import { join } from 'node:path'
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
 import { ROOT } from './helpers'
 
-export const CHROMIUM = '/usr/bin/chromium'
+/** Debian's Chromium; CHROMIUM_PATH names another build. */
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 export const SCREENSHOTS = join(ROOT, 'tests/artifacts/screenshots')
 
 /** A describe that needs Chromium: see the file's comment for what happens without it. */

@@ -9,20 +9,7 @@ import { filterParams, type ListRoute, listRoute } from './router'
 import { clearSelection, selection } from './selection'
 import { session } from './state'
 import { refreshCounts } from './tabs'
-
-export type BulkAction = 'cancel' | 'retry' | 'discard'
-
-interface BulkPreview {
-  action: BulkAction
-  matched: number
-  dry_run: true
-}
-interface BulkResult {
-  action: BulkAction
-  matched: number
-  changed: number
-  dry_run: false
-}
+import type { BulkAction, BulkFilter, BulkResult } from './types'
 
 const VERB = { cancel: 'Cancel', retry: 'Retry', discard: 'Discard' } as const
 const WHAT = {
@@ -52,13 +39,14 @@ export async function bulk(action: BulkAction) {
 }
 
 async function byFilter(action: BulkAction, route: ListRoute) {
-  const filter = { workspace_id: session.workspaceId, ...Object.fromEntries(filterParams(route)) }
-  const preview = await post<BulkPreview>('/processes/bulk', { action, filter, dry_run: true })
+  const filter: BulkFilter = { workspace_id: session.workspaceId, ...Object.fromEntries(filterParams(route)) }
+  const preview = await post<BulkResult>('/processes/bulk', { action, filter, dry_run: true })
   if (preview.matched === 0) throw new Error(`${VERB[action]}: nothing ${describe(route)} can be changed that way.`)
   if (!(await confirmAction(`${VERB[action]} ${plural(preview.matched)} ${describe(route)}? ${WHAT[action]}`))) return
   const result = await post<BulkResult>('/processes/bulk', { action, filter, dry_run: false })
-  if (result.changed < result.matched)
-    showError(new Error(`${VERB[action]}: ${result.changed} of ${result.matched} changed (the others changed status meanwhile).`), 'action')
+  const changed = result.changed ?? 0
+  if (changed < result.matched)
+    showError(new Error(`${VERB[action]}: ${changed} of ${result.matched} changed (the others changed status meanwhile).`), 'action')
 }
 
 async function byIds(action: BulkAction, ids: number[]) {

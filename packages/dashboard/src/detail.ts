@@ -12,8 +12,6 @@ import { resetTree, showChildren } from './tree'
 import type { MonitorHandle, Process } from './types'
 
 type Action = 'cancel' | 'retry' | 'approve' | 'discard' | 'run-now'
-/** A process; a failed one may carry its attempt's stack. */
-type Detail = Process & { error_stack?: string | null }
 
 let handle: MonitorHandle | null = null
 
@@ -80,7 +78,7 @@ async function act(p: Process, action: Action) {
 
 const field = (name: string, value: Node | string, testid?: string) => [h('dt', { text: name }), h('dd', { 'data-testid': testid }, value)]
 
-export function renderDetail(p: Detail) {
+export function renderDetail(p: Process) {
   const delayed = isDelayed(p)
   const buttons: HTMLButtonElement[] = []
   const button = (label: string, action: Action, cls = '') => {

@@ -7,9 +7,6 @@ import { showError } from './banner'
 import { $, h } from './dom'
 import type { ProcessEvent } from './types'
 
-/** An event; a failed attempt's may carry the error's stack. */
-type Event = ProcessEvent & { error_stack?: string | null }
-
 const EVENT_PAGE = 1000
 const events = { id: 0, lastId: 0, loading: false, again: false, seen: '' }
 
@@ -41,7 +38,7 @@ export async function loadEvents() {
   events.loading = true
   try {
     for (;;) {
-      const page = await api<Event[]>(`/processes/${id}/events?after=${events.lastId}&limit=${EVENT_PAGE}`)
+      const page = await api<ProcessEvent[]>(`/processes/${id}/events?after=${events.lastId}&limit=${EVENT_PAGE}`)
       if (events.id !== id) return
       $('event-log').append(...page.map(eventItem))
       if (page.length > 0) events.lastId = page.at(-1)!.id
@@ -56,14 +53,14 @@ export async function loadEvents() {
   }
 }
 
-function eventItem(e: Event): HTMLLIElement {
+function eventItem(e: ProcessEvent): HTMLLIElement {
   return h(
     'li',
     { 'data-id': e.id },
     h('time', { datetime: e.created_at, title: new Date(e.created_at).toLocaleString(), text: new Date(e.created_at).toLocaleTimeString() }),
     h('span', { class: `badge ${e.status}`, text: e.status }),
     h('span', { class: 'event-message', text: e.message ?? '' }),
-    e.error_stack ? stack(e.error_stack) : null,
+    e.stack ? stack(e.stack) : null,
   )
 }
 

@@ -1,11 +1,11 @@
 // Routes live in the hash, so every view has a URL: #/processes?status=failed&type=csv_import&q=stores,
 // #/processes?view=dead, #/processes/42, #/workers, #/charts, #/queues.
-import { PROCESS_STATUSES } from '@processes/client'
-import type { ProcessStatus, Summary } from './types'
+import { PROCESS_STATUSES, PROCESS_VIEWS } from '@processes/client'
+import type { ProcessStatus, ProcessView, Summary } from './types'
 
 /** The list's views beyond a status: delayed, waiting for a retry, failed for good (the server's `view=`). */
-export const LIST_VIEWS = ['scheduled', 'retrying', 'dead'] as const
-export type ListView = (typeof LIST_VIEWS)[number]
+export const LIST_VIEWS = PROCESS_VIEWS
+export type ListView = ProcessView
 
 export interface ListRoute {
   status?: ProcessStatus

@@ -4,15 +4,11 @@ import { PROCESS_STATUSES } from '@processes/client'
 import { api } from './api'
 import { showError } from './banner'
 import { $, h } from './dom'
-import { LIST_VIEWS, type ListRoute, type ListView, listHash, listRoute } from './router'
+import { LIST_VIEWS, type ListRoute, listHash, listRoute } from './router'
 import { wsQuery } from './state'
 import type { ProcessStatus, Stats } from './types'
 
-type Counts = Stats['counts']
-/** Per-view counts, where the server sends them (`views` in the stats answer). */
-type ViewCounts = Partial<Record<ListView, number>>
-
-export const counts = { byStatus: [] as Counts, views: null as ViewCounts | null }
+export const counts = { byStatus: [] as Stats['counts'], views: null as Stats['views'] | null }
 
 let timer: ReturnType<typeof setTimeout> | null = null
 /** A status changed somewhere: count again, at most once per 800 ms however many change. */
@@ -26,9 +22,9 @@ export function refreshCountsSoon() {
 
 export async function refreshCounts() {
   try {
-    const stats = await api<Stats & { views?: ViewCounts }>(`/processes/stats?${wsQuery()}&buckets=false`)
+    const stats = await api<Stats>(`/processes/stats?${wsQuery()}&buckets=false`)
     counts.byStatus = stats.counts
-    counts.views = stats.views ?? null
+    counts.views = stats.views
     const route = listRoute()
     if (route) renderTabs(route)
   } catch (e) {
@@ -36,7 +32,7 @@ export async function refreshCounts() {
   }
 }
 
-/** The count of a tab under the route's type filter; null where the server gives none (a view within a type). */
+/** The count of a tab under the route's type filter; null where the server gives none (a view within one type). */
 export function tabCount(route: ListRoute): number | null {
   if (route.listView) return route.type || !counts.views ? null : (counts.views[route.listView] ?? null)
   return counts.byStatus.filter((c) => (!route.status || c.status === route.status) && (!route.type || c.type === route.type)).reduce((n, c) => n + c.count, 0)

@@ -1,22 +1,28 @@
-// The shapes the console reads: the process types from @processes/client, the extension routes' types from
-// the server's own schemas (type-only imports: nothing of the server reaches the browser bundle).
-import type { StatsResponse } from '../../../src/processes/stats'
-import type { QueueSummary } from '../../../src/queues/routes'
-import type { Schedule as ScheduleSchema } from '../../../src/schedules/model'
-import type { WorkersPage } from '../../../src/workers/routes'
-import type { ProcessEvent as EventSchema, ProcessSummary } from '../../../src/processes/model'
-import type { Process } from '@processes/client'
+// The shapes the console reads, all from @processes/client (which checks them against the server's schemas).
+import type { Process, ProcessSummary, WorkersPage } from '@processes/client'
 
-export type { ConnectionState, MonitorHandle, OutputChunk, Process, ProcessStatus } from '@processes/client'
-export type Stats = typeof StatsResponse.static
-export type Bucket = Stats['buckets'][number]
-export type Queue = typeof QueueSummary.static
-export type Schedule = ScheduleSchema
+export type {
+  BulkAction,
+  BulkFilter,
+  BulkResult,
+  ConnectionState,
+  MonitorHandle,
+  OutputChunk,
+  Process,
+  ProcessEvent,
+  ProcessStatus,
+  ProcessView,
+  Queue,
+  QueuesPage,
+  Schedule,
+  Stats,
+} from '@processes/client'
+export type Bucket = import('@processes/client').Stats['buckets'][number]
 export type Workers = WorkersPage
-export type ProcessEvent = typeof EventSchema.static
 /** A list row: the summary the list sends, or the whole process the workspace stream sends. */
 export type Summary = ProcessSummary & Partial<Process>
 
+/** GET /me: the caller and their workspaces. */
 export interface Me {
   user: { id: number; email: string } | null
   workspaces: { id: number; name: string; role: string }[]
