@@ -125,7 +125,8 @@ export function storableStack(stack: string): string | null {
  */
 export const VIEWS = ['scheduled', 'retrying', 'dead'] as const
 export type View = (typeof VIEWS)[number]
-export const ViewSchema = t.UnionEnum(VIEWS)
+// Literals, not t.UnionEnum, which carries its first value as a default: a list without `view` would get one.
+export const ViewSchema = t.Union(VIEWS.map((v) => t.Literal(v)))
 
 /** A search (`q`, extension): a case-insensitive substring of message, error, type or metadata. */
 export const SearchString = () => t.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000]*$', ...meaning('1 to 200 characters of text without U+0000') })
@@ -443,10 +444,11 @@ export type BulkFilter = typeof BulkFilter.static
 
 export const BULK_ACTIONS = ['cancel', 'retry', 'discard'] as const
 export type BulkAction = (typeof BULK_ACTIONS)[number]
+const BulkActionSchema = t.Union(BULK_ACTIONS.map((a) => t.Literal(a)))
 
 export const BulkBody = t.Object(
   {
-    action: t.UnionEnum(BULK_ACTIONS),
+    action: BulkActionSchema,
     filter: BulkFilter,
     /** true: only count what the action would change (the preview). */
     dry_run: t.Optional(t.Boolean()),
@@ -455,7 +457,7 @@ export const BulkBody = t.Object(
 )
 
 export const BulkResult = t.Object({
-  action: t.UnionEnum(BULK_ACTIONS),
+  action: BulkActionSchema,
   workspace_id: Int(),
   /** Processes the filter matches that the action applies to (cancel: pending or running; retry: failed; discard: waiting_review). */
   matched: Int(),

@@ -117,6 +117,34 @@ describe('bulk cancel', () => {
   })
 })
 
+describe('bulk by view and search', () => {
+  it('cancels only the scheduled ones with view=scheduled, and only what q finds with q', async () => {
+    const type = uniqueType('view')
+    const later = new Date(Date.now() + 3_600_000).toISOString()
+    const made = await request('POST', '/processes/batch', {
+      token: a.token,
+      body: {
+        processes: [
+          { type, run_at: later, metadata: { customer: 'Globex 100%' } },
+          { type, run_at: later, metadata: { customer: 'Initech' } },
+          { type, metadata: { customer: 'Globex 100%' } },
+        ],
+      },
+    })
+    expect(made.status).toBe(201)
+    const [scheduledGlobex, scheduledInitech, dueGlobex] = made.body.processes.map((p: { id: number }) => p.id)
+    const preview = await bulk(a.token, { action: 'cancel', filter: { type, view: 'scheduled', q: 'globex 100%' }, dry_run: true })
+    expect(preview.body).toMatchObject({ matched: 1, dry_run: true })
+    const done = await bulk(a.token, { action: 'cancel', filter: { type, view: 'scheduled', q: 'globex 100%' } })
+    expect(done.body).toMatchObject({ matched: 1, changed: 1 })
+    const statusOf = async (id: number) => (await request('GET', `/processes/${id}`, { token: a.token })).body.status
+    expect([await statusOf(scheduledGlobex), await statusOf(scheduledInitech), await statusOf(dueGlobex)]).toEqual(['cancelled', 'pending', 'pending'])
+    // A wildcard is literal: '%' alone matches only what holds one.
+    const wild = await bulk(a.token, { action: 'cancel', filter: { type, q: '%' }, dry_run: true })
+    expect(wild.body.matched).toBe(1)
+  })
+})
+
 describe('bulk retry and discard', () => {
   it('retries failed processes to pending, clearing their error, and wakes nothing it should not', async () => {
     const type = uniqueType('retry')
