@@ -59,8 +59,11 @@ export function onKey(event: KeyboardEvent) {
       pendingG = true
       return
     case '/':
-      if (view !== 'processes') location.hash = lastListHash
-      $('search-q').focus()
+      // From another view: the list first (its hashchange shows it), then the box.
+      if (view !== 'processes') {
+        window.addEventListener('hashchange', () => $('search-q').focus(), { once: true })
+        location.hash = lastListHash
+      } else $('search-q').focus()
       return event.preventDefault()
     case '?':
       $<HTMLDialogElement>('help-dialog').showModal()
