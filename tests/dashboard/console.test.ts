@@ -169,6 +169,10 @@ describeInBrowser('console in Chromium', async () => {
     const delayed = await post('/processes', { type: 'con_views', delay_ms: 600_000 })
     await waitFor(async () => (await ids())[0] === delayed.id, 10_000, 'the new delayed process on top')
     expect(await ids()).not.toContain(plain.id)
+    // One that comes due leaves the view, though no change is sent for it.
+    const soon = await post('/processes', { type: 'con_views', delay_ms: 1500 })
+    await waitFor(async () => (await ids()).includes(soon.id), 10_000, 'the soon-due process in the view')
+    await waitFor(async () => !(await ids()).includes(soon.id), 15_000, 'the due process out of the view')
     await screenshots(page, 'scheduled')
     await context.close()
   }, 60_000)
@@ -199,6 +203,19 @@ describeInBrowser('console in Chromium', async () => {
     expect(await page.getByTestId('error-stack').first().textContent()).toContain('at parseRow (import.ts:12:7)')
     expect(await detail.getByTestId('attempts').textContent()).toBe('1 of 1 (none left)')
     await screenshots(page, 'detail-failed')
+    await context.close()
+  }, 60_000)
+
+  it('keeps the workers page live over the workspace stream', async () => {
+    await rest.create('con_lease')
+    const { context, page } = await open()
+    await page.getByTestId('nav-workers').click()
+    const row = page.locator('tr[data-worker="console-worker"]')
+    await row.waitFor()
+    // Within a few seconds of the claim: sooner than the page's 10-second refresh.
+    const leased = await claim('con_lease')
+    await waitFor(async () => ((await row.textContent()) ?? '').includes(`#${leased.id}`), 4000, 'the new lease, live')
+    await frame(leased, { op: 'complete' })
     await context.close()
   }, 60_000)
 

@@ -125,7 +125,7 @@ export function processRow(p: Summary): HTMLTableRowElement {
   const badge = delayed
     ? h('span', { class: 'badge scheduled', 'data-testid': 'status', 'data-delayed': '', title: `pending, runs ${relative(p.run_at!)}`, text: 'scheduled' })
     : h('span', { class: `badge ${p.status}`, 'data-testid': 'status', text: p.status })
-  const note = p.error ?? p.message ?? (delayed ? `runs ${relative(p.run_at!)}` : '')
+  const note = delayed ? `runs ${relative(p.run_at!)}${p.message ? ` · ${p.message}` : ''}` : (p.error ?? p.message ?? '')
   return h(
     'tr',
     { 'data-id': p.id, 'data-status': p.status, 'data-testid': 'process-row', class: delayed ? 'delayed' : undefined },
@@ -144,6 +144,11 @@ export function processRow(p: Summary): HTMLTableRowElement {
 
 export function tickAges() {
   for (const cell of document.querySelectorAll<HTMLElement>('td.age')) cell.textContent = ago(cell.dataset.created)
+  // A delayed process that came due: no longer scheduled (and out of the scheduled view), with no change sent.
+  for (const row of document.querySelectorAll<HTMLElement>('#process-rows tr.delayed')) {
+    const p = list.rows.get(Number(row.dataset.id))
+    if (p && !isDelayed(p)) applyUpdate(p)
+  }
   for (const row of document.querySelectorAll<HTMLElement>('tr[data-testid="process-row"]')) {
     const p = list.rows.get(Number(row.dataset.id))
     const cell = row.querySelector('td.duration')

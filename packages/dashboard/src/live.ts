@@ -1,5 +1,5 @@
 // The workspace stream (monitorWorkspace: one SSE connection for every process of the workspace): each
-// change goes to the list and the counts, and redraws the queues page; the badge shows the connection.
+// change goes to the list and the counts, and redraws the queues or workers page; the badge shows the connection.
 import { monitorWorkspace } from '@processes/client'
 import { clearLoadError, showError } from './banner'
 import { $ } from './dom'
@@ -9,6 +9,7 @@ import { listRoute } from './router'
 import { session } from './state'
 import { refreshCounts } from './tabs'
 import type { ConnectionState, MonitorHandle } from './types'
+import { refreshWorkersSoon } from './workers'
 
 let stream: MonitorHandle | null = null
 
@@ -20,6 +21,7 @@ export function startStream() {
     onUpdate: (process) => {
       applyUpdate(process)
       refreshQueuesSoon()
+      refreshWorkersSoon()
     },
     // Changes may have been missed while it was away: the list's first page and the counts again.
     onReconnect: () => {

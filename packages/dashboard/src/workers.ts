@@ -8,6 +8,16 @@ import { parseRoute } from './router'
 import { session, wsQuery } from './state'
 import type { Workers } from './types'
 
+let timer: ReturnType<typeof setTimeout> | null = null
+/** A change on the workspace stream: the workers page again, at most once a second, while it is shown. */
+export function refreshWorkersSoon() {
+  if (timer || parseRoute().view !== 'workers') return
+  timer = setTimeout(() => {
+    timer = null
+    if (parseRoute().view === 'workers') void refreshWorkers(true)
+  }, 1000)
+}
+
 export async function refreshWorkers(render: boolean) {
   if (!session.workspaceId) return
   let page: Workers
