@@ -53,7 +53,7 @@ export function renderTabs(route: ListRoute) {
         'data-testid': `tab-${key}`,
       },
       label,
-      h('span', { class: 'count', 'data-testid': 'count', text: n === null ? '·' : n }),
+      h('span', { class: 'count', 'data-testid': 'count', title: n === null ? 'no count for a view within one type' : undefined, text: n === null ? '·' : n }),
     )
   }
   const statuses: (ProcessStatus | undefined)[] = [undefined, ...PROCESS_STATUSES]
