@@ -24,7 +24,7 @@ export const QueueSummary = t.Object({
   rate: RateLimit,
 })
 
-const Queues = t.Object({ workspace_id: t.Integer(), queues: t.Array(QueueSummary) })
+export const Queues = t.Object({ workspace_id: t.Integer(), queues: t.Array(QueueSummary) })
 const PauseState = t.Object({
   type: t.String(),
   workspace_id: t.Integer(),

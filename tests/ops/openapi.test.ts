@@ -31,6 +31,22 @@ describe('the OpenAPI document', async () => {
     }
   })
 
+  it("shows the console's routes and list parameters: bulk, run-now, view and q", () => {
+    const bulk = doc.paths['/processes/bulk']!.post
+    expect(Object.keys(bulk.requestBody.content['application/json'].schema.properties).sort()).toEqual(['action', 'dry_run', 'filter'])
+    expect(Object.keys(bulk.responses['200'].content['application/json'].schema.properties).sort()).toEqual([
+      'action',
+      'changed',
+      'dry_run',
+      'matched',
+      'workspace_id',
+    ])
+    expect(doc.paths['/processes/{id}/run-now']!.post.responses['409']).toBeDefined()
+    const listParams = (doc.paths['/processes']!.get.parameters as { name: string }[]).map((p) => p.name)
+    expect(listParams).toEqual(expect.arrayContaining(['view', 'q', 'before', 'status']))
+    expect(Object.keys(doc.paths['/processes/{id}']!.get.responses['200'].content['application/json'].schema.properties)).toContain('error_stack')
+  })
+
   it('shows no auth on the public routes, and bearer on the rest', () => {
     expect(doc.security).toEqual([{ bearer: [] }])
     for (const path of PUBLIC_PATHS) expect(doc.paths[path]!.get.security).toEqual([])

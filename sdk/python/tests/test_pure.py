@@ -3,7 +3,7 @@ import unittest
 
 from processes_worker import JobResult, review, socket_url
 from processes_worker._connection import backoff_s, refusal_of
-from processes_worker._worker import clamp_percent, error_text, outcome_of
+from processes_worker._worker import MAX_STACK_CHARS, clamp_percent, error_text, failure_of, outcome_of
 
 
 class SocketUrl(unittest.TestCase):
@@ -50,6 +50,27 @@ class Outcomes(unittest.TestCase):
         self.assertEqual(error_text(KeyError()), "KeyError")
         self.assertEqual(error_text(ValueError("row 3")), "row 3")
         self.assertEqual(len(error_text(ValueError("x" * 5000))), 4000)
+
+    def test_a_failure_carries_its_traceback_cut_to_what_the_server_keeps(self):
+        def broken():
+            raise ValueError("row 3 is unreadable")
+
+        try:
+            broken()
+        except ValueError as error:
+            frame = failure_of(error)
+        self.assertEqual((frame["op"], frame["error"]), ("fail", "row 3 is unreadable"))
+        self.assertIn("Traceback (most recent call last)", frame["stack"])
+        self.assertIn("in broken", frame["stack"])
+        self.assertTrue(frame["stack"].rstrip().endswith("ValueError: row 3 is unreadable"))
+
+        # Its end is kept: the innermost frame and the exception's line.
+        try:
+            raise RuntimeError("bottom " + "x" * 20000)
+        except RuntimeError as error:
+            frame = failure_of(error)
+        self.assertEqual(len(frame["stack"]), MAX_STACK_CHARS)
+        self.assertTrue(frame["stack"].rstrip().endswith("x" * 100))
 
 
 class Refusals(unittest.TestCase):
