@@ -103,7 +103,9 @@ export function applyUpdate(p: Summary) {
 export function afterChange() {
   const route = listRoute()
   const shown = list.rows.size
+  // A search reads a bounded number of rows per page: a page may be empty and still have older ones after it.
   $('empty-list').hidden = shown > 0
+  $('empty-list').textContent = list.before !== null ? 'None in the rows read so far: "Show more" searches older ones.' : 'No processes match.'
   const total = route ? tabCount(route) : null
   const more = list.before !== null
   const of = total !== null && !route?.q ? ` of ${Math.max(total, shown)}` : more ? '+' : ''
