@@ -236,8 +236,16 @@ describeInBrowser('console in Chromium', async () => {
     await page.getByTestId('nav-charts').click()
     await page.getByTestId('chart-window').selectOption('7d')
     const labels = page.getByTestId('chart-throughput').getByTestId('x-label')
-    await waitFor(async () => (await labels.count()) >= 3, 10_000, 'ticks along the time axis')
-    for (const label of await labels.allTextContents()) expect(label).toMatch(/[A-Za-z]{3,} \d{1,2},? \d{1,2}:\d{2}/)
+    // Every tick of the 7-day axis carries its date (the 24-hour chart drawn first may still be there).
+    const dated = /^[A-Za-z]{3,} \d{1,2},? \d{1,2}:\d{2}/
+    await waitFor(
+      async () => {
+        const all = await labels.allTextContents()
+        return all.length >= 3 && all.every((label) => dated.test(label))
+      },
+      10_000,
+      'dated ticks along the 7-day axis',
+    )
     await page.getByTestId('chart-window').selectOption('1h')
     await waitFor(async () => /^\d{1,2}:\d{2}/.test((await labels.first().textContent()) ?? ''), 10_000, 'times only within an hour')
     expect((await page.getByTestId('chart-throughput').getByTestId('y-label').count()) >= 2).toBe(true)

@@ -7,7 +7,7 @@ import { $, h, progressBar } from './dom'
 import { ago, duration, isDelayed, relative } from './format'
 import { filterParams, type ListRoute, listRoute, matches } from './router'
 import { canChange, session } from './state'
-import { refreshCountsSoon, tabCount } from './tabs'
+import { countHooks, refreshCountsSoon, tabCount } from './tabs'
 import type { Summary } from './types'
 
 export const PAGE_SIZE = 100
@@ -98,6 +98,8 @@ export function applyUpdate(p: Summary) {
   }
   afterChange()
 }
+
+countHooks.changed = () => afterChange()
 
 /** The footer: how many are shown of how many the tab counts, and whether more can be loaded. */
 export function afterChange() {

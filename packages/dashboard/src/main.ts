@@ -147,6 +147,12 @@ function start() {
   $('help-keys').replaceChildren(...KEYS.flatMap(([key, what]) => [h('dt', {}, h('kbd', { text: key })), h('dd', { text: what })]))
   document.addEventListener('keydown', onKey)
   window.addEventListener('hashchange', () => void render())
+  // The network is back: reconnect at once (not at the stream's next back-off) and load the view again.
+  window.addEventListener('online', () => {
+    if (!session.me || !session.workspaceId) return
+    startStream()
+    void render()
+  })
   void boot()
 }
 

@@ -9,6 +9,8 @@ import { wsQuery } from './state'
 import type { ProcessStatus, Stats } from './types'
 
 export const counts = { byStatus: [] as Stats['counts'], views: null as Stats['views'] | null }
+/** Set by list.ts: its footer ("n of m shown") follows the counts. */
+export const countHooks = { changed: () => {} }
 
 let timer: ReturnType<typeof setTimeout> | null = null
 /** A status changed somewhere: count again, at most once per 800 ms however many change. */
@@ -26,7 +28,10 @@ export async function refreshCounts() {
     counts.byStatus = stats.counts
     counts.views = stats.views
     const route = listRoute()
-    if (route) renderTabs(route)
+    if (route) {
+      renderTabs(route)
+      countHooks.changed()
+    }
   } catch (e) {
     showError(e)
   }
