@@ -1,7 +1,8 @@
 // The console's views and fixes in a real headless Chromium against a real server and worker: worker log
 // lines live in the Events pane, cursor paging with counts that agree with the tabs, error banners that clear,
 // run_at / priority / attempts and delayed processes, the scheduled / retrying / dead views, search, bulk by
-// filter, the error and stack of a failed attempt, the queues page live, date axes, and the keyboard.
+// filter (cancel, discard; retry is in dashboard.test.ts), the error and stack of a failed attempt, the workers
+// and queues pages live, date axes, and the keyboard.
 // Screenshots (light and dark) go to tests/artifacts/screenshots.
 import { afterAll, expect, it } from 'bun:test'
 import type { Page } from 'playwright-core'
@@ -94,6 +95,24 @@ describeInBrowser('console in Chromium', async () => {
     expect(await page.getByTestId('select-all').isChecked()).toBe(false)
     await page.getByTestId('tab-cancelled').click()
     await waitFor(async () => (await count(page, 'cancelled')) === '131', 10_000, 'the cancelled count')
+    await context.close()
+  }, 60_000)
+
+  it('discards every result under review that a filter matches', async () => {
+    for (let i = 0; i < 2; i++) {
+      await rest.create('con_review')
+      await frame(await claim('con_review'), { op: 'complete', review: true, result_summary: { matches: i } })
+    }
+    const { context, page } = await open()
+    await page.goto(`${server.url}/#/processes?status=waiting_review&type=con_review`)
+    await waitFor(async () => (await rows(page).count()) === 2 && (await count(page, 'waiting_review')) === '2', 10_000, 'two under review')
+    await page.getByTestId('select-all').check()
+    await page.getByTestId('bulk-discard').click()
+    await page.getByTestId('confirm-dialog').waitFor()
+    expect(await page.locator('#confirm-text').textContent()).toContain('Discard 2 processes matching status waiting_review, type con_review')
+    await page.getByTestId('confirm-yes').click()
+    await waitFor(async () => (await rows(page).count()) === 0 && (await count(page, 'waiting_review')) === '0', 10_000, 'both discarded')
+    await waitFor(async () => (await count(page, 'cancelled')) === '2', 10_000, 'both cancelled')
     await context.close()
   }, 60_000)
 
