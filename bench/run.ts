@@ -81,6 +81,12 @@ const BENCHMARKS: Record<string, Benchmark> = {
     seconds: 60,
     run: async () => (await import('./abuse')).run(),
   },
+  console: {
+    describe:
+      'bulk cancel of 100,000 by filter vs one raw UPDATE and vs single cancels; the count preview; search (q) and view=dead list pages vs a plain page',
+    seconds: 60,
+    run: async () => (await import('./console')).run(),
+  },
   realtime: {
     describe: '10,000 streams with 25-second reconnect churn (RSS, failures), latency at 1,000 watched processes (one stream each), ingest',
     seconds: 140,

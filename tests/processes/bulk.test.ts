@@ -5,8 +5,9 @@ import { createApiToken, createUser } from '../../src/auth/queries'
 import { BULK_BATCH } from '../../src/processes/bulk'
 import { claimNext } from '../../src/processes/queries/claims'
 import { transitionProcess, workerTransition } from '../../src/processes/queries/transitions'
-import { createTenant, hasRedis, inProcessApp, listeningServer, redisPrefix, type Tenant, testDatabase, waitFor } from '../support/helpers'
+import { createTenant, hasRedis, inProcessApp, listeningServer, redisPrefix, type Tenant, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { openStream } from '../support/sse-client'
+import { TestWorker } from '../support/worker-client'
 import { processIn, uniqueType, WORKER_ID } from './drive'
 
 const { s, request } = await inProcessApp({ BULK_MAX: '20000' })
@@ -260,7 +261,7 @@ describe('bulk: who may, and what it may touch', () => {
 })
 
 describe.skipIf(!hasRedis)('bulk cancel seen live on another instance', () => {
-  it("reaches a workspace stream on the other instance, each process's cancel once", async () => {
+  it("reaches a workspace stream on the other instance, each process's cancel once, and the worker holding one", async () => {
     const { db } = await testDatabase()
     const prefix = redisPrefix()
     const one = await listeningServer({ REDIS_PREFIX: prefix }, db)
@@ -276,6 +277,10 @@ describe.skipIf(!hasRedis)('bulk cancel seen live on another instance', () => {
     expect(made.status).toBe(201)
     const ids = ((await made.json()) as { processes: { id: number }[] }).processes.map((p) => p.id)
     const log = openStream(`${two.url}/processes/stream?type=${type}`, t.token)
+    // One of them running, leased to a worker on the other instance: it must hear the cancel.
+    const worker = await TestWorker.connect(two.url, await workerToken(db.sql))
+    const claimed = await worker.request({ op: 'claim', types: [type] })
+    expect(claimed.process?.id).toBeDefined()
     try {
       await waitFor(() => ids.every((id) => log.messages.some((m) => m.data.id === id)), 10_000)
       const res = await fetch(`${one.url}/processes/bulk`, { method: 'POST', headers: auth, body: JSON.stringify({ action: 'cancel', filter: { type } }) })
@@ -284,8 +289,10 @@ describe.skipIf(!hasRedis)('bulk cancel seen live on another instance', () => {
       await waitFor(() => cancelled().length >= 20, 10_000)
       expect(new Set(cancelled().map((m) => m.data.id))).toEqual(new Set(ids))
       expect(cancelled()).toHaveLength(20)
+      expect((await worker.nextCancel(claimed.process.id)).process_id).toBe(claimed.process.id)
     } finally {
       log.source.close()
+      worker.close()
     }
   }, 60_000)
 })

@@ -81,6 +81,7 @@ describe('one JSON shape', () => {
       'parent_id',
       'root_id',
       'children',
+      'error_stack',
       'metadata',
       'result_summary',
     ])

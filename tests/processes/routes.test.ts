@@ -576,7 +576,7 @@ describe('GET /processes/:id/events', () => {
     const eventIds = all.body.map((e: { id: number }) => e.id)
     expect([...eventIds].sort((x: number, y: number) => x - y)).toEqual(eventIds)
     for (const event of all.body) {
-      expect(Object.keys(event).sort()).toEqual(['created_at', 'id', 'message', 'status'])
+      expect(Object.keys(event).sort()).toEqual(['created_at', 'id', 'message', 'stack', 'status'])
       expect(typeof event.id).toBe('number')
     }
 
