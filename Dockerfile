@@ -6,6 +6,7 @@ WORKDIR /app
 COPY package.json package-lock.json bunfig.toml ./
 # The npm workspace's package manifests come with the root's: the lock file lists them.
 COPY packages/client/package.json ./packages/client/
+COPY packages/dashboard/package.json ./packages/dashboard/
 # The locked versions (bun migrates package-lock.json; --frozen-lockfile fails if it disagrees with
 # package.json), runtime dependencies only: the `bun` devDependency installed with --ignore-scripts is a
 # stub that exits 1, and `bun run` puts node_modules/.bin first on PATH, so with the devDependencies
@@ -14,8 +15,10 @@ RUN bun install --ignore-scripts --frozen-lockfile --production
 COPY tsconfig.json ./
 COPY sql ./sql
 COPY src ./src
-# The dashboard is built on the client package's sources.
+# The console (packages/dashboard) is bundled into the executable, on the client package's sources.
 COPY packages/client/src ./packages/client/src
+COPY packages/dashboard/build.ts ./packages/dashboard/
+COPY packages/dashboard/src ./packages/dashboard/src
 RUN bun run build
 
 # Run: a slim image with the executable only, as a non-root user.

@@ -1,13 +1,11 @@
-// The dashboard: a static page, its stylesheet and its script (browser.ts, bundled by a macro: see bundle.ts),
-// embedded so the compiled executable serves them too.
+// The console (packages/dashboard): its page, stylesheet and script, built by the package's dashboardAssets()
+// run as a Bun macro, so they are bundled once when this file is loaded or compiled and the executable serves
+// them with no file beside it.
 import { Elysia } from 'elysia'
-import { dashboardScript } from './bundle' with { type: 'macro' }
-import page from './index.html' with { type: 'text' }
-import styles from './style.css' with { type: 'text' }
+import { dashboardAssets } from '@processes/dashboard/build' with { type: 'macro' }
 
-const script: string = dashboardScript()
+const assets = dashboardAssets()
 
-// Bun types an .html import as a bundle; `with { type: 'text' }` makes it the file's text.
 // No inline script or style may run, nothing may frame the page (clickjacking), nothing is sniffed.
 export const DASHBOARD_SECURITY_HEADERS = {
   'content-security-policy':
@@ -17,12 +15,12 @@ export const DASHBOARD_SECURITY_HEADERS = {
   'referrer-policy': 'no-referrer',
 }
 
-const file = (body: unknown, type: string) => () =>
-  new Response(body as string, { headers: { 'content-type': `${type}; charset=utf-8`, 'cache-control': 'no-cache', ...DASHBOARD_SECURITY_HEADERS } })
+const file = (body: string, type: string) => () =>
+  new Response(body, { headers: { 'content-type': `${type}; charset=utf-8`, 'cache-control': 'no-cache', ...DASHBOARD_SECURITY_HEADERS } })
 
 export function dashboard() {
   return new Elysia()
-    .get('/', file(page, 'text/html'), { detail: { hide: true } })
-    .get('/app.js', file(script, 'text/javascript'), { detail: { hide: true } })
-    .get('/style.css', file(styles, 'text/css'), { detail: { hide: true } })
+    .get('/', file(assets.html, 'text/html'), { detail: { hide: true } })
+    .get('/app.js', file(assets.script, 'text/javascript'), { detail: { hide: true } })
+    .get('/style.css', file(assets.css, 'text/css'), { detail: { hide: true } })
 }

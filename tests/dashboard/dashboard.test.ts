@@ -2,24 +2,15 @@
 // server and a real worker (a `ws` client doing hello/claim/progress/fail): status tabs with counts, the type
 // filter, search by id, a URL per process, live progress, bulk retry of failed, confirmation before cancel and
 // discard, the workers page with the connected worker and its lease, the no-worker warning, the charts, and the
-// queues page (pause, resume, schedules' next runs).
-// Screenshots go to $TMPDIR/ps-screenshots.
-import { afterAll, describe, expect, it } from 'bun:test'
-import { existsSync, mkdirSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+// queues page (pause, resume, schedules' next runs). Screenshots (light and dark) go to tests/artifacts/screenshots.
+import { afterAll, expect, it } from 'bun:test'
+import type { BrowserContext, Page } from 'playwright-core'
+import { describeInBrowser, launchBrowser, screenshots, signedIn as signIn } from '../support/browser'
 import { createTenant, listeningServer, restAs, testDatabase, waitFor, workerToken } from '../support/helpers'
 import { TestWorker } from '../support/worker-client'
 import { createApiToken, createUser } from '../../src/auth/queries'
 
-const CHROMIUM = '/usr/bin/chromium'
-const SHOTS = join(tmpdir(), 'ps-screenshots')
-
-describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
-  // A skipped describe's body still runs (to collect its tests): start nothing without Chromium.
-  if (!existsSync(CHROMIUM)) return
-  mkdirSync(SHOTS, { recursive: true })
+describeInBrowser('dashboard in Chromium', async () => {
   const { db } = await testDatabase()
   // Every test signs in with the one token: past SIGN_IN_PER_MIN (10 a minute) a sign-in would be 429.
   const server = await listeningServer({ PROGRESS_PERSIST_MS: '50', SIGN_IN_PER_MIN: '0' }, db)
@@ -47,44 +38,10 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
   const orphan = await rest.create('dash_orphan')
   void completed
 
-  const browser: Browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  })
+  const browser = await launchBrowser()
   afterAll(() => browser.close())
-
-  /** Signs in through the page: POST /auth/session where the server has it, else the cookie (see below). */
-  async function signedIn(viewport = { width: 1280, height: 800 }, token = tenant.token): Promise<{ context: BrowserContext; page: Page }> {
-    const context = await browser.newContext({ viewport })
-    const page = await context.newPage()
-    await page.goto(server.url)
-    await page.getByTestId('token-input').fill(token)
-    await page.getByTestId('sign-in').click()
-    const exchange = await fetch(`${server.url}/auth/session`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token }),
-    })
-    if (exchange.status === 404) {
-      // This branch has no POST /auth/session yet (it comes with the security work): the page says so, and the
-      // test sets the ps_session cookie the exchange would have set.
-      await page.getByTestId('sign-in-error').waitFor()
-      expect(await page.getByTestId('sign-in-error').textContent()).toContain('no sign-in endpoint')
-      await context.addCookies([{ name: 'ps_session', value: token, url: server.url }])
-      await page.reload()
-    }
-    await page.getByTestId('workspace-select').waitFor()
-    expect(await page.getByTestId('workspace-select').textContent()).toContain('Acme imports')
-    return { context, page }
-  }
+  const signedIn = (viewport = { width: 1280, height: 800 }, token = tenant.token): Promise<{ context: BrowserContext; page: Page }> =>
+    signIn(browser, server.url, token, 'Acme imports', viewport)
   const count = async (page: Page, tab: string) => Number(await page.getByTestId(`tab-${tab}`).getByTestId('count').textContent())
   const rows = (page: Page) => page.getByTestId('process-row')
 
@@ -106,7 +63,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     const runningRow = page.locator(`tr[data-id="${running.id}"]`)
     await waitFor(async () => (await runningRow.getByTestId('progress-bar').getAttribute('aria-valuenow')) === '40', 15_000, 'progress 40 in the row')
     await page.getByTestId('no-worker-warning').waitFor()
-    await page.screenshot({ path: join(SHOTS, 'dashboard-processes.png') })
+    await screenshots(page, 'processes')
 
     await page.getByTestId('tab-failed').click()
     await waitFor(async () => (await rows(page).count()) === 3, 10_000, 'three failed rows')
@@ -122,7 +79,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     // Phone width: nothing overflows sideways.
     await page.setViewportSize({ width: 390, height: 844 })
     expect(await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth)).toBe(false)
-    await page.screenshot({ path: join(SHOTS, 'dashboard-phone.png') })
+    await screenshots(page, 'phone')
     await context.close()
   }, 90_000)
 
@@ -149,7 +106,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     const pane = direct.getByTestId('process-output')
     await waitFor(async () => ((await pane.textContent()) ?? '').includes('{"rows":80}'), 10_000, 'the output pane')
     expect(await pane.textContent()).toBe('Reading stores.csv…\n{"rows":80}\n')
-    await direct.screenshot({ path: join(SHOTS, 'dashboard-detail.png') })
+    await screenshots(direct, 'detail')
 
     // Cancel asks first; "Keep it" changes nothing.
     await direct.getByTestId('cancel').click()
@@ -192,7 +149,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     const warning = page.getByTestId('no-worker-warning')
     await warning.waitFor()
     expect(await warning.textContent()).toContain('dash_orphan (1 pending)')
-    await page.screenshot({ path: join(SHOTS, 'dashboard-workers.png') })
+    await screenshots(page, 'workers')
     void orphan
     await context.close()
   }, 60_000)
@@ -204,20 +161,27 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     await waitFor(async () => (await page.getByTestId('chart-throughput').getByTestId('bar').count()) > 0, 15_000, 'throughput bars')
     expect(await page.getByTestId('chart-wait').getByTestId('point').count()).toBeGreaterThan(0)
     expect(await page.getByTestId('chart-run').getByTestId('point').count()).toBeGreaterThan(0)
-    await page.screenshot({ path: join(SHOTS, 'dashboard-charts.png') })
+    await screenshots(page, 'charts')
     await context.close()
   }, 60_000)
 
-  it('retries the selected failed processes in one go, after asking', async () => {
+  it('retries every failed process by filter on the server, after asking with its count', async () => {
     const { context, page } = await signedIn()
     await page.goto(`${server.url}/#/processes?status=failed`)
     await waitFor(async () => (await rows(page).count()) === 3, 10_000, 'three failed rows')
+    await waitFor(async () => (await count(page, 'failed')) === 3, 10_000, 'the failed count')
     await page.getByTestId('select-all').check()
-    expect(await page.getByTestId('bulk-retry').textContent()).toContain('(3)')
+    expect(await page.getByTestId('bulk-retry').textContent()).toContain('all matching (3)')
     await page.getByTestId('bulk-retry').click()
+    // The confirm dialog shows the server's dry-run count for the filter.
+    await page.getByTestId('confirm-dialog').waitFor()
+    expect(await page.locator('#confirm-text').textContent()).toContain('Retry 3 processes matching status failed')
     await page.getByTestId('confirm-yes').click()
     await waitFor(async () => (await Promise.all(failed.map((p) => rest.get(p.id)))).every((p) => p.status === 'pending'), 15_000, 'all three pending')
     await waitFor(async () => (await count(page, 'failed')) === 0 && (await rows(page).count()) === 0, 15_000, 'the failed tab emptied')
+    // The selection does not outlive the action.
+    expect(await page.getByTestId('select-all').isChecked()).toBe(false)
+    expect(await page.getByTestId('bulk-retry').isDisabled()).toBe(true)
     await context.close()
   }, 60_000)
 
@@ -260,7 +224,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in Chromium', async () => {
     // 03:00 in Berlin: the next three nights, each at 01:00 or 02:00 UTC.
     const nextRuns = await page.locator('tr[data-testid="schedule-row"]').filter({ hasText: 'dash_nightly' }).getByTestId('next-runs').textContent()
     expect(nextRuns!.split(' · ')).toHaveLength(3)
-    await page.screenshot({ path: join(SHOTS, 'dashboard-queues.png') })
+    await screenshots(page, 'queues')
     await context.close()
   }, 60_000)
 

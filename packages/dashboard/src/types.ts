@@ -1,0 +1,29 @@
+// The shapes the console reads, all from @processes/client (which checks them against the server's schemas).
+import type { Process, ProcessSummary, WorkersPage } from '@processes/client'
+
+export type {
+  BulkAction,
+  BulkFilter,
+  BulkResult,
+  ConnectionState,
+  MonitorHandle,
+  OutputChunk,
+  Process,
+  ProcessEvent,
+  ProcessStatus,
+  ProcessView,
+  Queue,
+  QueuesPage,
+  Schedule,
+  Stats,
+} from '@processes/client'
+export type Bucket = import('@processes/client').Stats['buckets'][number]
+export type Workers = WorkersPage
+/** A list row: the summary the list sends, or the whole process the workspace stream sends. */
+export type Summary = ProcessSummary & Partial<Process>
+
+/** GET /me: the caller and their workspaces. */
+export interface Me {
+  user: { id: number; email: string } | null
+  workspaces: { id: number; name: string; role: string }[]
+}
