@@ -4,7 +4,7 @@
 // instance; server B and its worker the same at 60 %, a new worker on a fourth. The killed workers' leases time
 // out and their children run again. After each kill, while the other instance works on, and at the end, every
 // parent's counts equal a recount of its children; every tree ends completed exactly once.
-import { describe, expect, it } from 'bun:test'
+import { afterAll, describe, expect, it } from 'bun:test'
 import { driftedParents } from '../../src/processes/queries/trees'
 import { BUN, hasPostgres, hasRedis, ROOT, redisPrefix, seededDatabase, spawnServer, waitFor } from '../support/helpers'
 
@@ -26,13 +26,22 @@ describe.skipIf(!enabled)('SIGKILL of servers and workers mid-tree', async () =>
     RATE_LIMIT_PER_TOKEN_PER_S: '0',
     RATE_LIMIT_PER_WORKSPACE_PER_S: '0',
   }
-  const worker = (server: string, id: string) =>
-    Bun.spawn([BUN, 'tests/trees/kill-worker.ts'], {
+  // Every worker process is stopped by its PID when the file ends, passed or failed (a failed run left them
+  // running otherwise).
+  const spawned: ReturnType<typeof Bun.spawn>[] = []
+  afterAll(() => {
+    for (const w of spawned) if (w.exitCode === null && !w.killed) w.kill('SIGKILL')
+  })
+  const worker = (server: string, id: string) => {
+    const w = Bun.spawn([BUN, 'tests/trees/kill-worker.ts'], {
       cwd: ROOT,
       env: { ...process.env, SERVER_URL: server, WORKER_TOKEN: wtoken, WORKER_ID: id },
       stdout: 'ignore',
       stderr: 'ignore',
     })
+    spawned.push(w)
+    return w
+  }
   const completed = async () =>
     (await db.sql<{ n: number }[]>`select count(*)::int as n from processes where type = 'kill_child' and status = 'completed'`)[0]!.n
   const poll = { pollMs: 100 }
