@@ -80,7 +80,7 @@ export async function run(): Promise<Report> {
   const all = [...clients, ...workers]
   for (const c of all) c.send('reset')
   await Promise.all(all.map((c) => c.nextMessage((m) => m.type === 'reset-ok')))
-  const before = await scrapeMetrics(server.url)
+  const before = await scrapeMetrics(server.metricsUrl)
   const cpu0 = procStat(server.pid).cpuSeconds
   const t0 = performance.now()
   await sleep(MEASURE_MS)
@@ -89,7 +89,7 @@ export async function run(): Promise<Report> {
   const workerReports = await Promise.all(workers.map((w) => w.nextMessage((m) => m.type === 'report')))
   const measureS = (performance.now() - t0) / 1000
   const cpuSeconds = procStat(server.pid).cpuSeconds - cpu0
-  const after = await scrapeMetrics(server.url)
+  const after = await scrapeMetrics(server.metricsUrl)
   for (const c of all) c.send('stop')
   await Promise.all(all.map((c) => Promise.race([c.proc.exited, sleep(5000)])))
   await Promise.all(all.map((c) => c.stop('SIGKILL')))

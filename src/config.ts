@@ -98,7 +98,18 @@ export const ConfigSchema = T.Object({
   MAX_FRAMES_IN_FLIGHT_PER_SOCKET: Int(1000, 1, 10_000_000),
   /** Unsent reply bytes a worker socket may hold (a worker that does not read); beyond it the socket is closed. */
   MAX_WORKER_BUFFERED_BYTES: Int(4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
-  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. */
+  /**
+   * GET /metrics is served on this port of its own (Prometheus's convention, 9464 as OpenTelemetry's
+   * exporter uses), on METRICS_HOST; `0`: any free port (logged at start); `off`: none. A port that is taken
+   * fails the start, naming METRICS_PORT (as PORT does): another instance's metrics must not be scraped as ours.
+   */
+  METRICS_PORT: T.String({ default: '9464', pattern: '^(off|\\d{1,5})$' }),
+  /** The metrics port's address: the loopback by default, so only this host (a local Prometheus or agent) reads it. */
+  METRICS_HOST: T.String({ default: '127.0.0.1', minLength: 1 }),
+  /**
+   * When set, GET /metrics is also served on the API's port (without it: 404 there), and needs
+   * `Authorization: Bearer <METRICS_TOKEN>` on either port.
+   */
   METRICS_TOKEN: T.Optional(T.String({ minLength: 1 })),
   /**
    * Retention (src/db/retention.ts). Days may be fractional (0.01 ≈ 15 min, for soaks and tests); 0 keeps
@@ -154,6 +165,15 @@ export function listenHost(config: Pick<Config, 'HOST' | 'DATABASE_URL'>): strin
   return config.HOST ?? (config.DATABASE_URL ? '0.0.0.0' : '127.0.0.1')
 }
 
+/** The metrics port, or null for `METRICS_PORT=off`; a number past 65535 is refused here. */
+export function metricsPort(config: Pick<Config, 'METRICS_PORT'>): number | null {
+  if (config.METRICS_PORT === 'off') return null
+  const port = Number(config.METRICS_PORT)
+  if (port > 65535)
+    throw new ConfigError(`invalid configuration:\n  METRICS_PORT: Expected a port (0-65535) or off (got ${JSON.stringify(config.METRICS_PORT)})`)
+  return port
+}
+
 /** How this machine reaches a server listening on `host`, for a URL (`healthcheck`, tests): the loopback for a wildcard. */
 export function urlHost(host: string): string {
   if (host === '0.0.0.0' || host === '::' || host === '[::]') return '127.0.0.1'
@@ -182,6 +202,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
   typeDefaults(config as Config) // refuses a malformed TYPE_DEFAULTS at start
+  metricsPort(config as Config)
   return config as Config
 }
 
