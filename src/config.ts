@@ -48,6 +48,12 @@ export const ConfigSchema = T.Object({
   WORKSPACE_MAX_PENDING: Int(100_000, 0, 100_000_000),
   WORKSPACE_MAX_PENDING_TYPES: Int(1000, 0, 10_000_000),
   WORKSPACE_MAX_METADATA_BYTES: Int(1024 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
+  /**
+   * Processes a workspace stream's snapshot sends at most (then `event: truncated`; live changes go on); 0 = no
+   * cap. GET /processes/stats reads at most STATS_MAX_ROWS rows per figure (then `truncated: true`).
+   */
+  WORKSPACE_STREAM_SNAPSHOT_MAX: Int(10_000, 0, 100_000_000),
+  STATS_MAX_ROWS: Int(50_000, 1, 100_000_000),
   CORS_ORIGINS: T.String({ default: '' }),
   LOG_LEVEL: T.Union([T.Literal('debug'), T.Literal('info'), T.Literal('warn'), T.Literal('error'), T.Literal('silent')], { default: 'info' }),
   /** How long a token look-up may be served from memory; revocation takes effect within this. */

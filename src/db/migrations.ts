@@ -15,6 +15,7 @@ import webhooks from '../../sql/012_webhooks.sql' with { type: 'text' }
 import trees from '../../sql/013_trees.sql' with { type: 'text' }
 import liveOutput from '../../sql/014_live_output.sql' with { type: 'text' }
 import boundedCost from '../../sql/015_bounded_cost.sql' with { type: 'text' }
+import boundedReads from '../../sql/016_bounded_reads.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -37,4 +38,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '013_trees.sql', text: trees },
   { name: '014_live_output.sql', text: liveOutput },
   { name: '015_bounded_cost.sql', text: boundedCost },
+  { name: '016_bounded_reads.sql', text: boundedReads },
 ]

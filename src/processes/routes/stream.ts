@@ -85,6 +85,7 @@ export function processStreams(s: Services) {
           tags,
           scope: principal.scope,
           rootId: query.root_id,
+          snapshotMax: s.config.WORKSPACE_STREAM_SNAPSHOT_MAX || undefined,
           // Each row as the newest state this instance knows of it (a running process's live state).
           readPage: async (after, limit) =>
             (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, scope: principal.scope, rootId: query.root_id, after, limit })).map(
