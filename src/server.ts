@@ -321,6 +321,11 @@ function startFeatureLoops(services: Services) {
     "Schedule ticks skipped on this instance because the last run was still pending or running (overlap 'skip').",
     () => scheduler.ticksSkipped,
   )
+  metrics.counter(
+    'schedule_ticks_skipped_quota',
+    'Schedule ticks skipped on this instance because their workspace was at a quota (WORKSPACE_MAX_PENDING and the rest).',
+    () => scheduler.ticksSkippedQuota,
+  )
   metrics.counter('webhook_attempts', 'Webhook delivery attempts made from this instance.', () => deliveries.totals.attempts)
   metrics.counter('webhook_attempts_succeeded', 'Webhook delivery attempts answered 2xx.', () => deliveries.totals.succeeded)
   metrics.counter(

@@ -16,6 +16,7 @@ import trees from '../../sql/013_trees.sql' with { type: 'text' }
 import liveOutput from '../../sql/014_live_output.sql' with { type: 'text' }
 import boundedCost from '../../sql/015_bounded_cost.sql' with { type: 'text' }
 import boundedReads from '../../sql/016_bounded_reads.sql' with { type: 'text' }
+import scheduleQuotaSkips from '../../sql/017_schedule_quota_skips.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -39,4 +40,5 @@ export const MIGRATIONS: Migration[] = [
   { name: '014_live_output.sql', text: liveOutput },
   { name: '015_bounded_cost.sql', text: boundedCost },
   { name: '016_bounded_reads.sql', text: boundedReads },
+  { name: '017_schedule_quota_skips.sql', text: scheduleQuotaSkips },
 ]
