@@ -84,6 +84,11 @@ export const ConfigSchema = T.Object({
    * X-Forwarded-For client when the peer is in TRUSTED_PROXIES.
    */
   AUTH_FAILURES_PER_MIN: Int(60, 0, 10_000_000),
+  /**
+   * A refusal (429, 401, or 413 to a caller without a valid credential) is sent this long after it is decided
+   * (at most 2,000 held at once), so a flood's closed loop gets few answers a second (src/app.ts); 0 = at once.
+   */
+  REFUSAL_DELAY_MS: Int(250, 0, 10_000),
   /** Proxies (addresses, IPv4 CIDRs, comma-separated) whose X-Forwarded-For and X-Forwarded-Proto are believed; none by default. */
   TRUSTED_PROXIES: T.String({ default: '' }),
   /** Sign-ins (POST /auth/session) per API token per minute on this instance (0 = no limit). */

@@ -286,6 +286,44 @@ const limited = await inProcessApp({
   MAX_STREAMS_PER_TOKEN: '2',
 })
 const sql = limited.db.sql
+describe('refusals are answered slowly, so a flood gets few answers a second', () => {
+  const DELAY_MS = 300
+  const slow = buildServices(testConfig({ REFUSAL_DELAY_MS: String(DELAY_MS), AUTH_FAILURES_PER_MIN: '2', TRUSTED_PROXIES: '' }), {
+    db,
+    log: quietLogger(),
+  }).then(({ services }) => createHandler(services))
+  const timed = async (request: Request, ip = '203.0.113.1') => {
+    const t = performance.now()
+    const response = await (await slow)(request, () => ip)
+    await response.arrayBuffer()
+    return { status: response.status, ms: performance.now() - t }
+  }
+
+  it('holds a 401, a 429 and a stranger’s 413 for REFUSAL_DELAY_MS, and answers the rest at once', async () => {
+    const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+    const unknown = await timed(new Request('http://test.local/processes', { headers: bearer('ps_unknown_1') }))
+    expect(unknown.status).toBe(401)
+    expect(unknown.ms).toBeGreaterThanOrEqual(DELAY_MS - 5)
+    // Past AUTH_FAILURES_PER_MIN (2): 429 before any look-up, held all the same.
+    await timed(new Request('http://test.local/processes', { headers: bearer('ps_unknown_2') }))
+    const throttled = await timed(new Request('http://test.local/processes', { headers: bearer('ps_unknown_3') }))
+    expect(throttled.status).toBe(429)
+    expect(throttled.ms).toBeGreaterThanOrEqual(DELAY_MS - 5)
+    const big = await timed(
+      new Request('http://test.local/processes', { method: 'POST', headers: { 'content-length': String(2 << 20) }, body: 'x' }),
+      '203.0.113.2',
+    )
+    expect(big.status).toBe(413)
+    expect(big.ms).toBeGreaterThanOrEqual(DELAY_MS - 5)
+    // An answer that is not a refusal is not held (a bound far below the delay, not a speed expectation).
+    const ok = await timed(new Request('http://test.local/processes', { headers: bearer(tenant.token) }), '198.51.100.7')
+    expect(ok.status).toBe(200)
+    const health = await timed(new Request('http://test.local/health'))
+    expect(health.status).toBe(200)
+    expect(Math.min(ok.ms, health.ms)).toBeLessThan(DELAY_MS)
+  })
+})
+
 describe('a large workspace costs a bounded read per stream connect and per stats call', () => {
   const SNAPSHOT_MAX = 40
   const STATS_MAX_ROWS = 30

@@ -64,6 +64,7 @@ export function testConfig(env: Record<string, string | undefined> = {}): Config
     LOG_LEVEL: 'silent',
     PORT: '0',
     METRICS_PORT: '0',
+    REFUSAL_DELAY_MS: '0',
     DATA_DIR: 'memory://',
     REDIS_URL: process.env.REDIS_URL,
     REDIS_PREFIX: redisPrefix(),
@@ -163,7 +164,8 @@ export async function spawnServer(env: Record<string, string | undefined>, o: { 
   const metricsPort = env.METRICS_PORT ?? String(await freePort())
   const proc = Bun.spawn(o.cmd ?? [BUN, 'src/main.ts'], {
     cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'warn', METRICS_PORT: metricsPort, ...env, PORT: String(port) } as Record<string, string>,
+    // Refusals at once (REFUSAL_DELAY_MS=0) unless a test asks: tests refuse on purpose, often.
+    env: { ...process.env, LOG_LEVEL: 'warn', METRICS_PORT: metricsPort, REFUSAL_DELAY_MS: '0', ...env, PORT: String(port) } as Record<string, string>,
     stdout: 'pipe',
     stderr: 'pipe',
   })
@@ -210,10 +212,10 @@ export interface Run {
 /**
  * This process's environment without its database, Redis, port and npm variables (a test names its own), plus
  * `env`. The metrics port is any free one (METRICS_PORT=0) unless `env` names it: tests running at once on one
- * machine must not race for the default 9464.
+ * machine must not race for the default 9464. Refusals are sent at once (REFUSAL_DELAY_MS=0) unless asked.
  */
 export function ownEnv(env: Record<string, string | undefined> = {}): Record<string, string> {
-  const out: Record<string, string> = { METRICS_PORT: '0' }
+  const out: Record<string, string> = { METRICS_PORT: '0', REFUSAL_DELAY_MS: '0' }
   for (const [key, value] of Object.entries(process.env)) {
     if (value === undefined || ['DATABASE_URL', 'DATA_DIR', 'REDIS_URL', 'PORT', 'METRICS_PORT'].includes(key) || key.startsWith('npm_')) continue
     out[key] = value
