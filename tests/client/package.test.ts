@@ -131,11 +131,15 @@ describe.skipIf(!node || !npm)('the @processes/client package', () => {
     const node22Script = (target: string, type: string) => `
       import { connectWorker } from '@processes/client/worker'
       const asked = []
-      globalThis.WebSocket = class HeaderlessWebSocket {
+      globalThis.WebSocket = class HeaderlessWebSocket extends EventTarget {
         constructor(url, options) {
+          super()
           asked.push({ query: new URL(url).searchParams.has('token'), headers: options !== undefined })
           this.readyState = 0
-          setTimeout(() => this.onclose?.({ code: 1006, reason: '' }), 10)
+          setTimeout(() => {
+            this.readyState = 3
+            this.dispatchEvent(Object.assign(new Event('close'), { code: 1006, reason: '', wasClean: false }))
+          }, 10)
         }
         send() {}
         close() {}
@@ -156,12 +160,12 @@ describe.skipIf(!node || !npm)('the @processes/client package', () => {
 
     it('on a Node 22 global WebSocket without ws, falls back to ?token=, which WORKER_TOKEN_IN_QUERY=off refuses', async () => {
       const ran = await runNode22(strict.url, 'node22_query')
-      expect(ran.err).toBe('')
+      expect({ err: ran.err }).toEqual({ err: '' })
       const result = JSON.parse(ran.out)
       // The global class was used, with the token in the URL and no headers offered to it.
       expect(result.asked.length).toBeGreaterThanOrEqual(1)
       expect(result.asked[0]).toEqual({ query: true, headers: false })
-      expect(result.outcome).toEqual({ reason: 'unauthenticated' })
+      expect(result.outcome).toMatchObject({ reason: 'unauthenticated', error: { status: 401 } })
     }, 60_000)
 
     it('says npm install ws when ws is not installed either, for ESM and CommonJS', async () => {

@@ -57,7 +57,7 @@ export function connectWorker(url: string, token: string, options: WorkerOptions
     passed: options.WebSocket,
     global,
     isBun: 'Bun' in globalThis,
-    isNode: typeof process !== 'undefined' && typeof process.versions?.node === 'string',
+    isNode: typeof (globalThis as { process?: { versions?: { node?: unknown } } }).process?.versions?.node === 'string',
   })
   // The token in a header where the class is known to send one: Bun's own WebSocket, and the `ws` package
   // (loaded here on Node, also on Node 22+, whose global WebSocket sends no headers). Anywhere else (a browser,
