@@ -3,6 +3,8 @@
 // 100,000 distinct pending types in another workspace, session minting, and a random-token flood; and the
 // server's RSS after all of them against before. The hostile clients come through TRUSTED_PROXIES with an
 // X-Forwarded-For of their own (a real deployment's proxy does the same), so the throttles see them apart.
+// Each attack sends its share of BENCH_ABUSE_REQUESTS (100,000 in all) from a process of its own
+// (bench/load/abuse-flood.ts), closed-loop at the concurrency below; the victim is measured until it is done.
 import WebSocket from 'ws'
 import { createWorkerToken } from '../src/auth/queries'
 import { createBenchTenant, freshDatabase, Histogram, procStat, Report, sleep, spawnChild, startServer, BUN } from './lib'
@@ -98,8 +100,8 @@ export async function run(): Promise<Report> {
     })
   ).json()) as any
   const attacks: Array<{ name: string; setup?: () => Promise<void>; flood?: FloodAttack; concurrency: number }> = [
-    { name: '413 flood on random 8 KB paths', flood: '413', concurrency: 256 },
-    { name: 'reads of a 64 KiB, 10,000-value metadata', flood: 'huge', concurrency: 64 },
+    { name: '413 flood on random 8 KB paths', flood: '413', concurrency: 64 },
+    { name: 'reads of a 64 KiB, 10,000-value metadata', flood: 'huge', concurrency: 16 },
     {
       name: '100,000 pending types in another workspace',
       // Past the API's quota (WORKSPACE_MAX_PENDING_TYPES): put there as an older server allowed, to load the claims.
@@ -110,8 +112,8 @@ export async function run(): Promise<Report> {
       // The rows are the attack: every claim of the victim's worker would walk them (it no longer does).
       concurrency: 0,
     },
-    { name: 'session minting', flood: 'sessions', concurrency: 256 },
-    { name: 'random-token flood', flood: 'tokens', concurrency: 256 },
+    { name: 'session minting', flood: 'sessions', concurrency: 64 },
+    { name: 'random-token flood', flood: 'tokens', concurrency: 64 },
   ]
   await victimLoop(1000) // warm-up
   const rssBefore = procStat(server.proc.pid!).rssBytes
