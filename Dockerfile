@@ -31,7 +31,11 @@ USER 10001
 # for the embedded database).
 ENV HOST=0.0.0.0
 ENV PORT=3000
-EXPOSE 3000
+# /metrics on a port of its own, for a Prometheus on the container's network: publish PORT only (`-p 3000:3000`),
+# never METRICS_PORT to the outside; METRICS_TOKEN makes it need a bearer token as well.
+ENV METRICS_HOST=0.0.0.0
+ENV METRICS_PORT=9464
+EXPOSE 3000 9464
 # No curl in the image: the executable checks its own /health.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 CMD ["/usr/local/bin/processes-server", "healthcheck"]
 STOPSIGNAL SIGTERM

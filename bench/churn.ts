@@ -43,7 +43,7 @@ export async function run(): Promise<Report> {
   let leftover: Record<string, number> = {}
   await waitFor(
     async () => {
-      leftover = await scrapeMetrics(server.url)
+      leftover = await scrapeMetrics(server.metricsUrl)
       return leftover.processes_sse_streams_open === 0 && leftover.processes_hub_watched_processes === 0
     },
     10_000,

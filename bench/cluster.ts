@@ -96,11 +96,11 @@ export async function run(): Promise<Report> {
         measureMs: MEASURE_MS,
         onWindowStart: async () => {
           redis.cli('config', 'resetstat')
-          before = await Promise.all([scrapeMetrics(a.url), scrapeMetrics(b.url)])
+          before = await Promise.all([scrapeMetrics(a.metricsUrl), scrapeMetrics(b.metricsUrl)])
         },
         onWindowEnd: async () => {
           publishes += redisCommandCalls(redis.cli('info', 'commandstats'), 'publish')
-          const after = await Promise.all([scrapeMetrics(a.url), scrapeMetrics(b.url)])
+          const after = await Promise.all([scrapeMetrics(a.metricsUrl), scrapeMetrics(b.metricsUrl)])
           bAfter = after[1]!
           changes += after.reduce((n, m, i) => n + writes(m) - writes(before[i]!), 0)
           publishCalls += after.reduce((n, m, i) => n + publishCount(m) - publishCount(before[i]!), 0)

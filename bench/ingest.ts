@@ -70,7 +70,7 @@ async function drive(label: string, server: ServerChild, token: string, ids: num
   await sleep(WARMUP_MS)
   for (const w of workers) w.send('reset')
   await Promise.all(workers.map((w) => w.nextMessage((m) => m.type === 'reset-ok')))
-  const before = await scrapeMetrics(server.url).catch(() => null)
+  const before = await scrapeMetrics(server.metricsUrl).catch(() => null)
   const stat0 = procStat(server.pid)
   const t0 = performance.now()
   let rssBytes = 0
@@ -82,7 +82,7 @@ async function drive(label: string, server: ServerChild, token: string, ids: num
   const reports = await Promise.all(workers.map((w) => w.nextMessage((m) => m.type === 'report')))
   const measureS = (performance.now() - t0) / 1000
   const stat1 = procStat(server.pid)
-  const after = await scrapeMetrics(server.url).catch(() => null)
+  const after = await scrapeMetrics(server.metricsUrl).catch(() => null)
   for (const w of workers) w.send('stop')
   await Promise.all(workers.map((w) => Promise.race([w.proc.exited, sleep(5000)])))
   await Promise.all(workers.map((w) => w.stop('SIGKILL')))

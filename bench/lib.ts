@@ -277,19 +277,22 @@ export function spawnChild(label: string, cmd: string[], env: Record<string, str
 export interface ServerChild extends Child {
   url: string
   port: number
+  /** GET /metrics on the server's metrics port (a free one, as METRICS_PORT). */
+  metricsUrl: string
 }
 
 /** Starts a server script on a free port (PORT in its env) and waits for GET /health. */
 export async function startServer(label: string, cmd: string[], env: Record<string, string | undefined> = {}): Promise<ServerChild> {
   const port = await freePort()
-  const child = spawnChild(label, cmd, { LOG_LEVEL: 'warn', ...env, PORT: String(port) }, { messages: false })
+  const metricsPort = await freePort()
+  const child = spawnChild(label, cmd, { LOG_LEVEL: 'warn', ...env, PORT: String(port), METRICS_PORT: String(metricsPort) }, { messages: false })
   const url = `http://127.0.0.1:${port}`
   await waitFor(
     async () => (await fetch(`${url}/health`).catch(() => null))?.ok === true,
     30_000,
     () => `${label} to start:\n${child.output()}`,
   )
-  return Object.assign(child, { url, port })
+  return Object.assign(child, { url, port, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` })
 }
 
 /**
@@ -357,9 +360,9 @@ export function postgresCpuSeconds(): number {
   return total
 }
 
-/** Reads the server's Prometheus text into name → value (labels dropped, samples summed). */
-export async function scrapeMetrics(url: string): Promise<Record<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text()
+/** Reads the server's Prometheus text (`metricsUrl`: its metrics port's /metrics) into name → value (labels dropped, samples summed). */
+export async function scrapeMetrics(metricsUrl: string): Promise<Record<string, number>> {
+  const text = await (await fetch(metricsUrl)).text()
   const out: Record<string, number> = {}
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue

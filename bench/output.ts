@@ -23,6 +23,8 @@ interface Target {
   url: string
   port: number
   pid: number
+  /** The real server's metrics port's /metrics (the bare loop has none). */
+  metricsUrl?: string
 }
 
 /** One run of the load against a server: the real one (its metrics read too) or the bare ceiling. */
@@ -80,7 +82,7 @@ async function drive(label: string, server: Target, o: { token: string; workerTo
   const all = [...clients, ...workers]
   for (const c of all) c.send('reset')
   await Promise.all(all.map((c) => c.nextMessage((m) => m.type === 'reset-ok')))
-  const before = o.real ? await scrapeMetrics(server.url) : null
+  const before = o.real ? await scrapeMetrics(server.metricsUrl!) : null
   const cpu0 = procStat(server.pid).cpuSeconds
   const t0 = performance.now()
   await sleep(MEASURE_MS)
@@ -89,7 +91,7 @@ async function drive(label: string, server: Target, o: { token: string; workerTo
   const workerReports = await Promise.all(workers.map((w) => w.nextMessage((m) => m.type === 'report')))
   const measureS = (performance.now() - t0) / 1000
   const cpuSeconds = procStat(server.pid).cpuSeconds - cpu0
-  const after = o.real ? await scrapeMetrics(server.url) : null
+  const after = o.real ? await scrapeMetrics(server.metricsUrl!) : null
   for (const c of all) c.send('stop')
   await Promise.all(all.map((c) => Promise.race([c.proc.exited, sleep(5000)])))
   await Promise.all(all.map((c) => c.stop('SIGKILL')))

@@ -107,7 +107,7 @@ async function drive(
   const all = [...clients, ...workers]
   for (const c of all) c.send('reset')
   await Promise.all(all.map((c) => c.nextMessage((m) => m.type === 'reset-ok')))
-  const before = o.real ? await scrapeMetrics(server.url) : null
+  const before = o.real ? await scrapeMetrics(server.metricsUrl) : null
   const cpu0 = procStat(server.pid).cpuSeconds
   const t0 = performance.now()
   let rssMaxBytes = 0
@@ -120,7 +120,7 @@ async function drive(
   const workerReports = await Promise.all(workers.map((w) => w.nextMessage((m) => m.type === 'report')))
   const measureS = (performance.now() - t0) / 1000
   const cpuSeconds = procStat(server.pid).cpuSeconds - cpu0
-  const after = o.real ? await scrapeMetrics(server.url) : null
+  const after = o.real ? await scrapeMetrics(server.metricsUrl) : null
   for (const c of all) c.send('stop')
   await Promise.all(all.map((c) => Promise.race([c.proc.exited, sleep(5000)])))
   await Promise.all(all.map((c) => c.stop('SIGKILL')))

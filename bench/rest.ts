@@ -123,7 +123,7 @@ export async function run(): Promise<Report> {
   await sleep(1000)
   const [auditAfter] = await db.sql<{ n: number }[]>`select count(*)::int as n from audit_log`
   const audited = auditAfter!.n - auditBefore!.n
-  const metrics = await (await fetch(`${server.url}/metrics`)).text()
+  const metrics = await (await fetch(server.metricsUrl)).text()
   const served = [...metrics.matchAll(/processes_http_requests_total\{method="GET",route="\/processes\/?(?::id)?",status="(?:200|304)"\} (\d+)/g)].reduce(
     (s, m) => s + Number(m[1]),
     0,

@@ -193,7 +193,7 @@ export async function runStreams(o: StreamsOptions): Promise<StreamsResult> {
   let lagMaxMs: number | null = null
   while (Date.now() - t0 < o.measureMs) {
     rssSeries.push([Date.now() - t0, procStat(server.pid).rssBytes])
-    const lag = (await scrapeMetrics(server.url).catch(() => null))?.processes_event_loop_lag_ms
+    const lag = (await scrapeMetrics(server.metricsUrl).catch(() => null))?.processes_event_loop_lag_ms
     if (lag !== undefined) lagMaxMs = Math.max(lagMaxMs ?? 0, lag)
     for (const [i, s] of (o.alsoWatch ?? []).entries()) othersMax[i] = Math.max(othersMax[i]!, procStat(s.pid).rssBytes)
     await sleep(Math.min(1000, o.measureMs - (Date.now() - t0)))

@@ -80,7 +80,7 @@ export async function run(): Promise<Report> {
   // The first retention pass replaces the migration's empty days with PARTITION_MS-wide partitions; a row
   // written before it would keep today's day partition (and everything in it) until tomorrow.
   const passed = Date.now() + 60_000
-  while ((await scrapeMetrics(server.url)).processes_retention_passes_total! < 1) {
+  while ((await scrapeMetrics(server.metricsUrl)).processes_retention_passes_total! < 1) {
     if (Date.now() > passed) throw new Error('no retention pass within 60 s')
     await Bun.sleep(100)
   }
@@ -160,8 +160,8 @@ export async function run(): Promise<Report> {
   }
   const seconds = (performance.now() - started) / 1000
   const cpu = { server: procStat(server.pid).cpuSeconds - cpu0.server, postgres: postgresCpuSeconds() - cpu0.postgres }
-  const metrics = await scrapeMetrics(server.url)
-  const metricsText = await (await fetch(`${server.url}/metrics`)).text()
+  const metrics = await scrapeMetrics(server.metricsUrl)
+  const metricsText = await (await fetch(server.metricsUrl)).text()
   const labelled = (name: string, table: string) => Number(new RegExp(`^${name}\\{table="${table}"\\} (\\S+)$`, 'm').exec(metricsText)?.[1] ?? NaN)
 
   report.add({ figure: 'jobs/s overall (create, claim, progress, complete)', value: JOBS / seconds, unit: 'jobs/s' })

@@ -1,7 +1,17 @@
 // The admin CLI (README: Admin CLI): `npm run cli -- <command>`, also the compiled executable's subcommands.
 // Each command prints one JSON object on stdout and nothing else there; errors go to stderr with exit 1.
 import { parseArgs } from 'node:util'
-import { addMember, createApiToken, createUser, createWorkerToken, createWorkspace, listSessions, revokeSessions, revokeToken } from './auth/queries'
+import {
+  addMember,
+  removeMember,
+  createApiToken,
+  createUser,
+  createWorkerToken,
+  createWorkspace,
+  listSessions,
+  revokeSessions,
+  revokeToken,
+} from './auth/queries'
 import { ROLES } from './auth/authenticator'
 import { loadConfig, redisPrefix } from './config'
 import { listApiTokens, listUsers, listWorkerTokens, listWorkspaces } from './auth/listing'
@@ -20,6 +30,7 @@ export const CLI_COMMANDS = [
   'create-workspace',
   'create-user',
   'add-member',
+  'remove-member',
   'create-token',
   'create-worker-token',
   'revoke-token',
@@ -45,6 +56,9 @@ const USAGE = `usage: cli <command> [options]
   create-workspace --name NAME
   create-user --email E --workspace ID [--role R]
   add-member --user ID --workspace ID [--role R]
+  remove-member --user ID --workspace ID [--revoke-tokens]
+                                      their streams of it end within AUTH_CACHE_MS; their API tokens are
+                                      revoked too with --revoke-tokens, or when no workspace is left
   create-token --user ID [--name N] [--ttl-days D]
   create-worker-token [--name N] (--workspace ID... | --all-workspaces) [--type T]...
   revoke-token --id ID [--worker]
@@ -73,6 +87,7 @@ const OPTIONS = {
   'ttl-days': { type: 'string' },
   id: { type: 'string' },
   worker: { type: 'boolean' },
+  'revoke-tokens': { type: 'boolean' },
   'all-workspaces': { type: 'boolean' },
   token: { type: 'string' },
   url: { type: 'string' },
@@ -170,6 +185,16 @@ function prepare(command: Command, values: Record<string, unknown>): Work {
       const userId = id(values, 'user')
       const workspaceId = id(values, 'workspace')
       return (sql) => addMember(sql, userId, workspaceId, role)
+    }
+    case 'remove-member': {
+      const userId = id(values, 'user')
+      const workspaceId = id(values, 'workspace')
+      const revokeTokens = values['revoke-tokens'] === true
+      return async (sql) => {
+        const removed = await removeMember(sql, userId, workspaceId, { revokeTokens })
+        if (!removed) throw new UsageError(`user ${userId} is not a member of workspace ${workspaceId}`)
+        return removed
+      }
     }
     case 'create-token': {
       const userId = id(values, 'user')

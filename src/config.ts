@@ -50,6 +50,12 @@ export const ConfigSchema = T.Object({
   WORKSPACE_MAX_METADATA_BYTES: Int(1024 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
   /** POST /processes/bulk: a filter matching more processes than this is refused (422) before anything changes. */
   BULK_MAX: Int(100_000, 1, 10_000_000),
+  /**
+   * Processes a workspace stream's snapshot sends at most (then `event: truncated`; live changes go on); 0 = no
+   * cap. GET /processes/stats reads at most STATS_MAX_ROWS rows per figure (then `truncated: true`).
+   */
+  WORKSPACE_STREAM_SNAPSHOT_MAX: Int(10_000, 0, 100_000_000),
+  STATS_MAX_ROWS: Int(50_000, 1, 100_000_000),
   CORS_ORIGINS: T.String({ default: '' }),
   LOG_LEVEL: T.Union([T.Literal('debug'), T.Literal('info'), T.Literal('warn'), T.Literal('error'), T.Literal('silent')], { default: 'info' }),
   /** How long a token look-up may be served from memory; revocation takes effect within this. */
@@ -80,6 +86,11 @@ export const ConfigSchema = T.Object({
    * X-Forwarded-For client when the peer is in TRUSTED_PROXIES.
    */
   AUTH_FAILURES_PER_MIN: Int(60, 0, 10_000_000),
+  /**
+   * A refusal (429, 401, or 413 to a caller without a valid credential) is sent this long after it is decided
+   * (at most 2,000 held at once), so a flood's closed loop gets few answers a second (src/app.ts); 0 = at once.
+   */
+  REFUSAL_DELAY_MS: Int(250, 0, 10_000),
   /** Proxies (addresses, IPv4 CIDRs, comma-separated) whose X-Forwarded-For and X-Forwarded-Proto are believed; none by default. */
   TRUSTED_PROXIES: T.String({ default: '' }),
   /** Sign-ins (POST /auth/session) per API token per minute on this instance (0 = no limit). */
@@ -100,7 +111,18 @@ export const ConfigSchema = T.Object({
   MAX_FRAMES_IN_FLIGHT_PER_SOCKET: Int(1000, 1, 10_000_000),
   /** Unsent reply bytes a worker socket may hold (a worker that does not read); beyond it the socket is closed. */
   MAX_WORKER_BUFFERED_BYTES: Int(4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
-  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. */
+  /**
+   * GET /metrics is served on this port of its own (Prometheus's convention, 9464 as OpenTelemetry's
+   * exporter uses), on METRICS_HOST; `0`: any free port (logged at start); `off`: none. A port that is taken
+   * fails the start, naming METRICS_PORT (as PORT does): another instance's metrics must not be scraped as ours.
+   */
+  METRICS_PORT: T.String({ default: '9464', pattern: '^(off|\\d{1,5})$' }),
+  /** The metrics port's address: the loopback by default, so only this host (a local Prometheus or agent) reads it. */
+  METRICS_HOST: T.String({ default: '127.0.0.1', minLength: 1 }),
+  /**
+   * When set, GET /metrics is also served on the API's port (without it: 404 there), and needs
+   * `Authorization: Bearer <METRICS_TOKEN>` on either port.
+   */
   METRICS_TOKEN: T.Optional(T.String({ minLength: 1 })),
   /**
    * Retention (src/db/retention.ts). Days may be fractional (0.01 ≈ 15 min, for soaks and tests); 0 keeps
@@ -156,6 +178,15 @@ export function listenHost(config: Pick<Config, 'HOST' | 'DATABASE_URL'>): strin
   return config.HOST ?? (config.DATABASE_URL ? '0.0.0.0' : '127.0.0.1')
 }
 
+/** The metrics port, or null for `METRICS_PORT=off`; a number past 65535 is refused here. */
+export function metricsPort(config: Pick<Config, 'METRICS_PORT'>): number | null {
+  if (config.METRICS_PORT === 'off') return null
+  const port = Number(config.METRICS_PORT)
+  if (port > 65535)
+    throw new ConfigError(`invalid configuration:\n  METRICS_PORT: Expected a port (0-65535) or off (got ${JSON.stringify(config.METRICS_PORT)})`)
+  return port
+}
+
 /** How this machine reaches a server listening on `host`, for a URL (`healthcheck`, tests): the loopback for a wildcard. */
 export function urlHost(host: string): string {
   if (host === '0.0.0.0' || host === '::' || host === '[::]') return '127.0.0.1'
@@ -184,6 +215,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
   typeDefaults(config as Config) // refuses a malformed TYPE_DEFAULTS at start
+  metricsPort(config as Config)
   return config as Config
 }
 

@@ -1,9 +1,9 @@
 // The executable: `serve` (the default), `healthcheck`, or an admin command (see cli.ts).
 import { openAdminChannel, type AdminChannel } from './admin-channel'
 import { runCli, runCommand, describeError, CLI_COMMANDS } from './cli'
-import { ConfigError, listenHost, loadConfig, urlHost } from './config'
+import { ConfigError, listenHost, loadConfig, metricsPort, urlHost } from './config'
 import { seedDemoIfEmpty } from './seed'
-import { PortInUseError, startServer } from './server'
+import { MetricsPortInUseError, PortInUseError, startServer } from './server'
 
 const USAGE = `usage: processes-server [command]
   serve                 the server (the default), on PORT; configured by environment variables only
@@ -16,19 +16,20 @@ const USAGE = `usage: processes-server [command]
  * A busy port fails at once, before the database is opened (creating an embedded one takes seconds). The
  * server's own listen refuses it again should the port be taken in between.
  */
-function checkPortFree(hostname: string, port: number) {
-  if (port === 0) return
+function checkPortFree(hostname: string, port: number | null, inUse: (port: number) => Error) {
+  if (port === 0 || port === null) return
   try {
     Bun.serve({ hostname, port, reusePort: false, fetch: () => new Response(null, { status: 503 }) }).stop(true)
   } catch (error) {
-    if ((error as { code?: string }).code === 'EADDRINUSE') throw new PortInUseError(port)
+    if ((error as { code?: string }).code === 'EADDRINUSE') throw inUse(port)
     throw error
   }
 }
 
 async function serve() {
   const config = loadConfig()
-  checkPortFree(listenHost(config), config.PORT)
+  checkPortFree(listenHost(config), config.PORT, (port) => new PortInUseError(port))
+  checkPortFree(config.METRICS_HOST, metricsPort(config), (port) => new MetricsPortInUseError(port))
   const running = await startServer(config)
   const { services } = running
   let channel: AdminChannel | null = null
@@ -48,6 +49,7 @@ async function serve() {
   services.log.info('listening', {
     host: listenHost(config),
     port: running.server.port,
+    metrics: running.metricsUrl ?? 'off (METRICS_PORT=off)',
     database: services.db.kind,
     redis: !config.REDIS_URL
       ? 'off (in-process hub, one instance)'

@@ -8,11 +8,12 @@ import { clientAddress, parseTrustedProxies } from './auth/client-address'
 import { RateLimiter } from './auth/limits'
 import { CredentialWatch } from './auth/revocation'
 import { PublicTokens } from './auth/public-tokens'
-import { type Config, listenHost, redisPrefix, sweepIntervalMs, urlHost } from './config'
+import { type Config, listenHost, metricsPort, redisPrefix, sweepIntervalMs, urlHost } from './config'
 import { explainDatabaseError, openDatabase, SERVER_QUERY_TIMEOUT_MS, type Database } from './db/client'
 import { migrate } from './db/migrate'
 import { RetentionJob, retentionSettings } from './db/retention'
 import { errorResponse, HttpError } from './errors'
+import { metricsHandler } from './health'
 import { RedisBridge } from './hub/redis'
 import { resyncFromDatabase } from './processes/resync'
 import { Logger } from './ops/log'
@@ -42,6 +43,8 @@ export interface Running {
   scheduler: ScheduleLoop
   deliveries: DeliveryLoop
   url: string
+  /** Where GET /metrics is served on its own port (METRICS_PORT), or null with METRICS_PORT=off. */
+  metricsUrl: string | null
   stop(): Promise<void>
 }
 
@@ -124,7 +127,17 @@ export async function buildServices(
 }
 
 export async function startServer(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<Running> {
-  const { services, bridge, sweeper, held } = await buildServices(config, o)
+  // Bound first, so a taken METRICS_PORT fails before anything is opened; it answers 503 until the services are up.
+  let serveMetrics: ((request: Request) => Promise<Response>) | null = null
+  const metricsServer = listenForMetrics(config, (request) =>
+    serveMetrics ? serveMetrics(request) : Promise.resolve(errorResponse(503, 'unavailable', 'Starting', undefined, { 'Retry-After': '1' })),
+  )
+  const built = await buildServices(config, o).catch((error) => {
+    metricsServer?.stop(true)
+    throw error
+  })
+  const { services, bridge, sweeper, held } = built
+  serveMetrics = metricsHandler(services)
   const { log, metrics, hub, audit } = services
   const gateway = new WorkerGateway(services, held)
   const sessions = new WorkerSessions(services.sql, gateway, log)
@@ -153,7 +166,8 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
     () => services.credentials.closed,
   )
 
-  const server = await listen(listenHost(config), config.PORT, () => Promise.all([bridge?.close(), services.db.close()]), {
+  const release = () => Promise.all([metricsServer?.stop(true), bridge?.close(), services.db.close()])
+  const server = await listen(listenHost(config), config.PORT, release, {
     // SSE streams are quiet between keepalives; Bun's default (10 s) would cut them before 25 s.
     idleTimeout: Math.min(255, Math.max(30, Math.ceil((config.SSE_KEEPALIVE_MS * 2) / 1000) + 5)),
     // The 1 MiB limit is enforced by the handler (with the API's 413 error body); this is only a hard stop.
@@ -254,6 +268,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   sessions.start()
   metrics.startLagMonitor()
   const url = `http://${urlHost(listenHost(config))}:${server.port}`
+  const metricsUrl = metricsServer ? `http://${urlHost(config.METRICS_HOST)}:${metricsServer.port}/metrics` : null
 
   let stopping: Promise<void> | null = null
   const stop = () =>
@@ -266,6 +281,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
       }, SHUTDOWN_BUDGET_MS)
       try {
         const stopped = server.stop()
+        metricsServer?.stop(true)
         closeAllStreams()
         await sweeper.stop()
         await retention.stop()
@@ -291,7 +307,7 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
       }
     })())
 
-  return { services, server, gateway, bridge, scheduler, deliveries, url, stop }
+  return { services, server, gateway, bridge, scheduler, deliveries, url, metricsUrl, stop }
 }
 
 /** Schedules' tick loop and webhooks' delivery loop, started, with their metrics. */
@@ -304,6 +320,11 @@ function startFeatureLoops(services: Services) {
     'schedule_ticks_skipped',
     "Schedule ticks skipped on this instance because the last run was still pending or running (overlap 'skip').",
     () => scheduler.ticksSkipped,
+  )
+  metrics.counter(
+    'schedule_ticks_skipped_quota',
+    'Schedule ticks skipped on this instance because their workspace was at a quota (WORKSPACE_MAX_PENDING and the rest).',
+    () => scheduler.ticksSkippedQuota,
   )
   metrics.counter('webhook_attempts', 'Webhook delivery attempts made from this instance.', () => deliveries.totals.attempts)
   metrics.counter('webhook_attempts_succeeded', 'Webhook delivery attempts answered 2xx.', () => deliveries.totals.succeeded)
@@ -337,6 +358,27 @@ async function listen(hostname: string, port: number, release: () => Promise<unk
   } catch (error) {
     await release().catch(() => {})
     if ((error as { code?: string }).code === 'EADDRINUSE') throw new PortInUseError(port)
+    throw error
+  }
+}
+
+export class MetricsPortInUseError extends Error {
+  constructor(readonly port: number) {
+    super(`METRICS_PORT ${port} is already in use (another instance on this host?); set METRICS_PORT to a free port, 0 for any free one, or off`)
+  }
+}
+
+/** The metrics port (METRICS_PORT on METRICS_HOST), refusing a taken port as `listen` does; null when off. */
+export function listenForMetrics(
+  config: Pick<Config, 'METRICS_PORT' | 'METRICS_HOST'>,
+  fetch: (request: Request) => Promise<Response>,
+): Server<undefined> | null {
+  const port = metricsPort(config)
+  if (port === null) return null
+  try {
+    return Bun.serve({ hostname: config.METRICS_HOST, port, reusePort: false, development: false, fetch })
+  } catch (error) {
+    if ((error as { code?: string }).code === 'EADDRINUSE') throw new MetricsPortInUseError(port)
     throw error
   }
 }

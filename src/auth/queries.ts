@@ -170,6 +170,43 @@ export async function addMember(sql: Sql, userId: number, workspaceId: number, r
   return row!
 }
 
+/**
+ * Takes a user out of a workspace. API tokens are the user's, not a workspace's: they stop reaching this one
+ * at once (their next look-up; a cached one within AUTH_CACHE_MS), and are revoked when `revokeTokens` is
+ * asked or no membership is left (a user in no workspace has no use for one). Null: not a member.
+ */
+export async function removeMember(sql: Sql, userId: number, workspaceId: number, o: { revokeTokens?: boolean } = {}) {
+  return sql.begin(async (tx) => {
+    const [gone] = await tx<{ role: string }[]>`
+      delete from memberships where user_id = ${userId} and workspace_id = ${workspaceId} returning role`
+    if (!gone) return null
+    const [{ left } = { left: 0 }] = await tx<{ left: number }[]>`select count(*)::int as left from memberships where user_id = ${userId}`
+    const revoke = o.revokeTokens === true || left === 0
+    const revoked = revoke
+      ? await tx<{ id: number }[]>`update api_tokens set revoked_at = now() where user_id = ${userId} and revoked_at is null returning id`
+      : []
+    return {
+      user_id: userId,
+      workspace_id: workspaceId,
+      removed: true as const,
+      role: gone.role,
+      memberships_left: left,
+      tokens_revoked: revoked.map((r) => r.id).sort((a, b) => a - b),
+    }
+  })
+}
+
+/** Of these (user, workspace) pairs, the ones that are no longer a membership: their open streams are closed. */
+export async function missingMemberships(sql: Sql, pairs: { userId: number; workspaceId: number }[]) {
+  if (pairs.length === 0) return []
+  return [
+    ...(await sql<{ user_id: number; workspace_id: number }[]>`
+      select x.user_id, x.workspace_id
+        from unnest(${pairs.map((p) => p.userId)}::bigint[], ${pairs.map((p) => p.workspaceId)}::bigint[]) as x(user_id, workspace_id)
+       where not exists (select 1 from memberships m where m.user_id = x.user_id and m.workspace_id = x.workspace_id)`),
+  ]
+}
+
 export async function createApiToken(sql: Sql, userId: number, name: string | null, ttlDays: number | null) {
   const token = newToken('api')
   const [row] = await sql<{ id: number }[]>`

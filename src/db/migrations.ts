@@ -17,6 +17,8 @@ import liveOutput from '../../sql/014_live_output.sql' with { type: 'text' }
 import boundedCost from '../../sql/015_bounded_cost.sql' with { type: 'text' }
 import treeClaims from '../../sql/016_tree_claims.sql' with { type: 'text' }
 import consoleViews from '../../sql/017_console.sql' with { type: 'text' }
+import boundedReads from '../../sql/018_bounded_reads.sql' with { type: 'text' }
+import scheduleQuotaSkips from '../../sql/019_schedule_quota_skips.sql' with { type: 'text' }
 
 export interface Migration {
   name: string
@@ -41,4 +43,6 @@ export const MIGRATIONS: Migration[] = [
   { name: '015_bounded_cost.sql', text: boundedCost },
   { name: '016_tree_claims.sql', text: treeClaims },
   { name: '017_console.sql', text: consoleViews },
+  { name: '018_bounded_reads.sql', text: boundedReads },
+  { name: '019_schedule_quota_skips.sql', text: scheduleQuotaSkips },
 ]

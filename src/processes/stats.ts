@@ -22,6 +22,8 @@ export const StatsResponse = t.Object({
   counts: t.Array(t.Object({ type: t.String(), status: StatusSchema, count: t.Integer() })),
   /** The list's views (extension): as many as `GET /processes?view=` lists. */
   views: t.Object({ scheduled: t.Integer(), retrying: t.Integer(), dead: t.Integer() }),
+  /** A figure read STATS_MAX_ROWS rows and stopped: that status's counts are lower bounds, or the oldest buckets short. */
+  truncated: t.Boolean(),
   buckets: t.Array(
     t.Object({
       start: t.String({ format: 'date-time' }),
@@ -46,12 +48,14 @@ export function stats(s: Services) {
       const [windowS, bucketS] = WINDOWS[window]
       const tags = tagsOf(query.tag)
       // `buckets=false`: the counts alone (the dashboard's tabs, refreshed as statuses change), one cheap query.
-      const [counts, views, buckets] = await Promise.all([
-        countByTypeAndStatus(s.sql, workspaceId, tags),
+      const maxRows = s.config.STATS_MAX_ROWS
+      const [counts, views, time] = await Promise.all([
+        countByTypeAndStatus(s.sql, workspaceId, maxRows, tags),
         countViews(s.sql, workspaceId, tags),
-        query.buckets === 'false' ? [] : timeBuckets(s.sql, workspaceId, windowS, bucketS, tags),
+        query.buckets === 'false' ? { buckets: [], truncated: false } : timeBuckets(s.sql, workspaceId, windowS, bucketS, maxRows, tags),
       ])
-      return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts, views, buckets }
+      const truncated = counts.truncated || time.truncated
+      return { workspace_id: workspaceId, window, bucket_seconds: bucketS, counts: counts.counts, views, buckets: time.buckets, truncated }
     },
     {
       query: t.Object(

@@ -97,6 +97,13 @@ export async function openWorkspaceStream(o: {
   rootId?: number
   /** Non-final matching processes with an id above `after`, ascending by id, at most `limit`. */
   readPage: (after: number, limit: number) => Promise<Process[]>
+  /**
+   * Snapshot rows at most (WORKSPACE_STREAM_SNAPSHOT_MAX): past it the snapshot stops with `event: truncated`
+   * (`{"limit", "after_id"}`: the last id sent; the rest is the list's, `GET /processes?status=…`), and live
+   * changes go on as before. A reconnect re-sends the whole snapshot, so without a cap one workspace of
+   * 100,000 pending processes costs 200 pages on every reconnect of every dashboard.
+   */
+  snapshotMax?: number
   register?: (close: () => void) => () => void
 }): Promise<Response> {
   // The last id the snapshot has read; null once it is all read.
@@ -128,8 +135,16 @@ export async function openWorkspaceStream(o: {
     return false
   }
   let limit = SNAPSHOT_PAGE
+  const snapshotMax = o.snapshotMax ?? Number.POSITIVE_INFINITY
+  let read = 0
   const readPage = async (): Promise<boolean> => {
-    const rows = await o.readPage(cursor!, limit)
+    // The last page asks for one row more than the cap leaves: whether more remain, to say so.
+    const remaining = snapshotMax - read
+    const ask = Math.min(limit, remaining + 1)
+    const fetched = await o.readPage(cursor!, ask)
+    const truncated = fetched.length > remaining
+    const rows = truncated ? fetched.slice(0, remaining) : fetched
+    read += rows.length
     streamStats.snapshotRows += rows.length
     let bytes = 0
     let sent = 0
@@ -140,7 +155,9 @@ export async function openWorkspaceStream(o: {
       bytes += length
       sent++
     }
-    cursor = rows.length < limit ? null : rows[rows.length - 1]!.id
+    const lastId = rows.length > 0 ? rows[rows.length - 1]!.id : cursor!
+    cursor = truncated || fetched.length < ask ? null : lastId
+    if (truncated) session.write(`event: truncated\ndata: {"limit":${snapshotMax},"after_id":${lastId}}\n\n`)
     if (cursor === null) ledger.trim()
     // Large rows (big metadata), smaller pages: a page stays about SNAPSHOT_PAGE_BYTES.
     if (sent > 0) limit = Math.max(1, Math.min(SNAPSHOT_PAGE, Math.floor(SNAPSHOT_PAGE_BYTES / (bytes / sent))))

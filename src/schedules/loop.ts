@@ -11,13 +11,27 @@ import { BackgroundLoop } from '../ops/loop'
 import type { ProcessHub } from '../processes/hub-rules'
 import type { Process } from '../processes/model'
 import { insertProcesses, type NewProcess } from '../processes/queries/create'
+import { admit, quotasOf } from '../processes/quotas'
 import type { QueuePolicy } from '../workers/queue'
-import { advanceSchedule, databaseNow, insertRuns, isActive, lockDueSchedule, msToNextTick, pruneRuns, type ScheduleRow, setRunProcesses } from './queries'
+import {
+  advanceSchedule,
+  databaseNow,
+  insertRuns,
+  isActive,
+  lockDueSchedule,
+  msToNextTick,
+  pruneRuns,
+  type ScheduleRow,
+  setRunProcesses,
+  skipRunsForQuota,
+} from './queries'
 import { planTicks } from './ticks'
 
 /** At most this many schedules per pass: a pass ends, and the next starts at once, so stop() is not held up. */
 const MAX_PER_PASS = 500
 const PRUNE_EVERY_MS = 60_000
+/** A schedule refused by a quota is logged at most once per this (each refused tick is a run row and a count). */
+const QUOTA_LOG_EVERY_MS = 60_000
 
 export interface ScheduleLoopServices {
   sql: Sql
@@ -33,6 +47,9 @@ export class ScheduleLoop {
   /** Ticks that made a process, and ticks skipped for overlap, on this instance (metrics). */
   ticksRun = 0
   ticksSkipped = 0
+  /** Ticks skipped because their workspace was at a quota (WORKSPACE_MAX_PENDING and the rest), on this instance. */
+  ticksSkippedQuota = 0
+  private readonly quotaLoggedAt = new Map<number, number>()
 
   constructor(private readonly s: ScheduleLoopServices) {
     this.loop = new BackgroundLoop('schedule ticks', s.log, s.config.SCHEDULE_POLL_MS, () => this.pass())
@@ -114,7 +131,7 @@ export class ScheduleLoop {
         this.ticksSkipped += (await insertRuns(tx, row.id, skipped, 'overlap')).length
       } else runTicks = await insertRuns(tx, row.id, plan.run, null)
     }
-    const items: NewProcess[] = runTicks.map((tick) => ({
+    const wanted: NewProcess[] = runTicks.map((tick) => ({
       type: row.type,
       // What the worker needs to know of its run: which schedule, and which tick (graphile-worker's `_cron`).
       metadata: { ...row.metadata, _schedule: { id: row.id, tick: new Date(tick).toISOString() } },
@@ -123,11 +140,34 @@ export class ScheduleLoop {
       run_at: null,
       delay_ms: null,
     }))
+    // Ticks are creates like any other: past a workspace quota a tick makes no process, and its run says
+    // which quota (under the quota's lock, so ticks and API creates racing on several instances agree).
+    const verdicts = await admit(
+      tx,
+      quotasOf(this.s.config),
+      wanted.map((item) => ({ workspaceId: row.workspace_id, type: item.type, metadata: item.metadata })),
+    )
+    const items = wanted.filter((_, i) => verdicts[i] === null)
+    const admittedTicks = runTicks.filter((_, i) => verdicts[i] === null)
+    const refused = runTicks.flatMap((tick, i) => {
+      const quota = (verdicts[i]?.details as { quota?: string } | undefined)?.quota
+      return verdicts[i] ? [{ tick, quota: quota ?? 'unknown' }] : []
+    })
+    if (refused.length > 0) {
+      await skipRunsForQuota(
+        tx,
+        row.id,
+        refused.map((r) => r.tick),
+        refused.map((r) => r.quota),
+      )
+      this.ticksSkippedQuota += refused.length
+      this.logQuotaSkip(row, refused[0]!.quota, refused.length)
+    }
     const created = items.length > 0 ? await insertProcesses(tx, { workspaceId: row.workspace_id, createdBy: row.created_by, items }) : []
     await setRunProcesses(
       tx,
       row.id,
-      runTicks,
+      admittedTicks,
       created.map((p) => p.id),
     )
     // Never due again at once with nothing to do (a calendar that disagreed with itself would spin the loop).
@@ -135,5 +175,13 @@ export class ScheduleLoop {
     await advanceSchedule(tx, row.id, plan.lastTickMs, next, created.at(-1)?.id ?? null)
     this.ticksRun += created.length
     return created
+  }
+
+  private logQuotaSkip(row: ScheduleRow, quota: string, ticks: number) {
+    const now = Date.now()
+    if (now - (this.quotaLoggedAt.get(row.id) ?? 0) < QUOTA_LOG_EVERY_MS) return
+    if (this.quotaLoggedAt.size >= 10_000) this.quotaLoggedAt.clear()
+    this.quotaLoggedAt.set(row.id, now)
+    this.s.log.warn('schedule tick skipped: workspace at a quota', { schedule_id: row.id, workspace_id: row.workspace_id, quota, ticks })
   }
 }

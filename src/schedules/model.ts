@@ -73,6 +73,8 @@ export type Schedule = typeof Schedule.static
 export const ScheduleRun = t.Object({
   tick: Timestamp,
   process_id: t.Union([Int(), t.Null()]),
-  skipped: t.Union([t.Literal('overlap'), t.Null()]),
+  /** `overlap`: the last run was still pending or running; `quota`: the workspace was at a quota (which: `quota`). */
+  skipped: t.Union([t.Literal('overlap'), t.Literal('quota'), t.Null()]),
+  quota: t.Union([t.String(), t.Null()]),
   created_at: Timestamp,
 })

@@ -99,8 +99,8 @@ export async function deleteSchedule(sql: Sql, id: number, workspaceIds: number[
 }
 
 export async function listRuns(sql: Sql, scheduleId: number, limit: number, before?: string) {
-  return sql<{ tick: string; process_id: number | null; skipped: 'overlap' | null; created_at: string }[]>`
-    select tick, process_id, skipped, created_at from schedule_runs
+  return sql<{ tick: string; process_id: number | null; skipped: 'overlap' | 'quota' | null; quota: string | null; created_at: string }[]>`
+    select tick, process_id, skipped, skipped_quota as quota, created_at from schedule_runs
      where schedule_id = ${scheduleId} ${before ? sql`and tick < ${before}` : sql``}
      order by tick desc limit ${limit}`
 }
@@ -140,6 +140,15 @@ export async function insertRuns(sql: Sql, scheduleId: number, ticks: number[], 
     on conflict do nothing
     returning tick`
   return rows.map((r) => Date.parse(r.tick))
+}
+
+/** Ticks claimed for runs that their workspace's quotas refused: skipped, with the quota that refused each. */
+export async function skipRunsForQuota(sql: Sql, scheduleId: number, ticks: number[], quotas: string[]) {
+  if (ticks.length === 0) return
+  await sql`
+    update schedule_runs r set skipped = 'quota', skipped_quota = x.quota
+      from unnest(${ticks.map((t) => new Date(t).toISOString())}::timestamptz[], ${quotas}::text[]) as x(tick, quota)
+     where r.schedule_id = ${scheduleId} and r.tick = x.tick`
 }
 
 export async function setRunProcesses(sql: Sql, scheduleId: number, ticks: number[], processIds: number[]) {

@@ -125,6 +125,48 @@ describe.skipIf(!node || !npm)('the @processes/client package', () => {
       )`
     const runWorker = (format: 'esm' | 'cjs') =>
       runAsync([node!, `--input-type=${format === 'esm' ? 'module' : 'commonjs'}`, '-e', workerScript(format)], join(dir, 'app'))
+    // Node 22's global WebSocket, as far as the SDK can tell: a class that takes no headers (this Node is older,
+    // so one stands in: it records how it was asked, then fails to connect, as a refused upgrade shows: 1006).
+    const strict = await listeningServer({ WORKER_TOKEN_IN_QUERY: 'off' }, db)
+    const node22Script = (target: string, type: string) => `
+      import { connectWorker } from '@processes/client/worker'
+      const asked = []
+      globalThis.WebSocket = class HeaderlessWebSocket extends EventTarget {
+        constructor(url, options) {
+          super()
+          asked.push({ query: new URL(url).searchParams.has('token'), headers: options !== undefined })
+          this.readyState = 0
+          setTimeout(() => {
+            this.readyState = 3
+            this.dispatchEvent(Object.assign(new Event('close'), { code: 1006, reason: '', wasClean: false }))
+          }, 10)
+        }
+        send() {}
+        close() {}
+      }
+      const errors = []
+      const worker = connectWorker(${JSON.stringify(target)}, ${JSON.stringify(wtoken)}, {
+        types: [${JSON.stringify(type)}],
+        handler: async () => ({ result_summary: { via: 'node22' } }),
+        onError: (error) => { errors.push(error.name); void worker.close() },
+        onEvent: (event) => { if (event.type === 'completed') void worker.close() },
+      })
+      const timer = setTimeout(() => worker.close(), 8000)
+      worker.stopped.then(
+        (outcome) => { clearTimeout(timer); console.log(JSON.stringify({ outcome, asked, errors: [...new Set(errors)] })) },
+        (error) => { clearTimeout(timer); console.log(JSON.stringify({ rejected: error.name, asked, errors: [...new Set(errors)] })) },
+      )`
+    const runNode22 = (target: string, type: string) => runAsync([node!, '--input-type=module', '-e', node22Script(target, type)], join(dir, 'app'))
+
+    it('on a Node 22 global WebSocket without ws, falls back to ?token=, which WORKER_TOKEN_IN_QUERY=off refuses', async () => {
+      const ran = await runNode22(strict.url, 'node22_query')
+      expect({ err: ran.err }).toEqual({ err: '' })
+      const result = JSON.parse(ran.out)
+      // The global class was used, with the token in the URL and no headers offered to it.
+      expect(result.asked.length).toBeGreaterThanOrEqual(1)
+      expect(result.asked[0]).toEqual({ query: true, headers: false })
+      expect(result.outcome).toMatchObject({ reason: 'unauthenticated', error: { status: 401 } })
+    }, 60_000)
 
     it('says npm install ws when ws is not installed either, for ESM and CommonJS', async () => {
       for (const format of ['esm', 'cjs'] as const) {
@@ -148,6 +190,16 @@ describe.skipIf(!node || !npm)('the @processes/client package', () => {
         const events = (await rest.events(created.id)).map((e: { status: string }) => e.status)
         expect(events).toEqual(['pending', 'running', 'completed'])
       }
+    }, 60_000)
+
+    it('on a Node 22 global WebSocket, uses ws when it is installed: the token in a header, accepted with WORKER_TOKEN_IN_QUERY=off', async () => {
+      const created = await restAs(strict.url, tenant.token).create('node22_header')
+      const ran = await runNode22(strict.url, 'node22_header')
+      expect(ran.err).toBe('')
+      const result = JSON.parse(ran.out)
+      // The global class was never asked for: ws carried the header.
+      expect(result).toEqual({ outcome: { reason: 'closed' }, asked: [], errors: [] })
+      expect(await rest.get(created.id)).toMatchObject({ status: 'completed', result_summary: { via: 'node22' } })
     }, 60_000)
   })
 

@@ -168,7 +168,7 @@ async function report(run: Process, frame: Record<string, unknown>): Promise<num
 
 /** Open SSE streams, and every GET of one process (stream or plain) answered so far, from /metrics. */
 async function serverSide(): Promise<{ open: number; streamGets: number; processGets: number }> {
-  const text = await (await fetch(`${server.url}/metrics`)).text()
+  const text = await (await fetch(server.metricsUrl!)).text()
   const open = /^processes_sse_streams_open (\d+)$/m.exec(text)
   if (!open) throw new Error(`no processes_sse_streams_open in /metrics:\n${text}`)
   const gets = (route: string) => {

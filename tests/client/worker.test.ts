@@ -5,6 +5,7 @@ import type { Process } from '@processes/client'
 import type { ServerWebSocket } from 'bun'
 import { processFixture } from '../support/process-fixture'
 import { waitFor } from '../support/wait'
+import { chooseTransport, withQueryToken } from '../../packages/client/src/worker-connection.ts'
 
 type P = Process
 function fakeGateway() {
@@ -298,5 +299,34 @@ describe('connectWorker', () => {
     expect(errors.every((e) => e.name === 'Error' && /close code/.test(e.message))).toBe(true)
     await w.close()
     expect(await w.stopped).toEqual({ reason: 'closed' })
+  })
+})
+
+describe('how the worker token travels, per runtime', () => {
+  const Global = (() => {}) as unknown as WebSocketConstructor
+  const Ws = (() => {}) as unknown as WebSocketConstructor
+
+  it('is a header on Bun, ws (a header) on Node, also on Node 22+ with its global class; ?token= elsewhere', async () => {
+    expect(chooseTransport({ passed: undefined, global: Global, isBun: true, isNode: true })).toEqual({ kind: 'header', WebSocket: Global })
+    const node22 = chooseTransport({ passed: undefined, global: Global, isBun: false, isNode: true, load: async () => Ws })
+    expect(node22.kind).toBe('ws-or-query')
+    if (node22.kind !== 'ws-or-query') throw new Error('unreachable')
+    expect(await node22.WebSocket).toBe(Ws)
+    expect(node22.fallback).toBe(Global)
+    const node20 = chooseTransport({ passed: undefined, global: undefined, isBun: false, isNode: true, load: async () => Ws })
+    expect(node20).toMatchObject({ kind: 'ws-or-query', fallback: undefined })
+    // A browser (or Deno): its global class, which takes no headers.
+    expect(chooseTransport({ passed: undefined, global: Global, isBun: false, isNode: false })).toEqual({ kind: 'query', WebSocket: Global })
+    // A class passed in: the SDK cannot know it sends headers.
+    expect(chooseTransport({ passed: Ws, global: Global, isBun: true, isNode: false })).toEqual({ kind: 'query', WebSocket: Ws })
+  })
+
+  it('adds ?token= to the URL it is given, and offers no headers, when falling back to a headerless class', () => {
+    const made: unknown[][] = []
+    const Recording = function (this: unknown, ...args: unknown[]) {
+      made.push(args)
+    } as unknown as WebSocketConstructor
+    ;new (withQueryToken(Recording, 'psw_secret'))('ws://127.0.0.1:1/workers/ws', { headers: { Authorization: 'Bearer psw_secret' } })
+    expect(made).toEqual([['ws://127.0.0.1:1/workers/ws?token=psw_secret']])
   })
 })

@@ -307,7 +307,7 @@ describe('storage metrics', async () => {
     let text = ''
     const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1])
     await waitFor(async () => {
-      text = await (await fetch(`${running.url}/metrics`)).text()
+      text = await (await fetch(running.metricsUrl!)).text()
       return value('processes_retention_rows_pruned_total{table="processes"}') >= 1
     }, 20_000)
     expect(value('processes_table_bytes{table="process_events"}')).toBeGreaterThan(0)

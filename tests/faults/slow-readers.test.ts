@@ -82,7 +82,7 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
     expect(responded).toBe(SLOW_READERS)
     const fast = openStream(`${server.url}/processes/${p.id}/stream`, tenant.token, { onResponse: traffic.record })
     await waitFor(() => fast.messages.length >= 1, DELIVERY_DEADLINE_MS, 'the fast reader to connect')
-    const metrics = await (await fetch(`${server.url}/metrics`)).text()
+    const metrics = await (await fetch(server.metricsUrl!)).text()
     expect(Number(/^processes_sse_streams_open (\d+)/m.exec(metrics)?.[1])).toBe(SLOW_READERS + 1)
     Bun.gc(true)
     await Bun.sleep(500)
@@ -104,7 +104,7 @@ describe.skipIf(!hasPostgres)('slow readers', async () => {
       if (n % 20 === 0) peak = Math.max(peak, rssMb(server.proc.pid))
     }
     // The slow streams were stuck throughout and are still open: the fast reader was served beside them.
-    const during = await (await fetch(`${server.url}/metrics`)).text()
+    const during = await (await fetch(server.metricsUrl!)).text()
     expect(Number(/^processes_sse_streams_open (\d+)/m.exec(during)?.[1])).toBe(SLOW_READERS + 1)
     await Bun.sleep(500)
     const after = rssMb(server.proc.pid)

@@ -40,6 +40,8 @@ describe('the compiled executable', () => {
       const ready = (await (await fetch(`${server.url}/ready`)).json()) as any
       expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
       expect((await fetch(`${server.url}/processes`)).status).toBe(401)
+      expect((await fetch(server.metricsUrl)).status).toBe(200)
+      expect((await fetch(`${server.url}/metrics`)).status).toBe(404)
       expect(await (await fetch(`${server.url}/`)).text()).toContain('<html')
       // The dashboard's script, bundled at build time with the client package inside it.
       const script = await (await fetch(`${server.url}/app.js`)).text()

@@ -42,17 +42,21 @@ describe('the Dockerfile', () => {
     expect(version.split('.').slice(0, 2).join('.')).toBe(tag.split('.').slice(0, 2).join('.'))
   })
 
-  it('EXPOSEs the default PORT, which the image also sets', () => {
+  it('EXPOSEs the default PORT and METRICS_PORT, which the image also sets', () => {
     const instructions = parsed()
     const finalAt = instructions.findLastIndex((i) => i.keyword === 'FROM')
     const final = instructions.slice(finalAt)
     const exposed = final.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/))
-    const defaultPort = String(loadConfig({}).PORT)
-    expect(exposed).toEqual([`${defaultPort}`])
+    const defaults = loadConfig({})
+    const defaultPort = String(defaults.PORT)
+    expect(exposed).toEqual([defaultPort, defaults.METRICS_PORT])
     const env = Object.assign({}, ...final.filter((i) => i.keyword === 'ENV').map((i) => parseEnv(i.args))) as Record<string, string>
     if (env.PORT !== undefined) expect(env.PORT).toBe(defaultPort)
-    // The server's own default is the loopback for an embedded database; a container is reached from outside it.
+    if (env.METRICS_PORT !== undefined) expect(env.METRICS_PORT).toBe(defaults.METRICS_PORT)
+    // The server's own default is the loopback for an embedded database (and always for metrics); a container
+    // is reached from outside it, by Prometheus too.
     expect(env.HOST).toBe('0.0.0.0')
+    expect(env.METRICS_HOST).toBe('0.0.0.0')
   })
 
   it('runs its build stage: every COPY from the context (minus .dockerignore), every RUN, and the runtime COPY --from', () => {
@@ -123,7 +127,7 @@ describe('the Dockerfile', () => {
     const before = readdirSync(cwd).sort()
     const run = Bun.spawnSync(asUser(final, mapExecutable(final, containerArgv(final))), {
       cwd,
-      env: containerEnv(final, {}),
+      env: containerEnv(final, { METRICS_PORT: '0' }),
       stdout: 'pipe',
       stderr: 'pipe',
       timeout: 30_000,
@@ -142,7 +146,8 @@ describe('the Dockerfile', () => {
       const startPeriod = durationMs(healthcheck!.options['start-period'] ?? '0s')
       const timeout = durationMs(healthcheck!.options.timeout ?? '30s')
       const port = await freePort()
-      const env = containerEnv(final, { DATABASE_URL: await freshDatabaseUrl(), PORT: String(port) })
+      const metricsPort = await freePort()
+      const env = containerEnv(final, { DATABASE_URL: await freshDatabaseUrl(), PORT: String(port), METRICS_PORT: String(metricsPort) })
       const cwd = containerCwd(final)
       const before = readdirSync(cwd).sort()
 
@@ -168,6 +173,9 @@ describe('the Dockerfile', () => {
       const ready = (await (await fetch(`${url}/ready`)).json()) as { dependencies: { database: unknown } }
       expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
       expect(await (await fetch(`${url}/`)).text()).toContain('<html')
+      // Metrics on their own port (METRICS_HOST=0.0.0.0 in the image), not on the API's.
+      expect((await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).status).toBe(200)
+      expect((await fetch(`${url}/metrics`)).status).toBe(404)
 
       // The HEALTHCHECK command, as written, in the container's environment and as its USER.
       const check = () => {

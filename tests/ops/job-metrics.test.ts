@@ -31,7 +31,7 @@ describe('job metrics', () => {
     let text = ''
     await waitFor(
       async () => {
-        text = await (await fetch(`${server.url}/metrics`)).text()
+        text = await (await fetch(server.metricsUrl!)).text()
         return metric(text, 'processes_jobs_failed_total{type="jm_import"}') === 1
       },
       15_000,

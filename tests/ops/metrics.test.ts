@@ -16,7 +16,7 @@ it('exposes Prometheus metrics: requests by route and status, streams, workers, 
   // Acked at once, written behind within PROGRESS_PERSIST_MS (200 ms here).
   await waitFor(() => server.services.metrics.counters.progress_writes > 0, 5000, 'the write-behind')
 
-  const response = await fetch(`${server.url}/metrics`)
+  const response = await fetch(server.metricsUrl!)
   expect(response.headers.get('content-type')).toStartWith('text/plain')
   const text = await response.text()
   const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1])
@@ -37,9 +37,9 @@ it('exposes Prometheus metrics: requests by route and status, streams, workers, 
   expect(text).toContain('processes_redis_up')
   // It moves with every published change.
   expect((await worker.request({ op: 'complete', process_id: p.id, attempt: run.attempts })).op).toBe('ack')
-  const later = await (await fetch(`${server.url}/metrics`)).text()
+  const later = await (await fetch(server.metricsUrl!)).text()
   expect(Number(/^processes_events_published_total (\S+)$/m.exec(later)?.[1])).toBe(published + 1)
   await stream.body!.cancel()
   worker.close()
-  await waitFor(async () => /^processes_sse_streams_open 0$/m.test(await (await fetch(`${server.url}/metrics`)).text()), 5000, 'the stream gauge to drop')
+  await waitFor(async () => /^processes_sse_streams_open 0$/m.test(await (await fetch(server.metricsUrl!)).text()), 5000, 'the stream gauge to drop')
 }, 30_000)

@@ -350,7 +350,7 @@ describe('query parameters', () => {
 
 describe('HEAD', () => {
   const openStreams = async () => {
-    const text = await (await fetch(`${server.url}/metrics`)).text()
+    const text = await (await fetch(server.metricsUrl!)).text()
     return Number(/^processes_sse_streams_open (\d+)$/m.exec(text)![1])
   }
 

@@ -10,7 +10,9 @@ import { openDatabase } from '../../src/db/client'
 import { claimPlanSettings, claimStatement } from '../../src/processes/queries/claims'
 import { buildServices } from '../../src/server'
 import { createHandler } from '../../src/app'
+import { renderMetrics } from '../../src/health'
 import { createTenant, hasPostgres, inProcessApp, quietLogger, requester, testConfig } from '../support/helpers'
+import { readFrames } from '../support/sse-client'
 
 const app = await inProcessApp({ RATE_LIMIT_PER_TOKEN_PER_S: '0', RATE_LIMIT_PER_WORKSPACE_PER_S: '0' })
 const { s, handle, request, db } = app
@@ -30,10 +32,10 @@ describe('unmatched routes and long headers cost nothing lasting', () => {
       }
     }
     await flood(5)
-    await request('GET', '/metrics')
-    const before = (await request('GET', '/metrics')).body as string
+    await renderMetrics(s)
+    const before = await renderMetrics(s)
     await flood(50)
-    const after = (await request('GET', '/metrics')).body as string
+    const after = await renderMetrics(s)
     expect(after).toContain('route="unmatched"')
     // The same label set: only the counters' digits change.
     expect(after.split('\n').length).toBe(before.split('\n').length)
@@ -43,7 +45,7 @@ describe('unmatched routes and long headers cost nothing lasting', () => {
   it('counts a method it does not know as OTHER', async () => {
     // A Request cannot carry such a method in-process (Bun turns it into GET); the server hands it on as sent.
     for (let i = 0; i < 5; i++) s.metrics.request(`X${i}ZZY`, '/processes', 404, 1)
-    const text = (await request('GET', '/metrics')).body as string
+    const text = await renderMetrics(s)
     expect(text).toContain('method="OTHER"')
     expect(text).not.toContain('X1ZZY')
   })
@@ -284,6 +286,113 @@ const limited = await inProcessApp({
   MAX_STREAMS_PER_TOKEN: '2',
 })
 const sql = limited.db.sql
+describe('refusals are answered slowly, so a flood gets few answers a second', () => {
+  const DELAY_MS = 300
+  const slow = buildServices(testConfig({ REFUSAL_DELAY_MS: String(DELAY_MS), AUTH_FAILURES_PER_MIN: '2', TRUSTED_PROXIES: '' }), {
+    db,
+    log: quietLogger(),
+  }).then(({ services }) => createHandler(services))
+  const timed = async (request: Request, ip = '203.0.113.1') => {
+    const t = performance.now()
+    const response = await (await slow)(request, () => ip)
+    await response.arrayBuffer()
+    return { status: response.status, ms: performance.now() - t }
+  }
+
+  it('holds a 401, a 429 and a stranger’s 413 for REFUSAL_DELAY_MS, and answers the rest at once', async () => {
+    const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+    const unknown = await timed(new Request('http://test.local/processes', { headers: bearer('ps_unknown_1') }))
+    expect(unknown.status).toBe(401)
+    expect(unknown.ms).toBeGreaterThanOrEqual(DELAY_MS - 5)
+    // Past AUTH_FAILURES_PER_MIN (2): 429 before any look-up, held all the same.
+    await timed(new Request('http://test.local/processes', { headers: bearer('ps_unknown_2') }))
+    const throttled = await timed(new Request('http://test.local/processes', { headers: bearer('ps_unknown_3') }))
+    expect(throttled.status).toBe(429)
+    expect(throttled.ms).toBeGreaterThanOrEqual(DELAY_MS - 5)
+    const big = await timed(
+      new Request('http://test.local/processes', { method: 'POST', headers: { 'content-length': String(2 << 20) }, body: 'x' }),
+      '203.0.113.2',
+    )
+    expect(big.status).toBe(413)
+    expect(big.ms).toBeGreaterThanOrEqual(DELAY_MS - 5)
+    // An answer that is not a refusal is not held (a bound far below the delay, not a speed expectation).
+    const ok = await timed(new Request('http://test.local/processes', { headers: bearer(tenant.token) }), '198.51.100.7')
+    expect(ok.status).toBe(200)
+    const health = await timed(new Request('http://test.local/health'))
+    expect(health.status).toBe(200)
+    expect(Math.min(ok.ms, health.ms)).toBeLessThan(DELAY_MS)
+  })
+})
+
+describe('a large workspace costs a bounded read per stream connect and per stats call', () => {
+  const SNAPSHOT_MAX = 40
+  const STATS_MAX_ROWS = 30
+  const instance = buildServices(testConfig({ WORKSPACE_STREAM_SNAPSHOT_MAX: String(SNAPSHOT_MAX), STATS_MAX_ROWS: String(STATS_MAX_ROWS) }), {
+    db,
+    log: quietLogger(),
+  }).then(({ services }) => createHandler(services))
+  /** `n` processes of `status` in a new workspace's tenant, created (and finished) over the last hour. */
+  async function workspaceWith(counts: Record<string, number>) {
+    const owner = await createTenant(db.sql)
+    for (const [status, n] of Object.entries(counts)) {
+      const final = status === 'completed' || status === 'failed' || status === 'cancelled'
+      await db.sql`
+        insert into processes (workspace_id, type, status, created_at, started_at, finished_at)
+        select ${owner.workspaceId}, 'bulk_' || (g % 3), ${status}, now() - interval '30 minutes',
+               ${status === 'pending' ? null : db.sql`now() - interval '20 minutes'`},
+               ${final ? db.sql`now() - interval '10 minutes'` : null}
+          from generate_series(1, ${n}) g`
+    }
+    return owner
+  }
+  const stats = async (owner: { token: string }) => {
+    const response = await (await instance)(
+      new Request('http://test.local/processes/stats?window=24h', { headers: { authorization: `Bearer ${owner.token}` } }),
+    )
+    expect(response.status).toBe(200)
+    return (await response.json()) as any
+  }
+  const total = (body: any, status: string) => body.counts.filter((c: any) => c.status === status).reduce((n: number, c: any) => n + c.count, 0)
+
+  it('caps the workspace stream snapshot at WORKSPACE_STREAM_SNAPSHOT_MAX and says so with event: truncated', async () => {
+    const owner = await workspaceWith({ pending: 70, completed: 30 })
+    const ids = (await db.sql`select id from processes where workspace_id = ${owner.workspaceId} and status = 'pending' order by id`).map((r) => Number(r.id))
+    const response = await (await instance)(new Request('http://test.local/processes/stream', { headers: { authorization: `Bearer ${owner.token}` } }))
+    expect(response.status).toBe(200)
+    const { frames } = await readFrames(response, { maxMs: 1500 })
+    const sent = frames.filter((f) => f.data && !f.event).map((f) => f.data.id as number)
+    expect(sent).toEqual(ids.slice(0, SNAPSHOT_MAX))
+    const truncated = frames.filter((f) => f.event === 'truncated')
+    expect(truncated.map((f) => f.data)).toEqual([{ limit: SNAPSHOT_MAX, after_id: ids[SNAPSHOT_MAX - 1] }])
+    // Exactly the cap's worth is no truncation.
+    const exact = await workspaceWith({ pending: SNAPSHOT_MAX })
+    const whole = await readFrames(
+      await (await instance)(new Request('http://test.local/processes/stream', { headers: { authorization: `Bearer ${exact.token}` } })),
+      { maxMs: 1000 },
+    )
+    expect(whole.frames.filter((f) => f.data && !f.event)).toHaveLength(SNAPSHOT_MAX)
+    expect(whole.frames.filter((f) => f.event === 'truncated')).toEqual([])
+  })
+
+  it('keeps stats exact under STATS_MAX_ROWS, and says truncated past it with the other statuses still exact', async () => {
+    const small = await workspaceWith({ pending: 5, running: 4, completed: 20 })
+    const exact = await stats(small)
+    expect(exact.truncated).toBe(false)
+    expect([total(exact, 'pending'), total(exact, 'running'), total(exact, 'completed')]).toEqual([5, 4, 20])
+    const buckets = exact.buckets as any[]
+    expect(buckets.reduce((n, b) => n + b.created, 0)).toBe(29)
+    expect(buckets.reduce((n, b) => n + b.completed, 0)).toBe(20)
+
+    const large = await workspaceWith({ pending: 7, completed: 100 })
+    const capped = await stats(large)
+    expect(capped.truncated).toBe(true)
+    expect(total(capped, 'pending')).toBe(7)
+    // A lower bound past the cap: it read STATS_MAX_ROWS + 1 rows of that status and stopped.
+    expect(total(capped, 'completed')).toBe(STATS_MAX_ROWS + 1)
+    expect((capped.buckets as any[]).reduce((n, b) => n + b.created, 0)).toBe(STATS_MAX_ROWS + 1)
+  })
+})
+
 describe('strangers and sessions are bounded per address and per token', () => {
   /** A request from a client address (the socket's peer), with headers. */
   const from = async (peer: string, path: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => {

@@ -4,7 +4,8 @@
 import { describe, expect, it } from 'bun:test'
 import { EventSource } from 'eventsource'
 import { addMember, createApiToken, createUser, revokeToken } from '../../src/auth/queries'
-import { createTenant, inProcessApp, listeningServer, testDatabase, waitFor, within } from '../support/helpers'
+import { MetricsPortInUseError, startServer } from '../../src/server'
+import { createTenant, inProcessApp, listeningServer, quietLogger, testConfig, testDatabase, waitFor, within } from '../support/helpers'
 
 const AUTH_CACHE_MS = 1000
 const METRICS_TOKEN = 'metrics-secret-123'
@@ -21,6 +22,9 @@ const server = await listeningServer(
   },
   db,
 )
+// Without METRICS_TOKEN, and with no metrics port: made at the top, as a server's stop ends the file's database.
+const plain = await listeningServer({}, db)
+const off = await listeningServer({ METRICS_PORT: 'off' }, db)
 const base = server.url
 const own = new URL(base).origin
 const tenant = await createTenant(db.sql)
@@ -217,8 +221,47 @@ describe('audit', () => {
   })
 })
 
+describe('/metrics on a port of its own', () => {
+  it('is served on METRICS_PORT, on the loopback, and is a 404 on the API port without METRICS_TOKEN', async () => {
+    const metricsUrl = new URL(plain.metricsUrl!)
+    expect(metricsUrl.hostname).toBe('127.0.0.1')
+    expect(metricsUrl.port).not.toBe(new URL(plain.url).port)
+    const scrape = await fetch(plain.metricsUrl!)
+    expect(scrape.status).toBe(200)
+    expect(scrape.headers.get('content-type')).toStartWith('text/plain')
+    expect(await scrape.text()).toContain('processes_http_requests_total')
+    // On the API port: what any unknown path answers, nothing about what the server counts.
+    const hidden = await fetch(`${plain.url}/metrics`)
+    expect(hidden.status).toBe(404)
+    expect(((await hidden.json()) as any).error.code).toBe('not_found')
+    expect((await fetch(`${plain.url}/metrics`, { headers: bearer })).status).toBe(404)
+    // The metrics port serves /metrics only.
+    const other = await fetch(`${metricsUrl.origin}/processes`, { headers: bearer })
+    expect(other.status).toBe(404)
+    expect(((await other.json()) as any).error.code).toBe('not_found')
+    expect((await fetch(plain.metricsUrl!, { method: 'POST' })).status).toBe(405)
+  })
+
+  it('refuses to start on a METRICS_PORT that is taken, naming it; off serves none', async () => {
+    const taken = new URL(plain.metricsUrl!).port
+    const attempt = startServer(testConfig({ METRICS_PORT: taken }), { db, log: quietLogger() })
+    const error = await attempt.then(
+      (running) => running.stop().then(() => null),
+      (e: unknown) => e,
+    )
+    expect(error).toBeInstanceOf(MetricsPortInUseError)
+    expect(String(error)).toContain(`METRICS_PORT ${taken} is already in use`)
+    expect(off.metricsUrl).toBeNull()
+    expect((await fetch(`${off.url}/health`)).status).toBe(200)
+    expect(() => testConfig({ METRICS_PORT: '70000' })).toThrow('METRICS_PORT')
+    expect(() => testConfig({ METRICS_PORT: 'on' })).toThrow('METRICS_PORT')
+  })
+})
+
 describe('/metrics bearer', () => {
-  it('needs METRICS_TOKEN when it is set', async () => {
+  it('needs METRICS_TOKEN when it is set, on the API port and on the metrics port', async () => {
+    expect((await fetch(server.metricsUrl!)).status).toBe(401)
+    expect((await fetch(server.metricsUrl!, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).status).toBe(200)
     expect((await fetch(`${base}/metrics`)).status).toBe(401)
     expect((await fetch(`${base}/metrics`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401)
     expect((await fetch(`${base}/metrics`, { headers: bearer })).status).toBe(401)

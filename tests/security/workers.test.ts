@@ -25,7 +25,7 @@ let seq = 0
 const freshType = () => `sec_${seq++}`
 
 async function metric(name: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text()
+  const text = await (await fetch(server.metricsUrl!)).text()
   const line = text.split('\n').find((l) => l.startsWith(`processes_${name} `))
   return line ? Number(line.split(' ')[1]) : NaN
 }

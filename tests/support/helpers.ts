@@ -60,7 +60,16 @@ export async function testDatabase(): Promise<{ db: Database; url: string | unde
 
 /** Config for an in-process server: Redis (with a prefix of its own) whenever REDIS_URL is set. */
 export function testConfig(env: Record<string, string | undefined> = {}): Config {
-  return loadConfig({ LOG_LEVEL: 'silent', PORT: '0', DATA_DIR: 'memory://', REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: redisPrefix(), ...env })
+  return loadConfig({
+    LOG_LEVEL: 'silent',
+    PORT: '0',
+    METRICS_PORT: '0',
+    REFUSAL_DELAY_MS: '0',
+    DATA_DIR: 'memory://',
+    REDIS_URL: process.env.REDIS_URL,
+    REDIS_PREFIX: redisPrefix(),
+    ...env,
+  })
 }
 
 export interface Tenant {
@@ -142,6 +151,8 @@ export async function listeningServer(env: Record<string, string | undefined> = 
 export interface Child {
   url: string
   port: number
+  /** GET /metrics on the child's metrics port (METRICS_PORT, a free one unless the test names it). */
+  metricsUrl: string
   proc: ReturnType<typeof Bun.spawn>
   output: () => string
   kill(signal?: NodeJS.Signals | number): Promise<number>
@@ -150,9 +161,11 @@ export interface Child {
 /** A real server process (`bun src/main.ts`) on a free port; killed when the file's tests end. */
 export async function spawnServer(env: Record<string, string | undefined>, o: { cmd?: string[]; port?: number } = {}): Promise<Child> {
   const port = o.port ?? (await freePort())
+  const metricsPort = env.METRICS_PORT ?? String(await freePort())
   const proc = Bun.spawn(o.cmd ?? [BUN, 'src/main.ts'], {
     cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'warn', ...env, PORT: String(port) } as Record<string, string>,
+    // Refusals at once (REFUSAL_DELAY_MS=0) unless a test asks: tests refuse on purpose, often.
+    env: { ...process.env, LOG_LEVEL: 'warn', METRICS_PORT: metricsPort, REFUSAL_DELAY_MS: '0', ...env, PORT: String(port) } as Record<string, string>,
     stdout: 'pipe',
     stderr: 'pipe',
   })
@@ -160,6 +173,7 @@ export async function spawnServer(env: Record<string, string | undefined>, o: { 
   const child: Child = {
     url: `http://127.0.0.1:${port}`,
     port,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
     proc,
     output,
     async kill(signal = 'SIGTERM') {
@@ -195,11 +209,15 @@ export interface Run {
   stderr: string
 }
 
-/** This process's environment without its database, Redis, port and npm variables (a test names its own), plus `env`. */
+/**
+ * This process's environment without its database, Redis, port and npm variables (a test names its own), plus
+ * `env`. The metrics port is any free one (METRICS_PORT=0) unless `env` names it: tests running at once on one
+ * machine must not race for the default 9464. Refusals are sent at once (REFUSAL_DELAY_MS=0) unless asked.
+ */
 export function ownEnv(env: Record<string, string | undefined> = {}): Record<string, string> {
-  const out: Record<string, string> = {}
+  const out: Record<string, string> = { METRICS_PORT: '0', REFUSAL_DELAY_MS: '0' }
   for (const [key, value] of Object.entries(process.env)) {
-    if (value === undefined || ['DATABASE_URL', 'DATA_DIR', 'REDIS_URL', 'PORT'].includes(key) || key.startsWith('npm_')) continue
+    if (value === undefined || ['DATABASE_URL', 'DATA_DIR', 'REDIS_URL', 'PORT', 'METRICS_PORT'].includes(key) || key.startsWith('npm_')) continue
     out[key] = value
   }
   for (const [key, value] of Object.entries(env)) if (value !== undefined) out[key] = value

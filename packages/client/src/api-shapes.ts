@@ -40,6 +40,8 @@ export interface Stats {
     run_p50_s: number | null
     run_p95_s: number | null
   }[]
+  /** A figure read STATS_MAX_ROWS rows and stopped: its counts are lower bounds, or the oldest buckets short. */
+  truncated: boolean
 }
 
 /** A type's queue in `GET /queues`. */

@@ -1,5 +1,6 @@
 // The worker's connection: hello, request/reply by ref, reconnect with backoff, and the token probe that
 // tells a refused token from a server that is down.
+import { loadWebSocket } from './node-websocket.ts'
 import { type WebSocketConstructor, type WebSocketLike, WorkerAuthError, type WorkerEvent, WorkerProtocolError } from './worker-api.ts'
 import { asError } from './util.ts'
 
@@ -309,4 +310,33 @@ export function parseFrame(data: unknown): Frame | null {
   } catch {
     return null
   }
+}
+
+export type Transport =
+  | { kind: 'header'; WebSocket: WebSocketConstructor }
+  | { kind: 'query'; WebSocket: WebSocketConstructor }
+  /** Node: the `ws` package, loading; if it is not installed, `fallback` (the global class) with `?token=`. */
+  | { kind: 'ws-or-query'; WebSocket: Promise<WebSocketConstructor>; fallback: WebSocketConstructor | undefined }
+
+/** Which WebSocket class carries the worker token, and how (exported for the tests: each runtime's choice). */
+export function chooseTransport(o: {
+  passed: WebSocketConstructor | undefined
+  global: WebSocketConstructor | undefined
+  isBun: boolean
+  isNode: boolean
+  load?: () => Promise<WebSocketConstructor>
+}): Transport {
+  if (o.passed) return { kind: 'query', WebSocket: o.passed }
+  if (o.global && o.isBun) return { kind: 'header', WebSocket: o.global }
+  if (o.isNode || !o.global) return { kind: 'ws-or-query', WebSocket: (o.load ?? loadWebSocket<WebSocketConstructor>)(), fallback: o.global }
+  return { kind: 'query', WebSocket: o.global }
+}
+
+/** A WebSocket class that ignores the headers it is offered and puts the token in the URL instead. */
+export function withQueryToken(Base: WebSocketConstructor, token: string): WebSocketConstructor {
+  return function QueryTokenWebSocket(url: string) {
+    const target = new URL(url)
+    target.searchParams.set('token', token)
+    return new Base(target.toString())
+  } as unknown as WebSocketConstructor
 }

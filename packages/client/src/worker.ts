@@ -25,9 +25,8 @@
  * injected one (`options.WebSocket`), or else the `ws` package (an optional peer
  * dependency), which the SDK loads by itself.
  */
-import { loadWebSocket } from './node-websocket.ts'
 import type { WebSocketConstructor, WorkerHandle, WorkerOptions } from './worker-api.ts'
-import { workerSocketUrl } from './worker-connection.ts'
+import { chooseTransport, withQueryToken, workerSocketUrl } from './worker-connection.ts'
 import { Worker } from './worker-runner.ts'
 
 export type { Process } from './shapes.ts'
@@ -53,15 +52,37 @@ export function connectWorker(url: string, token: string, options: WorkerOptions
   // Without one (Node before 22) the `ws` package is loaded: the worker connects once it is. Not installed
   // either: onError and a rejected `stopped` say `npm install ws`.
   const global = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-  const WebSocketImpl = options.WebSocket ?? global ?? loadWebSocket<WebSocketConstructor>()
   const workerId = options.workerId ?? `worker-${crypto.randomUUID()}`
+  const transport = chooseTransport({
+    passed: options.WebSocket,
+    global,
+    isBun: 'Bun' in globalThis,
+    isNode: typeof (globalThis as { process?: { versions?: { node?: unknown } } }).process?.versions?.node === 'string',
+  })
   // The token in a header where the class is known to send one: Bun's own WebSocket, and the `ws` package
-  // loaded here. Anywhere else (a browser, a class passed in) `?token=`, which the server may refuse
-  // (WORKER_TOKEN_IN_QUERY=off): a URL is more often logged than a header.
-  const inHeader = options.WebSocket === undefined && ((global !== undefined && 'Bun' in globalThis) || WebSocketImpl instanceof Promise)
-  const worker = inHeader
-    ? new Worker(workerSocketUrl(url, null), workerId, WebSocketImpl, options, { Authorization: `Bearer ${token}` })
-    : new Worker(workerSocketUrl(url, token), workerId, WebSocketImpl, options)
+  // (loaded here on Node, also on Node 22+, whose global WebSocket sends no headers). Anywhere else (a browser,
+  // a class passed in, Node 22+ without `ws`) `?token=`, which the server may refuse (WORKER_TOKEN_IN_QUERY=off):
+  // a URL is more often logged than a header.
+  const header = { Authorization: `Bearer ${token}` }
+  const worker =
+    transport.kind === 'header'
+      ? new Worker(workerSocketUrl(url, null), workerId, transport.WebSocket, options, header)
+      : transport.kind === 'query'
+        ? new Worker(workerSocketUrl(url, token), workerId, transport.WebSocket, options)
+        : new Worker(
+            workerSocketUrl(url, null),
+            workerId,
+            // `ws` if it loads (the header), else the global class with `?token=` added to the URL it is given.
+            transport.WebSocket.then(
+              (loaded) => loaded,
+              (error: unknown) => {
+                if (!transport.fallback) throw error
+                return withQueryToken(transport.fallback, token)
+              },
+            ),
+            options,
+            header,
+          )
   worker.start()
   return { workerId, close: (closeOptions) => worker.close(closeOptions), stopped: worker.stopped }
 }

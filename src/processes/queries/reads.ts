@@ -131,13 +131,21 @@ export interface ActiveFilter {
   limit: number
 }
 
+/**
+ * NOT_FINAL written out as literals in listActive, not a parameter: only then does the planner know a page may
+ * read the partial index processes_active_idx (sql/018_bounded_reads.sql), the workspace's live rows by id, instead of walking
+ * the primary key through a workspace's history.
+ */
+const ACTIVE_LITERALS = ['pending', 'running', 'waiting_review', 'failed']
+if (NOT_FINAL.join() !== ACTIVE_LITERALS.join()) throw new Error('listActive and processes_active_idx must name NOT_FINAL')
+
 /** A page of the processes a workspace stream starts with: everything not final (states.ts) that matches, by id. */
 export async function listActive(sql: Sql, f: ActiveFilter): Promise<Process[]> {
   const rows = await sql`
     select * from processes
      where workspace_id = ${f.workspaceId}
        and id > ${f.after}
-       and status = any(${NOT_FINAL}::text[])
+       and status in ('pending', 'running', 'waiting_review', 'failed')
        ${f.statuses ? sql`and status = any(${f.statuses}::text[])` : sql``}
        ${f.type ? sql`and type = ${f.type}` : sql``}
        ${f.tags ? sql`and tags @> ${f.tags}::text[]` : sql``}

@@ -27,7 +27,7 @@ export function processStreams(s: Services) {
    * A stream counts against its credential's cap (MAX_STREAMS_PER_TOKEN) from now on, and is closed when the
    * credential is revoked or expires (auth/revocation.ts).
    */
-  const admitStream = (principal: Principal) => {
+  const admitStream = (principal: Principal, workspace: () => number | null) => {
     if (principal.scope) return admitPublicStream(principal.scope.tokenId)
     // Counted per API token, its browser sessions' streams included: six sessions of one token share one cap.
     const cap = s.config.MAX_STREAMS_PER_TOKEN
@@ -39,6 +39,8 @@ export function processStreams(s: Services) {
     const untrackToken = s.credentials.track('api', principal.tokenId, closeOnce)
     // A session's stream also ends with the session (DELETE /auth/session, its expiry), not only with its token.
     const untrackSession = principal.sessionId !== null ? s.credentials.track('session', principal.sessionId, closeOnce) : () => {}
+    // And when its user is taken out of the stream's workspace (cli remove-member).
+    const untrackMember = s.credentials.trackMember(principal.userId, workspace, closeOnce)
     // At the credential's expiry exactly, not at the next credential check (up to AUTH_CACHE_MS / 2 later).
     const expiresInMs = principal.expiresAt === null ? null : principal.expiresAt - Date.now()
     const expiry = expiresInMs !== null && expiresInMs < 2 ** 31 - 1 ? setTimeout(closeOnce, Math.max(0, expiresInMs)) : null
@@ -48,6 +50,7 @@ export function processStreams(s: Services) {
         if (expiry) clearTimeout(expiry)
         untrackToken()
         untrackSession()
+        untrackMember()
       }
     }
   }
@@ -73,7 +76,7 @@ export function processStreams(s: Services) {
         const workspaceId = activeWorkspace(principal, state, query.workspace_id)
         const statuses = query.status?.split(',')
         const tags = tagsOf(query.tag)
-        const register = admitStream(principal)
+        const register = admitStream(principal, () => workspaceId)
         s.metrics.counters.sse_connects++
         return openWorkspaceStream({
           register,
@@ -85,6 +88,7 @@ export function processStreams(s: Services) {
           tags,
           scope: principal.scope,
           rootId: query.root_id,
+          snapshotMax: s.config.WORKSPACE_STREAM_SNAPSHOT_MAX || undefined,
           // Each row as the newest state this instance knows of it (a running process's live state).
           readPage: async (after, limit) =>
             (await listActive(s.sql, { workspaceId, statuses, type: query.type, tags, scope: principal.scope, rootId: query.root_id, after, limit })).map(
@@ -102,7 +106,9 @@ export function processStreams(s: Services) {
       async ({ params: { id }, query, principal, state, request }) => {
         refuseWhileDraining()
         await requireCovered(s.reader, principal, id)
-        const register = admitStream(principal)
+        // The process's workspace, known at its first read.
+        let workspaceId: number | null = null
+        const register = admitStream(principal, () => workspaceId)
         s.metrics.counters.sse_connects++
         const cursor = parseEventCursor(request.headers.get('last-event-id'), query.last_event_id)
         const response = await openProcessStream({
@@ -127,7 +133,7 @@ export function processStreams(s: Services) {
                 },
           read: async () => {
             const process = await s.reader.find(id, principal.workspaceIds)
-            if (process) state.workspaceId = process.workspace_id
+            if (process) state.workspaceId = workspaceId = process.workspace_id
             return process
           },
         })
