@@ -32,7 +32,8 @@ USER 10001
 ENV HOST=0.0.0.0
 ENV PORT=3000
 # /metrics on a port of its own, for a Prometheus on the container's network: publish PORT only (`-p 3000:3000`),
-# never METRICS_PORT to the outside; METRICS_TOKEN makes it need a bearer token as well.
+# never METRICS_PORT to the outside. PORT serves it too unless METRICS_ON_API_PORT=off; METRICS_TOKEN makes it
+# need a bearer token on both.
 ENV METRICS_HOST=0.0.0.0
 ENV METRICS_PORT=9464
 EXPOSE 3000 9464

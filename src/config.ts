@@ -120,9 +120,11 @@ export const ConfigSchema = T.Object({
   /** The metrics port's address: the loopback by default, so only this host (a local Prometheus or agent) reads it. */
   METRICS_HOST: T.String({ default: '127.0.0.1', minLength: 1 }),
   /**
-   * When set, GET /metrics is also served on the API's port (without it: 404 there), and needs
-   * `Authorization: Bearer <METRICS_TOKEN>` on either port.
+   * GET /metrics on the API's port too (`on`, the default: the contract's operations route), or only on
+   * METRICS_PORT (`off`: a 404 on the API's port, what a deployment that exposes PORT should set).
    */
+  METRICS_ON_API_PORT: T.Union([T.Literal('on'), T.Literal('off')], { default: 'on' }),
+  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>` on either port. */
   METRICS_TOKEN: T.Optional(T.String({ minLength: 1 })),
   /**
    * Retention (src/db/retention.ts). Days may be fractional (0.01 ≈ 15 min, for soaks and tests); 0 keeps

@@ -1,5 +1,5 @@
 // Health, readiness and metrics: no auth, not audited. /metrics is served on its own port (metricsServer,
-// METRICS_PORT on METRICS_HOST, loopback by default); on the API's port only when METRICS_TOKEN is set.
+// METRICS_PORT on METRICS_HOST, loopback by default) and, unless METRICS_ON_API_PORT=off, on the API's port.
 import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
 import { sampleStorage } from './db/retention'
@@ -86,12 +86,13 @@ export async function renderMetrics(s: Pick<Services, 'sql' | 'metrics'>): Promi
 const PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8'
 
 /**
- * GET /metrics on the API's port exists only with METRICS_TOKEN (then needs it). Without, the route is not
- * registered: a 404 like any unknown path, so the public port says nothing about what the server counts.
+ * GET /metrics on the API's port (METRICS_ON_API_PORT=on, the default), needing METRICS_TOKEN when it is set.
+ * With `off` the route is not registered: a 404 like any unknown path, so the public port says nothing
+ * about what the server counts.
  */
 function metricsOnApiPort(s: Services) {
   const app = new Elysia({ name: 'metrics-on-api-port' })
-  if (s.config.METRICS_TOKEN === undefined) return app
+  if (s.config.METRICS_ON_API_PORT === 'off') return app
   return app.get(
     '/metrics',
     async ({ set, request }) => {
@@ -102,7 +103,8 @@ function metricsOnApiPort(s: Services) {
     },
     {
       detail: {
-        summary: 'Prometheus metrics (requests, streams, workers, jobs: queue depth, wait/run time, completions, failures); needs METRICS_TOKEN',
+        summary:
+          'Prometheus metrics (requests, streams, workers, jobs: queue depth, wait/run time, completions, failures); needs METRICS_TOKEN when it is set',
         tags: ['operations'],
         ...PUBLIC,
         responses: documented({ 200: ['Prometheus text format 0.0.4', t.String(), 'text/plain'] }),

@@ -41,7 +41,7 @@ describe('the compiled executable', () => {
       expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
       expect((await fetch(`${server.url}/processes`)).status).toBe(401)
       expect((await fetch(server.metricsUrl)).status).toBe(200)
-      expect((await fetch(`${server.url}/metrics`)).status).toBe(404)
+      expect((await fetch(`${server.url}/metrics`)).status).toBe(200) // METRICS_ON_API_PORT=on, the default
       expect(await (await fetch(`${server.url}/`)).text()).toContain('<html')
       // The dashboard's script, bundled at build time with the client package inside it.
       const script = await (await fetch(`${server.url}/app.js`)).text()

@@ -173,9 +173,9 @@ describe('the Dockerfile', () => {
       const ready = (await (await fetch(`${url}/ready`)).json()) as { dependencies: { database: unknown } }
       expect(ready.dependencies.database).toEqual({ status: 'ok', kind: 'postgres' })
       expect(await (await fetch(`${url}/`)).text()).toContain('<html')
-      // Metrics on their own port (METRICS_HOST=0.0.0.0 in the image), not on the API's.
+      // Metrics on their own port (METRICS_HOST=0.0.0.0 in the image), and on the API's (METRICS_ON_API_PORT=on).
       expect((await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).status).toBe(200)
-      expect((await fetch(`${url}/metrics`)).status).toBe(404)
+      expect((await fetch(`${url}/metrics`)).status).toBe(200)
 
       // The HEALTHCHECK command, as written, in the container's environment and as its USER.
       const check = () => {

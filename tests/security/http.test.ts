@@ -23,7 +23,7 @@ const server = await listeningServer(
   db,
 )
 // Without METRICS_TOKEN, and with no metrics port: made at the top, as a server's stop ends the file's database.
-const plain = await listeningServer({}, db)
+const plain = await listeningServer({ METRICS_ON_API_PORT: 'off' }, db)
 const off = await listeningServer({ METRICS_PORT: 'off' }, db)
 const base = server.url
 const own = new URL(base).origin
@@ -222,7 +222,7 @@ describe('audit', () => {
 })
 
 describe('/metrics on a port of its own', () => {
-  it('is served on METRICS_PORT, on the loopback, and is a 404 on the API port without METRICS_TOKEN', async () => {
+  it('is served on METRICS_PORT, on the loopback, and is a 404 on the API port with METRICS_ON_API_PORT=off', async () => {
     const metricsUrl = new URL(plain.metricsUrl!)
     expect(metricsUrl.hostname).toBe('127.0.0.1')
     expect(metricsUrl.port).not.toBe(new URL(plain.url).port)
@@ -253,6 +253,10 @@ describe('/metrics on a port of its own', () => {
     expect(String(error)).toContain(`METRICS_PORT ${taken} is already in use`)
     expect(off.metricsUrl).toBeNull()
     expect((await fetch(`${off.url}/health`)).status).toBe(200)
+    // By default the API port serves it too, as the contract's operations route: public without METRICS_TOKEN.
+    const onApiPort = await fetch(`${off.url}/metrics`)
+    expect(onApiPort.status).toBe(200)
+    expect(await onApiPort.text()).toContain('processes_http_requests_total')
     expect(() => testConfig({ METRICS_PORT: '70000' })).toThrow('METRICS_PORT')
     expect(() => testConfig({ METRICS_PORT: 'on' })).toThrow('METRICS_PORT')
   })
