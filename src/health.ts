@@ -103,8 +103,7 @@ function metricsOnApiPort(s: Services) {
     },
     {
       detail: {
-        summary:
-          'Prometheus metrics (requests, streams, workers, jobs: queue depth, wait/run time, completions, failures); needs METRICS_TOKEN when it is set',
+        summary: 'Prometheus metrics (requests, streams, workers, jobs: queue depth, wait/run time, completions, failures); needs METRICS_TOKEN when it is set',
         tags: ['operations'],
         ...PUBLIC,
         responses: documented({ 200: ['Prometheus text format 0.0.4', t.String(), 'text/plain'] }),
