@@ -35,6 +35,20 @@ function processJson(id: number, version: number, progress: number, message: str
   })
 }
 
+/** Writes one event to every stream of a process (the text is made only when there is one). */
+function broadcast(id: number, event: () => string) {
+  const watchers = streams.get(id)
+  if (!watchers || watchers.size === 0) return
+  const chunk = encoder.encode(event())
+  for (const controller of watchers) {
+    try {
+      controller.enqueue(chunk)
+    } catch {
+      watchers.delete(controller)
+    }
+  }
+}
+
 Bun.serve({
   port: Number(process.env.PORT ?? 0),
   hostname: '127.0.0.1',
@@ -79,33 +93,14 @@ Bun.serve({
       if (frame.op === 'progress' && typeof frame.process_id === 'number') {
         const version = (versions.get(frame.process_id) ?? 1) + 1
         versions.set(frame.process_id, version)
-        const watchers = streams.get(frame.process_id)
-        if (watchers && watchers.size > 0) {
-          const chunk = encoder.encode(`id: ${version}\ndata: ${processJson(frame.process_id, version, frame.progress ?? 0, frame.message ?? null)}\n\n`)
-          for (const controller of watchers) {
-            try {
-              controller.enqueue(chunk)
-            } catch {
-              watchers.delete(controller)
-            }
-          }
-        }
+        const id = frame.process_id
+        broadcast(id, () => `id: ${version}\ndata: ${processJson(id, version, frame.progress ?? 0, frame.message ?? null)}\n\n`)
         ws.send(JSON.stringify({ op: 'ack', version, ...ref }))
       } else if (frame.op === 'output' && typeof frame.process_id === 'number') {
         const seq = (outputSeqs.get(frame.process_id) ?? 0) + 1
         outputSeqs.set(frame.process_id, seq)
-        const watchers = streams.get(frame.process_id)
-        if (watchers && watchers.size > 0) {
-          const version = versions.get(frame.process_id) ?? 1
-          const chunk = encoder.encode(`id: ${version}.${seq}\nevent: output\ndata: ${JSON.stringify({ seq, chunk: frame.chunk })}\n\n`)
-          for (const controller of watchers) {
-            try {
-              controller.enqueue(chunk)
-            } catch {
-              watchers.delete(controller)
-            }
-          }
-        }
+        const version = versions.get(frame.process_id) ?? 1
+        broadcast(frame.process_id, () => `id: ${version}.${seq}\nevent: output\ndata: ${JSON.stringify({ seq, chunk: frame.chunk })}\n\n`)
         ws.send(JSON.stringify({ op: 'ack', seq, ...ref }))
       } else ws.send(JSON.stringify({ op: 'ack', ...ref }))
     },
