@@ -6,7 +6,8 @@ import { documented } from './ops/docs'
 import { ErrorSchema } from './processes/model'
 import type { Services } from './wiring'
 
-const Me = t.Object({
+/** GET /me's answer (the client package's `Me` is checked against it). */
+export const MeResponse = t.Object({
   user: t.Union([t.Object({ id: t.Integer(), email: t.String() }), t.Null()]),
   workspaces: t.Array(t.Object({ id: t.Integer(), name: t.String(), role: t.String() })),
 })
@@ -22,7 +23,12 @@ export function me(s: Services) {
       detail: {
         summary: 'The caller and their workspaces (extension)',
         tags: ['auth'],
-        responses: documented({ 200: ['OK', Me], 401: ['unauthenticated', ErrorSchema], 500: ['internal', ErrorSchema], 503: ['unavailable', ErrorSchema] }),
+        responses: documented({
+          200: ['OK', MeResponse],
+          401: ['unauthenticated', ErrorSchema],
+          500: ['internal', ErrorSchema],
+          503: ['unavailable', ErrorSchema],
+        }),
       },
     },
   )

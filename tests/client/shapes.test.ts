@@ -7,6 +7,7 @@ import {
   BULK_ACTIONS,
   type BulkFilter,
   type BulkResult,
+  type Me,
   PROCESS_FIELDS,
   PROCESS_STATUSES,
   PROCESS_VIEWS,
@@ -26,6 +27,7 @@ import {
   ProcessSummary as ServerSummary,
   VIEWS,
 } from '../../src/processes/model'
+import type { MeResponse } from '../../src/me'
 import { StatsResponse } from '../../src/processes/stats'
 import type { Queues } from '../../src/queues/routes'
 import type { Schedule as ServerSchedule } from '../../src/schedules/model'
@@ -54,8 +56,9 @@ interface Agreement {
   workers: Same<WorkersPage, typeof WorkersResponse.static>
   bulkFilter: Same<Required<BulkFilter>['view'], Required<typeof ServerBulkFilter.static>['view']>
   bulkResult: Same<BulkResult, typeof ServerBulkResult.static>
+  me: Same<Me, typeof MeResponse.static>
 }
-const agree: Agreement = { summary: true, event: true, stats: true, queues: true, schedule: true, workers: true, bulkFilter: true, bulkResult: true }
+const agree: Agreement = { summary: true, event: true, stats: true, queues: true, schedule: true, workers: true, bulkFilter: true, bulkResult: true, me: true }
 
 describe("the console's shapes", () => {
   it("name exactly the fields of the server's schemas", () => {

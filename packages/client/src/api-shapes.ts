@@ -142,3 +142,9 @@ export interface BulkResult {
   changed?: number
   dry_run: boolean
 }
+
+/** GET /me: the caller and their workspaces. */
+export interface Me {
+  user: { id: number; email: string } | null
+  workspaces: { id: number; name: string; role: string }[]
+}

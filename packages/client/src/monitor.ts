@@ -40,6 +40,7 @@ export {
   type BulkAction,
   type BulkFilter,
   type BulkResult,
+  type Me,
   PROCESS_VIEWS,
   type ProcessEvent,
   type ProcessSummary,

@@ -6,6 +6,7 @@ export type {
   BulkFilter,
   BulkResult,
   ConnectionState,
+  Me,
   MonitorHandle,
   OutputChunk,
   Process,
@@ -21,9 +22,3 @@ export type Bucket = import('@processes/client').Stats['buckets'][number]
 export type Workers = WorkersPage
 /** A list row: the summary the list sends, or the whole process the workspace stream sends. */
 export type Summary = ProcessSummary & Partial<Process>
-
-/** GET /me: the caller and their workspaces. */
-export interface Me {
-  user: { id: number; email: string } | null
-  workspaces: { id: number; name: string; role: string }[]
-}
