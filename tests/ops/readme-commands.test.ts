@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'bun:test'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { collectOutput, createTenant, listeningServer, ownEnv, ROOT, testDatabase, waitFor, workerToken } from '../support/helpers'
+import { collectOutput, createTenant, killTree, listeningServer, ownEnv, ROOT, testDatabase, waitFor, workerToken } from '../support/helpers'
 
 /** Node and npm, and nothing else: where a user's shell finds them. No global bun there. */
 const NODE_ONLY_PATH = [...new Set([Bun.which('node'), Bun.which('npm')].map((bin) => bin!.slice(0, bin!.lastIndexOf('/'))))].join(':')
@@ -83,7 +83,8 @@ describe("the quick start's demo processes", async () => {
   })
   const output = collectOutput(demo)
   afterAll(async () => {
-    demo.kill('SIGKILL')
+    // npm → sh → bun: the demo worker itself must go too, not only npm.
+    killTree(demo.pid)
     await demo.exited
   })
 

@@ -2,6 +2,7 @@
 // an in-memory PGlite otherwise), a Redis prefix per file, tenants with tokens, servers in-process or as
 // real child processes on free ports.
 import { afterAll, expect } from 'bun:test'
+import { readdirSync, readFileSync } from 'node:fs'
 import { freePort } from './net'
 import { sleep, waitFor, within } from './wait'
 import { createHandler, type Handler } from '../../src/app'
@@ -192,6 +193,38 @@ export async function spawnServer(env: Record<string, string | undefined>, o: { 
 }
 
 /** Everything a child writes to stdout and stderr so far, interleaved as it arrives. */
+/**
+ * Kills a process and everything under it (Linux /proc): `npm run x` is npm → sh → the program, and killing npm
+ * alone leaves the program running on, reparented.
+ */
+export function killTree(pid: number, signal: NodeJS.Signals = 'SIGKILL') {
+  const children = new Map<number, number[]>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so read after the last ')'.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)])
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const all: number[] = []
+  const walk = (p: number) => {
+    all.push(p)
+    for (const c of children.get(p) ?? []) walk(c)
+  }
+  walk(pid)
+  for (const p of all.reverse()) {
+    try {
+      process.kill(p, signal)
+    } catch {
+      // already gone
+    }
+  }
+}
+
 export function collectOutput(proc: { stdout: unknown; stderr: unknown }): () => string {
   let output = ''
   const decoder = new TextDecoder()
