@@ -12,7 +12,7 @@ import type { BulkAction, BulkFilter, BulkResult, Process } from './model'
 import { type BulkSelection, countSelection, lockBatch } from './queries/bulk'
 import type { ListFilter } from './queries/reads'
 import { EDGES, transitionProcesses, userTransition } from './queries/transitions'
-import { userAction, withDeadlockRetry } from './service'
+import { announceNew, userAction, withDeadlockRetry } from './service'
 
 /**
  * Rows per batch: one statement updates them and appends their events. 500 keeps a batch's locks and its
@@ -97,9 +97,8 @@ async function oneAction(sql: Sql, hub: ProcessHub, input: BulkInput, id: number
 function publish(hub: ProcessHub, changed: Process[]) {
   if (changed.length === 0) return
   hub.publishAll(changed)
-  const pendingByType = new Map<string, number>()
-  for (const p of changed) if (p.status === 'pending') pendingByType.set(p.type, (pendingByType.get(p.type) ?? 0) + 1)
-  for (const [type, count] of pendingByType) hub.work.announce(type, count)
+  const retried = changed.filter((p) => p.status === 'pending')
+  announceNew(hub, retried)
 }
 
 function auditOf(input: BulkInput, result: BulkResult): AuditRow {
