@@ -114,7 +114,8 @@ export const ConfigSchema = T.Object({
   /**
    * GET /metrics is served on this port of its own (Prometheus's convention, 9464 as OpenTelemetry's
    * exporter uses), on METRICS_HOST; `0`: any free port (logged at start); `off`: none. A port that is taken
-   * fails the start, naming METRICS_PORT (as PORT does): another instance's metrics must not be scraped as ours.
+   * (another instance on this host) fails the start, naming METRICS_PORT, when it is the only place /metrics
+   * is served (METRICS_ON_API_PORT=off); otherwise the instance starts without it, with a warning.
    */
   METRICS_PORT: T.String({ default: '9464', pattern: '^(off|\\d{1,5})$' }),
   /** The metrics port's address: the loopback by default, so only this host (a local Prometheus or agent) reads it. */

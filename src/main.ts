@@ -29,7 +29,8 @@ function checkPortFree(hostname: string, port: number | null, inUse: (port: numb
 async function serve() {
   const config = loadConfig()
   checkPortFree(listenHost(config), config.PORT, (port) => new PortInUseError(port))
-  checkPortFree(config.METRICS_HOST, metricsPort(config), (port) => new MetricsPortInUseError(port))
+  // Only fatal where the metrics port is the one place /metrics is served (server.ts listenForMetrics).
+  if (config.METRICS_ON_API_PORT === 'off') checkPortFree(config.METRICS_HOST, metricsPort(config), (port) => new MetricsPortInUseError(port))
   const running = await startServer(config)
   const { services } = running
   let channel: AdminChannel | null = null

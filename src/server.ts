@@ -129,8 +129,11 @@ export async function buildServices(
 export async function startServer(config: Config, o: { db?: Database; log?: Logger } = {}): Promise<Running> {
   // Bound first, so a taken METRICS_PORT fails before anything is opened; it answers 503 until the services are up.
   let serveMetrics: ((request: Request) => Promise<Response>) | null = null
-  const metricsServer = listenForMetrics(config, (request) =>
-    serveMetrics ? serveMetrics(request) : Promise.resolve(errorResponse(503, 'unavailable', 'Starting', undefined, { 'Retry-After': '1' })),
+  let metricsPortTaken: number | null = null
+  const metricsServer = listenForMetrics(
+    config,
+    (request) => (serveMetrics ? serveMetrics(request) : Promise.resolve(errorResponse(503, 'unavailable', 'Starting', undefined, { 'Retry-After': '1' }))),
+    (port) => (metricsPortTaken = port),
   )
   const built = await buildServices(config, o).catch((error) => {
     metricsServer?.stop(true)
@@ -138,6 +141,8 @@ export async function startServer(config: Config, o: { db?: Database; log?: Logg
   })
   const { services, bridge, sweeper, held } = built
   serveMetrics = metricsHandler(services)
+  if (metricsPortTaken !== null)
+    services.log.warn('METRICS_PORT is taken (another instance on this host?); /metrics is served on PORT only', { metrics_port: metricsPortTaken })
   const { log, metrics, hub, audit } = services
   const gateway = new WorkerGateway(services, held)
   const sessions = new WorkerSessions(services.sql, gateway, log)
@@ -368,18 +373,25 @@ export class MetricsPortInUseError extends Error {
   }
 }
 
-/** The metrics port (METRICS_PORT on METRICS_HOST), refusing a taken port as `listen` does; null when off. */
+/**
+ * The metrics port (METRICS_PORT on METRICS_HOST); null when off. A taken port is refused, as `listen` does,
+ * when it is the only place /metrics is served (METRICS_ON_API_PORT=off). Otherwise (a second instance on one
+ * host, say) the instance goes on without it: `onTaken` is told, and /metrics stays on PORT.
+ */
 export function listenForMetrics(
-  config: Pick<Config, 'METRICS_PORT' | 'METRICS_HOST'>,
+  config: Pick<Config, 'METRICS_PORT' | 'METRICS_HOST' | 'METRICS_ON_API_PORT'>,
   fetch: (request: Request) => Promise<Response>,
+  onTaken: (port: number) => void = () => {},
 ): Server<undefined> | null {
   const port = metricsPort(config)
   if (port === null) return null
   try {
     return Bun.serve({ hostname: config.METRICS_HOST, port, reusePort: false, development: false, fetch })
   } catch (error) {
-    if ((error as { code?: string }).code === 'EADDRINUSE') throw new MetricsPortInUseError(port)
-    throw error
+    if ((error as { code?: string }).code !== 'EADDRINUSE') throw error
+    if (config.METRICS_ON_API_PORT === 'off') throw new MetricsPortInUseError(port)
+    onTaken(port)
+    return null
   }
 }
 

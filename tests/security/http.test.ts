@@ -25,6 +25,8 @@ const server = await listeningServer(
 // Without METRICS_TOKEN, and with no metrics port: made at the top, as a server's stop ends the file's database.
 const plain = await listeningServer({ METRICS_ON_API_PORT: 'off' }, db)
 const off = await listeningServer({ METRICS_PORT: 'off' }, db)
+// A second instance on this host: the metrics port it is given is the plain server's.
+const second = await listeningServer({ METRICS_PORT: new URL(plain.metricsUrl!).port }, db)
 const base = server.url
 const own = new URL(base).origin
 const tenant = await createTenant(db.sql)
@@ -242,9 +244,9 @@ describe('/metrics on a port of its own', () => {
     expect((await fetch(plain.metricsUrl!, { method: 'POST' })).status).toBe(405)
   })
 
-  it('refuses to start on a METRICS_PORT that is taken, naming it; off serves none', async () => {
+  it('refuses to start on a METRICS_PORT that is taken, naming it, where it is the only /metrics; off serves none', async () => {
     const taken = new URL(plain.metricsUrl!).port
-    const attempt = startServer(testConfig({ METRICS_PORT: taken }), { db, log: quietLogger() })
+    const attempt = startServer(testConfig({ METRICS_PORT: taken, METRICS_ON_API_PORT: 'off' }), { db, log: quietLogger() })
     const error = await attempt.then(
       (running) => running.stop().then(() => null),
       (e: unknown) => e,
@@ -257,6 +259,11 @@ describe('/metrics on a port of its own', () => {
     const onApiPort = await fetch(`${off.url}/metrics`)
     expect(onApiPort.status).toBe(200)
     expect(await onApiPort.text()).toContain('processes_http_requests_total')
+    // With /metrics on PORT as well (the default), a second instance on the host starts, serving it there only.
+    expect(second.metricsUrl).toBeNull()
+    const onPort = await fetch(`${second.url}/metrics`)
+    expect(onPort.status).toBe(200)
+    expect(await onPort.text()).toContain('processes_http_requests_total')
     expect(() => testConfig({ METRICS_PORT: '70000' })).toThrow('METRICS_PORT')
     expect(() => testConfig({ METRICS_PORT: 'on' })).toThrow('METRICS_PORT')
   })
